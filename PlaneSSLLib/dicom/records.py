@@ -1,0 +1,130 @@
+"""Plain records for what a scan of a DICOM tree finds: studies, series, frames, problems.
+
+Identifiers are never kept in the clear: studies and series are known by ``hash_identifier``
+of their UIDs, so reports, caches and logs built from these records carry no patient
+identifier (house rule on patient privacy).
+"""
+
+from __future__ import annotations
+
+import hashlib
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from ..geometry.planes import ImagePlane
+from ..geometry.stacks import slice_locations_mm, stack_normal_lps
+
+__all__ = ["hash_identifier", "Frame", "Position", "Series", "Study", "Problem", "ScanResult", "VIEW_LABELS"]
+
+#: View labels by anatomy (DESIGN.md: heart SAX/2CH/3CH/4CH, knee SAG/COR/AX).
+VIEW_LABELS = {"heart": ("SAX", "2CH", "3CH", "4CH"), "knee": ("SAG", "COR", "AX")}
+
+_SALT = "planessl-v1"
+
+
+def hash_identifier(value: str, length: int = 12) -> str:
+    """A short, stable, non-reversible stand-in for a UID or patient identifier."""
+    return hashlib.sha256(f"{_SALT}:{value}".encode()).hexdigest()[:length]
+
+
+@dataclass
+class Frame:
+    """One 2D image: a classic single-frame file or one frame of an enhanced multi-frame file."""
+
+    path: Path
+    frame_index: int  # 0-based frame number within the file (0 for classic images)
+    plane: ImagePlane
+    instance_number: int | None = None
+    trigger_time_ms: float | None = None
+    temporal_position: int | None = None  # TemporalPositionIdentifier / TemporalPositionIndex
+    slice_thickness_mm: float | None = None
+    transfer_syntax: str = ""
+
+
+@dataclass
+class Position:
+    """All frames of a series at one plane position (the cine phases of one slice), in time order."""
+
+    plane: ImagePlane
+    frames: list[Frame]
+    location_mm: float = 0.0  # along the series' stack normal
+
+
+@dataclass
+class Series:
+    """One DICOM series (or, for one-series-per-slice layouts, one acquisition of it)."""
+
+    key: str  # hash_identifier(SeriesInstanceUID)
+    description: str
+    folder: Path  # the directory holding its files (for hints such as ``sax_5``)
+    series_number: int | None
+    modality: str
+    frames: list[Frame] = field(default_factory=list)
+    positions: list[Position] = field(default_factory=list)  # ordered along ``normal_lps``
+    problems: list[str] = field(default_factory=list)  # e.g. why geometry is unusable
+    usable: bool = True
+    view: str | None = None
+    view_source: str = ""  # "override", "geometry", "hint" or "" (unknown)
+    view_reason: str = ""
+
+    @property
+    def n_slices(self) -> int:
+        return len(self.positions)
+
+    @property
+    def n_phases(self) -> int:
+        return max((len(p.frames) for p in self.positions), default=0)
+
+    @property
+    def normal_lps(self) -> np.ndarray | None:
+        if not self.positions:
+            return None
+        return stack_normal_lps([p.plane for p in self.positions])
+
+    @property
+    def planes(self) -> list[ImagePlane]:
+        return [p.plane for p in self.positions]
+
+    @property
+    def pixel_spacing_mm(self) -> tuple[float, float] | None:
+        return self.positions[0].plane.spacing_mm if self.positions else None
+
+    @property
+    def shape_px(self) -> tuple[int, int] | None:
+        return self.positions[0].plane.shape_px if self.positions else None
+
+    @property
+    def slice_spacing_mm(self) -> float | None:
+        if len(self.positions) < 2:
+            return None
+        s = np.sort(slice_locations_mm(self.planes, self.normal_lps))
+        return float(np.median(np.diff(s)))
+
+
+@dataclass
+class Study:
+    key: str  # hash_identifier(StudyInstanceUID)
+    patient_key: str  # hash_identifier(PatientID)
+    root: Path  # common directory of its files
+    series: list[Series] = field(default_factory=list)
+    anatomy: str | None = None  # "heart", "knee" or None when it cannot be told
+    problems: list[str] = field(default_factory=list)
+
+
+@dataclass
+class Problem:
+    """Something met while scanning: ``kind`` is "ignored" (not an image, noted) or "error"."""
+
+    path: Path
+    kind: str
+    message: str
+
+
+@dataclass
+class ScanResult:
+    root: Path
+    studies: list[Study] = field(default_factory=list)
+    problems: list[Problem] = field(default_factory=list)
+    files_seen: int = 0

@@ -1,0 +1,11 @@
+"""Placeholder for `planessl phantom` (being written)."""
+
+from __future__ import annotations
+
+import argparse
+
+
+def register(sub: argparse._SubParsersAction) -> argparse.ArgumentParser:
+    p = sub.add_parser("phantom", help="(not yet available)")
+    p.set_defaults(func=lambda args: 1)
+    return p

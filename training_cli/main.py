@@ -1,0 +1,58 @@
+"""Entry point of ``planessl``: one sub-command per module in ``training_cli.commands``."""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import logging
+import sys
+from collections.abc import Sequence
+
+from PlaneSSLLib import __version__
+
+from .errors import CLIError
+
+#: Sub-command modules, in the order ``planessl --help`` lists them. Each has
+#: ``register(subparsers) -> argparse.ArgumentParser`` and sets ``func`` on its parser.
+COMMAND_MODULES = ("demo", "phantom", "inspect_cmd", "lines")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="planessl",
+        description=(
+            "Self-supervised learning from anatomy-oriented MRI imaging planes (heart and knee): "
+            "synthetic cohorts, study inspection, plane geometry."
+        ),
+    )
+    parser.add_argument("--version", action="version", version=f"planessl {__version__}")
+    parser.add_argument("-v", "--verbose", action="store_true", help="print debug messages")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+    for name in COMMAND_MODULES:
+        importlib.import_module(f"training_cli.commands.{name}").register(sub)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    logging.basicConfig(
+        level=logging.DEBUG if args.verbose else logging.INFO,
+        format="%(levelname)s %(name)s: %(message)s",
+        stream=sys.stderr,
+    )
+    if not getattr(args, "func", None):
+        parser.print_help()
+        return 2
+    try:
+        return int(args.func(args) or 0)
+    except CLIError as exc:
+        print(f"planessl {args.command}: error: {exc}", file=sys.stderr)
+        return exc.exit_code
+    except KeyboardInterrupt:
+        print(f"planessl {args.command}: interrupted", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())
