@@ -13,11 +13,11 @@ demo: setup
 	$(VENV)/bin/planessl demo --out $(OUT)
 
 test: setup
-	$(PY) -m ruff check PlaneSSLLib training_cli Testing bench PlaneSSL
+	$(PY) -m ruff check .
 	$(PY) -m pytest -q Testing $(PYTEST_ARGS)
 
 lint: setup
-	$(PY) -m ruff check PlaneSSLLib training_cli Testing bench PlaneSSL
+	$(PY) -m ruff check .
 
 bench: setup
 	$(PY) bench/bench_phantom.py
