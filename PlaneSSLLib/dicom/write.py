@@ -8,6 +8,7 @@ same seed is byte-identical.
 from __future__ import annotations
 
 import copy
+import hashlib
 import os
 import tempfile
 from dataclasses import dataclass, field
@@ -16,24 +17,24 @@ from pathlib import Path
 import numpy as np
 from pydicom.dataset import Dataset, FileMetaDataset
 from pydicom.uid import (
+    PYDICOM_IMPLEMENTATION_UID,
     ExplicitVRBigEndian,
     ExplicitVRLittleEndian,
     MRImageStorage,
-    PYDICOM_IMPLEMENTATION_UID,
-    generate_uid,
 )
 
 from ..geometry.planes import ImagePlane
 
 __all__ = ["StudyInfo", "SeriesInfo", "uid_from", "build_mr_dataset", "write_dataset_atomic", "write_mr_image"]
 
-#: Organisation root for the deterministic UIDs of synthetic data (2.25 = UUID-derived form).
-_UID_PREFIX = None  # generate_uid(None, ...) gives 2.25.<uuid-int> from a hash of the keys
-
-
 def uid_from(*keys: object) -> str:
-    """A valid, deterministic DICOM UID derived from ``keys`` (2.25.<uuid> form)."""
-    return generate_uid(prefix=_UID_PREFIX, entropy_srcs=[str(k) for k in keys])
+    """A valid DICOM UID ``2.25.<128-bit integer>`` derived from a hash of ``keys``.
+
+    Same keys, same UID (pydicom's ``generate_uid`` ignores its entropy sources without a
+    prefix, so it cannot be used for this).
+    """
+    digest = hashlib.sha256("\x1f".join(str(k) for k in keys).encode("utf-8")).digest()[:16]
+    return f"2.25.{int.from_bytes(digest, 'big')}"
 
 
 @dataclass
@@ -232,3 +233,330 @@ def _ds(value: float, digits: int = 6) -> str:
         if len(s) <= 16:
             return s
     raise ValueError(f"cannot write {value} as a DICOM decimal string")
+
+
+# ----------------------------------------------------------------------------- more syntaxes
+def write_dataset_as(ds: Dataset, path: str | os.PathLike, transfer_syntax: str | None = None) -> Path:
+    """Like ``write_dataset_atomic``, and also Implicit VR Little Endian and Deflated Explicit VR.
+
+    Native pixel data of ``ds`` must be little endian (as ``build_mr_dataset`` makes it).
+    """
+    from pydicom.uid import DeflatedExplicitVRLittleEndian, ImplicitVRLittleEndian
+
+    if transfer_syntax not in (ImplicitVRLittleEndian, DeflatedExplicitVRLittleEndian):
+        return write_dataset_atomic(ds, path, transfer_syntax)
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    ds = copy.deepcopy(ds)
+    ds.file_meta.TransferSyntaxUID = transfer_syntax
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    os.close(fd)
+    try:
+        implicit = transfer_syntax == ImplicitVRLittleEndian
+        ds.save_as(tmp, enforce_file_format=True, little_endian=True, implicit_vr=implicit)
+        os.replace(tmp, path)
+    except BaseException:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+        raise
+    return path
+
+
+# ----------------------------------------------------------------------------- enhanced multi-frame
+def build_enhanced_mr_dataset(
+    frames: np.ndarray,
+    planes: list[ImagePlane],
+    study: StudyInfo,
+    series: SeriesInfo,
+    sop_instance_uid: str,
+    slice_thickness_mm: float,
+    instance_number: int = 1,
+    trigger_times_ms: list[float] | None = None,
+    temporal_positions: list[int] | None = None,
+    stack_positions: list[int] | None = None,
+    rescale: tuple[float, float] = (1.0, 0.0),
+) -> Dataset:
+    """One Enhanced MR Image Storage instance holding ``frames`` (n, rows, cols) uint16.
+
+    Frame ``i`` lies at ``planes[i]``; geometry goes into the per-frame Plane Position and
+    Plane Orientation functional groups, pixel spacing and slice thickness (mm) into the shared
+    Pixel Measures group. ``trigger_times_ms`` (cine, ms after the R wave) fill the per-frame
+    Cardiac Synchronization group; ``temporal_positions`` (1-based) and ``stack_positions``
+    (1-based InStackPositionNumber) the Frame Content group. ``rescale`` = (slope, intercept)
+    goes into the shared Pixel Value Transformation group.
+    """
+    from pydicom.sequence import Sequence as DicomSequence
+    from pydicom.uid import EnhancedMRImageStorage
+
+    px = np.asarray(frames)
+    n = px.shape[0]
+    if px.ndim != 3 or len(planes) != n:
+        raise ValueError(f"need (n, rows, cols) pixels and n planes, got {px.shape} and {len(planes)} planes")
+    if any(p.shape_px != px.shape[1:] for p in planes):
+        raise ValueError("every plane must have the pixel array's (rows, cols)")
+    if px.dtype != np.uint16:
+        raise ValueError(f"pixels must be uint16, got {px.dtype}")
+    cardiac = trigger_times_ms is not None
+    base = build_mr_dataset(
+        px[0], planes[0], study, series, instance_number, sop_instance_uid, slice_thickness_mm,
+        trigger_time_ms=trigger_times_ms[0] if cardiac else None,
+    )
+    ds = Dataset()
+    ds.file_meta = base.file_meta
+    ds.file_meta.MediaStorageSOPClassUID = EnhancedMRImageStorage
+    for keyword in (
+        "SpecificCharacterSet", "StudyDate", "SeriesDate", "ContentDate", "StudyTime", "SeriesTime",
+        "ContentTime", "AccessionNumber", "Modality", "Manufacturer", "ManufacturerModelName",
+        "ReferringPhysicianName", "StudyDescription", "SeriesDescription", "PatientName", "PatientID",
+        "PatientBirthDate", "PatientSex", "PatientAge", "BodyPartExamined", "StudyInstanceUID",
+        "SeriesInstanceUID", "StudyID", "SeriesNumber", "InstanceNumber", "FrameOfReferenceUID",
+        "PositionReferenceIndicator", "Laterality", "SOPInstanceUID", "PatientPosition",
+        "MagneticFieldStrength", "SamplesPerPixel", "PhotometricInterpretation", "Rows", "Columns",
+        "BitsAllocated", "BitsStored", "HighBit", "PixelRepresentation",
+    ):
+        if keyword in base and (keyword != "Laterality" or base.Laterality):
+            setattr(ds, keyword, base.data_element(keyword).value)
+    ds.SOPClassUID = EnhancedMRImageStorage
+    ds.ImageType = ["ORIGINAL", "PRIMARY", "M", "NONE"]
+    ds.DeviceSerialNumber = "0"
+    ds.SoftwareVersions = "PlaneSSL"
+    ds.AcquisitionDateTime = f"{study.study_date}{study.study_time}"
+    ds.AcquisitionDuration = 0.0
+    ds.AcquisitionNumber = 1
+    ds.ContentQualification = "RESEARCH"
+    ds.ResonantNucleus = "1H"
+    ds.KSpaceFiltering = "NONE"
+    ds.ApplicableSafetyStandardAgency = "IEC"
+    ds.PixelPresentation = "MONOCHROME"
+    ds.VolumetricProperties = "VOLUME"
+    ds.VolumeBasedCalculationTechnique = "NONE"
+    ds.ComplexImageComponent = "MAGNITUDE"
+    ds.AcquisitionContrast = "T1"
+    ds.BurnedInAnnotation = "NO"
+    ds.LossyImageCompression = "00"
+    ds.PresentationLUTShape = "IDENTITY"
+    ds.AcquisitionContextSequence = DicomSequence()
+    ds.PulseSequenceName = series.protocol_name or "SYNTHETIC"
+    ds.MRAcquisitionType = series.acquisition_type
+    ds.EchoPulseSequence = "GRADIENT"
+    ds.MultiPlanarExcitation = "NO"
+    ds.PhaseContrast = "NO"
+    ds.TimeOfFlightContrast = "NO"
+    ds.SteadyStatePulseSequence = "FREE_PRECESSION" if series.sequence_variant == "SS" else "NONE"
+    ds.EchoPlanarPulseSequence = "NO"
+    ds.SaturationRecovery = "NO"
+    ds.SpectrallySelectedSuppression = "NONE"
+    ds.OversamplingPhase = "NONE"
+    ds.GeometryOfKSpaceTraversal = "RECTILINEAR"
+    ds.SegmentedKSpaceTraversal = "SINGLE"
+    ds.RectilinearPhaseEncodeReordering = "LINEAR"
+    ds.NumberOfKSpaceTrajectories = 1
+    if cardiac:
+        ds.CardiacSynchronizationTechnique = "RETROSPECTIVE"
+        ds.CardiacSignalSource = "ECG"
+        ds.CardiacRRIntervalSpecified = 1000.0
+        ds.CardiacBeatRejectionTechnique = "NONE"
+        ds.LowRRValue = 0
+        ds.HighRRValue = 0
+        ds.IntervalsAcquired = 0
+        ds.IntervalsRejected = 0
+        ds.SkipBeats = 0
+        ds.CardiacFramingType = "PRO"
+    ds.NumberOfFrames = n
+    ds.SharedFunctionalGroupsSequence = DicomSequence([_shared_groups(planes[0], series, slice_thickness_mm, rescale)])
+    ds.PerFrameFunctionalGroupsSequence = DicomSequence(
+        [
+            _per_frame_groups(
+                i,
+                planes[i],
+                trigger_times_ms[i] if cardiac else None,
+                temporal_positions[i] if temporal_positions is not None else None,
+                stack_positions[i] if stack_positions is not None else None,
+            )
+            for i in range(n)
+        ]
+    )
+    dim_uid = uid_from(sop_instance_uid, "dimensions")
+    ds.DimensionOrganizationSequence = DicomSequence([_item(DimensionOrganizationUID=dim_uid)])
+    dims = [("StackID", "FrameContentSequence"), ("InStackPositionNumber", "FrameContentSequence")]
+    if temporal_positions is not None:
+        dims.append(("TemporalPositionIndex", "FrameContentSequence"))
+    ds.DimensionIndexSequence = DicomSequence(
+        [
+            _item(
+                DimensionOrganizationUID=dim_uid,
+                DimensionIndexPointer=pydicom_tag(keyword),
+                FunctionalGroupPointer=pydicom_tag(group),
+            )
+            for keyword, group in dims
+        ]
+    )
+    ds.PixelData = np.ascontiguousarray(px, dtype="<u2").tobytes()
+    return ds
+
+
+def write_enhanced_mr(path: str | os.PathLike, transfer_syntax: str | None = None, **kwargs) -> Path:
+    """``build_enhanced_mr_dataset(**kwargs)`` written atomically to ``path``."""
+    return write_dataset_as(build_enhanced_mr_dataset(**kwargs), path, transfer_syntax)
+
+
+def pydicom_tag(keyword: str) -> int:
+    """The tag of a DICOM keyword (for attribute-pointer values)."""
+    from pydicom.datadict import tag_for_keyword
+
+    tag = tag_for_keyword(keyword)
+    if tag is None:
+        raise KeyError(keyword)
+    return int(tag)
+
+
+def _item(**values) -> Dataset:
+    item = Dataset()
+    for keyword, value in values.items():
+        setattr(item, keyword, value)
+    return item
+
+
+def _shared_groups(plane: ImagePlane, series: SeriesInfo, thickness_mm: float, rescale: tuple[float, float]) -> Dataset:
+    from pydicom.sequence import Sequence as DicomSequence
+
+    shared = Dataset()
+    shared.PixelMeasuresSequence = DicomSequence(
+        [_item(PixelSpacing=[_ds(v, 8) for v in plane.pixel_spacing], SliceThickness=_ds(thickness_mm))]
+    )
+    shared.PixelValueTransformationSequence = DicomSequence(
+        [_item(RescaleIntercept=_ds(rescale[1]), RescaleSlope=_ds(rescale[0]), RescaleType="US")]
+    )
+    shared.FrameAnatomySequence = DicomSequence(
+        [
+            _item(
+                FrameLaterality="U",
+                AnatomicRegionSequence=DicomSequence(
+                    [_item(CodeValue="80891009", CodingSchemeDesignator="SCT", CodeMeaning="Heart")]
+                    if series.cardiac
+                    else [_item(CodeValue="72696002", CodingSchemeDesignator="SCT", CodeMeaning="Knee")]
+                ),
+            )
+        ]
+    )
+    shared.MRImageFrameTypeSequence = DicomSequence(
+        [
+            _item(
+                FrameType=["ORIGINAL", "PRIMARY", "M", "NONE"],
+                PixelPresentation="MONOCHROME",
+                VolumetricProperties="VOLUME",
+                VolumeBasedCalculationTechnique="NONE",
+                ComplexImageComponent="MAGNITUDE",
+                AcquisitionContrast="T1",
+            )
+        ]
+    )
+    shared.MRTimingAndRelatedParametersSequence = DicomSequence(
+        [
+            _item(
+                RepetitionTime=series.repetition_time_ms,
+                FlipAngle=series.flip_angle_deg,
+                EchoTrainLength=1,
+                RFEchoTrainLength=1,
+                GradientEchoTrainLength=1,
+                SpecificAbsorptionRateSequence=DicomSequence(
+                    [_item(SpecificAbsorptionRateDefinition="IEC_WHOLE_BODY", SpecificAbsorptionRateValue=0.1)]
+                ),
+                GradientOutputType="DB_DT",
+                GradientOutput=1.0,
+                OperatingModeSequence=DicomSequence(
+                    [_item(OperatingModeType="STATIC FIELD", OperatingMode="IEC_NORMAL")]
+                ),
+            )
+        ]
+    )
+    shared.MREchoSequence = DicomSequence([_item(EffectiveEchoTime=series.echo_time_ms)])
+    shared.MRModifierSequence = DicomSequence(
+        [
+            _item(
+                InversionRecovery="NO",
+                FlowCompensation="NONE",
+                Spoiling="NONE",
+                T2Preparation="NO",
+                SpectrallySelectedExcitation="NONE",
+                SpatialPresaturation="NONE",
+                PartialFourier="NO",
+                ParallelAcquisition="NO",
+            )
+        ]
+    )
+    shared.MRImagingModifierSequence = DicomSequence(
+        [
+            _item(
+                MagnetizationTransfer="NONE",
+                BloodSignalNulling="NO",
+                Tagging="NONE",
+                TransmitterFrequency=63.87,
+                PixelBandwidth=500.0,
+            )
+        ]
+    )
+    shared.MRReceiveCoilSequence = DicomSequence(
+        [
+            _item(
+                ReceiveCoilName="BODY",
+                ReceiveCoilType="BODY",
+                ReceiveCoilManufacturerName="",
+                QuadratureReceiveCoil="NO",
+            )
+        ]
+    )
+    shared.MRTransmitCoilSequence = DicomSequence(
+        [_item(TransmitCoilName="BODY", TransmitCoilType="BODY", TransmitCoilManufacturerName="")]
+    )
+    shared.MRFOVGeometrySequence = DicomSequence(
+        [
+            _item(
+                InPlanePhaseEncodingDirection="ROW",
+                MRAcquisitionFrequencyEncodingSteps=plane.columns,
+                MRAcquisitionPhaseEncodingStepsInPlane=plane.rows,
+                PercentSampling=100.0,
+                PercentPhaseFieldOfView=100.0,
+            )
+        ]
+    )
+    shared.MRAveragesSequence = DicomSequence([_item(NumberOfAverages=1.0)])
+    return shared
+
+
+def _per_frame_groups(
+    index: int,
+    plane: ImagePlane,
+    trigger_time_ms: float | None,
+    temporal_position: int | None,
+    stack_position: int | None,
+) -> Dataset:
+    from pydicom.sequence import Sequence as DicomSequence
+
+    item = Dataset()
+    content = _item(
+        FrameAcquisitionNumber=index + 1,
+        FrameReferenceDateTime="20260101080000",
+        FrameAcquisitionDateTime="20260101080000",
+        FrameAcquisitionDuration=10.0,
+        StackID="1",
+        InStackPositionNumber=int(stack_position) if stack_position is not None else 1,
+    )
+    content.DimensionIndexValues = [1, content.InStackPositionNumber]
+    if temporal_position is not None:
+        content.TemporalPositionIndex = int(temporal_position)
+        content.DimensionIndexValues = [1, content.InStackPositionNumber, int(temporal_position)]
+    item.FrameContentSequence = DicomSequence([content])
+    ipp = [_ds(v) for v in plane.image_position_patient]
+    item.PlanePositionSequence = DicomSequence([_item(ImagePositionPatient=ipp)])
+    item.PlaneOrientationSequence = DicomSequence(
+        [_item(ImageOrientationPatient=[_ds(v, 8) for v in plane.image_orientation_patient])]
+    )
+    if trigger_time_ms is not None:
+        item.CardiacSynchronizationSequence = DicomSequence(
+            [_item(NominalCardiacTriggerDelayTime=float(trigger_time_ms), RRIntervalTimeNominal=1000.0)]
+        )
+    return item
+
+
+__all__ += ["write_dataset_as", "build_enhanced_mr_dataset", "write_enhanced_mr"]
