@@ -41,6 +41,9 @@ class Frame:
     temporal_position: int | None = None  # TemporalPositionIdentifier / TemporalPositionIndex
     slice_thickness_mm: float | None = None
     transfer_syntax: str = ""
+    # Added by the scanner (dicom.scan); defaults keep hand-built records valid.
+    n_frames_in_file: int = 1  # NumberOfFrames of the file (1 for classic images)
+    stack_position: int | None = None  # InStackPositionNumber (enhanced multi-frame), 1-based
 
 
 @dataclass
@@ -68,6 +71,12 @@ class Series:
     view: str | None = None
     view_source: str = ""  # "override", "geometry", "hint" or "" (unknown)
     view_reason: str = ""
+    # Added by the scanner (dicom.scan); defaults keep hand-built records valid.
+    uid_key: str = ""  # hash_identifier(SeriesInstanceUID); equals ``key`` unless the series was split
+    part: int | None = None  # 1-based part number when a series was split by orientation, else None
+    n_files: int = 0  # files that contributed images (including those without usable geometry)
+    n_images: int = 0  # frames read from headers (including those without usable geometry)
+    transfer_syntaxes: list[str] = field(default_factory=list)  # UIDs, sorted
 
     @property
     def n_slices(self) -> int:

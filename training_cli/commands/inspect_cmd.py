@@ -1,11 +1,148 @@
-"""Placeholder for `planessl inspect` (being written)."""
+"""``planessl inspect DIR [--json] [--overrides FILE] [--anatomy auto|heart|knee]``.
+
+Scans a folder tree for DICOM images (headers only) and prints every study with its series
+(view, slices, phases, spacing, size, transfer syntaxes, usability) and every problem met,
+each naming its file. Exit status 0 when the scan completes, even with problems in single
+files; 1 when the tree holds no DICOM image at all (after printing what was found); 2 when DIR
+does not exist or the overrides file is unusable.
+"""
 
 from __future__ import annotations
 
 import argparse
+import json
+import os
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+from PlaneSSLLib.dicom.records import VIEW_LABELS
+from PlaneSSLLib.dicom.report import apply_views, format_text, scan_to_dict
+from PlaneSSLLib.dicom.scan import scan_tree
+
+from ..errors import CLIError
+
+_KNOWN_VIEWS = {label for labels in VIEW_LABELS.values() for label in labels}
 
 
 def register(sub: argparse._SubParsersAction) -> argparse.ArgumentParser:
-    p = sub.add_parser("inspect", help="(not yet available)")
-    p.set_defaults(func=lambda args: 1)
+    p = sub.add_parser(
+        "inspect",
+        help="list the studies, series, views and problems found in a DICOM folder",
+        description=(
+            "Scan DIR (a folder tree or one file) for DICOM images, reading headers only, and print "
+            "every study with its series: view label, description, folder, slice and phase counts, "
+            "pixel spacing [row, column] and slice spacing in mm, image size, transfer syntaxes, "
+            "whether it is usable, and the problems met. Unreadable files are named; non-DICOM and "
+            "non-image files are listed as ignored. Patient identifiers and UIDs are never printed "
+            "(studies and series are shown by a short hash)."
+        ),
+    )
+    p.add_argument("dir", type=Path, metavar="DIR", help="folder to scan (or a single DICOM file)")
+    p.add_argument("--json", action="store_true", help="print one JSON object (schema in PlaneSSLLib.dicom.report)")
+    p.add_argument(
+        "--overrides",
+        type=Path,
+        metavar="FILE",
+        help="YAML or JSON mapping of series folder name, series description or series key to a view label",
+    )
+    p.add_argument(
+        "--anatomy",
+        choices=("auto", "heart", "knee"),
+        default="auto",
+        help="anatomy of the studies (default: tell from the images)",
+    )
+    p.add_argument(
+        "--jobs",
+        type=int,
+        default=0,
+        metavar="N",
+        help="processes reading headers (default 0: automatic, parallel only for large trees)",
+    )
+    p.set_defaults(func=run)
     return p
+
+
+def run(args: argparse.Namespace) -> int:
+    root: Path = args.dir
+    if not root.exists():
+        raise CLIError(f"{root}: no such file or directory")
+    overrides = load_overrides(args.overrides) if args.overrides else None
+    workers = args.jobs if args.jobs > 0 else min(4, os.cpu_count() or 1)
+    progress = _Progress() if sys.stderr.isatty() else None
+    try:
+        result = scan_tree(root, progress=progress, workers=workers)
+    finally:
+        if progress is not None:
+            progress.close()
+    anatomy = None if args.anatomy == "auto" else args.anatomy
+    try:
+        views_note = apply_views(result, anatomy_hint=anatomy, overrides=overrides)
+    except ValueError as exc:  # e.g. an override naming an unknown view
+        raise CLIError(f"{args.overrides or root}: {exc}") from exc
+    if args.json:
+        print(json.dumps(scan_to_dict(result, views_note, root_label=str(root)), indent=2))
+    else:
+        print(format_text(result, views_note, root_label=str(root)), end="")
+    if not any(s.n_images for st in result.studies for s in st.series):
+        raise CLIError(f"{root}: no DICOM image found ({result.files_seen} files seen)", exit_code=1)
+    return 0
+
+
+def load_overrides(path: Path) -> dict[str, str]:
+    """A mapping {series folder name | description | key: view label} from a YAML or JSON file."""
+    if not path.is_file():
+        raise CLIError(f"{path}: no such overrides file")
+    try:
+        text = path.read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError) as exc:
+        raise CLIError(f"{path}: cannot read overrides file ({exc})") from exc
+    data: Any
+    try:
+        data = json.loads(text)
+    except json.JSONDecodeError:
+        try:
+            import yaml
+
+            data = yaml.safe_load(text)
+        except ImportError as exc:
+            raise CLIError(f"{path}: not valid JSON, and PyYAML is not installed to read YAML") from exc
+        except yaml.YAMLError as exc:
+            raise CLIError(f"{path}: neither valid JSON nor valid YAML ({' '.join(str(exc).split())})") from exc
+    if data is None:
+        return {}
+    if not isinstance(data, dict):
+        raise CLIError(f"{path}: overrides must be a mapping of series to view label, got {type(data).__name__}")
+    overrides = {}
+    for key, value in data.items():
+        if not isinstance(value, str) or not str(key):
+            raise CLIError(f"{path}: override {key!r}: the view label must be a text such as SAX or 2CH")
+        overrides[str(key)] = value
+    unknown = sorted({v for v in overrides.values() if v not in _KNOWN_VIEWS})
+    if unknown:
+        known = ", ".join(sorted(_KNOWN_VIEWS))
+        print(f"planessl inspect: warning: {path}: unknown view labels {unknown} (known: {known})", file=sys.stderr)
+    return overrides
+
+
+class _Progress:
+    """A one-line file counter on stderr, refreshed at most ten times a second."""
+
+    def __init__(self) -> None:
+        self._last = 0.0
+        self._shown = False
+
+    def __call__(self, done: int, total: int) -> None:
+        now = time.monotonic()
+        if done < total and now - self._last < 0.1:
+            return
+        self._last = now
+        self._shown = True
+        sys.stderr.write(f"\rscanning headers: {done}/{total} files")
+        sys.stderr.flush()
+
+    def close(self) -> None:
+        if self._shown:
+            sys.stderr.write("\r" + " " * 60 + "\r")
+            sys.stderr.flush()
