@@ -22,7 +22,6 @@ from PlaneSSLLib.dicom.write import (
     build_enhanced_mr_dataset,
     build_mr_dataset,
     uid_from,
-    write_dataset_as,
     write_dataset_atomic,
 )
 from PlaneSSLLib.geometry import ImagePlane
@@ -130,7 +129,7 @@ def write_classic_series(
         if eight_bit:
             to_eight_bit(ds, px)
         path = out.folder / f"IM{file_no:04d}.dcm"
-        write_dataset_as(ds, path, transfer_syntax)
+        write_dataset_atomic(ds, path, transfer_syntax)
         out.paths.append(path)
         out.pixels[(s, p)] = px
         out.path_of[(s, p)] = (path, 0)
@@ -184,7 +183,7 @@ def write_enhanced_cine(
         rescale=rescale,
     )
     path = root / name
-    write_dataset_as(ds, path, transfer_syntax)
+    write_dataset_atomic(ds, path, transfer_syntax)
     out.paths.append(path)
     for i, (s, p) in enumerate(jobs):
         out.pixels[(s, p)] = frames[i]

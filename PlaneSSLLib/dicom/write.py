@@ -10,7 +10,6 @@ from __future__ import annotations
 import copy
 import hashlib
 import os
-import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -18,11 +17,14 @@ import numpy as np
 from pydicom.dataset import Dataset, FileMetaDataset
 from pydicom.uid import (
     PYDICOM_IMPLEMENTATION_UID,
+    DeflatedExplicitVRLittleEndian,
     ExplicitVRBigEndian,
     ExplicitVRLittleEndian,
+    ImplicitVRLittleEndian,
     MRImageStorage,
 )
 
+from ..atomic import atomic_path
 from ..geometry.planes import ImagePlane
 
 __all__ = ["StudyInfo", "SeriesInfo", "uid_from", "build_mr_dataset", "write_dataset_atomic", "write_mr_image"]
@@ -184,25 +186,23 @@ def build_mr_dataset(
 def write_dataset_atomic(ds: Dataset, path: str | os.PathLike, transfer_syntax: str | None = None) -> Path:
     """Write ``ds`` to ``path`` through a temporary file and rename, so no half file is left.
 
-    ``transfer_syntax``: None or Explicit VR Little Endian writes as built; Explicit VR Big
-    Endian byte-swaps the pixel data; a compressed syntax is encoded with pydicom's encoders
-    (RLE, JPEG 2000, JPEG-LS where the plugin is installed).
+    ``transfer_syntax``: None writes as built (Explicit VR Little Endian); Implicit VR Little
+    Endian and Deflated Explicit VR re-encode the dataset; Explicit VR Big Endian byte-swaps
+    the pixel data; a compressed syntax is encoded with pydicom's encoders (RLE, JPEG 2000,
+    JPEG-LS where the plugin is installed). Native pixel data of ``ds`` must be little endian
+    (as the builders here make it).
     """
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
     if transfer_syntax and transfer_syntax != ds.file_meta.TransferSyntaxUID:
         ds = _transcode(ds, transfer_syntax)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    os.close(fd)
-    try:
-        little = ds.file_meta.TransferSyntaxUID != ExplicitVRBigEndian
-        ds.save_as(tmp, enforce_file_format=True, little_endian=little, implicit_vr=False)
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
-    return path
+    syntax = ds.file_meta.TransferSyntaxUID
+    with atomic_path(path) as tmp:
+        ds.save_as(
+            tmp,
+            enforce_file_format=True,
+            little_endian=syntax != ExplicitVRBigEndian,
+            implicit_vr=syntax == ImplicitVRLittleEndian,
+        )
+    return Path(path)
 
 
 def write_mr_image(path: str | os.PathLike, transfer_syntax: str | None = None, **kwargs) -> Path:
@@ -212,6 +212,9 @@ def write_mr_image(path: str | os.PathLike, transfer_syntax: str | None = None, 
 
 def _transcode(ds: Dataset, transfer_syntax: str) -> Dataset:
     ds = copy.deepcopy(ds)  # keep the caller's dataset untouched
+    if transfer_syntax in (ImplicitVRLittleEndian, DeflatedExplicitVRLittleEndian):
+        ds.file_meta.TransferSyntaxUID = transfer_syntax
+        return ds
     if transfer_syntax == ExplicitVRBigEndian:
         arr = np.frombuffer(ds.PixelData, dtype="<u2")
         ds.PixelData = arr.astype(">u2").tobytes()
@@ -236,32 +239,6 @@ def _ds(value: float, digits: int = 6) -> str:
 
 
 # ----------------------------------------------------------------------------- more syntaxes
-def write_dataset_as(ds: Dataset, path: str | os.PathLike, transfer_syntax: str | None = None) -> Path:
-    """Like ``write_dataset_atomic``, and also Implicit VR Little Endian and Deflated Explicit VR.
-
-    Native pixel data of ``ds`` must be little endian (as ``build_mr_dataset`` makes it).
-    """
-    from pydicom.uid import DeflatedExplicitVRLittleEndian, ImplicitVRLittleEndian
-
-    if transfer_syntax not in (ImplicitVRLittleEndian, DeflatedExplicitVRLittleEndian):
-        return write_dataset_atomic(ds, path, transfer_syntax)
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    ds = copy.deepcopy(ds)
-    ds.file_meta.TransferSyntaxUID = transfer_syntax
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    os.close(fd)
-    try:
-        implicit = transfer_syntax == ImplicitVRLittleEndian
-        ds.save_as(tmp, enforce_file_format=True, little_endian=True, implicit_vr=implicit)
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
-    return path
-
-
 # ----------------------------------------------------------------------------- enhanced multi-frame
 def build_enhanced_mr_dataset(
     frames: np.ndarray,
@@ -397,7 +374,7 @@ def build_enhanced_mr_dataset(
 
 def write_enhanced_mr(path: str | os.PathLike, transfer_syntax: str | None = None, **kwargs) -> Path:
     """``build_enhanced_mr_dataset(**kwargs)`` written atomically to ``path``."""
-    return write_dataset_as(build_enhanced_mr_dataset(**kwargs), path, transfer_syntax)
+    return write_dataset_atomic(build_enhanced_mr_dataset(**kwargs), path, transfer_syntax)
 
 
 def pydicom_tag(keyword: str) -> int:
@@ -559,4 +536,4 @@ def _per_frame_groups(
     return item
 
 
-__all__ += ["write_dataset_as", "build_enhanced_mr_dataset", "write_enhanced_mr"]
+__all__ += ["build_enhanced_mr_dataset", "write_enhanced_mr"]

@@ -36,6 +36,7 @@ from pathlib import Path
 import numpy as np
 
 from .. import __version__
+from ..atomic import atomic_write_text
 from ..dicom.write import SeriesInfo, StudyInfo, build_mr_dataset, uid_from, write_dataset_atomic
 from ..geometry.planes import ImagePlane
 from .heart import plan_heart_views, render_heart_cine, sample_heart
@@ -321,12 +322,6 @@ def _prepare_target(out: Path, force: bool) -> None:
     out.mkdir(parents=True, exist_ok=True)
 
 
-def _write_text_atomic(path: Path, text: str) -> None:
-    tmp = path.with_name(f".{path.name}.tmp")
-    tmp.write_text(text, encoding="utf-8", newline="")
-    os.replace(tmp, path)
-
-
 def _cohort_json(options: CohortOptions, summaries: list[dict], complete: bool) -> str:
     meta = {
         "generator": GENERATOR,
@@ -373,7 +368,7 @@ def write_cohort(
         raise CohortError(f"the number of workers must be at least 1, got {workers}")
     out = Path(out_dir)
     _prepare_target(out, force)
-    _write_text_atomic(out / "cohort.json", _cohort_json(options, [], complete=False))
+    atomic_write_text(out / "cohort.json", _cohort_json(options, [], complete=False))
 
     n = options.subjects
     results: dict[int, dict] = {}
@@ -400,10 +395,10 @@ def write_cohort(
     if options.anatomy == "heart":
         rows: list[list[object]] = [["subject", "ed_phase", "es_phase", "n_sax"]]
         rows += [[s["subject"], s["ed_phase"], s["es_phase"], s["n_sax"]] for s in summaries]
-        _write_text_atomic(out / "subjects.csv", _csv(rows))
+        atomic_write_text(out / "subjects.csv", _csv(rows))
     else:
         rows = [["subject", "acl_tear"]] + [[s["subject"], int(s["acl_tear"])] for s in summaries]
-        _write_text_atomic(out / "labels.csv", _csv(rows))
+        atomic_write_text(out / "labels.csv", _csv(rows))
     text = _cohort_json(options, summaries, complete=True)
-    _write_text_atomic(out / "cohort.json", text)
+    atomic_write_text(out / "cohort.json", text)
     return json.loads(text)

@@ -10,13 +10,13 @@ from __future__ import annotations
 
 import gzip
 import os
-import tempfile
 from collections.abc import Sequence
 from pathlib import Path
 
 import nibabel as nib
 import numpy as np
 
+from ..atomic import atomic_write_bytes
 from ..geometry.frames import affine_lps_to_ras
 from ..geometry.planes import ImagePlane
 from ..geometry.stacks import are_parallel, slice_locations_mm
@@ -71,18 +71,8 @@ def write_label_nifti(path: str | os.PathLike, labels: Sequence[np.ndarray], pla
     img.set_qform(affine, code=1)
     img.set_sform(affine, code=1)
     data = gzip.compress(img.to_bytes(), compresslevel=6, mtime=0)
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "wb") as f:
-            f.write(data)
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
-    return path
+    atomic_write_bytes(path, data)
+    return Path(path)
 
 
 def read_label_nifti(path: str | os.PathLike) -> tuple[np.ndarray, np.ndarray]:
