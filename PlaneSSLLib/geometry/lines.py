@@ -169,8 +169,10 @@ def clip_line_to_rect(
     if not (hi - lo > 1e-9):
         return None
     q0, q1 = p + lo * t, p + hi * t
-    # A stable order: start from the end with the smaller (x, y), so results are reproducible.
-    if (q1[0], q1[1]) < (q0[0], q0[1]):
+    # A stable order: p0 -> p1 runs towards +x along mostly horizontal lines and towards +y
+    # along mostly vertical ones (ordering by x alone flips on rounding for vertical lines).
+    d = q1 - q0
+    if (d[0] < 0) if abs(d[0]) >= abs(d[1]) else (d[1] < 0):
         q0, q1 = q1, q0
     return Segment2D((float(q0[0]), float(q0[1])), (float(q1[0]), float(q1[1])))
 

@@ -16,6 +16,7 @@ This module is numpy only: no torch, no pydicom.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence
 from dataclasses import dataclass
 
@@ -55,28 +56,42 @@ class ImagePlane:
     shape_px: tuple[int, int]
 
     def __post_init__(self) -> None:
-        o = np.asarray(self.origin_lps, dtype=np.float64).reshape(3)
-        x = np.asarray(self.x_dir_lps, dtype=np.float64).reshape(3)
-        y = np.asarray(self.y_dir_lps, dtype=np.float64).reshape(3)
-        if not (np.all(np.isfinite(o)) and np.all(np.isfinite(x)) and np.all(np.isfinite(y))):
+        # Plain-float arithmetic: planes are built once per frame while scanning thousands of
+        # files, and numpy's per-call overhead on 3-vectors dominated that cost.
+        try:
+            o = [float(v) for v in np.ravel(self.origin_lps)]
+            x = [float(v) for v in np.ravel(self.x_dir_lps)]
+            y = [float(v) for v in np.ravel(self.y_dir_lps)]
+        except (TypeError, ValueError) as exc:
+            raise ValueError(f"plane position/orientation is not numeric: {exc}") from exc
+        if len(o) != 3 or len(x) != 3 or len(y) != 3:
+            raise ValueError("plane position and orientation vectors need 3 values each")
+        if not all(math.isfinite(v) for v in (*o, *x, *y)):
             raise ValueError("plane has non-finite position or orientation")
-        nx, ny = np.linalg.norm(x), np.linalg.norm(y)
+        nx = math.sqrt(x[0] * x[0] + x[1] * x[1] + x[2] * x[2])
+        ny = math.sqrt(y[0] * y[0] + y[1] * y[1] + y[2] * y[2])
         if abs(nx - 1) > 0.01 or abs(ny - 1) > 0.01:
             raise ValueError(f"orientation vectors are not unit length (|x|={nx:.4f}, |y|={ny:.4f})")
-        x, y = x / nx, y / ny
-        if abs(float(x @ y)) > 0.01:
-            raise ValueError(f"orientation vectors are not orthogonal (x·y={float(x @ y):.4f})")
+        x = [v / nx for v in x]
+        y = [v / ny for v in y]
+        xy = x[0] * y[0] + x[1] * y[1] + x[2] * y[2]
+        if abs(xy) > 0.01:
+            raise ValueError(f"orientation vectors are not orthogonal (x·y={xy:.4f})")
         # Re-orthogonalise y against x so that tiny rounding in the header cannot bias lines.
-        y = unit(y - (x @ y) * x)
-        dr, dc = (float(s) for s in self.spacing_mm)
-        if not (dr > 0 and dc > 0 and np.isfinite(dr) and np.isfinite(dc)):
+        y = [yi - xy * xi for xi, yi in zip(x, y, strict=True)]
+        ny = math.sqrt(y[0] * y[0] + y[1] * y[1] + y[2] * y[2])
+        y = [v / ny for v in y]
+        dr, dc = (float(v) for v in self.spacing_mm)
+        if not (dr > 0 and dc > 0 and math.isfinite(dr) and math.isfinite(dc)):
             raise ValueError(f"pixel spacing must be positive, got {self.spacing_mm!r}")
-        rows, cols = (int(s) for s in self.shape_px)
+        rows, cols = (int(v) for v in self.shape_px)
         if rows < 1 or cols < 1:
             raise ValueError(f"image shape must be positive, got {self.shape_px!r}")
-        for name, value in (("origin_lps", o), ("x_dir_lps", x), ("y_dir_lps", y)):
-            value.setflags(write=False)
-            object.__setattr__(self, name, value)
+        normal = [x[1] * y[2] - x[2] * y[1], x[2] * y[0] - x[0] * y[2], x[0] * y[1] - x[1] * y[0]]
+        for name, value in (("origin_lps", o), ("x_dir_lps", x), ("y_dir_lps", y), ("_normal", normal)):
+            arr = np.array(value, dtype=np.float64)
+            arr.setflags(write=False)
+            object.__setattr__(self, name, arr)
         object.__setattr__(self, "spacing_mm", (dr, dc))
         object.__setattr__(self, "shape_px", (rows, cols))
 
@@ -121,8 +136,8 @@ class ImagePlane:
     # ------------------------------------------------------------------ derived geometry
     @property
     def normal_lps(self) -> np.ndarray:
-        """Unit normal ``n = x × y`` (LPS)."""
-        return unit(np.cross(self.x_dir_lps, self.y_dir_lps))
+        """Unit normal ``n = x × y`` (LPS), read-only."""
+        return self._normal
 
     @property
     def rows(self) -> int:
