@@ -1,0 +1,1 @@
+"""Weights in, arrays/lines/probabilities out; torch + numpy only (no MONAI, no training stack)."""
