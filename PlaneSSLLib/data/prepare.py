@@ -1,0 +1,337 @@
+"""``prepare_cache``: scan a DICOM tree, label views, resample every usable slice into the cache.
+
+Steps: list the files under DATA and fingerprint them (relative path, size, mtime); the cache
+key follows from that and the config, and an existing complete cache of that key is reused.
+Otherwise: ``dicom.scan.scan_tree`` + ``dicom.views.identify_views`` (via
+``dicom.report.apply_views``), ``data.index.enumerate_slices`` (stacks, anatomical slice
+order, relative locations), then each frame is decoded (``dicom.pixels.read_file_frames``),
+normalised and resampled (``data.resample.prepare_image``) — in ``jobs`` processes for large
+trees — into a memory-mapped array in a temporary folder, renamed into place when complete.
+A frame that cannot be decoded is skipped and named in the report; the scan's own problems
+(unreadable files, unusable series) are reported too.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import time
+import warnings
+from collections import Counter
+from collections.abc import Callable, Sequence
+from concurrent.futures import ProcessPoolExecutor
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from .. import __version__
+from ..dicom.pixels import PixelReadError, read_file_frames
+from ..dicom.report import apply_views
+from ..dicom.scan import list_files, scan_tree
+from ..geometry.planes import ImagePlane
+from .cache import (
+    CACHE_FORMAT,
+    CACHE_VERSION,
+    INDEX_DTYPE,
+    Cache,
+    CacheError,
+    cache_key,
+    data_fingerprint,
+    install,
+    open_cache,
+    write_current,
+    write_meta,
+)
+from .codes import ANATOMIES, VIEW_CODES, VIEW_NAMES
+from .config import PrepareConfig
+from .index import SliceSource, SliceTable, enumerate_slices
+from .pairs import PairConfig, line_targets, partner_summary
+from .resample import prepare_image
+
+__all__ = ["PrepareError", "PrepareReport", "expected_cache_key", "prepare_cache", "scan_slices"]
+
+#: ``progress(stage, done, total)``; stage is "scan" or "resample".
+Progress = Callable[[str, int, int], None]
+
+#: Below this many slices per worker the process pool costs more than it saves.
+_MIN_SLICES_PER_WORKER = 64
+
+
+class PrepareError(RuntimeError):
+    """Preparation cannot proceed (no data, nothing usable, unwritable output); the message says why."""
+
+
+@dataclass
+class PrepareReport:
+    """What ``prepare_cache`` did."""
+
+    cache_dir: Path
+    key: str
+    reused: bool
+    n_slices: int = 0
+    n_subjects: int = 0
+    n_studies: int = 0
+    views: dict[str, int] = field(default_factory=dict)  # slices per "anatomy VIEW"
+    skipped: list[tuple[str, str]] = field(default_factory=list)  # (file, reason): frames not decoded
+    scan_errors: list[tuple[str, str]] = field(default_factory=list)  # (file, reason) from the scan
+    warnings: list[str] = field(default_factory=list)
+    partners: list[str] = field(default_factory=list)  # line-target coverage summary (default pairs)
+    seconds: float = 0.0
+
+
+def scan_slices(data_dir: Path, config: PrepareConfig, workers: int = 1) -> tuple[SliceTable, list[tuple[str, str]]]:
+    """Scan ``data_dir``, label views, enumerate slices; also returns the scan's errors (file, reason)."""
+    result = scan_tree(Path(data_dir), workers=workers)
+    anatomy = None if config.anatomy == "auto" else config.anatomy
+    apply_views(result, anatomy_hint=anatomy, overrides=config.overrides or None)
+    errors = [(str(p.path), p.message) for p in result.problems if p.kind == "error"]
+    return enumerate_slices(result), errors
+
+
+def prepare_cache(
+    data_dir: Path,
+    out_root: Path,
+    config: PrepareConfig | None = None,
+    jobs: int = 1,
+    force: bool = False,
+    progress: Progress | None = None,
+) -> PrepareReport:
+    """Prepare (or reuse) the cache of ``data_dir`` under ``out_root/<key>``; returns a report.
+
+    Raises PrepareError when ``data_dir`` does not exist, holds no usable image of a labelled
+    view, or ``out_root`` cannot be written.
+    """
+    start = time.perf_counter()
+    config = config or PrepareConfig()
+    data_dir, out_root = Path(data_dir), Path(out_root)
+    if not data_dir.exists():
+        raise PrepareError(f"{data_dir}: no such file or directory")
+    files = _data_files(data_dir, out_root)
+    if not files:
+        raise PrepareError(f"{data_dir}: no files found")
+    fingerprint = data_fingerprint(files, data_dir if data_dir.is_dir() else data_dir.parent)
+    key = cache_key(config, fingerprint)
+    final = out_root / key
+    if not force and (final / "meta.json").is_file():
+        try:
+            cache = open_cache(final, expect_key=key)
+        except CacheError:
+            pass  # damaged: prepare again below
+        else:
+            write_current(out_root, key)
+            return _report_from_cache(cache, start)
+
+    table, scan_errors = scan_slices(data_dir, config, workers=max(1, jobs))
+    if not table.slices:
+        raise PrepareError(
+            f"{data_dir}: no usable image of a labelled view found ({len(files)} files; "
+            f"{table.unusable_series} unusable and {table.unlabelled_series} unlabelled series; "
+            f"{len(scan_errors)} unreadable files) — see 'planessl inspect {data_dir}'"
+        )
+    try:
+        out_root.mkdir(parents=True, exist_ok=True)
+        tmp = out_root / f".tmp-{key}-{os.getpid()}"
+        if tmp.exists():
+            shutil.rmtree(tmp)
+        tmp.mkdir()
+    except OSError as exc:
+        raise PrepareError(f"{out_root}: cannot write the cache ({exc.strerror or exc})") from None
+    try:
+        report = _write(tmp, table, config, key, fingerprint, jobs, progress)
+        report.scan_errors = scan_errors
+        install(tmp, final)
+        write_current(out_root, key)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    report.cache_dir = final
+    report.seconds = time.perf_counter() - start
+    return report
+
+
+def _data_files(data_dir: Path, out_root: Path | None) -> list[Path]:
+    """Files under ``data_dir`` (as the scan lists them), less any under a cache root ``out_root``."""
+    files, _ = list_files(data_dir)
+    if out_root is not None:
+        root = Path(out_root).resolve()
+        files = [f for f in files if root not in f.resolve().parents]
+    return files
+
+
+def expected_cache_key(data_dir: Path, config: PrepareConfig, out_root: Path | None = None) -> str:
+    """The key ``prepare_cache(data_dir, ..., config)`` would use now (files listed, not read).
+
+    Pass it as ``open_cache(root, expect_key=...)`` to refuse a cache made from other data or settings.
+    """
+    data_dir = Path(data_dir)
+    if not data_dir.exists():
+        raise PrepareError(f"{data_dir}: no such file or directory")
+    files = _data_files(data_dir, out_root)
+    return cache_key(config, data_fingerprint(files, data_dir if data_dir.is_dir() else data_dir.parent))
+
+
+# ----------------------------------------------------------------------------- workers
+def _prepare_group(
+    path: Path, frame_indices: Sequence[int], planes: Sequence[ImagePlane], config: PrepareConfig
+) -> tuple[list[np.ndarray] | None, str]:
+    """Decode the frames of one file and prepare each; ``(None, reason)`` when decoding fails."""
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # pydicom's advice on odd files; failures raise below
+            pixels = read_file_frames(path, list(frame_indices))
+        out = []
+        for px, plane in zip(pixels, planes, strict=True):
+            if px.shape != plane.shape_px:
+                raise PixelReadError(f"{path}: pixel array {px.shape} differs from the header's {plane.shape_px}")
+            img, _ = prepare_image(
+                px, plane, config.spacing_mm, config.size_px, config.normalisation, config.clip_percentiles,
+                config.antialias,
+            )
+            out.append(img.astype(config.dtype))
+        return out, ""
+    except PixelReadError as exc:
+        return None, str(exc)
+    except Exception as exc:  # noqa: BLE001 - a bad file must not end the preparation
+        return None, f"{path}: cannot prepare ({type(exc).__name__}: {exc})"
+
+
+def _run_chunk(
+    tasks: list[tuple[Path, list[int], list[ImagePlane]]], config: PrepareConfig
+) -> list[tuple[list[np.ndarray] | None, str]]:
+    return [_prepare_group(p, f, pl, config) for p, f, pl in tasks]
+
+
+def _write(tmp: Path, table: SliceTable, config: PrepareConfig, key: str, fingerprint: str, jobs: int,
+           progress: Progress | None) -> PrepareReport:
+    slices = table.slices
+    # Group frames by file (a multi-frame file is opened once).
+    by_file: dict[Path, list[int]] = {}
+    for i, s in enumerate(slices):
+        by_file.setdefault(s.frame.path, []).append(i)
+    groups = list(by_file.items())
+    tasks = [
+        (path, [slices[i].frame.frame_index for i in idx], [slices[i].frame.plane for i in idx]) for path, idx in groups
+    ]
+    n, size = len(slices), config.size_px
+    images = np.lib.format.open_memmap(tmp / "images.npy", mode="w+", dtype=config.dtype, shape=(n, size, size))
+    ok = np.ones(n, dtype=bool)
+    skipped: list[tuple[str, str]] = []
+    workers = max(1, min(int(jobs), n // _MIN_SLICES_PER_WORKER))
+    chunk = max(1, min(64, len(tasks) // (workers * 4) or 1))
+    chunks = [tasks[i : i + chunk] for i in range(0, len(tasks), chunk)]
+    done = 0
+    pool = ProcessPoolExecutor(max_workers=workers) if workers > 1 else None
+    try:
+        if pool is not None:
+            stream = pool.map(_run_chunk, chunks, [config] * len(chunks))
+        else:
+            stream = (_run_chunk(c, config) for c in chunks)
+        for k, results in enumerate(stream):
+            first = k * chunk
+            for (path, idx), (arrays, reason) in zip(groups[first : first + len(results)], results, strict=True):
+                if arrays is None:
+                    ok[idx] = False
+                    skipped.append((str(path), reason))
+                else:
+                    images[idx] = np.stack(arrays)
+                done += len(idx)
+            if progress is not None:
+                progress("resample", done, n)
+    finally:
+        if pool is not None:
+            pool.shutdown(cancel_futures=True)
+    images.flush()
+    del images
+    index = _index_rows(slices, config)
+    if not ok.all():
+        keep = np.flatnonzero(ok)
+        index = index[keep]
+        src = np.load(tmp / "images.npy", mmap_mode="r")
+        compact = np.lib.format.open_memmap(tmp / "images.part.npy", mode="w+", dtype=config.dtype,
+                                            shape=(len(keep), size, size))
+        for j in range(0, len(keep), 256):
+            compact[j : j + 256] = src[keep[j : j + 256]]
+        compact.flush()
+        del compact, src
+        os.replace(tmp / "images.part.npy", tmp / "images.npy")
+    if len(index) == 0:
+        raise PrepareError(f"no slice could be decoded ({len(skipped)} files failed; first: {skipped[0][1]})")
+    np.save(tmp / "index.npy", index, allow_pickle=False)
+    meta = _meta(table, index, config, key, skipped)
+    meta["data_fingerprint"] = fingerprint
+    report = PrepareReport(cache_dir=tmp, key=key, reused=False, skipped=skipped)
+    _fill_report(report, index, meta)
+    meta["warnings"] = report.warnings
+    write_meta(tmp, meta)
+    return report
+
+
+def _index_rows(slices: list[SliceSource], config: PrepareConfig) -> np.ndarray:
+    from .resample import prepared_plane
+
+    index = np.zeros(len(slices), dtype=INDEX_DTYPE)
+    for i, s in enumerate(slices):
+        src = s.frame.plane
+        dst = prepared_plane(src, config.spacing_mm, config.size_px)
+        index[i] = (
+            s.subject, s.study, s.study_key, s.series_key, s.anatomy, s.view, s.stack, s.position, s.n_positions,
+            s.phase, s.n_phases, s.location, s.location_mm, dst.origin_lps, dst.x_dir_lps, dst.y_dir_lps,
+            dst.spacing_mm, dst.shape_px, src.spacing_mm, src.shape_px,
+        )
+    return index
+
+
+def _meta(table: SliceTable, index: np.ndarray, config: PrepareConfig, key: str, skipped: list) -> dict:
+    counts = Counter(
+        f"{ANATOMIES[a]} {VIEW_NAMES[v]}"
+        for a, v in zip(index["anatomy"].tolist(), index["view"].tolist(), strict=True)
+    )
+    return {
+        "format": CACHE_FORMAT,
+        "version": CACHE_VERSION,
+        "key": key,
+        "created_by": f"planessl {__version__}",
+        "config": config.to_dict(),
+        "normalisation": config.normalisation_record(),
+        "n_slices": int(len(index)),
+        "image_shape": [config.size_px, config.size_px],
+        "dtype": config.dtype,
+        "spacing_mm": float(config.spacing_mm),
+        "view_codes": dict(VIEW_CODES),
+        "anatomies": list(ANATOMIES),
+        "subjects": [
+            {"key": k, "anatomy": next((st["anatomy"] for st in table.studies if st["subject"] == i), None)}
+            for i, k in enumerate(table.subject_keys)
+        ],
+        "studies": table.studies,
+        "counts": dict(sorted(counts.items())),
+        "n_stacks": int(len(np.unique(index["stack"]))),
+        "skipped_frames": int(sum(1 for _ in skipped)),
+        "location_rule": "heart SAX: base->apex by the LV long-axis prior; knee: SAG +L, COR +P, AX +S",
+        "partner_config": PairConfig().to_dict(),
+        "scan_warnings": table.warnings,
+    }
+
+
+def _fill_report(report: PrepareReport, index: np.ndarray, meta: dict) -> None:
+    report.n_slices = int(meta["n_slices"])
+    report.n_subjects = len(meta["subjects"])
+    report.n_studies = len(meta["studies"])
+    report.views = dict(meta["counts"])
+    report.warnings = list(meta.get("scan_warnings", []))
+    for anatomy in ANATOMIES:
+        rows = np.flatnonzero(index["anatomy"] == ANATOMIES.index(anatomy))
+        if len(rows) == 0:
+            continue
+        _, valid, reason = line_targets(index, rows, anatomy)
+        summary, warnings = partner_summary(index, rows, anatomy, valid, reason)
+        report.partners.extend(summary)
+        report.warnings.extend(warnings)
+
+
+def _report_from_cache(cache: Cache, start: float) -> PrepareReport:
+    report = PrepareReport(cache_dir=cache.path, key=cache.key, reused=True)
+    _fill_report(report, cache.index, cache.meta)
+    report.seconds = time.perf_counter() - start
+    return report
