@@ -14,6 +14,12 @@ EXTRAS=${PLANESSL_EXTRAS:-train,test}
 need_apt=()
 command -v dciodvfy >/dev/null 2>&1 || need_apt+=(dicom3tools)
 command -v dcmcjpeg >/dev/null 2>&1 || need_apt+=(dcmtk)
+# EGL + Mesa (llvmpipe) so VTK renders slice views offscreen in the slicer-core tests.
+if command -v dpkg-query >/dev/null 2>&1; then
+  for pkg in libegl1 libegl-mesa0 libgl1-mesa-dri libgl1 libglx0; do
+    dpkg-query -W -f='${Status}' "$pkg" 2>/dev/null | grep -q "ok installed" || need_apt+=("$pkg")
+  done
+fi
 if [ ${#need_apt[@]} -gt 0 ]; then
   if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then
     echo "bootstrap: installing ${need_apt[*]} (apt)"

@@ -1,0 +1,273 @@
+"""Predicted intersection lines: run the line network on a view's image, draw each line there.
+
+For the image shown in a plane view, a *line predictor* (any callable ``(image (H, W), plane)
+→ heatmaps (C, H, W)``, channel k = the partner view ``channels[k]``, see ``data.pairs``)
+gives one heatmap per partner view; ``inference.line_fit.fit_line`` turns each into a line,
+which is compared with the geometric one (``geometry.lines.image_line`` against the plane the
+partner view shows now) and drawn **in that view only** as a dashed line in the partner view's
+colour: a model node of short quads standing across the image plane, which Slicer's model-slice
+displayable manager cuts into dashes (display node restricted to the view's slice node). Slicer's
+own geometric intersection lines are solid, so the two styles never mix.
+
+``LineOverlay.update`` recomputes a view (called by an observer when its slice node changes,
+e.g. when the user scrolls the SAX stack); ``LineOverlay.comparisons`` holds, per view, the
+angle (degrees) and offset (pixels and mm, at the image centre) between predicted and
+geometric lines for the GUI.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from typing import Protocol
+
+import numpy as np
+import vtk
+from vtkmodules.util import numpy_support
+
+from ..geometry.frames import lps_to_ras
+from ..geometry.lines import ImageLine, clip_line_to_rect, image_line
+from ..geometry.planes import ImagePlane
+from ..inference.line_fit import fit_line, line_angle_error_deg, line_distance_error_px
+from .mrml import SceneContext
+from .views import PlaneView, PlaneViews
+
+__all__ = [
+    "LinePredictor",
+    "LineComparison",
+    "LineOverlay",
+    "NetworkLinePredictor",
+    "dashed_quads_lps",
+    "volume_array",
+]
+
+ATTR_ANGLE = "PlaneSSL.AngleDeg"
+ATTR_DISTANCE = "PlaneSSL.DistanceMm"
+
+
+class LinePredictor(Protocol):
+    """Heatmaps ``(C, H, W)`` for one image ``(H, W)`` with its plane; ``channels`` names C views."""
+
+    channels: Sequence[str]
+
+    def __call__(self, image: np.ndarray, plane: ImagePlane) -> np.ndarray: ...
+
+
+@dataclass(frozen=True)
+class LineComparison:
+    """A predicted line against the geometric one, in one view (pixel coordinates of its image)."""
+
+    view: str
+    partner: str
+    predicted: ImageLine
+    geometric: ImageLine | None
+    confidence: float
+    angle_deg: float | None  # None when the planes are parallel (no geometric line)
+    distance_px: float | None
+    distance_mm: float | None
+
+
+def volume_array(volume_node) -> np.ndarray:
+    """A volume node's voxels as a read-only view ``(slices, rows, cols)``."""
+    image = volume_node.GetImageData()
+    cols, rows, slices = image.GetDimensions()
+    arr = numpy_support.vtk_to_numpy(image.GetPointData().GetScalars())
+    return arr.reshape(slices, rows, cols)
+
+
+def dashed_quads_lps(plane: ImagePlane, line: ImageLine, dash_mm: float = 5.0, gap_mm: float = 3.0,
+                     half_height_mm: float = 0.5) -> np.ndarray | None:
+    """Quads ``(n, 4, 3)`` (LPS) along ``line`` clipped to the image, standing across the plane.
+
+    Each dash is a rectangle from ``a`` to ``b`` on the line, extruded ±``half_height_mm``
+    along the plane normal, so that the slice plane cuts it into one segment.
+    """
+    seg = clip_line_to_rect(line, plane.shape_px)
+    if seg is None:
+        return None
+    p0, p1 = plane.pixel_to_lps(np.array(seg.p0)), plane.pixel_to_lps(np.array(seg.p1))
+    length = float(np.linalg.norm(p1 - p0))
+    if length <= 0:
+        return None
+    t = (p1 - p0) / length
+    h = plane.normal_lps * half_height_mm
+    starts = np.arange(0.0, length, dash_mm + gap_mm)
+    quads = []
+    for s in starts:
+        a, b = p0 + s * t, p0 + min(s + dash_mm, length) * t
+        quads.append([a - h, b - h, b + h, a + h])
+    return np.array(quads)
+
+
+def _polydata(quads_ras: np.ndarray) -> vtk.vtkPolyData:
+    points = vtk.vtkPoints()
+    cells = vtk.vtkCellArray()
+    for quad in quads_ras:
+        ids = [points.InsertNextPoint(*map(float, p)) for p in quad]
+        cells.InsertNextCell(4, ids)
+    poly = vtk.vtkPolyData()
+    poly.SetPoints(points)
+    poly.SetPolys(cells)
+    return poly
+
+
+def _offset_mm(plane: ImagePlane, predicted: ImageLine, geometric: ImageLine) -> float:
+    """Offset (mm) between the lines where they pass the image centre, across the geometric line."""
+    c = np.array([(plane.columns - 1) / 2, (plane.rows - 1) / 2])
+    foot_g = c - geometric.signed_distance_px(c) * geometric.normal_px
+    foot_p = c - predicted.signed_distance_px(c) * predicted.normal_px
+    along = plane.pixel_to_lps(foot_g + geometric.direction_px) - plane.pixel_to_lps(foot_g)
+    normal_mm = np.cross(plane.normal_lps, along / np.linalg.norm(along))
+    return float(abs(normal_mm @ (plane.pixel_to_lps(foot_p) - plane.pixel_to_lps(foot_g))))
+
+
+class LineOverlay:
+    """Predicted lines of every plane view, kept up to date with the slices shown."""
+
+    def __init__(self, ctx: SceneContext, views: PlaneViews, predictor: LinePredictor,
+                 thickness_px: int = 1, min_confidence: float = 0.0) -> None:
+        self.ctx = ctx
+        self.views = views
+        self.predictor = predictor
+        self.thickness_px = int(thickness_px)
+        self.min_confidence = float(min_confidence)
+        self.comparisons: dict[str, list[LineComparison]] = {}
+        self.models: dict[tuple[str, str], object] = {}
+        self._shown: dict[str, int] = {}
+        self._observers: list[tuple[object, int]] = []
+        self.on_update: Callable[[str, list[LineComparison]], None] | None = None
+
+    # ------------------------------------------------------------------ computation
+    def predict(self, view: PlaneView) -> list[LineComparison]:
+        """Run the predictor on the view's current image; compare with the geometric lines."""
+        k = view.slice_index()
+        plane = view.planes[k]
+        image = np.asarray(volume_array(view.volume_node)[k], dtype=np.float32)
+        heatmaps = np.asarray(self.predictor(image, plane))
+        if heatmaps.shape[1:] != image.shape:
+            raise ValueError(f"predictor returned {heatmaps.shape} for an image of shape {image.shape}")
+        result = []
+        for channel, partner in enumerate(self.predictor.channels):
+            if partner == view.label or partner not in self.views.views:
+                continue
+            fitted = fit_line(heatmaps[channel])
+            if fitted is None or fitted.confidence < self.min_confidence:
+                continue
+            other = self.views[partner].current_plane()
+            geometric = image_line(plane, other)
+            if geometric is None:
+                result.append(LineComparison(view.label, partner, fitted.line, None, fitted.confidence,
+                                             None, None, None))
+                continue
+            centre = ((plane.columns - 1) / 2, (plane.rows - 1) / 2)
+            result.append(LineComparison(
+                view.label, partner, fitted.line, geometric, fitted.confidence,
+                line_angle_error_deg(fitted.line, geometric),
+                line_distance_error_px(fitted.line, geometric, centre),
+                _offset_mm(plane, fitted.line, geometric)))
+        return result
+
+    # ------------------------------------------------------------------ drawing
+    def _model(self, view: PlaneView, partner: str):
+        key = (view.label, partner)
+        node = self.models.get(key)
+        if node is None or self.ctx.scene.GetNodeByID(node.GetID()) is None:
+            node = self.ctx.scene.AddNewNodeByClass("vtkMRMLModelNode", f"{view.label} predicted {partner} line")
+            node.SetAttribute("PlaneSSL.PredictedLine", f"{view.label}:{partner}")
+            node.CreateDefaultDisplayNodes()
+            display = node.GetDisplayNode()
+            display.SetColor(*self.views[partner].color)
+            display.SetVisibility(True)
+            display.SetVisibility2D(True)
+            display.SetVisibility3D(False)
+            display.SetSliceIntersectionThickness(self.thickness_px)
+            display.SetViewNodeIDs([view.slice_node.GetID()])
+            self.models[key] = node
+        return node
+
+    def update(self, label: str) -> list[LineComparison]:
+        """Recompute and redraw the predicted lines of view ``label``."""
+        view = self.views[label]
+        comparisons = self.predict(view)
+        plane = view.current_plane()
+        drawn = set()
+        for comp in comparisons:
+            quads = dashed_quads_lps(plane, comp.predicted)
+            node = self._model(view, comp.partner)
+            node.SetAndObservePolyData(_polydata(lps_to_ras(quads)) if quads is not None else vtk.vtkPolyData())
+            if comp.angle_deg is not None:
+                node.SetAttribute(ATTR_ANGLE, f"{comp.angle_deg:.3f}")
+                node.SetAttribute(ATTR_DISTANCE, f"{comp.distance_mm:.3f}")
+            drawn.add(comp.partner)
+        for (v, partner), node in self.models.items():  # partners without a line now: empty
+            if v == label and partner not in drawn:
+                node.SetAndObservePolyData(vtk.vtkPolyData())
+        self.comparisons[label] = comparisons
+        self._shown[label] = view.slice_index()
+        if self.on_update is not None:
+            self.on_update(label, comparisons)
+        return comparisons
+
+    def update_all(self) -> dict[str, list[LineComparison]]:
+        for label in self.views.labels:
+            self.update(label)
+        return self.comparisons
+
+    # ------------------------------------------------------------------ following the slices
+    def observe(self) -> None:
+        """Update a view's lines whenever its slice moves to another stack position.
+
+        A moved view also changes the geometric lines it casts on the other views, so their
+        comparisons are refreshed (their predictions depend only on their own image).
+        """
+        for view in self.views:
+            tag = view.slice_node.AddObserver(vtk.vtkCommand.ModifiedEvent, self._on_slice_modified)
+            self._observers.append((view.slice_node, tag))
+
+    def _on_slice_modified(self, node, _event) -> None:
+        for view in self.views:
+            if view.slice_node is node and self._shown.get(view.label) != view.slice_index():
+                self.update(view.label)
+                for other in self.views.labels:
+                    if other != view.label and other in self._shown:
+                        self.update(other)
+                return
+
+    def remove(self) -> None:
+        """Stop observing and remove the line models from the scene."""
+        for node, tag in self._observers:
+            node.RemoveObserver(tag)
+        self._observers.clear()
+        for node in self.models.values():
+            if self.ctx.scene.GetNodeByID(node.GetID()) is not None:
+                self.ctx.scene.RemoveNode(node)
+        self.models.clear()
+
+
+class NetworkLinePredictor:
+    """A ``PlaneSSLNet`` as a line predictor: z-scored image, padded to the size multiple.
+
+    Runs on the image's own pixel grid (no resampling; a trained model's input spacing is the
+    inference layer's business). Output: the ``lines`` head, cropped back to ``(C, H, W)``.
+    """
+
+    def __init__(self, net, channels: Sequence[str], device: str = "cpu") -> None:
+        import torch
+
+        self.torch = torch
+        self.net = net.to(device).eval()
+        self.channels = tuple(channels)
+        self.device = device
+        self.multiple = int(getattr(getattr(net, "config", None), "size_multiple", 16))
+
+    def __call__(self, image: np.ndarray, plane: ImagePlane) -> np.ndarray:
+        torch = self.torch
+        img = np.asarray(image, dtype=np.float32)
+        img = (img - img.mean()) / (img.std() + 1e-6)
+        h, w = img.shape
+        ph, pw = -h % self.multiple, -w % self.multiple
+        x = torch.from_numpy(np.pad(img, ((0, ph), (0, pw))))[None, None].to(self.device)
+        with torch.no_grad():
+            out = self.net(x)
+        lines = out["lines"] if isinstance(out, dict) else out
+        return lines[0, :, :h, :w].float().cpu().numpy()

@@ -1,0 +1,218 @@
+"""Inference in a background process, with progress, cancel, a blocking mode and scene rollback.
+
+``InferenceRunner(request).start(on_progress, on_done)`` writes the request and inputs to a
+temporary job folder and runs ``python -m PlaneSSLLib.slicer_logic.worker`` in its own process
+group; a reader thread parses ``PROGRESS i/n`` lines into ``on_progress(i, n)``. ``cancel()``
+kills the process group. ``wait()`` (or ``run_blocking``) returns the outputs or raises
+``InferenceCancelled`` / ``InferenceError`` (with the worker's stderr). The device is chosen by
+the worker: "cuda" when asked for and available, else CPU (``result.device``, ``result.note``).
+
+The worker never touches the scene. Results are put into the scene afterwards, inside
+``scene_transaction``: if anything fails there, every node and subject-hierarchy item added in
+the block is removed, so a failed or cancelled run leaves the scene exactly as it was.
+
+Callbacks run on the reader thread; inside Slicer, hand them to the GUI thread (e.g. a
+``qt.QTimer`` polling ``progress``) — this module has no Qt.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import re
+import shutil
+import signal
+import subprocess
+import sys
+import tempfile
+import threading
+from collections.abc import Callable, Iterator, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+__all__ = [
+    "InferenceRequest",
+    "InferenceResult",
+    "InferenceRunner",
+    "InferenceError",
+    "InferenceCancelled",
+    "run_blocking",
+    "scene_transaction",
+]
+
+_PROGRESS = re.compile(r"^PROGRESS (\d+)/(\d+)\s*$")
+_DEVICE = re.compile(r"^DEVICE (\S+)(?: \((.*)\))?\s*$")
+
+
+class InferenceError(RuntimeError):
+    """The worker failed; the message ends with the tail of its stderr."""
+
+
+class InferenceCancelled(RuntimeError):
+    """The run was cancelled (the worker process was killed)."""
+
+
+@dataclass
+class InferenceRequest:
+    task: str
+    inputs: Mapping[str, np.ndarray] = field(default_factory=dict)
+    params: Mapping[str, object] = field(default_factory=dict)
+    device: str = "auto"  # "auto", "cuda" or "cpu"
+
+
+@dataclass
+class InferenceResult:
+    outputs: dict[str, np.ndarray]
+    device: str
+    note: str = ""
+    log: list[str] = field(default_factory=list)
+
+
+class InferenceRunner:
+    """One background inference run (see module docstring)."""
+
+    def __init__(self, request: InferenceRequest, python: str | None = None,
+                 env: Mapping[str, str] | None = None) -> None:
+        self.request = request
+        self.python = python or sys.executable
+        self.env = dict(os.environ if env is None else env)
+        root = str(Path(__file__).resolve().parents[2])
+        self.env["PYTHONPATH"] = os.pathsep.join(p for p in (root, self.env.get("PYTHONPATH", "")) if p)
+        self.progress: tuple[int, int] = (0, 0)
+        self.device = ""
+        self.note = ""
+        self.log: list[str] = []
+        self._process: subprocess.Popen | None = None
+        self._job: Path | None = None
+        self._reader: threading.Thread | None = None
+        self._cancelled = False
+        self._stderr = ""
+        self._on_progress: Callable[[int, int], None] | None = None
+        self._on_done: Callable[[InferenceResult | None, BaseException | None], None] | None = None
+        self._result: InferenceResult | None = None
+        self._error: BaseException | None = None
+        self._finished = threading.Event()
+
+    # ------------------------------------------------------------------ lifecycle
+    def start(self, on_progress: Callable[[int, int], None] | None = None,
+              on_done: Callable[[InferenceResult | None, BaseException | None], None] | None = None) -> None:
+        if self._process is not None:
+            raise RuntimeError("this runner has already been started")
+        self._on_progress, self._on_done = on_progress, on_done
+        self._job = Path(tempfile.mkdtemp(prefix="planessl-job-"))
+        (self._job / "request.json").write_text(json.dumps(
+            {"task": self.request.task, "params": dict(self.request.params), "device": self.request.device}))
+        for name, value in self.request.inputs.items():
+            np.save(self._job / f"in_{name}.npy", np.asarray(value))
+        self._process = subprocess.Popen(
+            [self.python, "-m", "PlaneSSLLib.slicer_logic.worker", str(self._job)],
+            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=self.env,
+            start_new_session=True)
+        self._reader = threading.Thread(target=self._read, name="planessl-inference", daemon=True)
+        self._reader.start()
+
+    @property
+    def running(self) -> bool:
+        return self._process is not None and not self._finished.is_set()
+
+    def cancel(self) -> None:
+        """Kill the worker (its whole process group); ``wait`` then raises InferenceCancelled."""
+        self._cancelled = True
+        process = self._process
+        if process is not None and process.poll() is None:
+            with contextlib.suppress(ProcessLookupError, PermissionError):
+                os.killpg(process.pid, signal.SIGKILL)
+
+    def wait(self, timeout: float | None = None) -> InferenceResult:
+        if self._process is None:
+            raise RuntimeError("the runner has not been started")
+        if not self._finished.wait(timeout):
+            raise TimeoutError(f"inference still running after {timeout} s")
+        if self._error is not None:
+            raise self._error
+        assert self._result is not None
+        return self._result
+
+    # ------------------------------------------------------------------ internals
+    def _read(self) -> None:
+        process = self._process
+        assert process is not None and process.stdout is not None and process.stderr is not None
+        stderr_chunks: list[str] = []
+        err_thread = threading.Thread(target=lambda: stderr_chunks.append(process.stderr.read()), daemon=True)
+        err_thread.start()
+        for line in process.stdout:
+            line = line.rstrip("\n")
+            self.log.append(line)
+            m = _PROGRESS.match(line)
+            if m:
+                self.progress = (int(m.group(1)), int(m.group(2)))
+                if self._on_progress is not None:
+                    self._on_progress(*self.progress)
+                continue
+            m = _DEVICE.match(line)
+            if m:
+                self.device, self.note = m.group(1), m.group(2) or ""
+        code = process.wait()
+        err_thread.join()
+        self._stderr = "".join(stderr_chunks)
+        try:
+            if self._cancelled:
+                raise InferenceCancelled(f"inference task {self.request.task!r} cancelled")
+            if code != 0:
+                tail = "\n".join(self._stderr.strip().splitlines()[-15:])
+                raise InferenceError(f"inference task {self.request.task!r} failed (exit {code}):\n{tail}")
+            assert self._job is not None
+            outputs = {p.stem[4:]: np.load(p) for p in sorted(self._job.glob("out_*.npy"))}
+            self._result = InferenceResult(outputs, self.device, self.note, list(self.log))
+        except BaseException as exc:  # noqa: BLE001 - handed to wait()/on_done
+            self._error = exc
+        finally:
+            if self._job is not None:
+                shutil.rmtree(self._job, ignore_errors=True)
+            self._finished.set()
+            if self._on_done is not None:
+                self._on_done(self._result, self._error)
+
+
+def run_blocking(request: InferenceRequest, on_progress: Callable[[int, int], None] | None = None,
+                 timeout: float | None = None) -> InferenceResult:
+    """Run ``request`` to completion in a background process and return its result."""
+    runner = InferenceRunner(request)
+    runner.start(on_progress)
+    try:
+        return runner.wait(timeout)
+    except TimeoutError:
+        runner.cancel()
+        raise
+
+
+@contextlib.contextmanager
+def scene_transaction(scene) -> Iterator[None]:
+    """Remove every node and subject-hierarchy item added in the block if the block raises."""
+    import slicer
+
+    sh = slicer.vtkMRMLSubjectHierarchyNode.GetSubjectHierarchyNode(scene)
+    nodes_before = {scene.GetNthNode(i).GetID() for i in range(scene.GetNumberOfNodes())}
+    items_before = _sh_items(sh)
+    try:
+        yield
+    except BaseException:
+        added = [scene.GetNthNode(i) for i in range(scene.GetNumberOfNodes())]
+        for node in [n for n in added if n.GetID() not in nodes_before]:
+            if scene.GetNodeByID(node.GetID()) is not None:
+                scene.RemoveNode(node)
+        for item in sorted(_sh_items(sh) - items_before, reverse=True):
+            if sh.GetItemParent(item) or item in _sh_items(sh):
+                sh.RemoveItem(item, False, False)
+        raise
+
+
+def _sh_items(sh) -> set[int]:
+    import vtk
+
+    ids = vtk.vtkIdList()
+    sh.GetItemChildren(sh.GetSceneItemID(), ids, True)
+    return {ids.GetId(i) for i in range(ids.GetNumberOfIds())}
