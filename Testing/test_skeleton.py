@@ -13,8 +13,10 @@ import pytest
 ROOT = Path(__file__).resolve().parents[1]
 LIB = ROOT / "PlaneSSLLib"
 
-#: Layer order, lowest first: a layer may import only layers listed before it.
-LAYERS = ["geometry", "dicom", "phantoms", "data", "models", "training", "inference", "slicer_logic"]
+#: Layer order, lowest first: a layer may import only layers listed before it. ``inference``
+#: sits below ``training`` (DESIGN.md lists it after): evaluation in training reuses the
+#: inference path, while inference must never pull in the training stack (Slicer side).
+LAYERS = ["geometry", "dicom", "phantoms", "data", "models", "inference", "training", "slicer_logic"]
 #: Third-party modules each layer must not import (beyond the layer rule).
 FORBIDDEN = {
     "geometry": {"torch", "pydicom", "scipy", "nibabel", "monai", "qt", "ctk", "slicer", "vtk"},

@@ -1,0 +1,444 @@
+"""One configuration object per pretraining run: dataclasses loaded from YAML, validated up front.
+
+``load_config(path, overrides)`` reads a YAML file, applies ``--set section.key=value`` overrides
+(values parsed as YAML), checks every key and value, and returns a :class:`PretrainConfig`. All
+problems are collected and reported together in one :class:`ConfigError` whose lines name the
+file (or ``--set``) and the dotted key, e.g.::
+
+    pretrain.yaml: optim.lrr: unknown key (did you mean 'lr'?)
+    --set model.base_filters: expected an integer, got 'eight'
+
+Relative paths (``data.cache``, ``output``) are relative to the working directory. The resolved
+configuration is saved as ``config.yaml`` beside the run's outputs (:func:`save_config`).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import difflib
+import hashlib
+import json
+import types
+import typing
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+__all__ = [
+    "ConfigError",
+    "DataConfig",
+    "ModelConfig",
+    "TaskConfig",
+    "OptimConfig",
+    "RuntimeConfig",
+    "PretrainConfig",
+    "load_config",
+    "config_from_dict",
+    "parse_overrides",
+    "save_config",
+    "config_hash",
+    "TASKS",
+]
+
+TASKS = ("lines", "location", "both")
+
+
+class ConfigError(ValueError):
+    """Invalid configuration; ``problems`` holds one line per problem (file/key: message)."""
+
+    def __init__(self, problems: list[str]) -> None:
+        self.problems = list(problems)
+        if len(self.problems) == 1:
+            message = self.problems[0]
+        else:
+            message = f"{len(self.problems)} problems in the configuration:\n  " + "\n  ".join(self.problems)
+        super().__init__(message)
+
+
+@dataclass
+class DataConfig:
+    """Where the slices come from and how targets are drawn."""
+
+    source: str = "cache"  #: "cache" (the data layer's cache) or "synthetic" (tests, benchmarks)
+    cache: str | None = None  #: cache directory (required when source is "cache")
+    anatomy: str = "heart"  #: "heart" or "knee"
+    #: view -> partner views (one heatmap channel each); empty = the data layer's default for the anatomy
+    views: dict[str, list[str]] = field(default_factory=dict)
+    sigma_px: float = 6.0  #: heatmap Gaussian width in pixels (reference 6 px at 1.26 mm)
+    image_size: int | list[int] = 224  #: network input, square size or [H, W]
+    spacing_mm: float = 1.26  #: in-plane spacing after resampling
+    val_fraction: float = 0.1  #: fraction of subjects held out for validation
+    val_subjects: list[str] = field(default_factory=list)  #: explicit held-out subject ids (overrides the fraction)
+    workers: int = 0  #: DataLoader worker processes per rank
+    augment: bool = True  #: call PlaneSSLLib.data.augment.augment_batch when the data layer provides it
+    augment_options: dict[str, Any] = field(default_factory=dict)  #: passed to augment_batch as-is
+    synthetic_subjects: int = 16  #: source "synthetic": number of subjects
+    synthetic_slices: int = 4  #: source "synthetic": slices per subject
+    synthetic_channels: int = 3  #: source "synthetic": line channels
+
+    @property
+    def size_hw(self) -> tuple[int, int]:
+        if isinstance(self.image_size, int):
+            return (self.image_size, self.image_size)
+        return (int(self.image_size[0]), int(self.image_size[1]))
+
+
+@dataclass
+class ModelConfig:
+    """Fields of :class:`PlaneSSLLib.models.UNetConfig`; the task decides the heads."""
+
+    in_channels: int = 1
+    base_filters: int = 64
+    levels: int = 5
+    norm: str = "batch"  #: "batch", "instance" or "none"
+    location_hidden: int = 512
+    line_channels: int | None = None  #: None = one per partner channel the data layer reports
+
+
+@dataclass
+class TaskConfig:
+    """Which pretext task(s) and the loss weights: loss = alpha * L_lines + beta * L_location."""
+
+    name: str = "both"  #: "lines", "location" or "both"
+    alpha: float = 1.0
+    beta: float = 1.0
+
+
+@dataclass
+class OptimConfig:
+    """Adam with step decay; ``batch_size`` is the GLOBAL batch (split evenly across ranks)."""
+
+    lr: float = 1e-3
+    weight_decay: float = 0.0
+    decay_factor: float = 0.3  #: learning rate multiplied by this ...
+    decay_every: int = 100  #: ... every this many epochs
+    epochs: int = 500
+    batch_size: int = 20
+    slices_per_subject: int = 1  #: slices drawn per subject per epoch (reference 1)
+
+
+@dataclass
+class RuntimeConfig:
+    """Device, precision, reproducibility, logging and checkpointing."""
+
+    device: str = "auto"  #: "auto", "cpu" or "cuda"
+    amp: str = "none"  #: "none", "bf16" or "fp16" (fp16 uses a GradScaler; CUDA only)
+    channels_last: bool = False
+    compile: bool = False  #: torch.compile the model
+    seed: int = 0
+    deterministic: bool = False  #: torch.use_deterministic_algorithms(True), cuDNN deterministic
+    log_every: int = 20  #: steps between log lines (and TensorBoard points)
+    checkpoint_every_steps: int = 0  #: also write `last` every N steps (0: at the end of each epoch only)
+    tensorboard: bool = True
+    plot: bool = True  #: write progress.png each epoch
+    sync_batchnorm: bool = True  #: convert BatchNorm to SyncBatchNorm under DDP on CUDA
+    progress: str = "auto"  #: "auto" (bar on a TTY, else log lines), "bar", "log" or "none"
+
+
+@dataclass
+class PretrainConfig:
+    """The whole run."""
+
+    data: DataConfig = field(default_factory=DataConfig)
+    model: ModelConfig = field(default_factory=ModelConfig)
+    task: TaskConfig = field(default_factory=TaskConfig)
+    optim: OptimConfig = field(default_factory=OptimConfig)
+    runtime: RuntimeConfig = field(default_factory=RuntimeConfig)
+    output: str = "runs/pretrain"  #: output directory (checkpoints, logs, exported weights)
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+
+# ---------------------------------------------------------------------------------------------
+# loading and type checking
+
+_MISSING = object()
+
+
+def _describe(value: Any) -> str:
+    text = repr(value)
+    return text if len(text) <= 60 else text[:57] + "..."
+
+
+def _coerce(value: Any, annotation: Any) -> tuple[Any, str | None]:
+    """``(converted value, None)`` or ``(None, problem)`` for a value against a type annotation."""
+    origin = typing.get_origin(annotation)
+    if origin in (typing.Union, types.UnionType):
+        problems = []
+        for option in typing.get_args(annotation):
+            converted, problem = _coerce(value, option)
+            if problem is None:
+                return converted, None
+            problems.append(problem)
+        names = " or ".join(_type_name(o) for o in typing.get_args(annotation))
+        return None, f"expected {names}, got {_describe(value)}"
+    if annotation is type(None):
+        return (None, None) if value is None else (None, f"expected null, got {_describe(value)}")
+    if annotation is Any:
+        return value, None
+    if annotation is bool:
+        return (value, None) if isinstance(value, bool) else (None, f"expected true or false, got {_describe(value)}")
+    if annotation is int:
+        ok = isinstance(value, int) and not isinstance(value, bool)
+        return (value, None) if ok else (None, f"expected an integer, got {_describe(value)}")
+    if annotation is float:
+        ok = isinstance(value, (int, float)) and not isinstance(value, bool)
+        return (float(value), None) if ok else (None, f"expected a number, got {_describe(value)}")
+    if annotation is str:
+        return (value, None) if isinstance(value, str) else (None, f"expected a string, got {_describe(value)}")
+    if origin is list:
+        if not isinstance(value, list):
+            return None, f"expected a list, got {_describe(value)}"
+        (item_type,) = typing.get_args(annotation)
+        out = []
+        for i, item in enumerate(value):
+            converted, problem = _coerce(item, item_type)
+            if problem is not None:
+                return None, f"item {i}: {problem}"
+            out.append(converted)
+        return out, None
+    if origin is dict:
+        if not isinstance(value, dict):
+            return None, f"expected a mapping, got {_describe(value)}"
+        key_type, value_type = typing.get_args(annotation)
+        result = {}
+        for k, v in value.items():
+            if key_type is str and not isinstance(k, str):
+                return None, f"key {_describe(k)}: expected a string key"
+            converted, problem = _coerce(v, value_type)
+            if problem is not None:
+                return None, f"{k}: {problem}"
+            result[k] = converted
+        return result, None
+    raise TypeError(f"unsupported annotation {annotation!r}")  # pragma: no cover - programming error
+
+
+def _type_name(annotation: Any) -> str:
+    origin = typing.get_origin(annotation)
+    if origin is list:
+        return "a list"
+    if origin is dict:
+        return "a mapping"
+    return {int: "an integer", float: "a number", str: "a string", bool: "true/false", type(None): "null"}.get(
+        annotation, str(annotation)
+    )
+
+
+def _unknown_key(key: str, known: list[str]) -> str:
+    close = difflib.get_close_matches(key, known, n=1)
+    hint = f"did you mean {close[0]!r}?" if close else "known: " + ", ".join(known)
+    return f"unknown key ({hint})"
+
+
+def _build_section(cls: type, raw: Any, prefix: str, origin_of: typing.Callable[[str], str],
+                   problems: list[str]) -> Any:
+    hints = typing.get_type_hints(cls)
+    if raw is None:
+        raw = {}
+    if not isinstance(raw, dict):
+        problems.append(f"{origin_of(prefix)}: {prefix}: expected a mapping, got {_describe(raw)}")
+        return cls()
+    known = [f.name for f in dataclasses.fields(cls)]
+    values: dict[str, Any] = {}
+    for key, value in raw.items():
+        dotted = f"{prefix}.{key}" if prefix else str(key)
+        if key not in known:
+            problems.append(f"{origin_of(dotted)}: {dotted}: {_unknown_key(str(key), known)}")
+            continue
+        annotation = hints[key]
+        if dataclasses.is_dataclass(annotation):
+            values[key] = _build_section(annotation, value, dotted, origin_of, problems)
+            continue
+        converted, problem = _coerce(value, annotation)
+        if problem is not None:
+            problems.append(f"{origin_of(dotted)}: {dotted}: {problem}")
+        else:
+            values[key] = converted
+    return cls(**values)
+
+
+def _check_ranges(cfg: PretrainConfig, origin_of: typing.Callable[[str], str], problems: list[str],
+                  check_paths: bool) -> None:
+    def bad(key: str, message: str) -> None:
+        problems.append(f"{origin_of(key)}: {key}: {message}")
+
+    d, m, t, o, r = cfg.data, cfg.model, cfg.task, cfg.optim, cfg.runtime
+    if d.source not in ("cache", "synthetic"):
+        bad("data.source", f"must be 'cache' or 'synthetic', got {d.source!r}")
+    if d.anatomy not in ("heart", "knee"):
+        bad("data.anatomy", f"must be 'heart' or 'knee', got {d.anatomy!r}")
+    for view, partners in d.views.items():
+        if not partners:
+            bad(f"data.views.{view}", "lists no partner view (each view needs at least one partner)")
+        if view in partners:
+            bad(f"data.views.{view}", "a view cannot be its own partner")
+        if len(set(partners)) != len(partners):
+            bad(f"data.views.{view}", "lists a partner twice")
+    if d.sigma_px <= 0:
+        bad("data.sigma_px", f"must be > 0, got {d.sigma_px}")
+    if d.spacing_mm <= 0:
+        bad("data.spacing_mm", f"must be > 0, got {d.spacing_mm}")
+    if isinstance(d.image_size, list) and len(d.image_size) != 2:
+        bad("data.image_size", f"must be one integer or [H, W], got {d.image_size}")
+    elif any(s < 8 for s in d.size_hw):
+        bad("data.image_size", f"must be at least 8 pixels, got {d.image_size}")
+    elif m.levels >= 1 and any(s % 2 ** (m.levels - 1) for s in d.size_hw):
+        bad("data.image_size", f"{d.image_size} must be divisible by 2**(model.levels-1) = {2 ** (m.levels - 1)}")
+    if not 0.0 <= d.val_fraction < 1.0:
+        bad("data.val_fraction", f"must be in [0, 1), got {d.val_fraction}")
+    if d.workers < 0:
+        bad("data.workers", f"must be >= 0, got {d.workers}")
+    if d.synthetic_subjects < 1 or d.synthetic_slices < 1 or d.synthetic_channels < 1:
+        bad("data.synthetic_subjects", "synthetic subjects, slices and channels must be >= 1")
+    if m.in_channels < 1:
+        bad("model.in_channels", f"must be >= 1, got {m.in_channels}")
+    if m.base_filters < 1:
+        bad("model.base_filters", f"must be >= 1, got {m.base_filters}")
+    if m.levels < 2:
+        bad("model.levels", f"must be >= 2, got {m.levels}")
+    if m.norm not in ("batch", "instance", "none"):
+        bad("model.norm", f"must be 'batch', 'instance' or 'none', got {m.norm!r}")
+    if m.location_hidden < 1:
+        bad("model.location_hidden", f"must be >= 1, got {m.location_hidden}")
+    if m.line_channels is not None and m.line_channels < 1:
+        bad("model.line_channels", f"must be >= 1 or null (from the data), got {m.line_channels}")
+    if t.name not in TASKS:
+        bad("task.name", f"must be one of {', '.join(TASKS)}, got {t.name!r}")
+    if t.alpha < 0 or t.beta < 0:
+        bad("task.alpha" if t.alpha < 0 else "task.beta", "loss weights must be >= 0")
+    if t.name == "both" and t.alpha == 0 and t.beta == 0:
+        bad("task.alpha", "alpha and beta are both 0: nothing to train")
+    if o.lr <= 0:
+        bad("optim.lr", f"must be > 0, got {o.lr}")
+    if o.weight_decay < 0:
+        bad("optim.weight_decay", f"must be >= 0, got {o.weight_decay}")
+    if not 0 < o.decay_factor <= 1:
+        bad("optim.decay_factor", f"must be in (0, 1], got {o.decay_factor}")
+    if o.decay_every < 1:
+        bad("optim.decay_every", f"must be >= 1, got {o.decay_every}")
+    if o.epochs < 1:
+        bad("optim.epochs", f"must be >= 1, got {o.epochs}")
+    if o.batch_size < 1:
+        bad("optim.batch_size", f"must be >= 1, got {o.batch_size}")
+    if o.slices_per_subject < 1:
+        bad("optim.slices_per_subject", f"must be >= 1, got {o.slices_per_subject}")
+    if r.device not in ("auto", "cpu", "cuda"):
+        bad("runtime.device", f"must be 'auto', 'cpu' or 'cuda', got {r.device!r}")
+    if r.amp not in ("none", "bf16", "fp16"):
+        bad("runtime.amp", f"must be 'none', 'bf16' or 'fp16', got {r.amp!r}")
+    if r.log_every < 1:
+        bad("runtime.log_every", f"must be >= 1, got {r.log_every}")
+    if r.checkpoint_every_steps < 0:
+        bad("runtime.checkpoint_every_steps", f"must be >= 0, got {r.checkpoint_every_steps}")
+    if r.progress not in ("auto", "bar", "log", "none"):
+        bad("runtime.progress", f"must be 'auto', 'bar', 'log' or 'none', got {r.progress!r}")
+    if r.seed < 0:
+        bad("runtime.seed", f"must be >= 0, got {r.seed}")
+    if not cfg.output:
+        bad("output", "must name a directory")
+    if d.source == "cache":
+        if not d.cache:
+            bad("data.cache", "required when data.source is 'cache' (the directory the data layer's cache is in)")
+        elif check_paths:
+            path = Path(d.cache)
+            if not path.exists():
+                bad("data.cache", f"cache directory {str(path)!r} does not exist (build it first)")
+            elif not path.is_dir():
+                bad("data.cache", f"{str(path)!r} is not a directory")
+            elif not any(path.iterdir()):
+                bad("data.cache", f"cache directory {str(path)!r} is empty")
+
+
+def parse_overrides(items: list[str] | None) -> dict[str, Any]:
+    """``["model.base_filters=8", "optim.epochs=3"]`` -> ``{"model.base_filters": 8, ...}`` (YAML values)."""
+    result: dict[str, Any] = {}
+    for item in items or []:
+        key, sep, text = item.partition("=")
+        key = key.strip()
+        if not sep or not key:
+            raise ConfigError([f"--set {item}: expected KEY=VALUE, e.g. optim.epochs=3"])
+        try:
+            value = yaml.safe_load(text) if text.strip() else None
+        except yaml.YAMLError as exc:
+            raise ConfigError([f"--set {key}: value {text!r} is not valid YAML ({exc})"]) from exc
+        result[key] = value
+    return result
+
+
+def _apply_override(raw: dict, dotted: str, value: Any) -> str | None:
+    parts = dotted.split(".")
+    node = raw
+    for i, part in enumerate(parts[:-1]):
+        nxt = node.get(part)
+        if nxt is None:
+            nxt = node[part] = {}
+        if not isinstance(nxt, dict):
+            return f"--set {dotted}: {'.'.join(parts[: i + 1])} is not a section"
+        node = nxt
+    node[parts[-1]] = value
+    return None
+
+
+def config_from_dict(raw: Any, source: str = "<dict>", overrides: dict[str, Any] | None = None,
+                     check_paths: bool = True) -> PretrainConfig:
+    """Build and validate a config from a parsed mapping; ``source`` names it in messages."""
+    if raw is None:
+        raw = {}
+    if not isinstance(raw, dict):
+        raise ConfigError([f"{source}: the top level must be a mapping of sections, got {_describe(raw)}"])
+    raw = json.loads(json.dumps(raw, default=str))  # deep copy, plain types
+    problems: list[str] = []
+    overridden: set[str] = set()
+    for key, value in (overrides or {}).items():
+        problem = _apply_override(raw, key, value)
+        if problem:
+            problems.append(problem)
+        overridden.add(key)
+
+    def origin_of(dotted: str) -> str:
+        for key in overridden:
+            if dotted == key or dotted.startswith(key + ".") or key.startswith(dotted + "."):
+                return "--set"
+        return source
+
+    cfg = _build_section(PretrainConfig, raw, "", origin_of, problems)
+    if not problems:
+        _check_ranges(cfg, origin_of, problems, check_paths)
+    if problems:
+        raise ConfigError(problems)
+    return cfg
+
+
+def load_config(path: str | Path, overrides: list[str] | dict[str, Any] | None = None,
+                check_paths: bool = True) -> PretrainConfig:
+    """Read, override and validate a YAML config; raises :class:`ConfigError` naming file and key."""
+    path = Path(path)
+    if not path.is_file():
+        raise ConfigError([f"{path}: no such config file"])
+    try:
+        raw = yaml.safe_load(path.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError) as exc:
+        raise ConfigError([f"{path}: cannot read ({exc})"]) from exc
+    except yaml.YAMLError as exc:
+        raise ConfigError([f"{path}: not valid YAML ({exc})"]) from exc
+    if isinstance(overrides, list):
+        overrides = parse_overrides(overrides)
+    return config_from_dict(raw, str(path), overrides, check_paths=check_paths)
+
+
+def save_config(cfg: PretrainConfig, path: str | Path) -> Path:
+    """Write the resolved config as YAML (atomically)."""
+    from .checkpoint import atomic_write_bytes
+
+    text = "# resolved PlaneSSL pretraining configuration (planessl pretrain)\n"
+    text += yaml.safe_dump(cfg.to_dict(), sort_keys=False)
+    return atomic_write_bytes(Path(path), text.encode("utf-8"))
+
+
+def config_hash(cfg: PretrainConfig | dict) -> str:
+    """SHA-256 of the canonical JSON of the config (a dict or a config)."""
+    data = cfg.to_dict() if isinstance(cfg, PretrainConfig) else cfg
+    return hashlib.sha256(json.dumps(data, sort_keys=True).encode("utf-8")).hexdigest()

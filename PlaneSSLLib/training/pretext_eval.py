@@ -1,0 +1,211 @@
+"""Pretext evaluation: how well a network finds the other views' planes and a slice's position.
+
+For every held-out image and every valid line channel, the predicted heatmap is fitted with a
+line (``inference.line_fit``) and compared with the true line from the DICOM geometry:
+
+- angle error, degrees in [0, 90];
+- distance error, millimetres: how far apart the two lines pass from the image centre
+  (``line_distance_error_px`` × the prepared pixel size, square pixels);
+- a channel whose heatmap holds no line (peak below ``min_peak``) is a *miss*: it is counted,
+  and enters the medians as 90° / NaN mm so that a network cannot look good by staying silent.
+
+Location: mean absolute error of the predicted relative slice location over images whose stack
+has at least two positions.
+"""
+
+from __future__ import annotations
+
+import math
+from collections import defaultdict
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from ..atomic import atomic_path
+from ..data.codes import VIEW_NAMES
+from ..geometry.lines import ImageLine, clip_line_to_rect
+from ..inference.line_fit import fit_line, line_angle_error_deg, line_distance_error_px
+
+__all__ = ["PairErrors", "PretextReport", "evaluate_pretext", "untrained_like"]
+
+
+@dataclass
+class PairErrors:
+    """Errors of one (input view, partner channel) pair over the evaluated images."""
+
+    angle_deg: list[float] = field(default_factory=list)
+    distance_mm: list[float] = field(default_factory=list)
+    misses: int = 0
+
+    def summary(self) -> dict:
+        a = np.asarray(self.angle_deg, dtype=np.float64)
+        d = np.asarray(self.distance_mm, dtype=np.float64)
+        n = len(a)
+        return {
+            "n": n,
+            "misses": self.misses,
+            "median_angle_deg": float(np.median(a)) if n else math.nan,
+            "mean_angle_deg": float(np.mean(a)) if n else math.nan,
+            "median_distance_mm": float(np.nanmedian(d)) if n and np.isfinite(d).any() else math.nan,
+            "mean_distance_mm": float(np.nanmean(d)) if n and np.isfinite(d).any() else math.nan,
+        }
+
+
+@dataclass
+class PretextReport:
+    pairs: dict[str, dict]
+    overall_median_angle_deg: float
+    overall_median_distance_mm: float
+    location_mae: float
+    n_images: int
+    n_location: int
+    overlays: list[str] = field(default_factory=list)
+
+    def as_dict(self) -> dict:
+        return {
+            "overall": {
+                "median_angle_deg": self.overall_median_angle_deg,
+                "median_distance_mm": self.overall_median_distance_mm,
+                "location_mae": self.location_mae,
+                "n_images": self.n_images,
+                "n_location": self.n_location,
+            },
+            "pairs": self.pairs,
+            "overlays": self.overlays,
+        }
+
+    def markdown(self, title: str = "Pretext evaluation") -> str:
+        lines = [
+            f"### {title}",
+            "",
+            f"{self.n_images} images; median line angle error {self.overall_median_angle_deg:.1f}°, "
+            f"median distance error {self.overall_median_distance_mm:.1f} mm; location MAE "
+            f"{self.location_mae:.3f} ({self.n_location} images).",
+            "",
+            "| image view ← partner line | n | misses | median angle (°) | median distance (mm) |",
+            "|---|---|---|---|---|",
+        ]
+        for key, s in sorted(self.pairs.items()):
+            lines.append(
+                f"| {key} | {s['n']} | {s['misses']} | {s['median_angle_deg']:.1f} | {s['median_distance_mm']:.1f} |"
+            )
+        return "\n".join(lines) + "\n"
+
+
+def untrained_like(model: torch.nn.Module, seed: int = 0) -> torch.nn.Module:
+    """A freshly initialised network of the same architecture: the 'no pretraining' baseline."""
+    torch.manual_seed(seed)
+    return type(model)(model.config)  # type: ignore[call-arg]
+
+
+@torch.no_grad()
+def evaluate_pretext(
+    model: torch.nn.Module,
+    dataset,
+    items: Sequence[int] | None = None,
+    device: str | torch.device = "cpu",
+    batch_size: int = 16,
+    min_peak: float = 0.05,
+    overlay_dir: str | Path | None = None,
+    n_overlays: int = 4,
+) -> PretextReport:
+    """Evaluate ``model`` on ``dataset`` items (default: all); see the module docstring."""
+    model = model.to(device).eval()
+    items = list(range(len(dataset))) if items is None else list(items)
+    channels = list(dataset.channels)
+    spacing = dataset.cache.index["spacing_mm"]
+    pairs: dict[str, PairErrors] = defaultdict(PairErrors)
+    all_angles: list[float] = []
+    all_dist: list[float] = []
+    loc_err: list[float] = []
+    overlays: list[str] = []
+    overlay_done_views: set[int] = set()
+    h, w = dataset.image_shape
+    centre = ((w - 1) / 2.0, (h - 1) / 2.0)
+    for start in range(0, len(items), batch_size):
+        batch = [dataset[i] for i in items[start : start + batch_size]]
+        images = torch.stack([b["image"] for b in batch]).to(device)
+        out = model(images)
+        heat = out["lines"].float().cpu().numpy() if "lines" in out else None
+        loc = out["location"].float().cpu().numpy() if "location" in out else None
+        for j, b in enumerate(batch):
+            view = int(b["view"])
+            row = int(b["index"])
+            px_mm = float(np.mean(spacing[row]))
+            if loc is not None and bool(b["location_valid"]):
+                loc_err.append(abs(float(loc[j]) - float(b["location"])))
+            if heat is None:
+                continue
+            fitted: dict[int, ImageLine | None] = {}
+            for c, name in enumerate(channels):
+                if not bool(b["line_valid"][c]):
+                    continue
+                true = ImageLine(*(float(v) for v in b["lines"][c]))
+                fit = fit_line(heat[j, c], min_peak=min_peak)
+                key = f"{VIEW_NAMES[view]} ← {name}"
+                if fit is None:
+                    pairs[key].misses += 1
+                    angle, dist = 90.0, math.nan
+                else:
+                    angle = line_angle_error_deg(fit.line, true)
+                    dist = line_distance_error_px(fit.line, true, centre) * px_mm
+                fitted[c] = None if fit is None else fit.line
+                pairs[key].angle_deg.append(angle)
+                pairs[key].distance_mm.append(dist)
+                all_angles.append(angle)
+                all_dist.append(dist)
+            if overlay_dir is not None and len(overlays) < n_overlays and view not in overlay_done_views:
+                overlay_done_views.add(view)
+                path = Path(overlay_dir) / f"overlay_{len(overlays):02d}_{VIEW_NAMES[view]}.png"
+                _write_overlay(path, b, fitted, channels)
+                overlays.append(str(path))
+    d = np.asarray(all_dist, dtype=np.float64)
+    return PretextReport(
+        pairs={k: v.summary() for k, v in pairs.items()},
+        overall_median_angle_deg=float(np.median(all_angles)) if all_angles else math.nan,
+        overall_median_distance_mm=float(np.nanmedian(d)) if np.isfinite(d).any() else math.nan,
+        location_mae=float(np.mean(loc_err)) if loc_err else math.nan,
+        n_images=len(items),
+        n_location=len(loc_err),
+        overlays=overlays,
+    )
+
+
+_COLOURS = {"2CH": "#f4c542", "3CH": "#6fd36f", "4CH": "#56b4ff", "SAX": "#ff6b6b",
+            "SAG": "#f4c542", "COR": "#6fd36f", "AX": "#56b4ff"}
+
+
+def _write_overlay(path: Path, item: dict, fitted: dict[int, ImageLine | None], channels: list[str]) -> None:
+    """PNG of the image with true (solid) and predicted (dashed) lines per partner view."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    image = item["image"][0].numpy()
+    h, w = image.shape
+    fig, ax = plt.subplots(figsize=(4, 4), dpi=100)
+    ax.imshow(image, cmap="gray", interpolation="nearest")
+    for c, name in enumerate(channels):
+        if not bool(item["line_valid"][c]):
+            continue
+        colour = _COLOURS.get(name, "white")
+        true = clip_line_to_rect(ImageLine(*(float(v) for v in item["lines"][c])), (h, w))
+        if true is not None:
+            ax.plot([true.p0[0], true.p1[0]], [true.p0[1], true.p1[1]], "-", color=colour, lw=1.5, label=f"{name} true")
+        pred = fitted.get(c)
+        seg = None if pred is None else clip_line_to_rect(pred, (h, w))
+        if seg is not None:
+            ax.plot([seg.p0[0], seg.p1[0]], [seg.p0[1], seg.p1[1]], "--", color=colour, lw=1.5,
+                    label=f"{name} predicted")
+    ax.set_xlim(-0.5, w - 0.5)
+    ax.set_ylim(h - 0.5, -0.5)
+    ax.axis("off")
+    ax.legend(loc="lower right", fontsize=6, framealpha=0.6)
+    fig.tight_layout(pad=0.1)
+    with atomic_path(path) as tmp:
+        fig.savefig(tmp, format="png")
+    plt.close(fig)
