@@ -1,9 +1,11 @@
 """``planessl demo``: the main job on its embedded default — synthetic heart and knee cohorts.
 
-Stages, each an ordinary ``planessl`` command so that the demo shows the real pipeline:
-write the cohorts as DICOM (``phantom``), read them back and label their views
-(``inspect``). The pretraining stages join here as they land. The run's resolved config is
-saved beside its outputs (``demo_config.yaml``).
+Stages per anatomy, each an ordinary ``planessl`` command so that the demo is the real
+pipeline: write the cohort as DICOM (``phantom``), read it back and label its views
+(``inspect``), resample it into a cache (``prepare``), pretrain both pretext tasks on the CPU
+(``pretrain``, from ``Resources/Configs/pretrain_demo.yaml``) and measure them on held-out
+subjects beside an untrained network (``evaluate-pretext``). The run's resolved config is saved
+beside its outputs (``demo_config.yaml``); every stage that is already complete is reused.
 """
 
 from __future__ import annotations
@@ -12,32 +14,41 @@ import argparse
 import contextlib
 import io
 import json
-import sys
 import time
 from collections import Counter
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 import yaml
 
 from ..errors import CLIError
 
+#: Where the packaged configuration files live (the repository's Resources/Configs).
+CONFIG_DIR = Path(__file__).resolve().parents[2] / "Resources" / "Configs"
+
+#: Preparation per anatomy for the demo network: pixels (mm) so that 96 px cover the organ.
+PREPARE = {"heart": {"spacing": 3.0, "size": 96}, "knee": {"spacing": 2.0, "size": 96}}
+
 
 @dataclass
 class DemoConfig:
     out: str
-    heart_subjects: int = 6
-    knee_subjects: int = 6
+    heart_subjects: int = 8
+    knee_subjects: int = 8
     seed: int = 0
     heart_layout: str = "kaggle"
     workers: int | None = None
+    pretrain_config: str = str(CONFIG_DIR / "pretrain_demo.yaml")
+    epochs: int | None = None  # None: as in the pretraining config
+    skip_pretrain: bool = False
+    prepare: dict = field(default_factory=lambda: {k: dict(v) for k, v in PREPARE.items()})
 
 
 def register(sub: argparse._SubParsersAction) -> argparse.ArgumentParser:
     p = sub.add_parser(
         "demo",
         help="the main job on synthetic heart and knee cohorts (no data needed)",
-        description="Write synthetic heart and knee cohorts as DICOM, inspect them and label their views.",
+        description=__doc__.split("\n\n", 1)[1].replace("``", "'"),
     )
     p.add_argument("--out", type=Path, default=Path("runs/demo"), help="output folder (default: runs/demo)")
     p.add_argument("--heart-subjects", type=int, default=DemoConfig.heart_subjects)
@@ -45,6 +56,10 @@ def register(sub: argparse._SubParsersAction) -> argparse.ArgumentParser:
     p.add_argument("--seed", type=int, default=DemoConfig.seed)
     p.add_argument("--heart-layout", choices=["kaggle", "ukbb"], default=DemoConfig.heart_layout)
     p.add_argument("--workers", type=int, default=None, help="processes for writing cohorts (default: 2)")
+    p.add_argument("--pretrain-config", type=Path, default=None, metavar="FILE",
+                   help="pretraining YAML (default: Resources/Configs/pretrain_demo.yaml)")
+    p.add_argument("--epochs", type=int, default=None, help="pretraining epochs (default: the config's)")
+    p.add_argument("--skip-pretrain", action="store_true", help="stop after writing, inspecting and preparing")
     p.set_defaults(func=run)
     return p
 
@@ -65,12 +80,14 @@ def _write_cohort(anatomy: str, subjects: int, cfg: DemoConfig, out: Path) -> No
     if (out / "cohort.json").is_file():
         previous = json.loads((out / "cohort.json").read_text())
         same = previous.get("subjects") == subjects and previous.get("seed") == cfg.seed
+        same = same and previous.get("complete", True)
         if anatomy == "heart":
             same = same and previous.get("layout") == cfg.heart_layout
         if same:
-            print(f"  {anatomy}: reusing the cohort in {out}")
+            print(f"  reusing the cohort in {out}")
             return
-    argv = ["phantom", anatomy, "--subjects", str(subjects), "--seed", str(cfg.seed), "--out", str(out), "--force"]
+    argv = ["phantom", anatomy, "--subjects", str(subjects), "--seed", str(cfg.seed), "--out", str(out), "--force",
+            "--quiet"]
     if anatomy == "heart":
         argv += ["--layout", cfg.heart_layout]
     if cfg.workers:
@@ -78,13 +95,42 @@ def _write_cohort(anatomy: str, subjects: int, cfg: DemoConfig, out: Path) -> No
     _planessl(argv)
 
 
+def _pretrain(anatomy: str, cfg: DemoConfig, cache: Path, run_dir: Path) -> None:
+    """Pretrain unless ``run_dir`` already holds a finished run of the same settings."""
+    prep = cfg.prepare[anatomy]
+    overrides = [f"data.cache={cache}", f"data.anatomy={anatomy}", f"data.spacing_mm={prep['spacing']}",
+                 f"data.image_size={prep['size']}", f"runtime.seed={cfg.seed}"]
+    if cfg.epochs:
+        overrides.append(f"optim.epochs={cfg.epochs}")
+    wanted = {"overrides": overrides, "config": Path(cfg.pretrain_config).read_text()}
+    stamp = run_dir / "demo_stage.json"
+    if (run_dir / "model" / "manifest.json").is_file() and stamp.is_file():
+        if json.loads(stamp.read_text()) == wanted:
+            print(f"  reusing the pretrained network in {run_dir}")
+            return
+    if run_dir.exists():
+        import shutil
+
+        shutil.rmtree(run_dir)
+    _planessl(["pretrain", "--config", cfg.pretrain_config, "--out", str(run_dir), "--set", *overrides])
+    from PlaneSSLLib.atomic import atomic_write_text
+
+    atomic_write_text(stamp, json.dumps(wanted))
+
+
 def run(args: argparse.Namespace) -> int:
     cfg = DemoConfig(
         out=str(args.out), heart_subjects=args.heart_subjects, knee_subjects=args.knee_subjects,
-        seed=args.seed, heart_layout=args.heart_layout, workers=args.workers,
+        seed=args.seed, heart_layout=args.heart_layout, workers=args.workers, epochs=args.epochs,
+        skip_pretrain=args.skip_pretrain,
     )
-    if cfg.heart_subjects < 1 or cfg.knee_subjects < 1:
-        raise CLIError("--heart-subjects and --knee-subjects must be at least 1")
+    if args.pretrain_config is not None:
+        cfg.pretrain_config = str(args.pretrain_config)
+    if cfg.heart_subjects < 4 or cfg.knee_subjects < 4:
+        raise CLIError("--heart-subjects and --knee-subjects must be at least 4 (training and held-out subjects)")
+    if not cfg.skip_pretrain and not Path(cfg.pretrain_config).is_file():
+        raise CLIError(f"{cfg.pretrain_config}: pretraining config not found (run from a PlaneSSL checkout, "
+                       "or pass --pretrain-config)")
     out = Path(cfg.out)
     out.mkdir(parents=True, exist_ok=True)
     (out / "demo_config.yaml").write_text(yaml.safe_dump(asdict(cfg), sort_keys=False))
@@ -92,32 +138,58 @@ def run(args: argparse.Namespace) -> int:
     reports.mkdir(exist_ok=True)
     summary: dict[str, dict] = {}
     for anatomy, subjects in (("heart", cfg.heart_subjects), ("knee", cfg.knee_subjects)):
-        data = out / "data" / anatomy
-        t0 = time.perf_counter()
-        print(f"[{anatomy}] writing {subjects} synthetic subjects to {data}", flush=True)
+        data, cache, run_dir = out / "data" / anatomy, out / "cache" / anatomy, out / "pretrain" / anatomy
+        times: dict[str, float] = {}
+        t = time.perf_counter()
+        print(f"[{anatomy}] 1/5 writing {subjects} synthetic subjects as DICOM to {data}", flush=True)
         _write_cohort(anatomy, subjects, cfg, data)
-        t1 = time.perf_counter()
-        print(f"[{anatomy}] inspecting {data}", flush=True)
-        text = _planessl(["inspect", str(data), "--json", "--anatomy", anatomy], capture=True)
-        report = json.loads(text)
+        times["write"], t = time.perf_counter() - t, time.perf_counter()
+        print(f"[{anatomy}] 2/5 inspecting {data}", flush=True)
+        report = json.loads(_planessl(["inspect", str(data), "--json", "--anatomy", anatomy], capture=True))
         (reports / f"inspect_{anatomy}.json").write_text(json.dumps(report, indent=2))
+        times["inspect"], t = time.perf_counter() - t, time.perf_counter()
         views = Counter(s.get("view") or "unknown" for st in report["studies"] for s in st["series"])
-        summary[anatomy] = {
+        entry: dict = {
             "studies": len(report["studies"]),
             "series_by_view": dict(sorted(views.items())),
             "errors": report["counts"]["errors"],
             "ignored": report["counts"]["ignored"],
-            "write_s": round(t1 - t0, 1),
-            "inspect_s": round(time.perf_counter() - t1, 1),
         }
+        prep = cfg.prepare[anatomy]
+        print(f"[{anatomy}] 3/5 preparing a cache ({prep['size']} px at {prep['spacing']} mm) in {cache}", flush=True)
+        _planessl(["prepare", str(data), "--out", str(cache), "--spacing", str(prep["spacing"]),
+                   "--size", str(prep["size"]), "--anatomy", anatomy, "--quiet"], capture=True)
+        times["prepare"], t = time.perf_counter() - t, time.perf_counter()
+        if not cfg.skip_pretrain:
+            print(f"[{anatomy}] 4/5 pretraining lines + location on the CPU in {run_dir}", flush=True)
+            _pretrain(anatomy, cfg, cache, run_dir)
+            times["pretrain"], t = time.perf_counter() - t, time.perf_counter()
+            print(f"[{anatomy}] 5/5 evaluating on held-out subjects", flush=True)
+            _planessl(["evaluate-pretext", "--run", str(run_dir), "--json"], capture=True)
+            times["evaluate"] = time.perf_counter() - t
+            result = json.loads((run_dir / "pretext_eval" / "report.json").read_text())
+            entry["pretext"] = {name: result[name]["overall"] for name in ("pretrained", "untrained") if name in result}
+            entry["budget"] = result["budget"]
+        entry["seconds"] = {k: round(v, 1) for k, v in times.items()}
+        summary[anatomy] = entry
     (reports / "summary.json").write_text(json.dumps(summary, indent=2))
+    _print_summary(summary, out)
+    return 0
+
+
+def _print_summary(summary: dict[str, dict], out: Path) -> None:
     print("\nPlaneSSL demo summary")
     for anatomy, s in summary.items():
         views = ", ".join(f"{k}: {v}" for k, v in s["series_by_view"].items())
-        print(
-            f"  {anatomy:5s}  {s['studies']} studies  series by view: {views}  unreadable files: {s['errors']}  "
-            f"non-image files noted: {s['ignored']}  (write {s['write_s']} s, inspect {s['inspect_s']} s)"
-        )
-    print(f"outputs: {out}/data (DICOM cohorts), {reports} (inspection reports), {out}/demo_config.yaml")
-    sys.stdout.flush()
-    return 0
+        print(f"  {anatomy}: {s['studies']} studies; series by view {views}; unreadable files {s['errors']}")
+        if "pretext" in s:
+            pre, base = s["pretext"]["pretrained"], s["pretext"].get("untrained")
+            line = (f"    held-out pretext: median line angle error {pre['median_angle_deg']:.1f} deg, "
+                    f"distance {pre['median_distance_mm']:.1f} mm, location MAE {pre['location_mae']:.3f}")
+            if base:
+                line += (f"  (untrained: {base['median_angle_deg']:.1f} deg, {base['median_distance_mm']:.1f} mm, "
+                         f"{base['location_mae']:.3f})")
+            print(line)
+        print("    seconds: " + ", ".join(f"{k} {v}" for k, v in s["seconds"].items()))
+    print(f"outputs in {out}: data/ (DICOM cohorts), cache/, pretrain/<anatomy>/ (weights in model/, "
+          "progress.png, pretext_eval/), reports/, demo_config.yaml")
