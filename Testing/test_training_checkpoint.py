@@ -10,20 +10,20 @@ import pytest
 
 torch = pytest.importorskip("torch")
 
-from PlaneSSLLib.models import PlaneSSLNet, UNetConfig  # noqa: E402
-from PlaneSSLLib.training.checkpoint import (  # noqa: E402
-    CheckpointError,
-    atomic_write_bytes,
-    load_checkpoint,
-    restore_checkpoint,
-    save_checkpoint,
-)
-from PlaneSSLLib.training.export import (  # noqa: E402
+from PlaneSSLLib.atomic import atomic_write_bytes  # noqa: E402
+from PlaneSSLLib.inference.weights import (  # noqa: E402
     WeightsError,
     build_manifest,
     export_weights,
     load_exported,
     zip_weights,
+)
+from PlaneSSLLib.models import PlaneSSLNet, UNetConfig  # noqa: E402
+from PlaneSSLLib.training.checkpoint import (  # noqa: E402
+    CheckpointError,
+    load_checkpoint,
+    restore_checkpoint,
+    save_checkpoint,
 )
 
 

@@ -14,8 +14,8 @@ if not torch.distributed.is_available() or not torch.distributed.is_gloo_availab
 
 from training_helpers import REPO, cli_env, write_config  # noqa: E402
 
+from PlaneSSLLib.inference.weights import load_exported  # noqa: E402
 from PlaneSSLLib.training.checkpoint import load_checkpoint  # noqa: E402
-from PlaneSSLLib.training.export import load_exported  # noqa: E402
 
 pytestmark = pytest.mark.slow
 

@@ -10,10 +10,10 @@ torch = pytest.importorskip("torch")
 
 from training_helpers import TINY  # noqa: E402
 
+from PlaneSSLLib.inference.weights import load_exported  # noqa: E402
 from PlaneSSLLib.training.config import ConfigError, config_from_dict  # noqa: E402
 from PlaneSSLLib.training.data_hooks import build_datasets, subject_epoch_sampler  # noqa: E402
 from PlaneSSLLib.training.distributed import shard_batches  # noqa: E402
-from PlaneSSLLib.training.export import load_exported  # noqa: E402
 from PlaneSSLLib.training.loop import RunExistsError, train  # noqa: E402
 
 

@@ -5,8 +5,8 @@ Entry points: :func:`load_config` -> :func:`train` (``planessl pretrain`` wraps 
 Submodules are small and named for what they hold; nothing here reads or writes pickle.
 """
 
+from ..inference.weights import WeightsError, build_manifest, export_weights, load_exported
 from .config import ConfigError, PretrainConfig, config_from_dict, load_config, parse_overrides, save_config
-from .export import WeightsError, build_manifest, export_weights, load_exported
 from .signals import GracefulStop, TrainingInterrupted
 
 __all__ = [

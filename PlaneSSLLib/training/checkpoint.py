@@ -18,9 +18,7 @@ inconsistent. Nothing here calls ``torch.load`` or ``pickle``.
 from __future__ import annotations
 
 import json
-import os
 import random
-import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -30,12 +28,13 @@ import torch
 from safetensors import safe_open
 from safetensors.torch import save as safetensors_save
 
+from ..atomic import atomic_write_bytes
+
 __all__ = [
     "CHECKPOINT_FORMAT",
     "CHECKPOINT_VERSION",
     "Checkpoint",
     "CheckpointError",
-    "atomic_write_bytes",
     "save_checkpoint",
     "load_checkpoint",
     "restore_checkpoint",
@@ -72,37 +71,6 @@ class Checkpoint:
 def checkpoint_path(directory: str | Path, name: str) -> Path:
     """``directory/name.safetensors``."""
     return Path(directory) / f"{name}.safetensors"
-
-
-def _fsync_dir(directory: Path) -> None:
-    try:
-        fd = os.open(directory, os.O_RDONLY)
-    except OSError:  # pragma: no cover - platforms without directory fds
-        return
-    try:
-        os.fsync(fd)
-    except OSError:  # pragma: no cover
-        pass
-    finally:
-        os.close(fd)
-
-
-def atomic_write_bytes(path: str | Path, data: bytes) -> Path:
-    """Write ``data`` to ``path`` atomically (temporary file in the same directory, fsync, replace)."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "wb") as fh:
-            fh.write(data)
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-    _fsync_dir(path.parent)
-    return path
 
 
 def _to_jsonable(value: Any, where: str) -> Any:
@@ -213,9 +181,9 @@ def save_checkpoint(
     state_json = json.dumps(state, allow_nan=True)
     tensors = {k: v.detach().to("cpu").contiguous().clone() for k, v in tensors.items()}
     data = safetensors_save(tensors, metadata={_META_KEY: state_json, "format": "pt"})
-    atomic_write_bytes(path, data)
+    atomic_write_bytes(path, data, fsync=True)
     if sidecar:
-        atomic_write_bytes(path.with_suffix(".json"), json.dumps(state, indent=1, allow_nan=True).encode())
+        atomic_write_bytes(path.with_suffix(".json"), json.dumps(state, indent=1, allow_nan=True).encode(), fsync=True)
     return path
 
 

@@ -431,7 +431,7 @@ def load_config(path: str | Path, overrides: list[str] | dict[str, Any] | None =
 
 def save_config(cfg: PretrainConfig, path: str | Path) -> Path:
     """Write the resolved config as YAML (atomically)."""
-    from .checkpoint import atomic_write_bytes
+    from ..atomic import atomic_write_bytes
 
     text = "# resolved PlaneSSL pretraining configuration (planessl pretrain)\n"
     text += yaml.safe_dump(cfg.to_dict(), sort_keys=False)

@@ -33,11 +33,11 @@ from torch.utils.data import DataLoader, Dataset, Subset, default_collate
 
 from PlaneSSLLib.models import PlaneSSLNet, UNetConfig
 
+from ..inference.weights import build_manifest, export_weights
 from .checkpoint import Checkpoint, checkpoint_path, load_checkpoint, restore_checkpoint, save_checkpoint
 from .config import ConfigError, PretrainConfig, config_hash, save_config
 from .data_hooks import DataInfo, SamplerFactory, build_datasets
 from .distributed import DistInfo, all_reduce_sum, barrier, cleanup_distributed, init_distributed, shard_batches
-from .export import build_manifest, export_weights
 from .losses import combine_terms, pretext_terms
 from .progress import MetricsLog, ProgressReporter, format_duration
 from .runtime import amp_dtype, autocast, make_grad_scaler, resolve_device, seed_everything, set_determinism

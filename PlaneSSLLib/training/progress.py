@@ -20,7 +20,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from .checkpoint import atomic_write_bytes
+from ..atomic import atomic_write_bytes
 
 __all__ = ["ProgressReporter", "MetricsLog", "format_duration", "write_metrics_csv", "write_progress_plot"]
 

@@ -37,9 +37,9 @@ def register(sub: argparse._SubParsersAction) -> argparse.ArgumentParser:
 
 def run(args: argparse.Namespace) -> int:
     from PlaneSSLLib.atomic import atomic_write_text
+    from PlaneSSLLib.inference.weights import WeightsError, load_exported
     from PlaneSSLLib.training.config import ConfigError, load_config
     from PlaneSSLLib.training.data_hooks import build_datasets
-    from PlaneSSLLib.training.export import WeightsError, load_exported
     from PlaneSSLLib.training.pretext_eval import evaluate_pretext, untrained_like
 
     config_path = args.run / "config.yaml"

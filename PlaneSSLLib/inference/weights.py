@@ -5,8 +5,8 @@ architecture config, the task, the views and channel names, input spacing and si
 normalisation, label names (none for the pretext tasks), the training config, the data
 fingerprint (a string from the data layer, passed through), metrics and package versions.
 
-Only torch, safetensors and the standard library are used here, so the inference side can import
-this module without the training stack. Loading never unpickles.
+Only torch, safetensors and the standard library are used here: the inference side (the Slicer
+extension) loads weights without the training stack. Loading never unpickles.
 """
 
 from __future__ import annotations
@@ -22,9 +22,8 @@ import torch
 from safetensors.torch import load as safetensors_load
 from safetensors.torch import save as safetensors_save
 
-from PlaneSSLLib.models import PlaneSSLNet, UNetConfig
-
-from .checkpoint import atomic_write_bytes
+from ..atomic import atomic_write_bytes
+from ..models import PlaneSSLNet, UNetConfig
 
 __all__ = [
     "WEIGHTS_FORMAT",
@@ -166,8 +165,8 @@ def export_weights(model: torch.nn.Module, out_dir: str | Path, manifest: dict[s
     module = getattr(module, "_orig_mod", module)
     tensors = {k: v.detach().to("cpu").contiguous().clone() for k, v in module.state_dict().items()}
     data = safetensors_save(tensors, metadata={"format": "pt", "planessl": WEIGHTS_FORMAT})
-    atomic_write_bytes(out_dir / WEIGHTS_FILE, data)
-    atomic_write_bytes(out_dir / MANIFEST_FILE, (json.dumps(manifest, indent=2) + "\n").encode("utf-8"))
+    atomic_write_bytes(out_dir / WEIGHTS_FILE, data, fsync=True)
+    atomic_write_bytes(out_dir / MANIFEST_FILE, (json.dumps(manifest, indent=2) + "\n").encode("utf-8"), fsync=True)
     return out_dir
 
 
