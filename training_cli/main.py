@@ -14,7 +14,9 @@ from .errors import CLIError
 
 #: Sub-command modules, in the order ``planessl --help`` lists them. Each has
 #: ``register(subparsers) -> argparse.ArgumentParser`` and sets ``func`` on its parser.
-COMMAND_MODULES = ("demo", "phantom", "inspect_cmd", "lines", "prepare", "pretrain", "evaluate_pretext")
+COMMAND_MODULES = (
+    "demo", "phantom", "inspect_cmd", "lines", "prepare", "pretrain", "evaluate_pretext", "finetune", "predict",
+)
 
 
 def build_parser() -> argparse.ArgumentParser:

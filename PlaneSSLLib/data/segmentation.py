@@ -1,0 +1,593 @@
+"""Segmentation data: ACDC label terminology, SAX stacks with their label maps, the seg cache, datasets.
+
+Labels (ACDC, DESIGN.md section 1): 0 background, 1 RV, 2 Myo, 3 LV, with the SNOMED CT codes
+Slicer uses (``ACDC_STRUCTURES``; the same values as ``slicer_logic.terminology``, kept here
+so that the data, training and inference layers need no Slicer-side import).
+
+Where labels are found (the phantom layout, ``planessl phantom heart``)::
+
+    COHORT/subjects.csv                          subject,ed_phase,es_phase,...
+    COHORT/subject_0003/study/...                the DICOM study
+    COHORT/subject_0003/labels/sax_ed.nii.gz     ACDC labels of the SAX stack at ED
+    COHORT/subject_0003/labels/sax_es.nii.gz     ... and at ES
+
+The subject folder is the nearest folder above a study's SAX files holding ``labels/``. A
+label volume is ``(columns, rows, k)`` with slice ``k`` running along the DICOM normal
+(``phantoms.nifti``); its affine must equal the SAX stack's geometry (``match_label_volume``,
+tolerance ``LABEL_GEOMETRY_TOL_MM``), otherwise a :class:`SegDataError` names the file.
+
+The seg cache (``prepare_seg_cache``) holds every SAX slice at ED and ES prepared exactly like
+``planessl prepare`` prepares images (``data.resample.prepare_image``: same spacing, size and
+intensity normalisation), and the label slice resampled onto the same prepared grid by
+nearest neighbour (``resample_labels_to_plane``)::
+
+    ROOT/current.json, ROOT/KEY/{images.npy (N,H,W), labels.npy (N,H,W) uint8, index.npy, meta.json}
+
+Index rows (``SEG_INDEX_DTYPE``) carry subject (index and hashed PatientID), phase kind
+(0 = ED, 1 = ES), cine phase, slice ``k`` (along the DICOM normal, as in the NIfTI), the
+prepared plane and the source plane's spacing/shape — never a path or a patient identifier.
+"""
+
+from __future__ import annotations
+
+import csv
+import hashlib
+import json
+import os
+import shutil
+import time
+import warnings
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from scipy import ndimage
+from torch.utils.data import Dataset
+
+from .. import __version__
+from ..dicom.pixels import read_file_frames
+from ..dicom.records import Position, Series, Study
+from ..dicom.report import apply_views
+from ..dicom.scan import list_files, scan_tree
+from ..geometry.frames import affine_ras_to_lps
+from ..geometry.planes import ImagePlane, angle_between_normals_deg
+from .cache import data_fingerprint, install, write_current, write_meta
+from .config import PrepareConfig
+from .resample import prepare_image
+
+__all__ = [
+    "ACDC_LABEL_NAMES",
+    "ACDC_STRUCTURES",
+    "PHASE_KINDS",
+    "SEG_INDEX_DTYPE",
+    "SaxStack",
+    "SegCache",
+    "SegDataError",
+    "SegDataset",
+    "StructureCode",
+    "choose_labeled_subjects",
+    "find_label_files",
+    "find_sax_stack",
+    "match_label_volume",
+    "open_seg_cache",
+    "prepare_seg_cache",
+    "read_ed_es_phases",
+    "resample_labels_to_plane",
+    "split_seg_subjects",
+    "terminology_record",
+]
+
+SEG_CACHE_FORMAT = "planessl-seg-cache"
+SEG_CACHE_VERSION = 1
+#: Label geometry tolerance: origins and axis vectors of the NIfTI vs the DICOM stack, mm.
+LABEL_GEOMETRY_TOL_MM = 0.01
+#: Phase kinds stored in the index (``phase_kind`` field).
+PHASE_KINDS = ("ED", "ES")
+ACDC_LABEL_NAMES = ("background", "RV", "Myo", "LV")
+
+
+class SegDataError(RuntimeError):
+    """Segmentation data that cannot be used (labels missing or misaligned, no SAX stack); names the file."""
+
+
+@dataclass(frozen=True)
+class StructureCode:
+    """One segmented structure: ACDC label value, short and display names, SNOMED CT code."""
+
+    label: int
+    short: str
+    name: str
+    scheme: str
+    value: str
+    meaning: str
+
+
+#: ACDC label values with the SNOMED CT codes of Slicer's terminology (``slicer_logic.terminology``).
+ACDC_STRUCTURES: tuple[StructureCode, ...] = (
+    StructureCode(1, "RV", "Right ventricle", "SCT", "53085002", "Right Ventricle"),
+    StructureCode(2, "Myo", "Myocardium", "SCT", "74281007", "Myocardium"),
+    StructureCode(3, "LV", "Left ventricle", "SCT", "87878005", "Left Ventricle"),
+)
+
+
+def terminology_record() -> dict[str, Any]:
+    """The manifest's ``terminology``: category and one SNOMED CT type code per label value."""
+    return {
+        "category": {"scheme": "SCT", "value": "123037004", "meaning": "Anatomical Structure"},
+        "labels": {
+            str(s.label): {"name": s.name, "short": s.short, "scheme": s.scheme, "value": s.value,
+                           "meaning": s.meaning}
+            for s in ACDC_STRUCTURES
+        },
+    }
+
+
+# ----------------------------------------------------------------------------- SAX stack of a study
+@dataclass
+class SaxStack:
+    """A study's SAX positions ordered by increasing ``s = n̂ · o`` along the DICOM normal (NIfTI ``k``)."""
+
+    study: Study
+    series: list[Series]
+    positions: list[Position]
+
+    @property
+    def planes(self) -> list[ImagePlane]:
+        return [p.plane for p in self.positions]
+
+    @property
+    def n_phases(self) -> int:
+        """Cine phases present at every position."""
+        return min((len(p.frames) for p in self.positions), default=0)
+
+    def folder(self) -> Path:
+        """The folder of the first SAX file (for messages; never written to outputs)."""
+        return self.positions[0].frames[0].path.parent
+
+
+def find_sax_stack(study: Study, merge_tol_deg: float = 1.0) -> SaxStack | None:
+    """The SAX stack of a view-labelled study: the SAX series with most positions, plus every
+    other SAX series parallel to it (within ``merge_tol_deg``) with the same size and spacing
+    (the Kaggle layout holds one series per slice). None when the study has no usable SAX series."""
+    sax = [s for s in study.series if s.view == "SAX" and s.usable and s.positions]
+    if not sax:
+        return None
+    lead = max(sax, key=lambda s: (s.n_slices, -(s.series_number or 0)))
+    ref = lead.positions[0].plane
+    members = [
+        s for s in sax
+        if all(angle_between_normals_deg(p.plane.normal_lps, ref.normal_lps) <= merge_tol_deg
+               and p.plane.shape_px == ref.shape_px and np.allclose(p.plane.spacing_mm, ref.spacing_mm, atol=1e-4)
+               for p in s.positions)
+    ]
+    n = ref.normal_lps
+    positions = sorted((p for s in members for p in s.positions), key=lambda p: float(n @ p.plane.origin_lps))
+    return SaxStack(study, members, positions)
+
+
+# ----------------------------------------------------------------------------- labels on disk
+def find_label_files(stack: SaxStack, root: Path | None = None) -> tuple[Path, Path]:
+    """``(sax_ed.nii.gz, sax_es.nii.gz)`` of the subject folder above the stack's files.
+
+    Searches the folders above the first SAX file (up to ``root``) for ``labels/sax_ed.nii.gz``.
+    Raises SegDataError naming the SAX folder when none is found or the ES file is missing.
+    """
+    start = stack.folder()
+    stop = Path(root).resolve() if root is not None else None
+    for folder in [start, *start.parents]:
+        ed = folder / "labels" / "sax_ed.nii.gz"
+        if ed.is_file():
+            es = folder / "labels" / "sax_es.nii.gz"
+            if not es.is_file():
+                raise SegDataError(f"{es}: missing (the ED labels {ed.name} are there)")
+            return ed, es
+        if stop is not None and folder.resolve() == stop:
+            break
+    raise SegDataError(
+        f"{start}: no labels/sax_ed.nii.gz in this or any folder above it (expected the phantom layout "
+        "SUBJECT/labels/sax_{ed,es}.nii.gz)"
+    )
+
+
+def read_ed_es_phases(subject_dir: Path, root: Path | None = None) -> tuple[int, int]:
+    """``(ed_phase, es_phase)`` of a subject folder from the nearest ``subjects.csv`` above it."""
+    subject_dir = Path(subject_dir)
+    stop = Path(root).resolve() if root is not None else None
+    for folder in subject_dir.parents:
+        table = folder / "subjects.csv"
+        if table.is_file():
+            try:
+                with table.open(newline="", encoding="utf-8") as fh:
+                    for row in csv.DictReader(fh):
+                        if row.get("subject") == subject_dir.name:
+                            return int(row["ed_phase"]), int(row["es_phase"])
+            except (OSError, KeyError, ValueError, TypeError) as exc:
+                raise SegDataError(f"{table}: unreadable (needs columns subject, ed_phase, es_phase: {exc})") from None
+            raise SegDataError(f"{table}: no row for subject {subject_dir.name}")
+        if stop is not None and folder.resolve() == stop:
+            break
+    raise SegDataError(f"{subject_dir}: no subjects.csv (subject,ed_phase,es_phase) in the folders above it")
+
+
+def match_label_volume(volume: np.ndarray, affine_ras: np.ndarray, planes: Sequence[ImagePlane],
+                       source: str, tol_mm: float = LABEL_GEOMETRY_TOL_MM) -> list[np.ndarray]:
+    """Label slice ``(rows, cols)`` of each plane from a ``(cols, rows, k)`` volume with a voxel→RAS affine.
+
+    Checks that the volume's in-plane axes equal each plane's ``x·Δc`` and ``y·Δr`` and that each
+    plane's origin falls on a slice centre ``(0, 0, k)``; SegDataError naming ``source`` otherwise.
+    """
+    vol = np.asarray(volume)
+    if vol.ndim != 3:
+        raise SegDataError(f"{source}: expected a 3D label volume, got shape {vol.shape}")
+    aff = affine_ras_to_lps(np.asarray(affine_ras, dtype=np.float64))
+    inv = np.linalg.inv(aff)
+    out = []
+    for i, p in enumerate(planes):
+        rows, cols = p.shape_px
+        if vol.shape[:2] != (cols, rows):
+            raise SegDataError(f"{source}: label slices are {vol.shape[1]}x{vol.shape[0]} (rows x cols) but SAX "
+                               f"slice {i} is {rows}x{cols}")
+        dr, dc = p.spacing_mm
+        ex, ey = np.linalg.norm(aff[:3, 0] - p.x_dir_lps * dc), np.linalg.norm(aff[:3, 1] - p.y_dir_lps * dr)
+        if max(ex, ey) > tol_mm:
+            raise SegDataError(f"{source}: label affine axes differ from the SAX stack's orientation/pixel spacing "
+                               f"(by {max(ex, ey):.3g} mm per voxel)")
+        ijk = inv @ np.append(p.origin_lps, 1.0)
+        k = int(round(float(ijk[2])))
+        off_mm = float(np.linalg.norm(aff[:3, :3] @ (ijk[:3] - np.array([0.0, 0.0, k]))))
+        if off_mm > tol_mm or not 0 <= k < vol.shape[2]:
+            raise SegDataError(f"{source}: SAX slice {i} (origin {np.round(p.origin_lps, 2).tolist()} mm LPS) is not "
+                               f"on a slice of the label volume (nearest k={k}, {off_mm:.3g} mm off; "
+                               f"{vol.shape[2]} slices)")
+        out.append(np.ascontiguousarray(vol[:, :, k].T))
+    return out
+
+
+def read_label_slices(path: Path, planes: Sequence[ImagePlane]) -> list[np.ndarray]:
+    """The label slices of ``planes`` from a NIfTI file (geometry checked; SegDataError names the file)."""
+    import nibabel as nib
+
+    try:
+        img = nib.load(str(path))
+        vol = np.asarray(img.dataobj)
+    except Exception as exc:  # nibabel raises several types for bad files
+        raise SegDataError(f"{path}: not a readable NIfTI label map ({exc})") from None
+    if not np.all(np.isfinite(vol)) or np.any(vol < 0) or np.any(vol != np.round(vol)):
+        raise SegDataError(f"{path}: label values must be non-negative integers")
+    if vol.size and int(vol.max()) >= len(ACDC_LABEL_NAMES):
+        raise SegDataError(f"{path}: label value {int(vol.max())} outside ACDC 0..{len(ACDC_LABEL_NAMES) - 1}")
+    return match_label_volume(vol.astype(np.uint8), img.affine, planes, str(path))
+
+
+def resample_labels_to_plane(labels: np.ndarray, source: ImagePlane, target: ImagePlane) -> np.ndarray:
+    """Nearest-neighbour resampling of a label image from ``source`` onto ``target`` (same orientation).
+
+    The same pixel map as ``data.resample.resample_to_plane`` (so labels stay on the image);
+    0 (background) outside the source. Returns uint8 ``target.shape_px``.
+    """
+    lab = np.asarray(labels)
+    if lab.shape != source.shape_px:
+        raise ValueError(f"label array {lab.shape} does not match the plane's shape {source.shape_px}")
+    if not (abs(float(source.x_dir_lps @ target.x_dir_lps)) >= 1 - 1e-6
+            and abs(float(source.y_dir_lps @ target.y_dir_lps)) >= 1 - 1e-6):
+        raise ValueError("resample_labels_to_plane needs a target with the source's orientation")
+    (dr_s, dc_s), (dr_t, dc_t) = source.spacing_mm, target.spacing_mm
+    offset_xy, _ = source.lps_to_pixel(target.origin_lps)
+    step_x = dc_t / dc_s * float(source.x_dir_lps @ target.x_dir_lps)
+    step_y = dr_t / dr_s * float(source.y_dir_lps @ target.y_dir_lps)
+    return ndimage.affine_transform(
+        lab.astype(np.uint8), matrix=np.array([step_y, step_x]), offset=np.array([offset_xy[1], offset_xy[0]]),
+        output_shape=target.shape_px, order=0, mode="constant", cval=0, prefilter=False,
+    ).astype(np.uint8, copy=False)
+
+
+# ----------------------------------------------------------------------------- the seg cache
+SEG_INDEX_DTYPE = np.dtype([
+    ("subject", "<i4"),
+    ("subject_key", "<U16"),
+    ("study_key", "<U16"),
+    ("phase_kind", "i1"),  # 0 ED, 1 ES
+    ("phase", "<i2"),  # cine phase index (time order)
+    ("k", "<i2"),  # slice along the DICOM normal (NIfTI k)
+    ("n_k", "<i2"),
+    ("location_mm", "<f8"),  # n̂ · o along the stack's DICOM normal
+    ("origin_lps", "<f8", (3,)),
+    ("x_dir_lps", "<f8", (3,)),
+    ("y_dir_lps", "<f8", (3,)),
+    ("spacing_mm", "<f8", (2,)),
+    ("shape_px", "<i4", (2,)),
+    ("source_spacing_mm", "<f8", (2,)),
+    ("source_shape_px", "<i4", (2,)),
+])
+
+
+@dataclass
+class SegCache:
+    """An opened seg cache (images and labels memory-mapped lazily)."""
+
+    path: Path
+    meta: dict[str, Any]
+    index: np.ndarray
+    _images: np.ndarray | None = field(default=None, repr=False)
+    _labels: np.ndarray | None = field(default=None, repr=False)
+
+    def __getstate__(self) -> dict[str, Any]:
+        return {"path": self.path, "meta": self.meta, "index": self.index, "_images": None, "_labels": None}
+
+    @property
+    def images(self) -> np.ndarray:
+        """``(N, H, W)`` prepared intensities (read-only map)."""
+        if self._images is None:
+            self._images = np.load(self.path / "images.npy", mmap_mode="r")
+        return self._images
+
+    @property
+    def labels(self) -> np.ndarray:
+        """``(N, H, W)`` uint8 ACDC labels on the prepared grid (read-only map)."""
+        if self._labels is None:
+            self._labels = np.load(self.path / "labels.npy", mmap_mode="r")
+        return self._labels
+
+    def __len__(self) -> int:
+        return len(self.index)
+
+    @property
+    def key(self) -> str:
+        return str(self.meta["key"])
+
+    @property
+    def subject_keys(self) -> list[str]:
+        return [s["key"] for s in self.meta["subjects"]]
+
+    @property
+    def image_shape(self) -> tuple[int, int]:
+        h, w = self.meta["image_shape"]
+        return int(h), int(w)
+
+    @property
+    def spacing_mm(self) -> float:
+        return float(self.meta["spacing_mm"])
+
+    def volumes(self, subjects: Sequence[int] | None = None) -> dict[tuple[int, int], np.ndarray]:
+        """Rows of each (subject, phase kind) volume, ordered by ``k``: ``{(subject, kind): rows}``."""
+        idx = self.index
+        keep = np.ones(len(idx), bool) if subjects is None else np.isin(idx["subject"], np.asarray(list(subjects)))
+        out: dict[tuple[int, int], np.ndarray] = {}
+        for row in np.flatnonzero(keep).tolist():
+            out.setdefault((int(idx["subject"][row]), int(idx["phase_kind"][row])), []).append(row)
+        return {key: np.array(sorted(rows, key=lambda r: int(idx["k"][r])), dtype=np.int64)
+                for key, rows in sorted(out.items())}
+
+    def volume_spacing_mm(self, rows: np.ndarray) -> tuple[float, float, float]:
+        """``(slice gap, row, column)`` spacing in mm of a volume's rows (gap: median location step)."""
+        loc = np.sort(self.index["location_mm"][rows])
+        gap = float(np.median(np.diff(loc))) if len(loc) > 1 else 1.0
+        dr, dc = (float(v) for v in self.index["spacing_mm"][rows[0]])
+        return (gap, dr, dc)
+
+
+def _seg_key(config: PrepareConfig, fingerprint: str) -> str:
+    text = f"{SEG_CACHE_FORMAT}:{SEG_CACHE_VERSION}:{config.digest()}:{fingerprint}"
+    return hashlib.sha256(text.encode()).hexdigest()[:16]
+
+
+def open_seg_cache(path: Path) -> SegCache:
+    """Open ``ROOT/KEY`` or ``ROOT`` (via ``current.json``); SegDataError naming the path otherwise."""
+    path = Path(path)
+    folder = path
+    if not (folder / "meta.json").is_file() and (folder / "current.json").is_file():
+        try:
+            folder = path / json.loads((path / "current.json").read_text(encoding="utf-8"))["key"]
+        except (OSError, ValueError, KeyError) as exc:
+            raise SegDataError(f"{path / 'current.json'}: unreadable ({exc})") from None
+    meta_path = folder / "meta.json"
+    if not meta_path.is_file():
+        raise SegDataError(f"{path}: no seg cache here (run 'planessl finetune seg' with data.dicom set)")
+    try:
+        meta = json.loads(meta_path.read_text(encoding="utf-8"))
+        index = np.load(folder / "index.npy", allow_pickle=False)
+    except (OSError, ValueError) as exc:
+        raise SegDataError(f"{folder}: damaged seg cache ({exc})") from None
+    if meta.get("format") != SEG_CACHE_FORMAT or meta.get("version") != SEG_CACHE_VERSION:
+        raise SegDataError(f"{meta_path}: not a seg cache of version {SEG_CACHE_VERSION}")
+    if index.dtype != SEG_INDEX_DTYPE or len(index) != int(meta.get("n_slices", -1)):
+        raise SegDataError(f"{folder}: inconsistent seg cache index; prepare it again")
+    return SegCache(folder, meta, index)
+
+
+@dataclass
+class _Item:
+    subject: int
+    subject_key: str
+    study_key: str
+    kind: int
+    phase: int
+    k: int
+    n_k: int
+    location_mm: float
+    frame_path: Path
+    frame_index: int
+    plane: ImagePlane
+    label: np.ndarray
+
+
+def _collect(data_dir: Path, config: PrepareConfig, require_labels: bool) -> tuple[list[_Item], list[str], list[Path]]:
+    """Every SAX slice at ED and ES with its label slice; also warnings and the label files used."""
+    result = scan_tree(data_dir)
+    apply_views(result, anatomy_hint="heart", overrides=config.overrides or None)
+    items: list[_Item] = []
+    notes: list[str] = []
+    label_files: list[Path] = []
+    subjects: dict[str, int] = {}
+    for study in result.studies:
+        stack = find_sax_stack(study)
+        if stack is None:
+            notes.append(f"study {study.key}: no SAX stack")
+            continue
+        try:
+            ed_path, es_path = find_label_files(stack, data_dir)
+            ed, es = read_ed_es_phases(ed_path.parent.parent, data_dir)
+        except SegDataError as exc:
+            if require_labels:
+                raise
+            notes.append(f"study {study.key}: skipped ({exc})")
+            continue
+        if max(ed, es) >= stack.n_phases:
+            raise SegDataError(f"{stack.folder()}: the SAX stack has {stack.n_phases} phase(s) but subjects.csv "
+                               f"names ED {ed} / ES {es}")
+        subject = subjects.setdefault(study.patient_key, len(subjects))
+        planes = stack.planes
+        s_mm = [float(planes[0].normal_lps @ p.origin_lps) for p in planes]
+        for kind, (phase, path) in enumerate(((ed, ed_path), (es, es_path))):
+            label_files.append(path)
+            for k, (pos, lab) in enumerate(zip(stack.positions, read_label_slices(path, planes), strict=True)):
+                frame = pos.frames[phase]
+                items.append(_Item(subject, study.patient_key, study.key, kind, phase, k, len(planes), s_mm[k],
+                                   frame.path, frame.frame_index, pos.plane, lab))
+    if not items:
+        raise SegDataError(f"{data_dir}: no SAX stack with ED/ES labels found ({len(result.studies)} studies; "
+                           + "; ".join(notes[:3]) + ")")
+    return items, notes, label_files
+
+
+def prepare_seg_cache(data_dir: Path, out_root: Path, config: PrepareConfig | None = None, force: bool = False,
+                      require_labels: bool = True) -> SegCache:
+    """Build (or reuse) the seg cache of ``data_dir`` under ``out_root/<key>`` and open it.
+
+    The key hashes the preparation config and a fingerprint of every file under ``data_dir``
+    (DICOM and label files), so changed data or settings never read a stale cache.
+    ``require_labels``: a study without labels is an error (default) or skipped with a note.
+    """
+    config = config or PrepareConfig()
+    data_dir, out_root = Path(data_dir), Path(out_root)
+    if not data_dir.is_dir():
+        raise SegDataError(f"{data_dir}: no such directory")
+    files, _ = list_files(data_dir)
+    root_resolved = out_root.resolve()
+    files = [f for f in files if root_resolved not in f.resolve().parents]
+    extra = sorted(p for p in data_dir.rglob("*") if p.name in ("sax_ed.nii.gz", "sax_es.nii.gz", "subjects.csv"))
+    fingerprint = data_fingerprint(sorted(set(files) | set(extra)), data_dir)
+    key = _seg_key(config, fingerprint)
+    final = out_root / key
+    if not force and (final / "meta.json").is_file():
+        try:
+            cache = open_seg_cache(final)
+            write_current(out_root, key)
+            return cache
+        except SegDataError:
+            pass
+    start = time.perf_counter()
+    items, notes, _ = _collect(data_dir, config, require_labels)
+    out_root.mkdir(parents=True, exist_ok=True)
+    tmp = out_root / f".tmp-{key}-{os.getpid()}"
+    shutil.rmtree(tmp, ignore_errors=True)
+    tmp.mkdir()
+    try:
+        _write_seg_cache(tmp, items, config, key, fingerprint, notes, start)
+        install(tmp, final)
+        write_current(out_root, key)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    return open_seg_cache(final)
+
+
+def _write_seg_cache(tmp: Path, items: list[_Item], config: PrepareConfig, key: str, fingerprint: str,
+                     notes: list[str], start: float) -> None:
+    n, size = len(items), config.size_px
+    images = np.lib.format.open_memmap(tmp / "images.npy", mode="w+", dtype=config.dtype, shape=(n, size, size))
+    labels = np.lib.format.open_memmap(tmp / "labels.npy", mode="w+", dtype=np.uint8, shape=(n, size, size))
+    index = np.zeros(n, dtype=SEG_INDEX_DTYPE)
+    for i, it in enumerate(items):
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            pixels = read_file_frames(it.frame_path, [it.frame_index])[0]
+        img, dst = prepare_image(pixels, it.plane, config.spacing_mm, size, config.normalisation,
+                                 config.clip_percentiles, config.antialias)
+        images[i] = img.astype(config.dtype)
+        labels[i] = resample_labels_to_plane(it.label, it.plane, dst)
+        index[i] = (it.subject, it.subject_key, it.study_key, it.kind, it.phase, it.k, it.n_k, it.location_mm,
+                    dst.origin_lps, dst.x_dir_lps, dst.y_dir_lps, dst.spacing_mm, dst.shape_px, it.plane.spacing_mm,
+                    it.plane.shape_px)
+    images.flush()
+    labels.flush()
+    del images, labels
+    np.save(tmp / "index.npy", index, allow_pickle=False)
+    subject_keys: dict[int, str] = {it.subject: it.subject_key for it in items}
+    write_meta(tmp, {
+        "format": SEG_CACHE_FORMAT, "version": SEG_CACHE_VERSION, "key": key,
+        "created_by": f"planessl {__version__}", "config": config.to_dict(),
+        "normalisation": config.normalisation_record(), "n_slices": n, "image_shape": [size, size],
+        "dtype": config.dtype, "spacing_mm": float(config.spacing_mm), "data_fingerprint": fingerprint,
+        "subjects": [{"key": subject_keys[s]} for s in sorted(subject_keys)],
+        "label_names": list(ACDC_LABEL_NAMES), "phase_kinds": list(PHASE_KINDS), "notes": notes,
+        "label_resampling": "nearest neighbour onto the prepared grid", "seconds": time.perf_counter() - start,
+    })
+
+
+# ----------------------------------------------------------------------------- subsets and datasets
+def _ranked(subject_keys: Sequence[str], seed: int, salt: str) -> list[int]:
+    return sorted(range(len(subject_keys)),
+                  key=lambda i: hashlib.sha256(f"{salt}:{seed}:{subject_keys[i]}".encode()).hexdigest())
+
+
+def split_seg_subjects(subject_keys: Sequence[str], val_fraction: float, test_fraction: float,
+                       split_seed: int = 0) -> tuple[list[int], list[int], list[int]]:
+    """``(train pool, validation, test)`` subject indices, deterministic for (keys, fractions, seed).
+
+    Ranked by a hash of (seed, subject key), so a subject's side does not depend on the others.
+    At least one subject stays in the training pool; val/test get at least one each when their
+    fraction is > 0 and enough subjects exist.
+    """
+    n = len(subject_keys)
+    ranked = _ranked(subject_keys, split_seed, "split")
+    n_test = max(1, int(round(test_fraction * n))) if test_fraction > 0 and n >= 3 else 0
+    n_val = max(1, int(round(val_fraction * n))) if val_fraction > 0 and n - n_test >= 2 else 0
+    n_test = min(n_test, max(0, n - 1 - n_val))
+    test, val = sorted(ranked[:n_test]), sorted(ranked[n_test:n_test + n_val])
+    return sorted(ranked[n_test + n_val:]), val, test
+
+
+def choose_labeled_subjects(pool: Sequence[int], subject_keys: Sequence[str], n: int | None, seed: int) -> list[int]:
+    """``n`` subjects of ``pool`` (all when None), deterministic for (keys, seed); nested in ``n``
+    for a fixed seed (the 2-subject set is part of the 4-subject set). ValueError when n > pool."""
+    pool = list(pool)
+    if n is None:
+        return sorted(pool)
+    if not 1 <= n <= len(pool):
+        raise ValueError(f"labeled subjects must be between 1 and {len(pool)} (the training pool), got {n}")
+    keys = [subject_keys[i] for i in pool]
+    order = _ranked(keys, seed, "labeled")
+    return sorted(pool[i] for i in order[:n])
+
+
+class SegDataset(Dataset):
+    """Slices of some subjects of a seg cache.
+
+    Items: ``image`` float32 (1, H, W); ``label`` int64 (H, W) (0 bg, 1 RV, 2 Myo, 3 LV);
+    ``subject`` / ``phase_kind`` / ``k`` / ``index`` int64 scalars.
+    """
+
+    def __init__(self, cache: SegCache, subjects: Sequence[int] | None = None) -> None:
+        self.cache = cache
+        idx = cache.index
+        keep = np.ones(len(idx), bool) if subjects is None else np.isin(idx["subject"], np.asarray(list(subjects)))
+        self.rows = np.flatnonzero(keep)
+
+    def __len__(self) -> int:
+        return len(self.rows)
+
+    def __getitem__(self, i: int) -> dict[str, torch.Tensor]:
+        row = int(self.rows[i])
+        idx = self.cache.index
+        return {
+            "image": torch.from_numpy(np.array(self.cache.images[row], dtype=np.float32)).unsqueeze(0),
+            "label": torch.from_numpy(np.array(self.cache.labels[row], dtype=np.int64)),
+            "subject": torch.tensor(int(idx["subject"][row])),
+            "phase_kind": torch.tensor(int(idx["phase_kind"][row])),
+            "k": torch.tensor(int(idx["k"][row])),
+            "index": torch.tensor(row),
+        }

@@ -1,0 +1,110 @@
+"""Predicted intersection lines of one DICOM image from a pretrained line network (torch + numpy).
+
+The image is prepared exactly as in pretraining (manifest spacing, size, normalisation), the
+network's heatmap channels of the image's partner views are each fitted with a line
+(``inference.line_fit.fit_line``), and the line is mapped back to the ORIGINAL image's pixel
+coordinates through the patient frame (prepared pixel → LPS → original pixel; both grids share
+the orientation, so a line stays a line) and clipped to the original image rectangle, in the
+conventions of ``planessl lines`` (x = column, y = row, 0-based, integer at pixel centres).
+
+The input image's view comes from ``view=``, else from view identification of the study folder
+that holds the image (the folder above its series folder), else from its SeriesDescription.
+"""
+
+from __future__ import annotations
+
+import warnings
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from ..data.resample import prepare_image
+from ..dicom.pixels import read_file_frames
+from ..dicom.planes import plane_from_dataset
+from ..dicom.report import apply_views
+from ..dicom.scan import scan_tree
+from ..dicom.views import hint_from_text
+from ..geometry.lines import ImageLine, clip_line_to_rect
+from ..geometry.planes import ImagePlane
+from .line_fit import fit_line
+from .weights import WeightsError, load_exported
+
+__all__ = ["predict_image_lines", "map_line_between_grids", "identify_image_view"]
+
+
+def map_line_between_grids(line: ImageLine, source: ImagePlane, target: ImagePlane) -> ImageLine:
+    """A line in ``source`` pixel coordinates expressed in ``target``'s (planes sharing their orientation)."""
+    foot, direction = line.foot_px, line.direction_px
+    pts = np.stack([foot - 100.0 * direction, foot + 100.0 * direction])
+    xy, _ = target.lps_to_pixel(source.pixel_to_lps(pts))
+    return ImageLine.through_points(xy[0], xy[1])
+
+
+def identify_image_view(path: Path, frame: int = 0) -> str | None:
+    """The view label of the image at ``path`` from its study folder's geometry (or its description)."""
+    path = Path(path).resolve()
+    study_dir = path.parent.parent if path.parent.parent != path.parent else path.parent
+    try:
+        result = scan_tree(study_dir)
+        apply_views(result)
+    except (OSError, ValueError):
+        result = None
+    if result is not None:
+        for study in result.studies:
+            for series in study.series:
+                if any(f.path.resolve() == path and f.frame_index == frame for f in series.frames) and series.view:
+                    return series.view
+    import pydicom
+
+    ds = pydicom.dcmread(path, stop_before_pixels=True)
+    return hint_from_text(str(getattr(ds, "SeriesDescription", "")), path.parent.name)
+
+
+def predict_image_lines(weights: str | Path, image: str | Path, view: str | None = None, frame: int = 0,
+                        device: str = "cpu") -> dict[str, Any]:
+    """``{"view": V, "partners": [{"view": W, "in_a": {"p0", "p1"} | None, "confidence": float}, ...]}``.
+
+    ``in_a`` is None when the network shows no line for that partner (confidence 0) or the line
+    misses the image. Raises WeightsError (not a line network) or ValueError (unreadable image,
+    unknown view), each naming the file.
+    """
+    import pydicom
+
+    net, manifest = load_exported(weights, device)
+    if manifest.get("task") not in ("lines", "both") or net.decoder is None:
+        raise WeightsError(f"{weights}: task {manifest.get('task')!r} has no line heatmaps (need 'lines' or 'both')")
+    image = Path(image)
+    try:
+        ds = pydicom.dcmread(image, stop_before_pixels=True)
+        plane = plane_from_dataset(ds, frame)
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            pixels = read_file_frames(image, [frame])[0]
+    except Exception as exc:  # pydicom / geometry / pixel errors of a bad file
+        raise ValueError(f"{image}: cannot read the image ({exc})") from None
+    view = view or identify_image_view(image, frame)
+    channels = list(manifest.get("channels") or [])
+    partners_of = manifest.get("views") if isinstance(manifest.get("views"), dict) else {}
+    if view is None or view not in partners_of:
+        raise ValueError(f"{image}: view {view!r} is not an input view of these weights "
+                         f"({', '.join(sorted(partners_of)) or 'none'}); pass --view")
+    inp = manifest["input"]
+    norm = manifest.get("intensity_normalisation") or {}
+    img, grid = prepare_image(pixels, plane, float(inp["spacing_mm"][0]), int(inp["size_hw"][0]),
+                              str(norm.get("method", "minmax")),
+                              tuple(float(v) for v in norm.get("clip_percentiles", (0.5, 99.5))))
+    with torch.no_grad():
+        heat = net(torch.from_numpy(img)[None, None].to(device))["lines"][0].float().cpu().numpy()
+    out = []
+    for partner in partners_of[view]:
+        entry: dict[str, Any] = {"view": partner, "in_a": None, "confidence": 0.0}
+        if partner in channels:
+            fitted = fit_line(heat[channels.index(partner)])
+            if fitted is not None:
+                seg = clip_line_to_rect(map_line_between_grids(fitted.line, grid, plane), plane.shape_px)
+                entry["in_a"] = seg.as_dict() if seg is not None else None
+                entry["confidence"] = round(float(fitted.confidence), 4)
+        out.append(entry)
+    return {"view": view, "partners": out}

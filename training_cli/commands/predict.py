@@ -1,0 +1,129 @@
+"""``planessl predict seg|lines ...``: run exported weights on DICOM images.
+
+- ``seg STUDY_DIR --weights W --out DIR``: segment the study's SAX stack (RV, Myo, LV); writes
+  ``DIR/seg_phaseNN.nii.gz`` (label map on the original SAX geometry, slices along the DICOM
+  normal) and ``DIR/seg_phaseNN.dcm`` (DICOM SEG referencing the SAX images) per phase.
+- ``lines IMAGE.dcm --weights W``: the intersection lines a pretrained line network predicts in
+  the image, per partner view, in the original image's pixel coordinates (``planessl lines`` form).
+- ``acl``: knee ACL-tear classification, from ``training_cli/commands/predict_acl.py`` when present.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import json
+import sys
+from pathlib import Path
+
+from ..errors import CLIError
+
+
+def register(sub: argparse._SubParsersAction) -> argparse.ArgumentParser:
+    p = sub.add_parser("predict", help="run exported weights on DICOM (seg: cardiac segmentation; lines)",
+                       description="Inference with exported PlaneSSL weights (torch + numpy only).")
+    tasks = p.add_subparsers(dest="predict_task", metavar="TASK")
+    _register_seg(tasks)
+    _register_lines(tasks)
+    try:
+        acl = importlib.import_module("training_cli.commands.predict_acl")
+    except ModuleNotFoundError as exc:
+        if exc.name != "training_cli.commands.predict_acl":
+            raise
+    else:
+        acl.register_acl(tasks)
+    p.set_defaults(func=lambda args: _help(p))
+    return p
+
+
+def _help(parser: argparse.ArgumentParser) -> int:
+    parser.print_help(sys.stderr)
+    return 2
+
+
+def _register_seg(tasks: argparse._SubParsersAction) -> None:
+    p = tasks.add_parser("seg", help="segment a study's SAX stack: NIfTI label map + DICOM SEG",
+                         description="Segment RV, myocardium and LV on the SAX stack of one DICOM study.")
+    p.add_argument("study", type=Path, metavar="STUDY_DIR")
+    p.add_argument("--weights", type=Path, required=True, metavar="W", help="segmentation weights (dir or .zip)")
+    p.add_argument("--out", type=Path, required=True, metavar="DIR", help="output directory")
+    p.add_argument("--phase", type=int, nargs="+", default=[0], metavar="N",
+                   help="cine phase(s) to segment, 0-based in time order (default 0)")
+    p.add_argument("--no-lcc", action="store_true", help="keep every connected component")
+    p.add_argument("--no-dicom-seg", action="store_true", help="write the NIfTI label map only")
+    p.set_defaults(func=run_seg)
+
+
+def _register_lines(tasks: argparse._SubParsersAction) -> None:
+    p = tasks.add_parser("lines", help="predicted intersection lines in one DICOM image",
+                         description="Fit the pretrained network's line heatmaps and print them in the original "
+                                     "image's pixel coordinates (x = column, y = row, 0-based).")
+    p.add_argument("image", type=Path, metavar="IMAGE.dcm")
+    p.add_argument("--weights", type=Path, required=True, metavar="W", help="pretrained weights (dir or .zip)")
+    p.add_argument("--view", default=None, help="the image's view (default: from the study's geometry)")
+    p.add_argument("--frame", type=int, default=0, help="frame of a multi-frame image (0-based)")
+    p.add_argument("--json", action="store_true", help="print one JSON object")
+    p.set_defaults(func=run_lines)
+
+
+def run_seg(args: argparse.Namespace) -> int:
+    import numpy as np
+
+    from PlaneSSLLib.inference.segment import find_study_sax_stack, load_seg_model, segment_stack
+    from PlaneSSLLib.inference.weights import WeightsError
+    from PlaneSSLLib.phantoms.nifti import write_label_nifti
+
+    try:
+        model = load_seg_model(args.weights)
+        stack = find_study_sax_stack(args.study)
+    except (WeightsError, ValueError) as exc:
+        raise CLIError(str(exc)) from exc
+    summary = []
+    for phase in args.phase:
+        try:
+            result = segment_stack(model, stack, phase, lcc=not args.no_lcc)
+        except ValueError as exc:
+            raise CLIError(str(exc)) from exc
+        nifti = args.out / f"seg_phase{phase:02d}.nii.gz"
+        try:
+            write_label_nifti(nifti, list(result.labels), result.planes)
+        except ValueError as exc:
+            raise CLIError(f"{args.study}: the SAX stack cannot be written as one NIfTI volume ({exc})") from exc
+        entry = {"phase": phase, "slices": len(result.planes), "nifti": str(nifti)}
+        dr, dc = result.planes[0].spacing_mm
+        gap = float(np.median(np.diff([float(result.planes[0].normal_lps @ p.origin_lps) for p in result.planes])))
+        voxel_ml = dr * dc * abs(gap) / 1000.0 if len(result.planes) > 1 else float("nan")
+        entry["volume_ml"] = {n: round(float((result.labels == i).sum()) * voxel_ml, 2)
+                              for i, n in enumerate(model.label_names) if i > 0}
+        if not args.no_dicom_seg:
+            from PlaneSSLLib.inference.dicom_seg import write_dicom_seg
+
+            dcm = args.out / f"seg_phase{phase:02d}.dcm"
+            try:
+                write_dicom_seg(dcm, result.labels, result.planes, [p.frames[phase] for p in stack.positions])
+            except ValueError as exc:
+                raise CLIError(str(exc)) from exc
+            entry["dicom_seg"] = str(dcm)
+        summary.append(entry)
+    print(json.dumps({"phases": summary}))
+    return 0
+
+
+def run_lines(args: argparse.Namespace) -> int:
+    from PlaneSSLLib.inference.predict_lines import predict_image_lines
+    from PlaneSSLLib.inference.weights import WeightsError
+
+    try:
+        result = predict_image_lines(args.weights, args.image, args.view, args.frame)
+    except (WeightsError, ValueError) as exc:
+        raise CLIError(str(exc)) from exc
+    if args.json:
+        print(json.dumps(result))
+        return 0
+    print(f"{args.image}: view {result['view']}")
+    for entry in result["partners"]:
+        seg = entry["in_a"]
+        where = "no line" if seg is None else (f"({seg['p0'][0]:.1f}, {seg['p0'][1]:.1f}) -> "
+                                               f"({seg['p1'][0]:.1f}, {seg['p1'][1]:.1f}) px")
+        print(f"  {entry['view']}: {where}  confidence {entry['confidence']:.2f}")
+    return 0
