@@ -1,0 +1,153 @@
+"""``finetune acl`` from scratch and from exported pretraining weights; ``predict acl`` JSON."""
+
+from __future__ import annotations
+
+import argparse
+import json
+
+import pytest
+
+from PlaneSSLLib.data.config import PrepareConfig
+from PlaneSSLLib.data.exams import ExamError, attach_labels, exams_from_dicom, read_labels_csv
+from PlaneSSLLib.inference.classify import load_classifier, predict_exam
+from PlaneSSLLib.inference.weights import WeightsError, build_manifest, export_weights
+from PlaneSSLLib.models import PlaneSSLNet, UNetConfig
+from PlaneSSLLib.phantoms import CohortOptions, write_cohort
+from PlaneSSLLib.training.config import ConfigError
+from PlaneSSLLib.training.finetune_acl import acl_config_from_dict, finetune_acl, split_exams
+
+SIZE, SPACING = 32, 4.5
+PREP = PrepareConfig(spacing_mm=SPACING, size_px=SIZE, dtype="float32", anatomy="knee")
+TINY = {
+    "data": {"image_size": SIZE, "spacing_mm": SPACING, "val_fraction": 0.4, "max_slices": 4},
+    "model": {"base_filters": 4, "levels": 3, "hidden": 8},
+    "optim": {"epochs": 2, "batch_size": 2},
+    "evaluation": {"bootstrap": 100},
+}
+
+
+@pytest.fixture(scope="module")
+def cohort(tmp_path_factory):
+    root = tmp_path_factory.mktemp("knee")
+    write_cohort(root, CohortOptions("knee", subjects=5, seed=1, matrix=64), workers=1)
+    return root
+
+
+@pytest.fixture(scope="module")
+def exams(cohort):
+    return attach_labels(exams_from_dicom(cohort, PREP), read_labels_csv(cohort / "labels.csv"), "labels.csv")
+
+
+def _config(cohort, out, **data):
+    raw = json.loads(json.dumps(TINY))
+    raw["data"] |= {"root": str(cohort), **data}
+    raw["output"] = str(out)
+    return acl_config_from_dict(raw)
+
+
+def _pretrained(path):
+    net = PlaneSSLNet(UNetConfig(base_filters=4, levels=3, line_channels=3))
+    manifest = build_manifest(net.config, "both", views={"SAG": ["COR", "AX"]}, channels=["a", "b", "c"],
+                              input_size_hw=(SIZE, SIZE), input_spacing_mm=SPACING,
+                              intensity_normalisation=PREP.normalisation_record())
+    return export_weights(net, path, manifest), net
+
+
+def test_exams_from_dicom(exams, cohort):
+    assert len(exams) == 5
+    assert [e.label for e in exams] == [1, 0, 1, 0, 0]
+    for e in exams:
+        assert set(e.stacks) == {"SAG", "COR", "AX"}
+        assert all(a.shape[1:] == (SIZE, SIZE) and a.shape[0] >= 20 for a in e.stacks.values())
+        assert len(e.key) == 12 and "subject" not in e.key  # hashed, not the folder name
+    with pytest.raises(ExamError, match="no complete exam"):
+        attach_labels(exams, {"subject_9999": 1}, "x.csv")
+    (cohort / "bad.csv").write_text("subject,acl_tear\nsubject_0000,2\n")
+    with pytest.raises(ExamError, match=r"bad.csv: line 2"):
+        read_labels_csv(cohort / "bad.csv")
+
+
+def test_split_is_stratified_and_independent_of_seed(exams):
+    train, val = split_exams(exams, 0.4, 0, None, 0)
+    assert sorted(e.label for e in val) == [0, 1] and len(train) == 3
+    t1, v1 = split_exams(exams, 0.4, 0, 2, 5)
+    assert [e.key for e in v1] == [e.key for e in val]
+    assert sorted(e.label for e in t1) == [0, 1]
+    with pytest.raises(ConfigError, match="labeled-subjects"):
+        split_exams(exams, 0.4, 0, 9, 0)
+
+
+def test_finetune_from_scratch_via_cli_then_predict(cohort, tmp_path, capsys):
+    from training_cli.commands.finetune_acl import register_acl as register_finetune
+    from training_cli.commands.predict_acl import register_acl as register_predict
+
+    config = tmp_path / "acl.yaml"
+    config.write_text(json.dumps(TINY))
+    parser = argparse.ArgumentParser()
+    sub = parser.add_subparsers(dest="what")
+    register_finetune(sub.add_parser("finetune").add_subparsers())
+    register_predict(sub.add_parser("predict").add_subparsers())
+    out = tmp_path / "run"
+    args = parser.parse_args(["finetune", "acl", "--config", str(config), "--set", f"data.root={cohort}",
+                              "model.pooling=attention", "--seed", "3", "--out", str(out)])
+    assert args.func(args) == 0
+    assert "validation AUC" in capsys.readouterr().err
+    for name in ("config.yaml", "metrics.csv", "metrics.json", "checkpoints/best.safetensors",
+                 "model/model.safetensors", "model/manifest.json"):
+        assert (out / name).is_file(), name
+    manifest = json.loads((out / "model/manifest.json").read_text())
+    assert manifest["task"] == "acl" and manifest["label_names"] == ["intact", "torn"]
+    assert manifest["architecture"]["config"]["pooling"] == "attention"
+    metrics = json.loads((out / "metrics.json").read_text())
+    assert {"auc", "accuracy", "sensitivity", "specificity"} <= set(metrics)
+    text = "".join(p.read_text() for p in out.rglob("*.json")) + (out / "config.yaml").read_text()
+    assert "planessl-knee-" not in text and "PHANTOM" not in text  # no identifiers
+
+    args = parser.parse_args(["predict", "acl", str(cohort / "subject_0001"), "--weights", str(out / "model"),
+                              "--json"])
+    assert args.func(args) == 0
+    result = json.loads(capsys.readouterr().out)
+    assert set(result) == {"probability", "prediction", "threshold", "inputs", "model"}
+    assert 0.0 <= result["probability"] <= 1.0 and result["prediction"] in ("torn", "intact")
+    assert result["prediction"] == ("torn" if result["probability"] >= result["threshold"] else "intact")
+    assert set(result["inputs"]) == {"SAG", "COR", "AX"} and result["model"] == manifest["model_id"]
+    assert all(v["slices"] >= 20 and len(v["series"]) >= 12 for v in result["inputs"].values())
+    with pytest.raises(SystemExit):
+        parser.parse_args(["predict", "acl", str(cohort)])  # --weights is required
+
+
+def test_finetune_from_pretrained_export(cohort, exams, tmp_path):
+    weights, net = _pretrained(tmp_path / "pre")
+    cfg = _config(cohort, tmp_path / "ft", image_size=None, spacing_mm=None)
+    result = finetune_acl(cfg, weights, labeled_subjects=2, seed=1, exams=exams)
+    assert result.init == "pretrained" and result.n_train == 2 and result.n_val == 2
+    assert 1 <= result.best_epoch <= 2 and len(result.history) == 2
+    rows = result.results_rows()
+    assert {r["metric"] for r in rows} >= {"val_auc", "val_auc_ci_low", "val_accuracy"}
+    assert all(r["task"] == "acl" and r["labeled_subjects"] == 2 and r["seed"] == 1 for r in rows)
+    model, manifest = load_classifier(result.weights)
+    assert manifest["training_config"]["init"]["kind"] == "pretrained"
+    assert manifest["input"]["size_hw"] == [SIZE, SIZE] and manifest["input"]["spacing_mm"] == [SPACING, SPACING]
+    # frozen encoder: the transferred weights survive training unchanged
+    frozen = _config(cohort, tmp_path / "frozen")
+    frozen.model.freeze_encoder = True
+    frozen.optim.epochs = 1
+    res = finetune_acl(frozen, weights, seed=0, exams=exams)
+    trained, _ = load_classifier(res.weights)
+    for k, v in net.encoder.state_dict().items():
+        assert (trained.encoder.state_dict()[k] == v).all(), k
+
+
+def test_errors_name_the_problem(cohort, exams, tmp_path):
+    weights, _ = _pretrained(tmp_path / "pre")
+    with pytest.raises(WeightsError, match="not an exam classifier"):
+        predict_exam(cohort / "subject_0000", weights)
+    with pytest.raises(ConfigError, match="data.pooling|model.pooling"):
+        acl_config_from_dict({"data": {"root": "x"}, "model": {"pooling": "mean"}})
+    with pytest.raises(ConfigError, match="unknown key"):
+        acl_config_from_dict({"data": {"root": "x", "val_fractoin": 0.2}})
+    cfg = _config(cohort, tmp_path / "r")
+    cfg.optim.epochs = 1
+    finetune_acl(cfg, "scratch", seed=0, exams=exams)
+    with pytest.raises(ConfigError, match="already holds"):
+        finetune_acl(cfg, "scratch", seed=0, exams=exams)
