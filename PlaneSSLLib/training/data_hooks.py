@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import importlib
 import math
+import warnings
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -141,7 +142,7 @@ def _synthetic(config: PretrainConfig) -> tuple[Dataset, Dataset | None, Sampler
 def _from_cache(config: PretrainConfig) -> tuple[Dataset, Dataset | None, SamplerFactory, DataInfo]:
     """The real data: ``PlaneSSLLib.data`` cache -> ``PretextDataset`` + ``SubjectEpochSampler``."""
     from PlaneSSLLib.data.cache import CacheError, open_cache
-    from PlaneSSLLib.data.datasets import PretextDataset
+    from PlaneSSLLib.data.datasets import NoPartnerWarning, PretextDataset
     from PlaneSSLLib.data.datasets import split_subjects as split_cache_subjects
     from PlaneSSLLib.data.pairs import DEFAULT_PARTNERS, PairConfig
     from PlaneSSLLib.data.sampler import SubjectEpochSampler
@@ -184,10 +185,18 @@ def _from_cache(config: PretrainConfig) -> tuple[Dataset, Dataset | None, Sample
         tr, va = split_cache_subjects(sub_keys, d.val_fraction, seed=config.runtime.seed)
         train_idx, val_idx = [anatomy_subjects[i] for i in tr], [anatomy_subjects[i] for i in va]
     views = list(d.views) or None
-    train = PretextDataset(cache, subjects=train_idx, pairs=pairs, anatomy=d.anatomy, views=views)
-    val = PretextDataset(cache, subjects=val_idx, pairs=pairs, anatomy=d.anatomy, views=views) if val_idx else None
+    with warnings.catch_warnings():  # the dataset logs its partner summary itself; once is enough
+        warnings.simplefilter("ignore", NoPartnerWarning)
+        train = PretextDataset(cache, subjects=train_idx, pairs=pairs, anatomy=d.anatomy, views=views)
+        val = PretextDataset(cache, subjects=val_idx, pairs=pairs, anatomy=d.anatomy, views=views) if val_idx else None
     if len(train) == 0:
         raise ConfigError([f"data: no training slice of {d.anatomy} views {views or 'any'} in {cache.path}"])
+    if config.task.name in ("lines", "both") and not bool(train.line_valid.any()):
+        raise ConfigError([
+            f"task.name: {config.task.name!r} needs intersection lines, but no training slice in {cache.path} has a "
+            f"partner view ({', '.join(getattr(train, 'warnings', [])) or 'no partner views in the studies'}); "
+            "add the partner series, or train the location task alone (--set task.name=location)"
+        ])
     sampler = SubjectEpochSampler(train, slices_per_subject=config.optim.slices_per_subject)
 
     def factory(seed: int, epoch: int) -> list[int]:
