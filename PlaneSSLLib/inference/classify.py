@@ -36,7 +36,7 @@ from .weights import (
     WEIGHTS_FORMAT,
     WEIGHTS_FORMAT_VERSION,
     WeightsError,
-    _read_pair,
+    read_weights_pair,
 )
 
 __all__ = [
@@ -94,7 +94,7 @@ def export_classifier(model: ExamClassifier, out_dir: str | Path, manifest: dict
 
 def load_classifier(path: str | Path, device: str | torch.device = "cpu") -> tuple[ExamClassifier, dict[str, Any]]:
     """``(model in eval mode, manifest)`` from exported classifier weights (never unpickles)."""
-    weights, manifest_bytes, where = _read_pair(Path(path))
+    weights, manifest_bytes, where = read_weights_pair(Path(path))
     try:
         manifest = json.loads(manifest_bytes.decode("utf-8"))
     except (UnicodeDecodeError, json.JSONDecodeError) as exc:

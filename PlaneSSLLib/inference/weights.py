@@ -35,6 +35,7 @@ __all__ = [
     "export_weights",
     "load_exported",
     "package_versions",
+    "read_weights_pair",
     "zip_weights",
 ]
 
@@ -170,7 +171,7 @@ def export_weights(model: torch.nn.Module, out_dir: str | Path, manifest: dict[s
     return out_dir
 
 
-def _read_pair(path: Path) -> tuple[bytes, bytes, str]:
+def read_weights_pair(path: Path) -> tuple[bytes, bytes, str]:
     """(weights bytes, manifest bytes, description) from a directory or a .zip archive."""
     if path.is_dir():
         weights, manifest = path / WEIGHTS_FILE, path / MANIFEST_FILE
@@ -197,7 +198,7 @@ def _read_pair(path: Path) -> tuple[bytes, bytes, str]:
 def load_exported(path: str | Path, device: str | torch.device = "cpu") -> tuple[PlaneSSLNet, dict[str, Any]]:
     """``(model in eval mode, manifest)`` from a weights directory or ``.zip`` (never unpickles)."""
     path = Path(path)
-    weights, manifest_bytes, where = _read_pair(path)
+    weights, manifest_bytes, where = read_weights_pair(path)
     try:
         manifest = json.loads(manifest_bytes.decode("utf-8"))
     except (UnicodeDecodeError, json.JSONDecodeError) as exc:

@@ -20,6 +20,7 @@ import hashlib
 import json
 import types
 import typing
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -382,9 +383,14 @@ def _apply_override(raw: dict, dotted: str, value: Any) -> str | None:
     return None
 
 
-def config_from_dict(raw: Any, source: str = "<dict>", overrides: dict[str, Any] | None = None,
-                     check_paths: bool = True) -> PretrainConfig:
-    """Build and validate a config from a parsed mapping; ``source`` names it in messages."""
+def build_config(cls: type, raw: Any, source: str, overrides: dict[str, Any] | None,
+                 check: Callable[[Any, Callable[[str], str], list[str]], None] | None = None) -> Any:
+    """Build and validate a config dataclass ``cls`` from a parsed mapping.
+
+    ``overrides`` (dotted key -> value) are applied first; every problem is collected, each naming
+    its origin (``source`` or ``--set``) and dotted key; ``check(cfg, origin_of, problems)`` adds
+    the range checks of the config kind. Raises :class:`ConfigError` listing them all.
+    """
     if raw is None:
         raw = {}
     if not isinstance(raw, dict):
@@ -404,26 +410,38 @@ def config_from_dict(raw: Any, source: str = "<dict>", overrides: dict[str, Any]
                 return "--set"
         return source
 
-    cfg = _build_section(PretrainConfig, raw, "", origin_of, problems)
-    if not problems:
-        _check_ranges(cfg, origin_of, problems, check_paths)
+    cfg = _build_section(cls, raw, "", origin_of, problems)
+    if not problems and check is not None:
+        check(cfg, origin_of, problems)
     if problems:
         raise ConfigError(problems)
     return cfg
 
 
-def load_config(path: str | Path, overrides: list[str] | dict[str, Any] | None = None,
-                check_paths: bool = True) -> PretrainConfig:
-    """Read, override and validate a YAML config; raises :class:`ConfigError` naming file and key."""
+def read_yaml_config(path: str | Path) -> Any:
+    """The parsed YAML of a config file; :class:`ConfigError` naming the file when unreadable."""
     path = Path(path)
     if not path.is_file():
         raise ConfigError([f"{path}: no such config file"])
     try:
-        raw = yaml.safe_load(path.read_text(encoding="utf-8"))
+        return yaml.safe_load(path.read_text(encoding="utf-8"))
     except (OSError, UnicodeDecodeError) as exc:
         raise ConfigError([f"{path}: cannot read ({exc})"]) from exc
     except yaml.YAMLError as exc:
         raise ConfigError([f"{path}: not valid YAML ({exc})"]) from exc
+
+
+def config_from_dict(raw: Any, source: str = "<dict>", overrides: dict[str, Any] | None = None,
+                     check_paths: bool = True) -> PretrainConfig:
+    """Build and validate a config from a parsed mapping; ``source`` names it in messages."""
+    return build_config(PretrainConfig, raw, source, overrides,
+                        lambda cfg, origin_of, problems: _check_ranges(cfg, origin_of, problems, check_paths))
+
+
+def load_config(path: str | Path, overrides: list[str] | dict[str, Any] | None = None,
+                check_paths: bool = True) -> PretrainConfig:
+    """Read, override and validate a YAML config; raises :class:`ConfigError` naming file and key."""
+    raw = read_yaml_config(path)
     if isinstance(overrides, list):
         overrides = parse_overrides(overrides)
     return config_from_dict(raw, str(path), overrides, check_paths=check_paths)

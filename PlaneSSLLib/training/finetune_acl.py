@@ -72,7 +72,7 @@ from ..models.exam_classifier import POOLINGS, ExamClassifier, ExamClassifierCon
 from ..models.unet import UNetConfig
 from .checkpoint import checkpoint_path, load_checkpoint, save_checkpoint
 from .cls_metrics import classification_metrics, roc_auc
-from .config import ConfigError, _apply_override, _build_section, config_hash, parse_overrides
+from .config import ConfigError, build_config, config_hash, parse_overrides, read_yaml_config
 from .progress import format_duration
 from .runtime import resolve_device, seed_everything, set_determinism
 
@@ -213,38 +213,12 @@ def _check(cfg: AclConfig, origin_of, problems: list[str]) -> None:
 
 def acl_config_from_dict(raw: Any, source: str = "<dict>", overrides: dict[str, Any] | None = None) -> AclConfig:
     """Build and validate an :class:`AclConfig`; :class:`ConfigError` lists every problem (file/key)."""
-    if raw is None:
-        raw = {}
-    if not isinstance(raw, dict):
-        raise ConfigError([f"{source}: the top level must be a mapping of sections"])
-    raw = json.loads(json.dumps(raw, default=str))
-    problems: list[str] = []
-    for key, value in (overrides or {}).items():
-        problem = _apply_override(raw, key, value)
-        if problem:
-            problems.append(problem)
-
-    def origin_of(dotted: str) -> str:
-        hit = any(dotted == k or dotted.startswith(k + ".") or k.startswith(dotted + ".") for k in overrides or {})
-        return "--set" if hit else source
-
-    cfg = _build_section(AclConfig, raw, "", origin_of, problems)
-    if not problems:
-        _check(cfg, origin_of, problems)
-    if problems:
-        raise ConfigError(problems)
-    return cfg
+    return build_config(AclConfig, raw, source, overrides, _check)
 
 
 def load_acl_config(path: str | Path, overrides: list[str] | dict[str, Any] | None = None) -> AclConfig:
     """Read a YAML file, apply ``--set`` overrides, validate (errors name the file and key)."""
-    path = Path(path)
-    if not path.is_file():
-        raise ConfigError([f"{path}: no such config file"])
-    try:
-        raw = yaml.safe_load(path.read_text(encoding="utf-8"))
-    except (OSError, UnicodeDecodeError, yaml.YAMLError) as exc:
-        raise ConfigError([f"{path}: not readable YAML ({exc})"]) from exc
+    raw = read_yaml_config(path)
     if isinstance(overrides, list):
         overrides = parse_overrides(overrides)
     return acl_config_from_dict(raw, str(path), overrides)

@@ -60,7 +60,7 @@ from ..inference.segment import keep_largest_component, predict_probabilities
 from ..inference.weights import build_manifest, export_weights
 from ..models import PlaneSSLNet, UNetConfig
 from .checkpoint import checkpoint_path, save_checkpoint
-from .config import ConfigError, _apply_override, _build_section, _describe, parse_overrides
+from .config import ConfigError, build_config, parse_overrides, read_yaml_config
 from .progress import ProgressReporter, format_duration, write_progress_plot
 from .runtime import resolve_device, seed_everything, set_determinism
 from .seg_metrics import structure_metrics, summarise
@@ -205,39 +205,12 @@ def _check(cfg: FinetuneSegConfig, origin_of, problems: list[str]) -> None:
 def finetune_config_from_dict(raw: Any, source: str = "<dict>",
                               overrides: dict[str, Any] | None = None) -> FinetuneSegConfig:
     """Build and validate a config from a mapping (``--set`` overrides applied); ConfigError lists problems."""
-    raw = {} if raw is None else raw
-    if not isinstance(raw, dict):
-        raise ConfigError([f"{source}: the top level must be a mapping of sections, got {_describe(raw)}"])
-    raw = json.loads(json.dumps(raw, default=str))
-    problems: list[str] = []
-    overridden = set()
-    for key, value in (overrides or {}).items():
-        problem = _apply_override(raw, key, value)
-        if problem:
-            problems.append(problem)
-        overridden.add(key)
-
-    def origin_of(dotted: str) -> str:
-        hit = any(dotted == k or dotted.startswith(k + ".") or k.startswith(dotted + ".") for k in overridden)
-        return "--set" if hit else source
-
-    cfg = _build_section(FinetuneSegConfig, raw, "", origin_of, problems)
-    if not problems:
-        _check(cfg, origin_of, problems)
-    if problems:
-        raise ConfigError(problems)
-    return cfg
+    return build_config(FinetuneSegConfig, raw, source, overrides, _check)
 
 
 def load_finetune_config(path: str | Path, overrides: list[str] | dict[str, Any] | None = None) -> FinetuneSegConfig:
     """Read, override and validate a YAML fine-tuning config; ConfigError names file and key."""
-    path = Path(path)
-    if not path.is_file():
-        raise ConfigError([f"{path}: no such config file"])
-    try:
-        raw = yaml.safe_load(path.read_text(encoding="utf-8"))
-    except (OSError, UnicodeDecodeError, yaml.YAMLError) as exc:
-        raise ConfigError([f"{path}: not readable YAML ({exc})"]) from exc
+    raw = read_yaml_config(path)
     if isinstance(overrides, list):
         overrides = parse_overrides(overrides)
     return finetune_config_from_dict(raw, str(path), overrides)
