@@ -67,7 +67,7 @@ __all__ = [
 
 CACHE_FORMAT = "planessl-slice-cache"
 #: Bumped whenever the layout or the meaning of a field changes.
-CACHE_VERSION = 1
+CACHE_VERSION = 2  # 2: knee SAG location runs medial -> lateral (laterality)
 
 INDEX_DTYPE = np.dtype(
     [

@@ -20,7 +20,10 @@ label belongs to its study's anatomy. Rules (patient LPS, millimetres):
     reported as a warning (odd planning or mislabelled views).
   * heart long-axis stacks of ≥ 2 positions (rare): the sign making the normal's largest LPS
     component positive (no anatomical end defined).
-  * knee: SAG along +L (x), COR along +P (y), AX along +S (z).
+  * knee: SAG from medial to lateral (patient left, +L, for a left knee; patient right for a
+    right knee, from the DICOM laterality; +L when no laterality is recorded), COR along +P (y),
+    AX along +S (z). A fixed patient axis for the sagittal stack would make 0 the medial end of
+    a left knee and the lateral end of a right one, which no single slice can tell apart.
 
 - Position index: rank of the position along the oriented normal (0 = base for SAX).
   Relative location ``(s − s_min)/(s_max − s_min)`` with ``s = n · o``; NaN for a stack of
@@ -88,11 +91,13 @@ class SliceTable:
     unusable_series: int = 0
 
 
-def orient_normal(normal_lps: np.ndarray, anatomy: str, view: str) -> np.ndarray:
+def orient_normal(normal_lps: np.ndarray, anatomy: str, view: str, laterality: str = "") -> np.ndarray:
     """The stack normal with its anatomical sign (module docstring)."""
     n = unit(normal_lps)
     if anatomy == "heart" and view == "SAX":
         ref = APEX_PRIOR_LPS
+    elif anatomy == "knee" and view == "SAG" and laterality == "R":
+        ref = -KNEE_AXES_LPS["SAG"]  # medial -> lateral of a right knee points to the patient's right
     elif anatomy == "knee" and view in KNEE_AXES_LPS:
         ref = KNEE_AXES_LPS[view]
     else:
@@ -151,7 +156,7 @@ def enumerate_slices(result: ScanResult) -> SliceTable:
         lax_axis = _lax_axis(labelled) if anatomy == "heart" else None
         for view in VIEWS_BY_ANATOMY[anatomy]:
             for group in _group_series([s for s in labelled if s.view == view]):
-                normal = orient_normal(group[0].normal_lps, anatomy, view)
+                normal = orient_normal(group[0].normal_lps, anatomy, view, group[0].laterality)
                 if lax_axis is not None and view == "SAX":
                     angle = angle_between_normals_deg(normal, lax_axis)
                     if angle > LAX_AGREEMENT_DEG:

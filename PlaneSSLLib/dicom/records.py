@@ -71,6 +71,7 @@ class Series:
     view: str | None = None
     view_source: str = ""  # "override", "geometry", "hint" or "" (unknown)
     view_reason: str = ""
+    laterality: str = ""  # "R"/"L" for a paired body part (knee), "" otherwise
     # Added by the scanner (dicom.scan); defaults keep hand-built records valid.
     uid_key: str = ""  # hash_identifier(SeriesInstanceUID); equals ``key`` unless the series was split
     part: int | None = None  # 1-based part number when a series was split by orientation, else None

@@ -60,7 +60,7 @@ _HEADER_KEYWORDS = (
     "SOPClassUID", "SOPInstanceUID", "StudyInstanceUID", "SeriesInstanceUID", "PatientID", "Modality",
     "SeriesDescription", "SeriesNumber", "InstanceNumber", "TriggerTime", "TemporalPositionIdentifier",
     "SliceThickness", "ImagePositionPatient", "ImageOrientationPatient", "PixelSpacing", "Rows", "Columns",
-    "BitsAllocated", "SamplesPerPixel", "NumberOfFrames",
+    "BitsAllocated", "SamplesPerPixel", "NumberOfFrames", "Laterality", "ImageLaterality",
     "SharedFunctionalGroupsSequence", "PerFrameFunctionalGroupsSequence",
 )
 _HEADER_TAGS = [int(tag_for_keyword(k)) for k in _HEADER_KEYWORDS]  # type: ignore[arg-type]
@@ -108,6 +108,7 @@ class FileHeader:
     n_frames: int
     frames: list[FrameHeader] = field(default_factory=list)
     notes: list[str] = field(default_factory=list)  # header oddities that do not stop reading
+    laterality: str = ""  # "R" or "L" (ImageLaterality, else Laterality); "" when unpaired/unknown
 
 
 # ----------------------------------------------------------------------------- walking the tree
@@ -317,7 +318,17 @@ def _file_header(path: Path, ds: Dataset, sop_class: str) -> FileHeader:
         n_frames=n_frames,
         frames=frames,
         notes=notes,
+        laterality=_laterality(ds),
     )
+
+
+def _laterality(ds: Dataset) -> str:
+    """"R"/"L" of a paired body part (ImageLaterality wins over the series' Laterality)."""
+    for keyword in ("ImageLaterality", "Laterality"):
+        value = _text(ds, keyword).strip().upper()
+        if value in ("R", "L"):
+            return value
+    return ""
 
 
 def _frame_header(ds: Dataset, index: int, enhanced: bool, instance: int | None) -> FrameHeader:

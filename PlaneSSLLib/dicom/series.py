@@ -103,6 +103,7 @@ def build_series(files: Sequence[FileHeader]) -> list[Series]:
             folder=folder,
             series_number=first.series_number,
             modality=_most_common(h.modality for h in files),
+            laterality=_most_common(h.laterality for h in files),
             uid_key=first.series_uid_key,
             part=n if len(groups) > 1 else None,
         )
