@@ -268,12 +268,38 @@ def test_local_folder_validation_messages(tmp_path, seg_weights):
     (bad / "manifest.json").write_text(json.dumps({"format": "planessl-weights", "format_version": 1}))
     with pytest.raises(mr.ModelFolderError, match="missing key"):
         mr.validate_model_folder(bad)
-    with pytest.raises(mr.ModelFolderError, match="trained for task 'segment_heart'"):
+    with pytest.raises(mr.ModelFolderError, match=r"trained for task 'seg' \(cardiac segmentation.*expected "
+                                                  r"manifest task 'lines' or 'both'"):
         mr.validate_model_folder(seg_weights.path, "lines")
     with pytest.raises(mr.ModelFolderError, match="no model chosen"):
         mr.resolve_model("", "lines", [])
     with pytest.raises(mr.RegistryError, match="no model 'nope'"):
         mr.resolve_model("nope", "lines", [])
+
+
+def test_slicer_tasks_accept_the_trainers_manifest_tasks(tmp_path, seg_weights):
+    """segment_heart ← 'seg', classify_knee ← 'acl' (an exam classifier), lines ← 'lines'/'both'."""
+    from PlaneSSLLib.slicer_logic.logic import export_random_weights
+
+    assert mr.MANIFEST_TASKS == {"segment_heart": ("seg",), "classify_knee": ("acl",), "lines": ("lines", "both")}
+    assert seg_weights.manifest["task"] == "seg"
+    assert seg_weights.manifest["label_names"] == ["background", "RV", "Myo", "LV"]
+    knee = export_random_weights(tmp_path / "acl", "classify_knee")
+    assert knee.manifest["task"] == "acl" and knee.manifest["architecture"]["name"] == "PlaneSSLExamClassifier"
+    assert "threshold" in knee.manifest["decision"]
+    line = export_random_weights(tmp_path / "lines", "lines", channels=("SAG", "COR"))
+    assert line.manifest["task"] == "lines" and line.channels == ("SAG", "COR")
+    with pytest.raises(mr.ModelFolderError, match=r"trained for task 'acl' \(ACL-tear.*not for Cardiac segmentation"):
+        mr.validate_model_folder(knee.path, "segment_heart")
+    with pytest.raises(mr.ModelFolderError, match="trained for task 'lines'"):
+        mr.validate_model_folder(line.path, "classify_knee")
+    # a pretraining export of task "both" serves the lines task, not segmentation
+    manifest = json.loads((line.path / "manifest.json").read_text())
+    manifest["task"] = "both"
+    (line.path / "manifest.json").write_text(json.dumps(manifest))
+    assert mr.validate_model_folder(line.path, "lines").manifest["task"] == "both"
+    with pytest.raises(mr.ModelFolderError, match="trained for task 'both'"):
+        mr.validate_model_folder(line.path, "segment_heart")
 
 
 # ----------------------------------------------------------------------------- dependencies

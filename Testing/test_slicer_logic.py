@@ -355,6 +355,40 @@ def test_network_line_predictor_random_weights(heart_scene):
         overlay.remove()
 
 
+def test_manifest_line_predictor_matches_predict_image_lines(heart_scene, heart_study, tmp_path):
+    """Lines of exported weights in a plane view = ``predict_image_lines`` on the DICOM file shown."""
+    pytest.importorskip("torch")
+    from PlaneSSLLib.geometry.lines import clip_line_to_rect
+    from PlaneSSLLib.inference.predict_lines import predict_image_lines
+    from PlaneSSLLib.slicer_logic.logic import export_random_weights
+
+    ctx, loaded, _, _, _ = heart_scene
+    channels = ("2CH", "3CH", "4CH", "SAX")
+    weights = export_random_weights(tmp_path / "lines", "lines", channels=channels, seed=3)
+    predictor = lines.ManifestLinePredictor.from_weights(weights.path)
+    (series,) = [s for s in heart_study.series if s.view == "4CH"]
+    frame = series.frames[0]
+    node = loaded.volumes["4CH"]
+    image = np.asarray(lines.volume_array(node)[0], dtype=np.float32)
+    plane = scene.planes_of_volume(node)[0]
+    fitted = predictor.fit_lines(image, plane)
+    heat = predictor(image, plane)
+    assert heat.shape == (len(channels), *image.shape)
+    reference = predict_image_lines(weights.path, frame.path, view="4CH", frame=frame.frame_index)
+    compared = 0
+    for entry in reference["partners"]:
+        got = fitted[channels.index(entry["view"])]
+        seg = None if got is None else clip_line_to_rect(got.line, plane.shape_px)
+        if entry["in_a"] is None:
+            assert seg is None or got.confidence == 0.0
+            continue
+        assert got.confidence == pytest.approx(entry["confidence"], abs=1e-3)
+        ends = sorted([list(seg.p0), list(seg.p1)])
+        np.testing.assert_allclose(ends, sorted([entry["in_a"]["p0"], entry["in_a"]["p1"]]), atol=1e-3)
+        compared += 1
+    assert compared
+
+
 def test_screenshot_of_plane_views(heart_scene):
     """The README screenshot: 2×2 heart views, Slicer's solid lines and dashed predicted lines."""
     ctx, _, plane_views, renders, _ = heart_scene
@@ -449,21 +483,69 @@ def test_classification_table(cohorts):
 
 
 # ----------------------------------------------------------------------------- 6. running
-def test_runner_segments_in_background_with_progress(ukbb_study):
+@pytest.fixture(scope="module")
+def random_weights(tmp_path_factory):
+    """Tiny random weights in the trainers' export format (seg / acl)."""
+    pytest.importorskip("torch")
+    from safetensors.torch import load_file, save_file
+
+    from PlaneSSLLib.slicer_logic.logic import export_random_weights
+
+    root = tmp_path_factory.mktemp("weights")
+    seg = export_random_weights(root / "seg", "segment_heart", seed=1)
+    state = load_file(seg.weights)  # no bias favouring one class: labels then follow the image
+    state["decoder.head.bias"].zero_()
+    save_file(state, seg.weights)
+    return {"seg": seg, "acl": export_random_weights(root / "acl", "classify_knee", seed=2)}
+
+
+def test_runner_segments_in_background_like_inference_segment(ukbb_study, random_weights):
+    """The worker's labels are ``inference.segment.segment_images`` of the volume's slices on its own planes."""
+    from PlaneSSLLib.inference.segment import find_study_sax_stack, load_seg_model, segment_images, segment_stack
+    from PlaneSSLLib.slicer_logic.logic import Logic
+
     ctx = SceneContext.create()
     loaded = scene.load_study(ctx, ukbb_study, phase=0, labels=["SAX"])
     sax = loaded.volumes["SAX"]
-    image = lines.volume_array(sax)[:3]
+    request, _ = Logic(ctx).make_request("segment_heart", {"SAX": sax}, random_weights["seg"], device="cpu")
     seen = []
-    result = runner.run_blocking(runner.InferenceRequest(
-        "segment_heart", {"image": image}, {"config": {"base_filters": 4, "levels": 3}}, device="cuda"),
-        on_progress=lambda i, n: seen.append((i, n)), timeout=120)
-    assert seen == [(1, 3), (2, 3), (3, 3)]
-    assert result.device in ("cpu", "cuda")
-    if result.device == "cpu":
-        assert "cuda" in result.note  # asked for cuda, fell back
+    result = runner.run_blocking(request, on_progress=lambda i, n: seen.append((i, n)), timeout=120)
+    image = np.asarray(lines.volume_array(sax), dtype=np.float32)
+    k = image.shape[0]
+    assert seen == [(k, k)]  # one step per phase, counted in slices
     labels = result.outputs["labels"]
     assert labels.shape == image.shape and labels.max() <= 3
+    model = load_seg_model(random_weights["seg"].path)
+    expected = segment_images(model, list(image), scene.planes_of_volume(sax))
+    np.testing.assert_array_equal(labels, expected)
+    assert len(np.unique(expected)) > 1  # not a trivially empty prediction
+    # and the same as segmenting the DICOM SAX stack itself (planes from the files)
+    from_dicom = segment_stack(model, find_study_sax_stack(ukbb_study.series[0].frames[0].path.parents[1]), 0)
+    np.testing.assert_array_equal(labels, from_dicom.labels)
+
+
+def test_runner_classifies_knee_like_inference_classify(cohorts, random_weights):
+    """The worker's probability is ``exam_probability`` of the exam ``exams_from_dicom`` prepares."""
+    from PlaneSSLLib.data.exams import exams_from_dicom
+    from PlaneSSLLib.inference.classify import exam_probability, load_classifier, prepare_config_from_manifest
+    from PlaneSSLLib.slicer_logic.logic import Logic
+    from PlaneSSLLib.slicer_logic.worker import knee_exam
+
+    ctx = SceneContext.create()
+    loaded = scene.load_study(ctx, load(cohorts / "knee" / "subject_0000" / "study"))
+    request, _ = Logic(ctx).make_request("classify_knee", loaded.volumes, random_weights["acl"], device="cpu")
+    result = runner.run_blocking(request, timeout=120)
+    probability = float(result.outputs["probability"][0])
+    model, manifest = load_classifier(random_weights["acl"].path)
+    config = prepare_config_from_manifest(manifest)
+    assert float(result.outputs["threshold"][0]) == manifest["decision"]["threshold"]
+    assert request.params.get("laterality") in ("L", "R")  # from the DICOM, via the volume node
+    exam = knee_exam(request.inputs, model.config.views, config, request.params["laterality"])
+    assert probability == pytest.approx(exam_probability(model, exam), abs=1e-6)
+    (dicom_exam,) = exams_from_dicom(cohorts / "knee", config)
+    for view in model.config.views:
+        np.testing.assert_allclose(exam.stacks[view], dicom_exam.stacks[view], atol=1e-5)
+    assert probability == pytest.approx(exam_probability(model, dicom_exam), abs=1e-5)
 
 
 def test_runner_cancel_and_failure_leave_scene_unchanged(ukbb_study):

@@ -37,6 +37,7 @@ __all__ = [
     "LineComparison",
     "LineOverlay",
     "NetworkLinePredictor",
+    "ManifestLinePredictor",
     "dashed_quads_lps",
     "volume_array",
 ]
@@ -46,7 +47,11 @@ ATTR_DISTANCE = "PlaneSSL.DistanceMm"
 
 
 class LinePredictor(Protocol):
-    """Heatmaps ``(C, H, W)`` for one image ``(H, W)`` with its plane; ``channels`` names C views."""
+    """Heatmaps ``(C, H, W)`` for one image ``(H, W)`` with its plane; ``channels`` names C views.
+
+    A predictor may also have ``fit_lines(image, plane) -> [FittedLine | None] * C`` (lines in the
+    image's own pixel coordinates); ``LineOverlay`` then uses it instead of fitting the heatmaps.
+    """
 
     channels: Sequence[str]
 
@@ -143,14 +148,19 @@ class LineOverlay:
         k = view.slice_index()
         plane = view.planes[k]
         image = np.asarray(volume_array(view.volume_node)[k], dtype=np.float32)
-        heatmaps = np.asarray(self.predictor(image, plane))
-        if heatmaps.shape[1:] != image.shape:
-            raise ValueError(f"predictor returned {heatmaps.shape} for an image of shape {image.shape}")
+        fit_lines = getattr(self.predictor, "fit_lines", None)
+        if fit_lines is not None:  # lines fitted by the predictor itself, in this image's pixels
+            fitted_lines = list(fit_lines(image, plane))
+        else:
+            heatmaps = np.asarray(self.predictor(image, plane))
+            if heatmaps.shape[1:] != image.shape:
+                raise ValueError(f"predictor returned {heatmaps.shape} for an image of shape {image.shape}")
+            fitted_lines = [fit_line(h) for h in heatmaps]
         result = []
         for channel, partner in enumerate(self.predictor.channels):
             if partner == view.label or partner not in self.views.views:
                 continue
-            fitted = fit_line(heatmaps[channel])
+            fitted = fitted_lines[channel]
             if fitted is None or fitted.confidence < self.min_confidence:
                 continue
             other = self.views[partner].current_plane()
@@ -271,3 +281,66 @@ class NetworkLinePredictor:
             out = self.net(x)
         lines = out["lines"] if isinstance(out, dict) else out
         return lines[0, :, :h, :w].float().cpu().numpy()
+
+
+class ManifestLinePredictor:
+    """Exported line weights as a line predictor, preparing images exactly as pretraining did.
+
+    As ``inference.predict_lines.predict_image_lines``: the image is resampled onto the manifest's
+    grid (``data.resample.prepare_image``: spacing, size, intensity normalisation), the network's
+    heatmaps are fitted there (``fit_line``) and each line is mapped back to the original image's
+    pixels through the patient frame (``predict_lines.map_line_between_grids``). ``__call__`` gives
+    the heatmaps resampled back onto the original image (for display or other consumers).
+    """
+
+    def __init__(self, net, manifest: dict, device: str = "cpu") -> None:
+        import torch
+
+        from ..data.resample import prepare_image, resample_to_plane
+        from ..inference.predict_lines import map_line_between_grids
+
+        if manifest.get("task") not in ("lines", "both") or getattr(net, "decoder", None) is None:
+            raise ValueError(f"weights of task {manifest.get('task')!r} have no line heatmaps (need 'lines' or 'both')")
+        self.torch = torch
+        self.net = net.to(device).eval()
+        self.device = device
+        self.channels = tuple(manifest.get("channels") or ())
+        inp = manifest["input"]
+        norm = manifest.get("intensity_normalisation") or {}
+        self.spacing_mm = float(inp["spacing_mm"][0])
+        self.size_px = int(inp["size_hw"][0])
+        self.normalisation = str(norm.get("method", "minmax"))
+        self.clip_percentiles = tuple(float(v) for v in norm.get("clip_percentiles", (0.5, 99.5)))
+        self._prepare, self._resample, self._map = prepare_image, resample_to_plane, map_line_between_grids
+
+    @classmethod
+    def from_weights(cls, path, device: str = "cpu") -> ManifestLinePredictor:
+        from ..inference.weights import load_exported
+
+        net, manifest = load_exported(path, device)
+        return cls(net, manifest, device)
+
+    def heatmaps_prepared(self, image: np.ndarray, plane: ImagePlane) -> tuple[np.ndarray, ImagePlane]:
+        """``(heatmaps (C, size, size) on the prepared grid, that grid's plane)``."""
+        img, grid = self._prepare(image, plane, self.spacing_mm, self.size_px, self.normalisation,
+                                  self.clip_percentiles)
+        with self.torch.no_grad():
+            out = self.net(self.torch.from_numpy(np.ascontiguousarray(img))[None, None].to(self.device))
+        lines = out["lines"] if isinstance(out, dict) else out
+        return lines[0].float().cpu().numpy(), grid
+
+    def fit_lines(self, image: np.ndarray, plane: ImagePlane) -> list:
+        """Per channel, the fitted line in ``image``'s pixel coordinates (None where no line)."""
+        from ..inference.line_fit import FittedLine
+
+        heat, grid = self.heatmaps_prepared(image, plane)
+        out = []
+        for h in heat:
+            fitted = fit_line(h)
+            out.append(None if fitted is None else
+                       FittedLine(self._map(fitted.line, grid, plane), fitted.confidence, fitted.peak))
+        return out
+
+    def __call__(self, image: np.ndarray, plane: ImagePlane) -> np.ndarray:
+        heat, grid = self.heatmaps_prepared(image, plane)
+        return np.stack([self._resample(h, grid, plane, antialias=True, cval=0.0) for h in heat]).astype(np.float32)

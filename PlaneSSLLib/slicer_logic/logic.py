@@ -5,7 +5,7 @@
 (``views.create_plane_views``); a model (registry id or local weights folder,
 ``models_registry``) → inference in a background process (``runner``) → results in the scene
 inside ``scene_transaction`` (segmentation node with terminology, ACL-tear table); predicted
-intersection lines (``lines.LineOverlay`` with ``NetworkLinePredictor``) compared with the
+intersection lines (``lines.LineOverlay`` with ``ManifestLinePredictor``) compared with the
 geometric ones.
 
 Tasks (``TASKS``): ``segment_heart`` (the SAX stack, one label map per slice → a segmentation
@@ -35,13 +35,14 @@ from ..dicom.records import VIEW_LABELS, Study
 from ..dicom.scan import scan_tree
 from ..dicom.views import identify_views
 from . import classification, segmentation
-from .lines import LineComparison, LineOverlay, NetworkLinePredictor, volume_array
+from .lines import LineComparison, LineOverlay, ManifestLinePredictor, volume_array
 from .models_registry import TASKS, LocalModel, ModelEntry, load_registry, resolve_model
 from .mrml import SceneContext
 from .runner import InferenceRequest, InferenceResult, InferenceRunner, scene_transaction
-from .scene import ATTR_VIEW, StudyScene, load_study, study_item_of
+from .scene import ATTR_LATERALITY, ATTR_VIEW, StudyScene, load_study, planes_of_volume, study_item_of
 from .terminology import HEART_SEGMENTS, SegmentTerm
 from .views import PlaneViews, create_plane_views
+from .worker import plane_arrays
 
 __all__ = [
     "TASKS",
@@ -99,6 +100,7 @@ class RunResults:
     nodes: list = field(default_factory=list)
     statistics: list[SegmentStatistics] = field(default_factory=list)
     probability: float | None = None
+    threshold: float = 0.5
     comparisons: dict[str, list[LineComparison]] = field(default_factory=dict)
     log: list[str] = field(default_factory=list)
 
@@ -110,8 +112,8 @@ class RunResults:
         for s in self.statistics:
             lines.append(f"{s.name}: {s.volume_ml:.1f} mL ({s.voxels} voxels)")
         if self.probability is not None:
-            decision = "tear" if self.probability >= 0.5 else "no tear"
-            lines.append(f"ACL tear probability: {self.probability:.3f} ({decision} at 0.5)")
+            decision = "tear" if self.probability >= self.threshold else "no tear"
+            lines.append(f"ACL tear probability: {self.probability:.3f} ({decision} at {self.threshold:g})")
         for view, comps in self.comparisons.items():
             for c in comps:
                 if c.angle_deg is None:
@@ -283,15 +285,27 @@ class Logic:
 
     def make_request(self, task: str, volumes: Mapping[str, Any], model: LocalModel,
                      device: str = "auto") -> tuple[InferenceRequest, str]:
-        """The background request for ``task`` (``segment_heart`` or ``classify_knee``) and a device note."""
+        """The background request for ``task`` (``segment_heart`` or ``classify_knee``) and a device note.
+
+        Each volume goes with its slice planes (LPS, from its IJK-to-RAS matrix:
+        ``scene.planes_of_volume``), so the worker resamples like training did: ``image`` +
+        ``plane_*`` for the SAX stack, ``<view>`` + ``<view>_plane_*`` per knee stack.
+        """
         if task == "lines":
             raise ValueError("the lines task runs in this process (show_predicted_lines), not in the worker")
         inputs_nodes = self.task_volumes(task, volumes)
-        arrays = {label: np.asarray(volume_array(node), dtype=np.float32) for label, node in inputs_nodes.items()}
-        if task == "segment_heart":
-            arrays = {"image": next(iter(arrays.values()))}
+        arrays: dict[str, np.ndarray] = {}
+        for label, node in inputs_nodes.items():
+            image = np.asarray(volume_array(node), dtype=np.float32)
+            if task == "segment_heart":
+                arrays.update({"image": image, **plane_arrays(planes_of_volume(node), "plane_")})
+            else:
+                arrays.update({label: image, **plane_arrays(planes_of_volume(node), f"{label}_plane_")})
         worker_device, note = self._worker_device(device)
-        params = {"config": model.config, "weights": str(model.weights)}
+        params: dict[str, Any] = {"model": str(model.path)}
+        sides = {node.GetAttribute(ATTR_LATERALITY) for node in inputs_nodes.values()} - {None, ""}
+        if len(sides) == 1:
+            params["laterality"] = sides.pop()  # orients the sagittal stack medial -> lateral
         return InferenceRequest(task, arrays, params, worker_device), note
 
     def start(self, task: str, volumes: Mapping[str, Any], model: LocalModel, device: str = "auto",
@@ -339,10 +353,11 @@ class Logic:
                 out.statistics = segment_statistics(labels, reference, HEART_SEGMENTS)
             elif task == "classify_knee":
                 probability = float(np.asarray(result.outputs["probability"]).ravel()[0])
+                threshold = float(np.asarray(result.outputs.get("threshold", 0.5)).ravel()[0])
                 table = classification.store_classification(self.ctx, probability, inputs, model=model.source,
-                                                            device=result.device)
+                                                            device=result.device, threshold=threshold)
                 out.nodes.append(table)
-                out.probability = probability
+                out.probability, out.threshold = probability, threshold
             else:
                 raise ValueError(f"task {task!r} has no background result")
         return out
@@ -354,8 +369,6 @@ class Logic:
             raise RuntimeError("show the plane views first (show_planes)")
         import torch
 
-        from ..inference.weights import load_exported
-
         device = (device or "auto").lower()
         note = ""
         if device == "auto":
@@ -366,9 +379,8 @@ class Logic:
             mps = getattr(torch.backends, "mps", None)
             if mps is None or not mps.is_available():
                 device, note = "cpu", "mps not available; using cpu"
-        net, manifest = load_exported(model.path, device)
+        predictor = ManifestLinePredictor.from_weights(model.path, device)  # prepared like pretraining
         self.remove_predicted_lines()
-        predictor = NetworkLinePredictor(net, tuple(manifest.get("channels") or ()), device)
         overlay = LineOverlay(self.ctx, self.plane_views, predictor)
         labels = self.plane_views.labels
         try:
@@ -406,29 +418,58 @@ class Logic:
 
 
 def export_random_weights(out_dir: str | os.PathLike, task: str, channels: Sequence[str] = (),
-                          seed: int = 0, base_filters: int = 4, levels: int = 3) -> LocalModel:
+                          seed: int = 0, base_filters: int = 4, levels: int = 3, input_size: int = 128,
+                          spacing_mm: float = 2.0) -> LocalModel:
     """A tiny network with seeded random weights, exported as a weights folder for ``task``.
 
-    For self-tests and timing only: the outputs mean nothing. Uses the same export as training
-    (``inference.weights.export_weights``), so loading exercises the real path.
+    For self-tests and timing only: the outputs mean nothing. The folder has the format the real
+    trainers write, so loading exercises the real inference paths: ``segment_heart`` a
+    ``PlaneSSLNet`` of task ``seg`` with the ACDC label names (``planessl finetune seg``),
+    ``classify_knee`` a ``PlaneSSLExamClassifier`` of task ``acl`` with its decision threshold
+    (``inference.classify.export_classifier``, as ``planessl finetune acl``), ``lines`` a
+    ``PlaneSSLNet`` of task ``lines`` naming its heatmap channels (pretraining).
     """
     import torch
 
+    from ..data.config import PrepareConfig
     from ..inference.weights import build_manifest, export_weights
     from ..models import PlaneSSLNet, UNetConfig
     from .models_registry import validate_model_folder
 
     if task not in TASKS:
         raise ValueError(f"unknown task {task!r} (known: {', '.join(TASKS)})")
-    line_channels = {"segment_heart": 1 + len(HEART_SEGMENTS), "classify_knee": 0, "lines": len(channels)}[task]
     if task == "lines" and not channels:
         raise ValueError("a line model needs its channel (partner view) names")
-    config = UNetConfig(base_filters=base_filters, levels=levels, line_channels=line_channels, location_head=False)
+    anatomy = "knee" if task == "classify_knee" else "heart"
+    prep = PrepareConfig(spacing_mm=float(spacing_mm), size_px=int(input_size), anatomy=anatomy)
+    common = {"input_size_hw": (prep.size_px, prep.size_px), "input_spacing_mm": prep.spacing_mm,
+              "intensity_normalisation": prep.normalisation_record(),
+              "metrics": {"note": "random weights for tests; not a trained model"}}
     torch.manual_seed(seed)
-    net = PlaneSSLNet(config).eval()
-    labels = [t.name for t in HEART_SEGMENTS] if task == "segment_heart" else None
-    manifest = build_manifest(config, task, channels=list(channels), input_size_hw=(224, 224),
-                              input_spacing_mm=1.26, label_names=labels,
-                              metrics={"note": "random weights for tests; not a trained model"})
-    export_weights(net, out_dir, manifest)
+    if task == "classify_knee":
+        from ..data.exams import KNEE_VIEWS
+        from ..inference.classify import ACL_LABELS, ARCHITECTURE, export_classifier
+        from ..models.exam_classifier import ExamClassifier, ExamClassifierConfig
+
+        encoder = UNetConfig(base_filters=base_filters, levels=levels, line_channels=0, location_head=False)
+        clf = ExamClassifierConfig(encoder=encoder, views=KNEE_VIEWS, hidden=8, attention_hidden=4)
+        manifest = build_manifest(encoder, "acl", views=list(KNEE_VIEWS), channels=[], label_names=list(ACL_LABELS),
+                                  **common)
+        manifest["architecture"] = {"name": ARCHITECTURE, "config": clf.to_dict()}
+        manifest["decision"] = {"threshold": 0.5, "positive": ACL_LABELS[1]}
+        export_classifier(ExamClassifier(clf).eval(), out_dir, manifest)
+    else:
+        if task == "segment_heart":
+            from ..data.segmentation import ACDC_LABEL_NAMES
+
+            names = list(ACDC_LABEL_NAMES)
+            extra = {"views": ["SAX"], "channels": names, "label_names": names}
+            manifest_task, line_channels = "seg", len(names)
+        else:
+            extra = {"views": {v: [c for c in channels if c != v] for v in channels}, "channels": list(channels)}
+            manifest_task, line_channels = "lines", len(channels)
+        config = UNetConfig(base_filters=base_filters, levels=levels, line_channels=line_channels,
+                            location_head=False)
+        net = PlaneSSLNet(config).eval()
+        export_weights(net, out_dir, build_manifest(config, manifest_task, **extra, **common))
     return validate_model_folder(out_dir, task, source=f"random {task} weights (test)")

@@ -37,6 +37,7 @@ __all__ = [
     "ATTR_VIEW",
     "ATTR_SERIES",
     "ATTR_PHASE",
+    "ATTR_LATERALITY",
     "StudyScene",
     "ViewStack",
     "view_stacks",
@@ -52,6 +53,7 @@ __all__ = [
 ATTR_VIEW = "PlaneSSL.ViewLabel"
 ATTR_SERIES = "PlaneSSL.SeriesKeys"
 ATTR_PHASE = "PlaneSSL.Phase"
+ATTR_LATERALITY = "PlaneSSL.Laterality"  # "R"/"L" of a knee (DICOM laterality); absent when unknown
 _MERGE_TOL_DEG = 1.0
 
 
@@ -254,6 +256,9 @@ def load_study(ctx: SceneContext, study: Study, phase: int | str = 0,
             node.SetAttribute(ATTR_PHASE, str(p))
         node.SetAttribute(ATTR_VIEW, stack.label)
         node.SetAttribute(ATTR_SERIES, ",".join(s.key for s in stack.series))
+        laterality = {s.laterality for s in stack.series if s.laterality}
+        if len(laterality) == 1:
+            node.SetAttribute(ATTR_LATERALITY, laterality.pop())
         place_in_study(ctx, node, result.study_item)
         result.volumes[stack.label] = node
         result.stacks[stack.label] = stack

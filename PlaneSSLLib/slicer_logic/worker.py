@@ -6,10 +6,12 @@ inputs are ``JOB_DIR/in_<name>.npy``. The worker prints ``DEVICE <name>`` once, 
 ``PROGRESS i/n`` lines, writes outputs as ``JOB_DIR/out_<name>.npy`` (atomically) and
 ``JOB_DIR/result.json``, and exits 0; on failure it prints the error to stderr and exits 1.
 
-Tasks: ``segment_heart`` (a U-Net with ``line_channels`` = 4 classes, argmax per slice →
-ACDC labels), ``lines`` (a ``PlaneSSLNet``'s heatmaps for one image), ``classify_knee`` (mean
-of the encoder bottleneck over a knee exam's stacks → sigmoid), plus ``sleep`` and ``fail``
-for tests. Without ``weights`` the networks have seeded random weights (for tests and timing);
+Tasks (the real inference paths, weights folder or archive in ``params["model"]``):
+``segment_heart`` (``inference.segment``: ``load_seg_model`` + ``segment_images`` per phase on
+the slice planes sent as ``plane_origin/x/y/spacing/shape`` arrays, LPS → labels in the image's
+(slices, rows, cols) order) and ``classify_knee`` (``inference.classify``: the ``SAG``/``COR``/``AX``
+stacks with their ``<view>_plane_*`` arrays prepared like ``data.exams.exams_from_dicom`` →
+``exam_probability``, plus the manifest's decision threshold); ``sleep`` and ``fail`` for tests.
 ``task`` may also be ``"package.module:function"`` taking ``(inputs, params, device, progress)``.
 """
 
@@ -26,7 +28,7 @@ import numpy as np
 
 from ..atomic import atomic_path, atomic_write_text
 
-__all__ = ["main", "resolve_device", "TASKS"]
+__all__ = ["main", "resolve_device", "plane_arrays", "knee_exam", "TASKS"]
 
 
 def resolve_device(requested: str) -> tuple[str, str]:
@@ -44,78 +46,97 @@ def resolve_device(requested: str) -> tuple[str, str]:
     return "cpu", "" if requested == "auto" else "cuda not available; using cpu"
 
 
-def _network(params: dict, device: str):
-    import torch
+def _planes(inputs: dict, prefix: str) -> list:
+    """The image planes (LPS) sent as ``<prefix>origin``/``x``/``y``/``spacing``/``shape`` arrays."""
+    from ..geometry.planes import ImagePlane
 
-    from ..models.unet import PlaneSSLNet, UNetConfig
-
-    torch.manual_seed(int(params.get("seed", 0)))
-    config = UNetConfig(**params.get("config", {}))
-    net = PlaneSSLNet(config)
-    weights = params.get("weights")
-    if weights:
-        from safetensors.torch import load_file
-
-        net.load_state_dict(load_file(weights))
-    return net.to(device).eval(), config
+    try:
+        origin, x, y = (np.asarray(inputs[f"{prefix}{k}"], dtype=np.float64) for k in ("origin", "x", "y"))
+        spacing, shape = inputs[f"{prefix}spacing"], inputs[f"{prefix}shape"]
+    except KeyError as exc:
+        raise ValueError(f"the request holds no slice geometry ({exc.args[0]!r} missing)") from None
+    return [ImagePlane(origin[k], x[k], y[k], (float(spacing[k][0]), float(spacing[k][1])),
+                       (int(shape[k][0]), int(shape[k][1]))) for k in range(len(origin))]
 
 
-def _prepare(image: np.ndarray, multiple: int):
-    img = np.asarray(image, dtype=np.float32)
-    img = (img - img.mean()) / (img.std() + 1e-6)
-    h, w = img.shape[-2:]
-    pad = [(0, 0)] * (img.ndim - 2) + [(0, -h % multiple), (0, -w % multiple)]
-    return np.pad(img, pad), (h, w)
+def plane_arrays(planes, prefix: str = "plane_") -> dict[str, np.ndarray]:
+    """Inverse of ``_planes``: the arrays a request carries for ``planes`` (LPS)."""
+    return {f"{prefix}origin": np.array([p.origin_lps for p in planes], dtype=np.float64),
+            f"{prefix}x": np.array([p.x_dir_lps for p in planes], dtype=np.float64),
+            f"{prefix}y": np.array([p.y_dir_lps for p in planes], dtype=np.float64),
+            f"{prefix}spacing": np.array([p.spacing_mm for p in planes], dtype=np.float64),
+            f"{prefix}shape": np.array([p.shape_px for p in planes], dtype=np.int64)}
+
+
+def _model_path(params: dict) -> str:
+    path = params.get("model")
+    if not path:
+        raise ValueError("no model: params['model'] must name an exported weights folder or archive")
+    return str(path)
 
 
 def task_segment_heart(inputs, params, device, progress):
-    import torch
+    """``inference.segment``: each phase's stack resampled to the model's grid, predicted, mapped back
+    to its own planes, largest component kept. ``image`` (K, rows, cols) or (phases, K, rows, cols);
+    ``plane_*`` the K slice planes. Output ``labels`` uint8 of the image's shape."""
+    from ..inference.segment import load_seg_model, segment_images
 
-    params = {**params, "config": {"line_channels": 4, "location_head": False, **params.get("config", {})}}
-    net, config = _network(params, device)
-    volume = inputs["image"]  # (slices, rows, cols) or (phases, slices, rows, cols)
-    stack = volume.reshape(-1, *volume.shape[-2:])
-    out = np.zeros(stack.shape, dtype=np.int16)
-    for i, image in enumerate(stack):
-        x, (h, w) = _prepare(image, config.size_multiple)
-        with torch.no_grad():
-            logits = net(torch.from_numpy(x)[None, None].to(device))["lines"]
-        out[i] = logits[0, :, :h, :w].argmax(0).cpu().numpy().astype(np.int16)
-        progress(i + 1, len(stack))
+    model = load_seg_model(_model_path(params), device)
+    volume = np.asarray(inputs["image"])
+    planes = _planes(inputs, "plane_")
+    phases = volume.reshape(-1, *volume.shape[-3:])
+    k = phases.shape[1]
+    if len(planes) != k or any(p.shape_px != phases.shape[2:] for p in planes):
+        raise ValueError(f"{len(planes)} slice planes do not fit an image of shape {volume.shape}")
+    out = np.zeros(phases.shape, dtype=np.uint8)
+    for p, stack in enumerate(phases):
+        out[p] = segment_images(model, list(stack), planes, lcc=bool(params.get("lcc", True)))
+        progress((p + 1) * k, len(phases) * k)
     return {"labels": out.reshape(volume.shape)}
 
 
-def task_lines(inputs, params, device, progress):
-    import torch
+def knee_exam(inputs: dict, views, config, laterality: str = ""):
+    """A ``data.exams.Exam`` from per-view stacks ``inputs[view]`` with planes ``inputs[view + "_plane_*"]``:
+    every slice prepared as ``exams_from_dicom`` does (``resample.prepare_image`` with ``config``),
+    slices in anatomical order (``data.index.orient_normal``: SAG medial -> lateral for the knee's
+    ``laterality``, COR +P, AX +S)."""
+    from ..data.exams import Exam
+    from ..data.index import orient_normal
+    from ..data.resample import prepare_image
 
-    net, config = _network(params, device)
-    x, (h, w) = _prepare(inputs["image"], config.size_multiple)
-    with torch.no_grad():
-        lines = net(torch.from_numpy(x)[None, None].to(device))["lines"]
-    progress(1, 1)
-    return {"heatmaps": lines[0, :, :h, :w].float().cpu().numpy()}
+    missing = [v for v in views if v not in inputs]
+    if missing:
+        raise ValueError(f"the model reads {', '.join(views)}; no {', '.join(missing)} stack was sent")
+    stacks = {}
+    for view in views:
+        pixels = np.asarray(inputs[view])
+        planes = _planes(inputs, f"{view}_plane_")
+        if len(planes) != len(pixels):
+            raise ValueError(f"{view}: {len(planes)} slice planes for {len(pixels)} slices")
+        normal = orient_normal(planes[0].normal_lps, "knee", view, laterality)
+        order = np.argsort([float(normal @ p.origin_lps) for p in planes], kind="stable")
+        out = np.zeros((len(planes), config.size_px, config.size_px), dtype=np.float32)
+        for i, k in enumerate(order):
+            out[i], _ = prepare_image(pixels[k], planes[k], config.spacing_mm, config.size_px, config.normalisation,
+                                      config.clip_percentiles, config.antialias)
+        stacks[view] = out
+    return Exam(key="slicer", stacks=stacks)
 
 
 def task_classify_knee(inputs, params, device, progress):
-    import torch
+    """``inference.classify``: the SAG/COR/AX stacks prepared like training → ``exam_probability``.
+    Outputs ``probability`` and the manifest's decision ``threshold``."""
+    from ..inference.classify import exam_probability, load_classifier, prepare_config_from_manifest
 
-    params = {**params, "config": {"location_head": False, "line_channels": 0, **params.get("config", {})}}
-    net, config = _network(params, device)
-    torch.manual_seed(int(params.get("seed", 0)) + 1)
-    features = []
-    names = sorted(inputs)
-    for n, name in enumerate(names):
-        for image in inputs[name]:
-            x, _ = _prepare(image, config.size_multiple)
-            with torch.no_grad():
-                bottleneck = net.encoder(torch.from_numpy(x)[None, None].to(device))[-1]
-            features.append(bottleneck.mean(dim=(0, 2, 3)))
-        progress(n + 1, len(names))
-    pooled = torch.stack(features).mean(0)
-    head = torch.nn.Linear(pooled.numel(), 1).to(device)
-    with torch.no_grad():
-        probability = torch.sigmoid(head(pooled)).item()
-    return {"probability": np.array([probability], dtype=np.float64)}
+    model, manifest = load_classifier(_model_path(params), device)
+    exam = knee_exam(inputs, model.config.views, prepare_config_from_manifest(manifest),
+                     str(params.get("laterality", "")))
+    progress(1, 2)
+    probability = exam_probability(model, exam, device)
+    progress(2, 2)
+    threshold = float((manifest.get("decision") or {}).get("threshold", 0.5))
+    return {"probability": np.array([probability], dtype=np.float64),
+            "threshold": np.array([threshold], dtype=np.float64)}
 
 
 def task_sleep(inputs, params, device, progress):
@@ -131,7 +152,7 @@ def task_fail(inputs, params, device, progress):
     raise RuntimeError(params.get("message", "failure requested by the test"))
 
 
-TASKS = {"segment_heart": task_segment_heart, "lines": task_lines, "classify_knee": task_classify_knee,
+TASKS = {"segment_heart": task_segment_heart, "classify_knee": task_classify_knee,
          "sleep": task_sleep, "fail": task_fail}
 
 
