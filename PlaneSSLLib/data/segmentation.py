@@ -49,11 +49,12 @@ from torch.utils.data import Dataset
 
 from .. import __version__
 from ..dicom.pixels import read_file_frames
-from ..dicom.records import Position, Series, Study
+from ..dicom.records import Study
 from ..dicom.report import apply_views
 from ..dicom.scan import list_files, scan_tree
+from ..dicom.stacks import MERGE_TOL_DEG, ViewStack, merge_view_series
 from ..geometry.frames import affine_ras_to_lps
-from ..geometry.planes import ImagePlane, angle_between_normals_deg
+from ..geometry.planes import ImagePlane
 from .cache import data_fingerprint, install, write_current, write_meta
 from .config import PrepareConfig
 from .resample import prepare_image
@@ -127,45 +128,20 @@ def terminology_record() -> dict[str, Any]:
 
 # ----------------------------------------------------------------------------- SAX stack of a study
 @dataclass
-class SaxStack:
+class SaxStack(ViewStack):
     """A study's SAX positions ordered by increasing ``s = n̂ · o`` along the DICOM normal (NIfTI ``k``)."""
 
-    study: Study
-    series: list[Series]
-    positions: list[Position]
-
-    @property
-    def planes(self) -> list[ImagePlane]:
-        return [p.plane for p in self.positions]
-
-    @property
-    def n_phases(self) -> int:
-        """Cine phases present at every position."""
-        return min((len(p.frames) for p in self.positions), default=0)
-
-    def folder(self) -> Path:
-        """The folder of the first SAX file (for messages; never written to outputs)."""
-        return self.positions[0].frames[0].path.parent
+    study: Study | None = None
 
 
-def find_sax_stack(study: Study, merge_tol_deg: float = 1.0) -> SaxStack | None:
-    """The SAX stack of a view-labelled study: the SAX series with most positions, plus every
-    other SAX series parallel to it (within ``merge_tol_deg``) with the same size and spacing
-    (the Kaggle layout holds one series per slice). None when the study has no usable SAX series."""
+def find_sax_stack(study: Study, merge_tol_deg: float = MERGE_TOL_DEG) -> SaxStack | None:
+    """The SAX stack of a view-labelled study (``dicom.stacks.merge_view_series``: the Kaggle
+    layout holds one series per slice). None when the study has no usable SAX series."""
     sax = [s for s in study.series if s.view == "SAX" and s.usable and s.positions]
     if not sax:
         return None
-    lead = max(sax, key=lambda s: (s.n_slices, -(s.series_number or 0)))
-    ref = lead.positions[0].plane
-    members = [
-        s for s in sax
-        if all(angle_between_normals_deg(p.plane.normal_lps, ref.normal_lps) <= merge_tol_deg
-               and p.plane.shape_px == ref.shape_px and np.allclose(p.plane.spacing_mm, ref.spacing_mm, atol=1e-4)
-               for p in s.positions)
-    ]
-    n = ref.normal_lps
-    positions = sorted((p for s in members for p in s.positions), key=lambda p: float(n @ p.plane.origin_lps))
-    return SaxStack(study, members, positions)
+    stack = merge_view_series("SAX", sax, merge_tol_deg)
+    return SaxStack("SAX", stack.series, stack.positions, study=study)
 
 
 # ----------------------------------------------------------------------------- labels on disk

@@ -28,9 +28,10 @@ import vtk
 from vtkmodules.util import numpy_support
 
 from ..dicom.pixels import read_series_pixels
-from ..dicom.records import Position, Series, Study
+from ..dicom.records import Study
+from ..dicom.stacks import ViewStack, view_stacks
 from ..geometry.frames import affine_lps_to_ras, affine_ras_to_lps
-from ..geometry.planes import ImagePlane, angle_between_normals_deg
+from ..geometry.planes import ImagePlane
 from .mrml import SceneContext, matrix_to_numpy, numpy_to_matrix
 
 __all__ = [
@@ -54,65 +55,6 @@ ATTR_VIEW = "PlaneSSL.ViewLabel"
 ATTR_SERIES = "PlaneSSL.SeriesKeys"
 ATTR_PHASE = "PlaneSSL.Phase"
 ATTR_LATERALITY = "PlaneSSL.Laterality"  # "R"/"L" of a knee (DICOM laterality); absent when unknown
-_MERGE_TOL_DEG = 1.0
-
-
-@dataclass
-class ViewStack:
-    """The images of one view: positions along the normal, from one or several series."""
-
-    label: str
-    series: list[Series]
-    positions: list[Position]
-
-    @property
-    def planes(self) -> list[ImagePlane]:
-        return [p.plane for p in self.positions]
-
-    @property
-    def n_phases(self) -> int:
-        return min((len(p.frames) for p in self.positions), default=0)
-
-    def as_series(self) -> Series:
-        """One ``Series`` record holding all positions (what ``read_series_pixels`` takes)."""
-        first = self.series[0]
-        merged = Series(key="+".join(s.key for s in self.series), description=first.description,
-                        folder=first.folder, series_number=first.series_number, modality=first.modality)
-        n = self.n_phases
-        merged.positions = [Position(p.plane, p.frames[:n], p.location_mm) for p in self.positions]
-        merged.frames = [f for p in merged.positions for f in p.frames]
-        return merged
-
-
-def view_stacks(study: Study) -> list[ViewStack]:
-    """The study's usable series grouped into one stack per view label (unlabelled: one each).
-
-    Several series of one view are merged when their planes are parallel (within 1°) and share
-    image size and pixel spacing; otherwise the series with the most positions is the view's stack.
-    """
-    by_view: dict[str, list[Series]] = {}
-    stacks: list[ViewStack] = []
-    for s in study.series:
-        if not (s.usable and s.positions):
-            continue
-        if s.view:
-            by_view.setdefault(s.view, []).append(s)
-        else:
-            name = f"Series {s.series_number}" if s.series_number is not None else f"Series {s.key}"
-            stacks.append(ViewStack(name, [s], list(s.positions)))
-    for label, series in by_view.items():
-        lead = max(series, key=lambda s: (s.n_slices, -(s.series_number or 0)))
-        ref = lead.positions[0].plane
-        members = [s for s in series if all(
-            angle_between_normals_deg(p.plane.normal_lps, ref.normal_lps) <= _MERGE_TOL_DEG
-            and p.plane.shape_px == ref.shape_px
-            and np.allclose(p.plane.spacing_mm, ref.spacing_mm, atol=1e-4) for p in s.positions)]
-        n = ref.normal_lps
-        positions = sorted((p for s in members for p in s.positions), key=lambda p: float(n @ p.plane.origin_lps))
-        stacks.append(ViewStack(label, members, positions))
-    order = {label: i for i, label in enumerate(("SAX", "2CH", "3CH", "4CH", "SAG", "COR", "AX"))}
-    stacks.sort(key=lambda v: (order.get(v.label, 99), v.label))
-    return stacks
 
 
 def stack_ijk_to_lps(planes: Sequence[ImagePlane], single_slice_spacing_mm: float = 1.0) -> np.ndarray:
