@@ -37,6 +37,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from ..dicom.records import Frame, ScanResult, Series
+from ..dicom.stacks import group_series_by_normal
 from ..dicom.views import APEX_PRIOR_LPS
 from ..geometry.planes import angle_between_normals_deg, unit
 from .codes import ANATOMIES, VIEWS_BY_ANATOMY, anatomy_code, view_code
@@ -106,19 +107,6 @@ def orient_normal(normal_lps: np.ndarray, anatomy: str, view: str, laterality: s
     return n if float(n @ ref) >= 0 else -n
 
 
-def _group_series(series: list[Series]) -> list[list[Series]]:
-    groups: list[list[Series]] = []
-    for s in series:
-        n = s.normal_lps
-        for g in groups:
-            if angle_between_normals_deg(n, g[0].normal_lps) <= STACK_TOL_DEG:
-                g.append(s)
-                break
-        else:
-            groups.append([s])
-    return groups
-
-
 def _lax_axis(series: list[Series]) -> np.ndarray | None:
     """The direction shared by the long-axis planes (null vector of their normals), if defined."""
     normals = [s.normal_lps for s in series if s.view in ("2CH", "3CH", "4CH")]
@@ -155,7 +143,7 @@ def enumerate_slices(result: ScanResult) -> SliceTable:
         table.studies.append({"key": study.key, "subject": subject, "anatomy": anatomy})
         lax_axis = _lax_axis(labelled) if anatomy == "heart" else None
         for view in VIEWS_BY_ANATOMY[anatomy]:
-            for group in _group_series([s for s in labelled if s.view == view]):
+            for group in group_series_by_normal([s for s in labelled if s.view == view], STACK_TOL_DEG):
                 normal = orient_normal(group[0].normal_lps, anatomy, view, group[0].laterality)
                 if lax_axis is not None and view == "SAX":
                     angle = angle_between_normals_deg(normal, lax_axis)

@@ -7,7 +7,7 @@ view's positions as one stack ordered along its normal; this module builds it on
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -16,7 +16,7 @@ import numpy as np
 from ..geometry.planes import ImagePlane, angle_between_normals_deg
 from .records import Position, Series, Study
 
-__all__ = ["MERGE_TOL_DEG", "ViewStack", "merge_view_series", "view_stacks"]
+__all__ = ["MERGE_TOL_DEG", "ViewStack", "group_series_by_normal", "merge_view_series", "view_stacks"]
 
 #: Series of one view whose planes agree within this angle (and in size and spacing) are merged.
 MERGE_TOL_DEG = 1.0
@@ -56,6 +56,20 @@ class ViewStack:
         merged.positions = [Position(p.plane, p.frames[:n], p.location_mm) for p in self.positions]
         merged.frames = [f for p in merged.positions for f in p.frames]
         return merged
+
+
+def group_series_by_normal(series: Iterable[Series], tol_deg: float) -> list[list[Series]]:
+    """Series grouped greedily by parallel normals (sign-free, within ``tol_deg``), in input order."""
+    groups: list[list[Series]] = []
+    for s in series:
+        n = s.normal_lps
+        for g in groups:
+            if angle_between_normals_deg(n, g[0].normal_lps) <= tol_deg:
+                g.append(s)
+                break
+        else:
+            groups.append([s])
+    return groups
 
 
 def merge_view_series(label: str, series: Sequence[Series], tol_deg: float = MERGE_TOL_DEG) -> ViewStack:

@@ -28,6 +28,7 @@ import numpy as np
 
 from ..geometry.planes import angle_between_normals_deg, unit
 from .records import VIEW_LABELS, Series, Study
+from .stacks import group_series_by_normal
 
 __all__ = [
     "APEX_PRIOR_LPS",
@@ -108,19 +109,6 @@ def guess_anatomy(study: Study) -> str | None:
 
 
 # ----------------------------------------------------------------------------- heart
-def _groups_by_normal(series: Iterable[Series], tol_deg: float) -> list[list[Series]]:
-    groups: list[list[Series]] = []
-    for s in series:
-        n = s.normal_lps
-        for g in groups:
-            if angle_between_normals_deg(n, g[0].normal_lps) <= tol_deg:
-                g.append(s)
-                break
-        else:
-            groups.append([s])
-    return groups
-
-
 def _distinct_positions(group: list[Series]) -> int:
     n = group[0].normal_lps
     locations = sorted(float(n @ p.plane.origin_lps) for s in group for p in s.positions)
@@ -183,7 +171,7 @@ def _assign_lax(angles: list[float]) -> tuple[list[str], bool, str]:
 
 def _identify_heart(series: list[Series]) -> dict[int, tuple[str | None, bool, str]]:
     result: dict[int, tuple[str | None, bool, str]] = {}
-    groups = _groups_by_normal(series, _PARALLEL_GROUP_DEG)
+    groups = group_series_by_normal(series, _PARALLEL_GROUP_DEG)
     sized = sorted(((g, _distinct_positions(g)) for g in groups), key=lambda t: -t[1])
     sax: list[Series] = []
     if sized and sized[0][1] >= _MIN_SAX_POSITIONS and (len(sized) < 2 or sized[0][1] > sized[1][1]):
@@ -206,7 +194,7 @@ def _identify_heart(series: list[Series]) -> dict[int, tuple[str | None, bool, s
                 result[id(s)] = (None, False, "no SAX stack and no common long axis")
             return result
     w = w if w @ APEX_PRIOR_LPS >= 0 else -w
-    lax_groups = _groups_by_normal(lax, _SAME_LAX_DEG)
+    lax_groups = group_series_by_normal(lax, _SAME_LAX_DEG)
     if not lax_groups:
         return result
     angles = lax_angles_deg(w, [g[0].normal_lps for g in lax_groups])
@@ -237,7 +225,7 @@ _KNEE_AXES = {"SAG": np.array([1.0, 0, 0]), "COR": np.array([0, 1.0, 0]), "AX": 
 
 def _identify_knee(series: list[Series]) -> dict[int, tuple[str | None, bool, str]]:
     result: dict[int, tuple[str | None, bool, str]] = {}
-    groups = _groups_by_normal(series, _PARALLEL_GROUP_DEG)
+    groups = group_series_by_normal(series, _PARALLEL_GROUP_DEG)
     # most slices first, so that localisers do not take an axis from a diagnostic stack
     groups.sort(key=lambda g: -_distinct_positions(g))
     free = dict(_KNEE_AXES)
