@@ -16,6 +16,7 @@ from .errors import CLIError
 #: ``register(subparsers) -> argparse.ArgumentParser`` and sets ``func`` on its parser.
 COMMAND_MODULES = (
     "demo", "phantom", "inspect_cmd", "lines", "prepare", "pretrain", "evaluate_pretext", "finetune", "predict",
+    "experiment",
 )
 
 

@@ -1,0 +1,327 @@
+"""Transfer-learning experiments: every (init, labelled subjects, seed) fine-tuning run, summarised.
+
+``planessl experiment transfer --config FILE --out DIR`` (``training_cli/commands/experiment.py``)
+reads an :class:`ExperimentConfig` (YAML, validated up front, :class:`ConfigError` naming the key)::
+
+    task: seg                          # seg (cardiac segmentation) or acl (knee ACL tear)
+    finetune_config: Resources/Configs/finetune_seg_demo.yaml
+    labeled_subjects: [1, 2, 4]
+    seeds: [0, 1, 2]
+    inits: {scratch: scratch, both: runs/demo/pretrain/heart/model}
+    finetune_overrides: {optim.epochs: 5}   # applied to the fine-tuning config like --set
+    transfer: null                     # seg only: encoder+decoder | encoder (null: the config's)
+
+and runs :func:`~PlaneSSLLib.training.finetune_seg.finetune_seg` /
+:func:`~PlaneSSLLib.training.finetune_acl.finetune_acl` in-process for every combination, each in
+``OUT/runs/<init>_n<N>_s<seed>/``. A combination whose ``results_rows.json`` exists (written last,
+atomically) and whose settings fingerprint matches is reused on a rerun; an unfinished or stale run
+directory is removed and run again. Outputs::
+
+    OUT/experiment.yaml   resolved experiment config
+    OUT/results.csv       task,init,labeled_subjects,seed,metric,value (DESIGN.md section 3);
+                          the init column holds the experiment's init name (a key of ``inits``)
+    OUT/results.md        headline metric, mean ± std over seeds: rows = labelled subjects, columns = inits
+    OUT/results.png       headline metric vs labelled subjects (log2 axis), one line per init, ±std band
+
+Headline metrics: seg -> ``"dice mean"`` (finetune_seg's mean Dice over every structure and phase of
+the evaluation subjects); acl -> ``"val_auc"`` (validation ROC AUC).
+"""
+
+from __future__ import annotations
+
+import csv
+import hashlib
+import io
+import json
+import logging
+import math
+import re
+import shutil
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from ..atomic import atomic_path, atomic_write_bytes, atomic_write_text
+from .config import ConfigError, build_config, read_yaml_config
+from .finetune_acl import acl_config_from_dict, finetune_acl, load_acl_config
+from .finetune_seg import finetune_seg, load_finetune_config
+
+__all__ = [
+    "ExperimentConfig", "SummaryTable", "RESULT_COLUMNS", "HEADLINE_METRICS",
+    "load_experiment_config", "experiment_config_from_dict", "run_transfer_experiment", "summarise",
+]
+
+log = logging.getLogger(__name__)
+
+RESULT_COLUMNS = ("task", "init", "labeled_subjects", "seed", "metric", "value")
+#: task -> (metric name in results_rows, description)
+HEADLINE_METRICS = {
+    "seg": ("dice mean", "mean Dice over structures (RV, Myo, LV) and phases (ED, ES)"),
+    "acl": ("val_auc", "validation ROC AUC"),
+}
+_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.+-]*$")
+
+
+@dataclass
+class ExperimentConfig:
+    task: str = "seg"  #: "seg" or "acl"
+    finetune_config: str = ""  #: the fine-tuning YAML (finetune_seg_demo.yaml / finetune_acl_demo.yaml style)
+    labeled_subjects: list[int] = field(default_factory=list)
+    seeds: list[int] = field(default_factory=list)
+    inits: dict[str, str] = field(default_factory=dict)  #: name -> "scratch" or pretrained weights dir/.zip
+    finetune_overrides: dict[str, Any] = field(default_factory=dict)  #: dotted key -> value (like --set)
+    transfer: str | None = None  #: seg only: what to transfer (null: the fine-tuning config's init.transfer)
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+def _flatten(mapping: dict[str, Any], prefix: str = "") -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    for key, value in mapping.items():
+        dotted = f"{prefix}.{key}" if prefix else str(key)
+        if isinstance(value, dict) and value:
+            out |= _flatten(value, dotted)
+        else:
+            out[dotted] = value
+    return out
+
+
+def _load_finetune(cfg: ExperimentConfig, init: str | None = None) -> Any:
+    """The validated fine-tuning config with the experiment's overrides (and ``init`` for seg)."""
+    overrides = _flatten(cfg.finetune_overrides)
+    if cfg.task == "seg":
+        if init is not None:
+            overrides["init.init"] = init
+        if cfg.transfer is not None:
+            overrides["init.transfer"] = cfg.transfer
+        return load_finetune_config(cfg.finetune_config, overrides)
+    return load_acl_config(cfg.finetune_config, overrides)
+
+
+def _check(cfg: ExperimentConfig, origin_of, problems: list[str]) -> None:
+    def bad(key: str, message: str) -> None:
+        problems.append(f"{origin_of(key)}: {key}: {message}")
+
+    if cfg.task not in HEADLINE_METRICS:
+        bad("task", f"must be seg or acl, got {cfg.task!r}")
+    if not cfg.finetune_config:
+        bad("finetune_config", "required: the fine-tuning YAML (e.g. Resources/Configs/finetune_seg_demo.yaml)")
+    elif not Path(cfg.finetune_config).is_file():
+        bad("finetune_config", f"{cfg.finetune_config}: no such file")
+    if not cfg.labeled_subjects:
+        bad("labeled_subjects", "must list at least one number of labelled subjects, e.g. [1, 2, 4]")
+    elif any(n < 1 for n in cfg.labeled_subjects) or len(set(cfg.labeled_subjects)) != len(cfg.labeled_subjects):
+        bad("labeled_subjects", f"must be distinct integers >= 1, got {cfg.labeled_subjects}")
+    if not cfg.seeds:
+        bad("seeds", "must list at least one seed, e.g. [0, 1, 2]")
+    elif any(s < 0 for s in cfg.seeds) or len(set(cfg.seeds)) != len(cfg.seeds):
+        bad("seeds", f"must be distinct integers >= 0, got {cfg.seeds}")
+    if not cfg.inits:
+        bad("inits", "must map at least one name to 'scratch' or a pretrained weights directory")
+    for name, init in cfg.inits.items():
+        if not _NAME.match(name):
+            bad(f"inits.{name}", "name must be letters, digits, '_', '-', '.' or '+' (it names run directories)")
+        if not init:
+            bad(f"inits.{name}", "must be 'scratch' or a pretrained weights directory/.zip")
+        elif init != "scratch" and not Path(init).exists():
+            bad(f"inits.{name}", f"{init}: no such weights directory or archive (or 'scratch')")
+    if cfg.transfer is not None and cfg.task != "seg":
+        bad("transfer", "only for task seg")
+    if problems:
+        return
+    # the fine-tuning config itself, with the overrides (its own messages name its keys)
+    try:
+        _load_finetune(cfg)
+    except ConfigError as exc:
+        for p in exc.problems:
+            problems.append(f"{origin_of('finetune_overrides')}: finetune_config/finetune_overrides: {p}")
+
+
+def experiment_config_from_dict(raw: Any, source: str = "<dict>",
+                                overrides: dict[str, Any] | None = None) -> ExperimentConfig:
+    """Build and validate an experiment config; :class:`ConfigError` lists every problem."""
+    return build_config(ExperimentConfig, raw, source, overrides, _check)
+
+
+def load_experiment_config(path: str | Path, overrides: dict[str, Any] | None = None) -> ExperimentConfig:
+    """Read, override (dotted key -> value) and validate an experiment YAML."""
+    return experiment_config_from_dict(read_yaml_config(path), str(path), overrides)
+
+
+# ----------------------------------------------------------------------------- summary
+@dataclass
+class SummaryTable:
+    """Headline metric per (labelled subjects, init): mean, std (ddof 1; 0 for one seed), n seeds."""
+
+    metric: str
+    inits: list[str]
+    labeled_subjects: list[int]
+    cells: dict[tuple[int, str], tuple[float, float, int]]
+
+    def to_markdown(self) -> str:
+        head = f"| labelled subjects | {' | '.join(self.inits)} |"
+        sep = "|---:|" + "---:|" * len(self.inits)
+        lines = [f"Headline metric: `{self.metric}` (mean ± std over seeds)", "", head, sep]
+        for n in self.labeled_subjects:
+            cells = []
+            for init in self.inits:
+                cell = self.cells.get((n, init))
+                if cell is None or cell[2] == 0:
+                    cells.append("–")
+                else:
+                    cells.append(f"{cell[0]:.4f} ± {cell[1]:.4f} (n={cell[2]})")
+            lines.append(f"| {n} | {' | '.join(cells)} |")
+        return "\n".join(lines) + "\n"
+
+
+def _headline(rows: list[dict[str, Any]]) -> str:
+    tasks = {r["task"] for r in rows}
+    if len(tasks) != 1 or next(iter(tasks)) not in HEADLINE_METRICS:
+        raise ValueError(f"rows must be of one task among {sorted(HEADLINE_METRICS)}, got {sorted(tasks)}")
+    return HEADLINE_METRICS[next(iter(tasks))][0]
+
+
+def summarise(rows: list[dict[str, Any]], metric: str | None = None) -> SummaryTable:
+    """Mean ± std over seeds of ``metric`` (default: the task's headline metric) per (labelled subjects, init).
+
+    Non-finite values (undefined metrics) are left out of the mean; ``n`` counts the finite ones.
+    Inits keep their first-seen order; labelled subjects are sorted.
+    """
+    rows = list(rows)
+    metric = metric or _headline(rows)
+    inits: list[str] = []
+    values: dict[tuple[int, str], list[float]] = {}
+    for r in rows:
+        if r["init"] not in inits:
+            inits.append(r["init"])
+        key = (int(r["labeled_subjects"]), r["init"])
+        values.setdefault(key, [])
+        if r["metric"] == metric:
+            v = float(r["value"])
+            if math.isfinite(v):
+                values[key].append(v)
+    cells = {}
+    for key, vals in values.items():
+        n = len(vals)
+        mean = sum(vals) / n if n else math.nan
+        std = math.sqrt(sum((v - mean) ** 2 for v in vals) / (n - 1)) if n > 1 else (0.0 if n else math.nan)
+        cells[key] = (mean, std, n)
+    return SummaryTable(metric, inits, sorted({k[0] for k in values}), cells)
+
+
+def plot_summary(table: SummaryTable, path: Path, title: str = "") -> Path:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(6, 4))
+    try:
+        for init in table.inits:
+            pts = [(n, *table.cells[(n, init)][:2]) for n in table.labeled_subjects
+                   if (n, init) in table.cells and table.cells[(n, init)][2] > 0]
+            if not pts:
+                continue
+            xs, means, stds = zip(*pts, strict=True)
+            line = ax.plot(xs, means, marker="o", label=init)[0]
+            ax.fill_between(xs, [m - s for m, s in zip(means, stds, strict=True)],
+                            [m + s for m, s in zip(means, stds, strict=True)], color=line.get_color(), alpha=0.2)
+        ax.set_xscale("log", base=2)
+        ax.set_xticks(table.labeled_subjects)
+        ax.set_xticklabels([str(n) for n in table.labeled_subjects])
+        ax.set_xlabel("labelled subjects")
+        ax.set_ylabel(table.metric)
+        ax.set_title(title or f"{table.metric} vs labelled subjects (mean ± std over seeds)")
+        ax.grid(True, alpha=0.3)
+        ax.legend()
+        fig.tight_layout()
+        with atomic_path(path) as tmp:
+            fig.savefig(tmp, format="png", dpi=100)
+    finally:
+        plt.close(fig)
+    return path
+
+
+# ----------------------------------------------------------------------------- running
+def _fingerprint(task: str, finetune: Any, init: str, n: int, seed: int) -> str:
+    settings = finetune.to_dict()
+    settings.pop("output", None)
+    data = {"task": task, "finetune": settings, "init": init, "labeled_subjects": n, "seed": seed}
+    return hashlib.sha256(json.dumps(data, sort_keys=True, default=str).encode("utf-8")).hexdigest()
+
+
+def _run_one(cfg: ExperimentConfig, name: str, init: str, n: int, seed: int, run_dir: Path) -> list[dict[str, Any]]:
+    if cfg.task == "seg":
+        base = _load_finetune(cfg, init)
+        result = finetune_seg(base, init, n, seed, transfer=cfg.transfer, output=run_dir, overwrite=True)
+        rows = result.results_rows("seg")
+    else:
+        base = _load_finetune(cfg)
+        config = acl_config_from_dict(base.to_dict(), "config", {"output": str(run_dir)})
+        rows = finetune_acl(config, init, n, seed).results_rows()
+    return [{**r, "init": name, "labeled_subjects": n, "seed": seed} for r in rows]
+
+
+def _csv_value(value: Any) -> Any:
+    return "nan" if value is None else value
+
+
+def run_transfer_experiment(config: ExperimentConfig, out: str | Path) -> dict[str, Any]:
+    """Run (or reuse) every combination and write the outputs (module docstring); returns a summary dict."""
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    header = "# resolved PlaneSSL transfer experiment (planessl experiment transfer)\n"
+    atomic_write_text(out / "experiment.yaml", header + yaml.safe_dump(config.to_dict(), sort_keys=False))
+    combos = [(name, init, n, seed) for name, init in config.inits.items()
+              for n in config.labeled_subjects for seed in config.seeds]
+    all_rows: list[dict[str, Any]] = []
+    ran = reused = 0
+    for i, (name, init, n, seed) in enumerate(combos, 1):
+        run_dir = out / "runs" / f"{name}_n{n}_s{seed}"
+        rows_file = run_dir / "results_rows.json"
+        finetune = _load_finetune(config, init if config.task == "seg" else None)
+        fp = _fingerprint(config.task, finetune, init, n, seed)
+        saved = None
+        if rows_file.is_file():
+            try:
+                saved = json.loads(rows_file.read_text(encoding="utf-8"))
+            except (OSError, ValueError):
+                saved = None
+        if isinstance(saved, dict) and saved.get("fingerprint") == fp:
+            log.info("[%d/%d] %s: reusing %s", i, len(combos), run_dir.name, rows_file)
+            rows = [{**r, "init": name} for r in saved["rows"]]
+            reused += 1
+        else:
+            if run_dir.exists():
+                log.info("[%d/%d] %s: removing an unfinished or stale run", i, len(combos), run_dir.name)
+                shutil.rmtree(run_dir)
+            log.info("[%d/%d] %s: fine-tuning %s (init %s, %d labelled, seed %d)",
+                     i, len(combos), run_dir.name, config.task, init, n, seed)
+            rows = _run_one(config, name, init, n, seed, run_dir)
+            payload = {"fingerprint": fp, "init": init, "rows": rows}
+            atomic_write_text(rows_file, json.dumps(payload, indent=1, default=_csv_value) + "\n")
+            ran += 1
+        all_rows.extend(rows)
+
+    buffer = io.StringIO()
+    writer = csv.DictWriter(buffer, fieldnames=list(RESULT_COLUMNS), extrasaction="ignore", lineterminator="\n")
+    writer.writeheader()
+    for r in all_rows:
+        writer.writerow({k: _csv_value(r.get(k)) for k in RESULT_COLUMNS})
+    atomic_write_bytes(out / "results.csv", buffer.getvalue().encode("utf-8"))
+
+    metric, description = HEADLINE_METRICS[config.task]
+    table = summarise(all_rows, metric)
+    # keep the config's order of inits and labelled subjects
+    table.inits = list(config.inits)
+    table.labeled_subjects = sorted(config.labeled_subjects)
+    markdown = table.to_markdown()
+    atomic_write_text(out / "results.md", f"{markdown}\n`{metric}`: {description}.\n")
+    plot_summary(table, out / "results.png", f"{config.task}: {metric} vs labelled subjects")
+    return {"output": str(out), "task": config.task, "metric": metric, "metric_description": description,
+            "runs": len(combos), "ran": ran, "reused": reused, "results_csv": str(out / "results.csv"),
+            "results_md": str(out / "results.md"), "results_png": str(out / "results.png"),
+            "table": table, "markdown": markdown}

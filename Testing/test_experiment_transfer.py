@@ -1,0 +1,174 @@
+"""``planessl experiment transfer``: orchestration with a fake finetune_seg (fast), and summarise() math."""
+
+from __future__ import annotations
+
+import csv
+import json
+import math
+from pathlib import Path
+from types import SimpleNamespace
+
+import pytest
+import yaml
+
+from PlaneSSLLib.training import experiment as exp
+from PlaneSSLLib.training.config import ConfigError
+
+REPO = Path(__file__).resolve().parents[1]
+SEG_DEMO = REPO / "Resources" / "Configs" / "finetune_seg_demo.yaml"
+
+
+def _value(init: str, n: int, seed: int) -> float:
+    return 0.1 * n + 0.01 * seed + (0.2 if init != "scratch" else 0.0)
+
+
+class FakeFinetune:
+    """Stands in for finetune_seg: records calls, writes result.json, returns deterministic rows."""
+
+    def __init__(self) -> None:
+        self.calls: list[tuple[str, int, int, str]] = []
+
+    def __call__(self, config, init=None, labeled_subjects=None, seed=None, *, transfer=None, output=None,
+                 overwrite=False):
+        assert config.optim.epochs == 1  # the experiment's finetune_overrides reached the config
+        self.calls.append((str(init), int(labeled_subjects), int(seed), str(output)))
+        Path(output).mkdir(parents=True, exist_ok=True)
+        (Path(output) / "result.json").write_text("{}")
+        v = _value(str(init), labeled_subjects, seed)
+
+        def results_rows(task="seg"):
+            label = "scratch" if init == "scratch" else "pretrained:encoder+decoder"
+            base = {"task": task, "init": label, "labeled_subjects": labeled_subjects, "seed": seed}
+            return [{**base, "metric": "dice mean", "value": v}, {**base, "metric": "dice ED LV", "value": v + 0.05},
+                    {**base, "metric": "hd95_mm mean", "value": 10.0 - v}]
+
+        return SimpleNamespace(results_rows=results_rows, summary={"mean": {"dice": v}})
+
+
+@pytest.fixture()
+def setup(tmp_path, monkeypatch):
+    fake = FakeFinetune()
+    monkeypatch.setattr(exp, "finetune_seg", fake)
+    weights = tmp_path / "weights"
+    weights.mkdir()
+    raw = {"task": "seg", "finetune_config": str(SEG_DEMO), "labeled_subjects": [1, 2, 4], "seeds": [0, 1],
+           "inits": {"scratch": "scratch", "both": str(weights)}, "finetune_overrides": {"optim.epochs": 1}}
+    return fake, raw, tmp_path
+
+
+def test_runs_every_combination_and_reuses(setup):
+    fake, raw, tmp = setup
+    out = tmp / "exp"
+    summary = exp.run_transfer_experiment(exp.experiment_config_from_dict(raw), out)
+    assert len(fake.calls) == 12 and summary["ran"] == 12 and summary["reused"] == 0
+    assert summary["metric"] == "dice mean"
+    dirs = {Path(c[3]).name for c in fake.calls}
+    assert dirs == {f"{i}_n{n}_s{s}" for i in ("scratch", "both") for n in (1, 2, 4) for s in (0, 1)}
+    for d in dirs:
+        assert (out / "runs" / d / "results_rows.json").is_file()
+
+    with open(out / "results.csv", newline="") as f:
+        reader = csv.reader(f)
+        header = next(reader)
+        body = list(reader)
+    assert header == ["task", "init", "labeled_subjects", "seed", "metric", "value"]
+    assert len(body) == 12 * 3
+    assert {r[1] for r in body} == {"scratch", "both"}  # experiment init names
+    row = next(r for r in body if r[1] == "both" and r[2] == "4" and r[3] == "1" and r[4] == "dice mean")
+    assert float(row[5]) == pytest.approx(_value("w", 4, 1))
+
+    md = (out / "results.md").read_text()
+    assert "| labelled subjects | scratch | both |" in md
+    for n in (1, 2, 4):
+        line = next(line for line in md.splitlines() if line.startswith(f"| {n} |"))
+        cells = [c.strip() for c in line.strip("|").split("|")][1:]
+        for cell, init in zip(cells, ("scratch", "both"), strict=True):
+            mean = float(cell.split("±")[0])
+            assert mean == pytest.approx((_value(init, n, 0) + _value(init, n, 1)) / 2, abs=1e-4)
+    png = (out / "results.png").read_bytes()
+    assert png[:8] == b"\x89PNG\r\n\x1a\n"
+    assert yaml.safe_load((out / "experiment.yaml").read_text())["seeds"] == [0, 1]
+
+    # rerun: everything reused, nothing fine-tuned again; same results
+    before = (out / "results.csv").read_text()
+    summary = exp.run_transfer_experiment(exp.experiment_config_from_dict(raw), out)
+    assert len(fake.calls) == 12 and summary["reused"] == 12 and summary["ran"] == 0
+    assert (out / "results.csv").read_text() == before
+
+    # an extra seed runs only the new combinations; a changed setting reruns that init's stale runs
+    raw2 = {**raw, "seeds": [0, 1, 2]}
+    exp.run_transfer_experiment(exp.experiment_config_from_dict(raw2), out)
+    assert len(fake.calls) == 18
+    # an unfinished run (no results_rows.json) is redone
+    (out / "runs" / "scratch_n1_s0" / "results_rows.json").unlink()
+    summary = exp.run_transfer_experiment(exp.experiment_config_from_dict(raw2), out)
+    assert len(fake.calls) == 19 and summary["ran"] == 1
+    saved = json.loads((out / "runs" / "scratch_n1_s0" / "results_rows.json").read_text())
+    assert saved["rows"][0]["init"] == "scratch"
+
+
+def test_cli_prints_table(setup, capsys):
+    from training_cli.main import main
+
+    fake, raw, tmp = setup
+    cfg = tmp / "exp.yaml"
+    cfg.write_text(yaml.safe_dump(raw, sort_keys=False))
+    rc = main(["experiment", "transfer", "--config", str(cfg), "--set", "seeds=[3]", "labeled_subjects=[2]",
+               "--out", str(tmp / "cli")])
+    assert rc == 0 and len(fake.calls) == 2
+    captured = capsys.readouterr()
+    assert "| labelled subjects | scratch | both |" in captured.out
+    assert "dice mean" in captured.err
+
+
+@pytest.mark.parametrize("change, key", [
+    ({"task": "cls"}, "task"),
+    ({"labeled_subjects": [1, 0]}, "labeled_subjects"),
+    ({"seeds": []}, "seeds"),
+    ({"inits": {"x": "/no/such/weights"}}, "inits.x"),
+    ({"finetune_config": "/no/such.yaml"}, "finetune_config"),
+    ({"seedz": [0]}, "seedz"),
+    ({"finetune_overrides": {"optim.epochz": 1}}, "optim.epochz"),
+])
+def test_bad_config_names_the_key(setup, change, key):
+    fake, raw, _ = setup
+    with pytest.raises(ConfigError) as info:
+        exp.experiment_config_from_dict({**raw, **change}, "exp.yaml")
+    assert key in str(info.value)
+    assert not fake.calls
+
+
+def test_cli_bad_config_is_a_clean_error(setup, capsys):
+    from training_cli.main import main
+
+    _, raw, tmp = setup
+    cfg = tmp / "exp.yaml"
+    cfg.write_text(yaml.safe_dump({**raw, "seeds": "zero"}))
+    assert main(["experiment", "transfer", "--config", str(cfg), "--out", str(tmp / "o")]) == 2
+    assert "seeds" in capsys.readouterr().err
+
+
+def test_summarise_math():
+    def row(init, n, seed, value, metric="val_auc"):
+        return {"task": "acl", "init": init, "labeled_subjects": n, "seed": seed, "metric": metric, "value": value}
+
+    rows = [row("scratch", 2, 0, 0.5), row("scratch", 2, 1, 0.7), row("scratch", 2, 2, 0.9),
+            row("scratch", 2, 0, 0.1, "val_accuracy"),
+            row("pre", 2, 0, 0.8), row("pre", 2, 1, float("nan")),
+            row("pre", 1, 0, 0.6), row("scratch", 1, 0, 0.55)]
+    table = exp.summarise(rows)
+    assert table.metric == "val_auc"
+    assert table.inits == ["scratch", "pre"] and table.labeled_subjects == [1, 2]
+    mean, std, n = table.cells[(2, "scratch")]
+    assert (mean, n) == (pytest.approx(0.7), 3)
+    assert std == pytest.approx(0.2)  # sample std of 0.5, 0.7, 0.9
+    assert table.cells[(2, "pre")] == (pytest.approx(0.8), 0.0, 1)  # NaN left out
+    assert table.cells[(1, "pre")][0] == pytest.approx(0.6)
+    md = table.to_markdown()
+    assert "| 2 | 0.7000 ± 0.2000 (n=3) | 0.8000 ± 0.0000 (n=1) |" in md
+    assert exp.summarise(rows, "val_accuracy").cells[(2, "scratch")][0] == pytest.approx(0.1)
+    empty = exp.summarise([row("a", 1, 0, float("nan"))])
+    assert empty.cells[(1, "a")][2] == 0 and math.isnan(empty.cells[(1, "a")][0])
+    assert "–" in empty.to_markdown()
+    with pytest.raises(ValueError):
+        exp.summarise([{**row("a", 1, 0, 1.0), "task": "other"}])
