@@ -6,6 +6,7 @@ import argparse
 import sys
 from pathlib import Path
 
+from ..arguments import add_overrides_argument, add_task_group
 from ..errors import CLIError
 
 TRANSFER_EPILOG = """\
@@ -20,9 +21,9 @@ OUT/results.md (headline metric, mean ± std over seeds), OUT/results.png.
 
 
 def register(sub: argparse._SubParsersAction) -> argparse.ArgumentParser:
-    p = sub.add_parser("experiment", help="run a transfer-learning experiment (many fine-tuning runs, summarised)",
-                       description="Experiments made of many fine-tuning runs.")
-    kinds = p.add_subparsers(dest="experiment_kind", metavar="KIND")
+    p, kinds = add_task_group(sub, "experiment",
+                              help="run a transfer-learning experiment (many fine-tuning runs, summarised)",
+                              description="Experiments made of many fine-tuning runs.", dest="experiment_kind")
     t = kinds.add_parser(
         "transfer", help="scratch vs pretrained inits across labelled-subject counts and seeds",
         description="Fine-tune every (init, labelled subjects, seed) combination in-process (seg or acl), "
@@ -30,17 +31,10 @@ def register(sub: argparse._SubParsersAction) -> argparse.ArgumentParser:
         epilog=TRANSFER_EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     t.add_argument("--config", type=Path, required=True, metavar="FILE", help="experiment YAML configuration")
-    t.add_argument("--set", dest="overrides", nargs="+", action="extend", default=[], metavar="KEY=VALUE",
-                   help="override experiment values, e.g. --set seeds=[0,1] finetune_overrides.optim.epochs=2")
+    add_overrides_argument(t, "seeds=[0,1] finetune_overrides.optim.epochs=2")
     t.add_argument("--out", type=Path, required=True, metavar="DIR", help="output directory (reused on a rerun)")
     t.set_defaults(func=run_transfer)
-    p.set_defaults(func=lambda args: _help(p))
     return p
-
-
-def _help(parser: argparse.ArgumentParser) -> int:
-    parser.print_help(sys.stderr)
-    return 2
 
 
 def run_transfer(args: argparse.Namespace) -> int:

@@ -8,12 +8,13 @@ comes from ``training_cli/commands/finetune_acl.py`` when that module is present
 from __future__ import annotations
 
 import argparse
-import importlib
 import json
 import sys
 from pathlib import Path
 
+from ..arguments import add_overrides_argument, add_task_group
 from ..errors import CLIError
+from .finetune_acl import register_acl
 
 SEG_EPILOG = """\
 examples:
@@ -29,24 +30,12 @@ OUT/model/ (model.safetensors + manifest.json, task "seg").
 
 
 def register(sub: argparse._SubParsersAction) -> argparse.ArgumentParser:
-    p = sub.add_parser("finetune", help="fine-tune on a labelled task (seg: cardiac segmentation)",
-                       description="Fine-tune a PlaneSSL network, from scratch or from pretrained weights.")
-    tasks = p.add_subparsers(dest="finetune_task", metavar="TASK")
+    p, tasks = add_task_group(sub, "finetune", help="fine-tune on a labelled task (seg: cardiac; acl: knee)",
+                              description="Fine-tune a PlaneSSL network, from scratch or from pretrained weights.",
+                              dest="finetune_task")
     register_seg(tasks)
-    try:
-        acl = importlib.import_module("training_cli.commands.finetune_acl")
-    except ModuleNotFoundError as exc:
-        if exc.name != "training_cli.commands.finetune_acl":
-            raise
-    else:
-        acl.register_acl(tasks)
-    p.set_defaults(func=lambda args: _help(p))
+    register_acl(tasks)
     return p
-
-
-def _help(parser: argparse.ArgumentParser) -> int:
-    parser.print_help(sys.stderr)
-    return 2
 
 
 def register_seg(tasks: argparse._SubParsersAction) -> argparse.ArgumentParser:
@@ -57,8 +46,7 @@ def register_seg(tasks: argparse._SubParsersAction) -> argparse.ArgumentParser:
         epilog=SEG_EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     p.add_argument("--config", type=Path, required=True, metavar="FILE", help="YAML configuration")
-    p.add_argument("--set", dest="overrides", nargs="+", action="extend", default=[], metavar="KEY=VALUE",
-                   help="override configuration values, e.g. --set optim.epochs=3 model.base_filters=8")
+    add_overrides_argument(p, "optim.epochs=3 model.base_filters=8")
     p.add_argument("--init", default=None, metavar="scratch|WEIGHTS",
                    help="'scratch' or a pretrained weights directory/.zip (overrides init.init)")
     p.add_argument("--transfer", choices=("encoder+decoder", "encoder"), default=None,

@@ -12,6 +12,7 @@ import argparse
 import sys
 from pathlib import Path
 
+from ..arguments import add_overrides_argument
 from ..errors import CLIError
 
 EPILOG = """\
@@ -38,8 +39,7 @@ def register_acl(subparsers: argparse._SubParsersAction) -> argparse.ArgumentPar
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     p.add_argument("--config", type=Path, required=True, metavar="FILE", help="YAML configuration")
-    p.add_argument("--set", dest="overrides", nargs="+", action="extend", default=[], metavar="KEY=VALUE",
-                   help="override configuration values, e.g. --set optim.epochs=3 data.max_slices=8")
+    add_overrides_argument(p, "optim.epochs=3 data.max_slices=8")
     p.add_argument("--init", default="scratch", metavar="scratch|WEIGHTS",
                    help="'scratch' or exported pretraining weights (directory or .zip) whose encoder is transferred")
     p.add_argument("--labeled-subjects", type=int, default=None, metavar="N",

@@ -11,34 +11,22 @@
 from __future__ import annotations
 
 import argparse
-import importlib
 import json
-import sys
 from pathlib import Path
 
+from ..arguments import add_task_group
 from ..errors import CLIError
+from .predict_acl import register_acl
 
 
 def register(sub: argparse._SubParsersAction) -> argparse.ArgumentParser:
-    p = sub.add_parser("predict", help="run exported weights on DICOM (seg: cardiac segmentation; lines)",
-                       description="Inference with exported PlaneSSL weights (torch + numpy only).")
-    tasks = p.add_subparsers(dest="predict_task", metavar="TASK")
+    p, tasks = add_task_group(sub, "predict", help="run exported weights on DICOM (seg, lines, acl)",
+                              description="Inference with exported PlaneSSL weights (torch + numpy only).",
+                              dest="predict_task")
     _register_seg(tasks)
     _register_lines(tasks)
-    try:
-        acl = importlib.import_module("training_cli.commands.predict_acl")
-    except ModuleNotFoundError as exc:
-        if exc.name != "training_cli.commands.predict_acl":
-            raise
-    else:
-        acl.register_acl(tasks)
-    p.set_defaults(func=lambda args: _help(p))
+    register_acl(tasks)
     return p
-
-
-def _help(parser: argparse.ArgumentParser) -> int:
-    parser.print_help(sys.stderr)
-    return 2
 
 
 def _register_seg(tasks: argparse._SubParsersAction) -> None:

@@ -14,6 +14,7 @@ import logging
 import sys
 from pathlib import Path
 
+from ..arguments import add_overrides_argument
 from ..errors import CLIError
 
 EPILOG = """\
@@ -41,10 +42,7 @@ def register(sub: argparse._SubParsersAction) -> argparse.ArgumentParser:
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     p.add_argument("--config", type=Path, required=True, metavar="FILE", help="YAML configuration")
-    p.add_argument(
-        "--set", dest="overrides", nargs="+", action="extend", default=[], metavar="KEY=VALUE",
-        help="override configuration values, e.g. --set model.base_filters=8 optim.epochs=3 (YAML values)",
-    )
+    add_overrides_argument(p, "model.base_filters=8 optim.epochs=3")
     p.add_argument("--out", type=Path, default=None, metavar="DIR", help="output directory (overrides 'output')")
     p.add_argument("--resume", action="store_true", help="continue the run in the output directory from 'last'")
     p.set_defaults(func=run)
