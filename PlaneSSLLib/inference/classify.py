@@ -22,7 +22,6 @@ from typing import Any
 
 import numpy as np
 import torch
-from safetensors.torch import load as safetensors_load
 from safetensors.torch import save as safetensors_save
 
 from ..atomic import atomic_write_bytes
@@ -36,7 +35,7 @@ from .weights import (
     WEIGHTS_FORMAT,
     WEIGHTS_FORMAT_VERSION,
     WeightsError,
-    read_weights_pair,
+    load_weights,
 )
 
 __all__ = [
@@ -94,23 +93,9 @@ def export_classifier(model: ExamClassifier, out_dir: str | Path, manifest: dict
 
 def load_classifier(path: str | Path, device: str | torch.device = "cpu") -> tuple[ExamClassifier, dict[str, Any]]:
     """``(model in eval mode, manifest)`` from exported classifier weights (never unpickles)."""
-    weights, manifest_bytes, where = read_weights_pair(Path(path))
-    try:
-        manifest = json.loads(manifest_bytes.decode("utf-8"))
-    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
-        raise WeightsError(f"{where}: {MANIFEST_FILE} is not valid JSON ({exc})") from exc
-    cfg = validate_classifier_manifest(manifest, f"{where}: {MANIFEST_FILE}")
-    try:
-        state = safetensors_load(weights)
-    except Exception as exc:  # safetensors raises its own error types
-        raise WeightsError(f"{where}: {WEIGHTS_FILE} is not a readable safetensors file ({exc})") from exc
-    model = ExamClassifier(cfg)
-    try:
-        model.load_state_dict(state, strict=True)
-    except RuntimeError as exc:
-        raise WeightsError(f"{where}: {WEIGHTS_FILE} does not fit architecture.config ({exc})") from exc
+    model, manifest, weights = load_weights(path, validate_classifier_manifest, ExamClassifier, device)
     manifest.setdefault("model_id", hashlib.sha256(weights).hexdigest()[:16])
-    return model.to(device).eval(), manifest
+    return model, manifest  # type: ignore[return-value]
 
 
 def prepare_config_from_manifest(manifest: dict[str, Any]) -> PrepareConfig:

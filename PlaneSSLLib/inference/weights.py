@@ -15,6 +15,7 @@ import io
 import json
 import platform
 import zipfile
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -34,6 +35,7 @@ __all__ = [
     "validate_manifest",
     "export_weights",
     "load_exported",
+    "load_weights",
     "package_versions",
     "read_weights_pair",
     "zip_weights",
@@ -195,20 +197,28 @@ def read_weights_pair(path: Path) -> tuple[bytes, bytes, str]:
     raise WeightsError(f"{path}: expected a weights directory or a .zip archive")
 
 
-def load_exported(path: str | Path, device: str | torch.device = "cpu") -> tuple[PlaneSSLNet, dict[str, Any]]:
-    """``(model in eval mode, manifest)`` from a weights directory or ``.zip`` (never unpickles)."""
-    path = Path(path)
-    weights, manifest_bytes, where = read_weights_pair(path)
+def load_weights(
+    path: str | Path,
+    validate: Callable[[dict[str, Any], str], Any],
+    build: Callable[[Any], torch.nn.Module],
+    device: str | torch.device = "cpu",
+) -> tuple[torch.nn.Module, dict[str, Any], bytes]:
+    """``(model in eval mode, manifest, raw weights)`` of any exported architecture (never unpickles).
+
+    ``validate(manifest, source)`` checks the manifest and returns the architecture config;
+    ``build(config)`` makes the empty network the tensors are loaded into (strictly).
+    """
+    weights, manifest_bytes, where = read_weights_pair(Path(path))
     try:
         manifest = json.loads(manifest_bytes.decode("utf-8"))
     except (UnicodeDecodeError, json.JSONDecodeError) as exc:
         raise WeightsError(f"{where}: {MANIFEST_FILE} is not valid JSON ({exc})") from exc
-    cfg = validate_manifest(manifest, f"{where}: {MANIFEST_FILE}")
+    cfg = validate(manifest, f"{where}: {MANIFEST_FILE}")
     try:
         state = safetensors_load(weights)
     except Exception as exc:  # safetensors raises its own error types
         raise WeightsError(f"{where}: {WEIGHTS_FILE} is not a readable safetensors file ({exc})") from exc
-    model = PlaneSSLNet(cfg)
+    model = build(cfg)
     expected = set(model.state_dict())
     missing, unexpected = sorted(expected - set(state)), sorted(set(state) - expected)
     if missing or unexpected:
@@ -221,7 +231,13 @@ def load_exported(path: str | Path, device: str | torch.device = "cpu") -> tuple
         model.load_state_dict(state, strict=True)
     except RuntimeError as exc:
         raise WeightsError(f"{where}: {WEIGHTS_FILE} does not fit architecture.config ({exc})") from exc
-    return model.to(device).eval(), manifest
+    return model.to(device).eval(), manifest, weights
+
+
+def load_exported(path: str | Path, device: str | torch.device = "cpu") -> tuple[PlaneSSLNet, dict[str, Any]]:
+    """``(PlaneSSLNet in eval mode, manifest)`` from a weights directory or ``.zip`` (never unpickles)."""
+    model, manifest, _ = load_weights(path, validate_manifest, PlaneSSLNet, device)
+    return model, manifest  # type: ignore[return-value]
 
 
 def zip_weights(directory: str | Path, archive: str | Path) -> Path:
