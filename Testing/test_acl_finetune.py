@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import json
 
+import numpy as np
 import pytest
 
 from PlaneSSLLib.data.config import PrepareConfig
@@ -14,7 +15,7 @@ from PlaneSSLLib.inference.weights import WeightsError, build_manifest, export_w
 from PlaneSSLLib.models import PlaneSSLNet, UNetConfig
 from PlaneSSLLib.phantoms import CohortOptions, write_cohort
 from PlaneSSLLib.training.config import ConfigError
-from PlaneSSLLib.training.finetune_acl import acl_config_from_dict, finetune_acl, split_exams
+from PlaneSSLLib.training.finetune_acl import _epoch_order, acl_config_from_dict, finetune_acl, split_exams
 
 SIZE, SPACING = 32, 4.5
 PREP = PrepareConfig(spacing_mm=SPACING, size_px=SIZE, dtype="float32", anatomy="knee")
@@ -75,6 +76,17 @@ def test_split_is_stratified_and_independent_of_seed(exams):
     assert sorted(e.label for e in t1) == [0, 1]
     with pytest.raises(ConfigError, match="labeled-subjects"):
         split_exams(exams, 0.4, 0, 9, 0)
+
+
+def test_fixed_steps_per_epoch_cover_the_exams_evenly():
+    labels = np.array([1, 0, 0, 0, 1, 0])
+    assert sorted(_epoch_order(labels, "pos_weight", np.random.default_rng(0))) == list(range(6))
+    order = _epoch_order(labels, "pos_weight", np.random.default_rng(0), steps=10, batch_size=2)
+    assert len(order) == 20 and np.ptp(np.bincount(order, minlength=6)) <= 1
+    # the same budget with fewer exams than a batch: batches of all of them
+    assert len(_epoch_order(labels[:1], "none", np.random.default_rng(0), steps=5, batch_size=2)) == 5
+    balanced = _epoch_order(labels, "sampler", np.random.default_rng(0), steps=200, batch_size=2)
+    assert abs(labels[balanced].mean() - 0.5) < 0.1  # classes drawn equally often
 
 
 def test_finetune_from_scratch_via_cli_then_predict(cohort, tmp_path, capsys):

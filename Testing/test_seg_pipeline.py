@@ -28,7 +28,7 @@ from PlaneSSLLib.inference.predict_lines import map_line_between_grids
 from PlaneSSLLib.inference.weights import build_manifest, export_weights
 from PlaneSSLLib.models import PlaneSSLNet, UNetConfig
 from PlaneSSLLib.phantoms import CohortOptions, write_cohort
-from PlaneSSLLib.training.finetune_seg import finetune_config_from_dict, finetune_seg
+from PlaneSSLLib.training.finetune_seg import epoch_batches, finetune_config_from_dict, finetune_seg
 from training_cli.main import main
 
 PREP = PrepareConfig(spacing_mm=3.0, size_px=64, dtype="float32", anatomy="heart")
@@ -140,6 +140,22 @@ def finetuned(cohort, seg_cache, tmp_path_factory):
     pre = _export_line_net(base / "pretrained")
     cfg = _config(cohort, seg_cache.path.parent, base / "pre_run")
     return finetune_seg(cfg, init=str(pre), labeled_subjects=1, seed=0), pre
+
+
+def test_fixed_steps_per_epoch_do_not_grow_with_labelled_slices():
+    # one pass: every slice once, the last batch short
+    one_pass = epoch_batches(10, 4, None, seed=3)
+    assert [len(b) for b in one_pass] == [4, 4, 2]
+    assert sorted(int(i) for b in one_pass for i in b) == list(range(10))
+    # fixed steps: the same number of full batches for 10 and 40 labelled slices, each slice drawn equally often
+    for n in (10, 40):
+        batches = epoch_batches(n, 4, 25, seed=3)
+        assert [len(b) for b in batches] == [4] * 25
+        counts = np.bincount(np.concatenate([b.numpy() for b in batches]), minlength=n)
+        assert counts.max() - counts.min() <= 1
+    # fewer slices than a batch: batches of all of them
+    assert [len(b) for b in epoch_batches(3, 8, 5, seed=0)] == [3] * 5
+    assert not np.array_equal(epoch_batches(10, 4, 5, seed=0)[0], epoch_batches(10, 4, 5, seed=1)[0])
 
 
 def test_finetune_from_pretrained_exports_seg_weights(finetuned):

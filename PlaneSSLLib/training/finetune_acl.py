@@ -133,6 +133,9 @@ class AclOptimConfig:
     weight_decay: float = 1e-4
     epochs: int = 20
     batch_size: int = 2  #: exams per step
+    #: steps per epoch, cut from consecutive passes over the training exams, so that the budget does not grow
+    #: with the number of labelled exams; null: one pass per epoch
+    steps_per_epoch: int | None = None
 
 
 @dataclass
@@ -201,6 +204,8 @@ def _check(cfg: AclConfig, origin_of, problems: list[str]) -> None:
         bad("optim.weight_decay", f"must be >= 0, got {o.weight_decay}")
     if o.epochs < 1 or o.batch_size < 1:
         bad("optim.epochs", "epochs and batch_size must be >= 1")
+    if o.steps_per_epoch is not None and o.steps_per_epoch < 1:
+        bad("optim.steps_per_epoch", f"must be >= 1 or null (one pass per epoch), got {o.steps_per_epoch}")
     if not 0.0 < e.threshold < 1.0:
         bad("evaluation.threshold", f"must be in (0, 1), got {e.threshold}")
     if e.bootstrap < 0 or not 0.0 < e.confidence < 1.0:
@@ -365,11 +370,20 @@ def _augment_config(data: AclDataConfig) -> AugmentConfig | None:
         raise ConfigError([f"data.augment_options: {exc}"]) from exc
 
 
-def _epoch_order(labels: np.ndarray, balance: str, rng: np.random.Generator) -> np.ndarray:
-    if balance != "sampler" or len(np.unique(labels)) < 2:
-        return rng.permutation(len(labels))
-    weights = np.where(labels == 1, 0.5 / (labels == 1).sum(), 0.5 / (labels == 0).sum())
-    return rng.choice(len(labels), size=len(labels), replace=True, p=weights)
+def _epoch_order(labels: np.ndarray, balance: str, rng: np.random.Generator, steps: int | None = None,
+                 batch_size: int = 1) -> np.ndarray:
+    """Exam indices of one epoch: one pass (shuffled, or class-balanced draws for ``"sampler"``), or, with
+    ``steps``, ``steps`` batches of ``min(batch_size, len(labels))`` cut from consecutive passes."""
+    def one_pass() -> np.ndarray:
+        if balance != "sampler" or len(np.unique(labels)) < 2:
+            return rng.permutation(len(labels))
+        weights = np.where(labels == 1, 0.5 / (labels == 1).sum(), 0.5 / (labels == 0).sum())
+        return rng.choice(len(labels), size=len(labels), replace=True, p=weights)
+
+    if steps is None:
+        return one_pass()
+    need = steps * min(batch_size, len(labels))
+    return np.concatenate([one_pass() for _ in range(math.ceil(need / len(labels)))])[:need]
 
 
 @torch.no_grad()
@@ -505,10 +519,11 @@ def finetune_acl(config: AclConfig, init: str | Path = "scratch", labeled_subjec
             model.encoder.eval()  # frozen: keep the pretrained BatchNorm statistics
         train_ds.set_epoch(epoch)
         rng = np.random.default_rng([seed, epoch])
-        order = _epoch_order(labels, config.data.balance, rng).tolist()
+        order = _epoch_order(labels, config.data.balance, rng, o.steps_per_epoch, o.batch_size).tolist()
+        size = min(o.batch_size, len(labels)) if o.steps_per_epoch else o.batch_size
         losses = []
-        for b, first in enumerate(range(0, len(order), o.batch_size)):
-            items = [train_ds[i] for i in order[first:first + o.batch_size]]
+        for b, first in enumerate(range(0, len(order), size)):
+            items = [train_ds[i] for i in order[first:first + size]]
             if aug is not None:
                 gen = torch.Generator().manual_seed(int(np.random.SeedSequence([seed, epoch, b]).generate_state(1)[0]))
                 for it in items:

@@ -73,6 +73,7 @@ __all__ = [
     "load_finetune_config",
     "finetune_config_from_dict",
     "build_seg_model_config",
+    "epoch_batches",
 ]
 
 log = logging.getLogger("planessl.training")
@@ -124,6 +125,9 @@ class SegOptimConfig:
     decay_every: int = 100
     epochs: int = 500
     batch_size: int = 20
+    #: batches per epoch, drawn from the labelled slices (nnU-Net style), so that the training budget does not
+    #: grow with the number of labelled subjects; null: one pass over the labelled slices per epoch
+    steps_per_epoch: int | None = None
 
 
 @dataclass
@@ -187,6 +191,8 @@ def _check(cfg: FinetuneSegConfig, origin_of, problems: list[str]) -> None:
         bad("init.init", f"{cfg.init.init}: no such weights directory or archive (or 'scratch')")
     if o.lr <= 0 or o.epochs < 1 or o.batch_size < 1 or o.decay_every < 1 or not 0 < o.decay_factor <= 1:
         bad("optim", "lr > 0, epochs >= 1, batch_size >= 1, decay_every >= 1 and 0 < decay_factor <= 1 needed")
+    if o.steps_per_epoch is not None and o.steps_per_epoch < 1:
+        bad("optim.steps_per_epoch", f"must be >= 1 or null (one pass per epoch), got {o.steps_per_epoch}")
     if cfg.loss.dice_weight < 0 or cfg.loss.ce_weight < 0 or cfg.loss.dice_weight + cfg.loss.ce_weight == 0:
         bad("loss", "weights must be >= 0 and not both 0")
     if r.device not in ("auto", "cpu", "cuda"):
@@ -324,6 +330,20 @@ def _mean_dice(pred: np.ndarray, ref: np.ndarray) -> float:
     return float(np.mean(scores))
 
 
+def epoch_batches(n_slices: int, batch_size: int, steps: int | None, seed: int) -> list[torch.Tensor]:
+    """Slice indices of each batch of one epoch: one shuffled pass over ``n_slices`` (``steps`` None), or
+    ``steps`` batches of ``min(batch_size, n_slices)`` cut from consecutive shuffled passes, so every slice is
+    drawn equally often (±1) and the budget in optimiser steps does not depend on how many slices are labelled."""
+    gen = torch.Generator().manual_seed(seed)
+    if steps is None:
+        order = torch.randperm(n_slices, generator=gen)
+        return list(order.split(batch_size))
+    size = min(batch_size, n_slices)
+    need = steps * size
+    order = torch.cat([torch.randperm(n_slices, generator=gen) for _ in range(math.ceil(need / n_slices))])
+    return list(order[:need].split(size))
+
+
 class _Run:
     """One fine-tuning run (a class only to keep ``finetune_seg`` short)."""
 
@@ -366,15 +386,20 @@ class _Run:
     def loss(self, logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
         return self.loss_fn(logits.float(), labels.unsqueeze(1))
 
+    def batches(self, epoch: int) -> list[torch.Tensor]:
+        o = self.config.optim
+        return epoch_batches(len(self.train_x), o.batch_size, o.steps_per_epoch,
+                             _batch_seed(self.config.runtime.seed, epoch, 0xFFFF))
+
+    def steps_per_epoch(self) -> int:
+        o = self.config.optim
+        return o.steps_per_epoch or math.ceil(len(self.train_x) / o.batch_size)
+
     def train_epoch(self, epoch: int, progress: ProgressReporter) -> float:
         cfg = self.config
         self.net.train()
-        gen = torch.Generator().manual_seed(_batch_seed(cfg.runtime.seed, epoch, 0xFFFF))
-        order = torch.randperm(len(self.train_x), generator=gen)
-        bs = cfg.optim.batch_size
         total, n = 0.0, 0
-        for b, start in enumerate(range(0, len(order), bs)):
-            idx = order[start:start + bs]
+        for b, idx in enumerate(self.batches(epoch)):
             x, y = self.train_x[idx].to(self.device), self.train_y[idx].to(self.device)
             if self.augment is not None:
                 g = torch.Generator(device=self.device).manual_seed(_batch_seed(cfg.runtime.seed, epoch, b))
@@ -509,7 +534,7 @@ def _train(run: _Run, out: Path) -> tuple[list[dict[str, Any]], dict[str, torch.
     """The epoch loop; returns (history, best weights, best epoch)."""
     cfg = run.config
     epochs = cfg.optim.epochs
-    steps = epochs * math.ceil(len(run.train_x) / cfg.optim.batch_size)
+    steps = epochs * run.steps_per_epoch()
     progress = ProgressReporter(steps, 0, True, cfg.runtime.progress, cfg.runtime.log_every)
     history: list[dict[str, Any]] = []
     best_state, best_epoch, best_score = copy.deepcopy(run.net.state_dict()), 1, -math.inf
