@@ -1,18 +1,40 @@
-"""The README's main job end to end, at the smallest size: write, inspect, prepare, pretrain, evaluate."""
+"""The README's main job end to end, at the smallest size: write, inspect, prepare, pretrain, evaluate and the
+transfer experiment."""
 
 from __future__ import annotations
 
+import csv
 import json
+from pathlib import Path
+
+import yaml
 
 from training_cli.main import main
+
+EXPERIMENT_DEMO = Path(__file__).resolve().parents[1] / "Resources" / "Configs" / "experiment_transfer_demo.yaml"
 
 
 def test_demo_main_job_end_to_end(tmp_path, capsys):
     out = tmp_path / "demo"
-    argv = ["demo", "--out", str(out), "--heart-subjects", "4", "--knee-subjects", "4", "--epochs", "1"]
+    # the packaged experiment at the smallest budget: one seed, one step
+    experiment = yaml.safe_load(EXPERIMENT_DEMO.read_text())
+    experiment["seeds"] = [0]
+    experiment["finetune_overrides"] |= {"optim.epochs": 1, "optim.steps_per_epoch": 1}
+    (tmp_path / "exp.yaml").write_text(yaml.safe_dump(experiment, sort_keys=False))
+    argv = ["demo", "--out", str(out), "--heart-subjects", "5", "--knee-subjects", "4", "--epochs", "1",
+            "--transfer-config", str(tmp_path / "exp.yaml")]
     assert main(argv) == 0
     printed = capsys.readouterr().out
     assert "PlaneSSL demo summary" in printed and "held-out pretext" in printed
+    # it ends with the transfer experiment's table: scratch and pretrained at 1 and 2 labelled subjects
+    assert printed.rstrip().endswith(".") and "| labelled subjects | scratch | pretrained |" in printed
+    table = printed[printed.index("| labelled subjects"):]
+    assert [line.split("|")[1].strip() for line in table.splitlines()[2:4]] == ["1", "2"]
+    with open(out / "transfer" / "heart" / "results.csv", newline="") as f:
+        rows = list(csv.DictReader(f))
+    assert {(r["init"], r["labeled_subjects"]) for r in rows} == {(i, n) for i in ("scratch", "pretrained")
+                                                                 for n in ("1", "2")}
+    assert (out / "transfer" / "heart" / "results.png").is_file()
     summary = json.loads((out / "reports" / "summary.json").read_text())
     assert summary["heart"]["series_by_view"].keys() == {"SAX", "2CH", "3CH", "4CH"}
     assert summary["knee"]["series_by_view"] == {"AX": 4, "COR": 4, "SAG": 4}

@@ -4,8 +4,11 @@ Stages per anatomy, each an ordinary ``planessl`` command so that the demo is th
 pipeline: write the cohort as DICOM (``phantom``), read it back and label its views
 (``inspect``), resample it into a cache (``prepare``), pretrain both pretext tasks on the CPU
 (``pretrain``, from ``Resources/Configs/pretrain_demo.yaml``) and measure them on held-out
-subjects beside an untrained network (``evaluate-pretext``). The run's resolved config is saved
-beside its outputs (``demo_config.yaml``); every stage that is already complete is reused.
+subjects beside an untrained network (``evaluate-pretext``). It ends with a small transfer
+experiment on the heart (``experiment transfer``, ``Resources/Configs/experiment_transfer_demo.yaml``):
+segmentation fine-tuned from scratch and from the pretrained weights with 1 and 2 labelled
+subjects, and prints its table. The run's resolved config is saved beside its outputs
+(``demo_config.yaml``); every stage that is already complete is reused.
 """
 
 from __future__ import annotations
@@ -41,6 +44,8 @@ class DemoConfig:
     pretrain_config: str = str(CONFIG_DIR / "pretrain_demo.yaml")
     epochs: int | None = None  # None: as in the pretraining config
     skip_pretrain: bool = False
+    skip_transfer: bool = False
+    transfer_config: str = str(CONFIG_DIR / "experiment_transfer_demo.yaml")
     prepare: dict = field(default_factory=lambda: {k: dict(v) for k, v in PREPARE.items()})
 
 
@@ -59,7 +64,13 @@ def register(sub: argparse._SubParsersAction) -> argparse.ArgumentParser:
     p.add_argument("--pretrain-config", type=Path, default=None, metavar="FILE",
                    help="pretraining YAML (default: Resources/Configs/pretrain_demo.yaml)")
     p.add_argument("--epochs", type=int, default=None, help="pretraining epochs (default: the config's)")
-    p.add_argument("--skip-pretrain", action="store_true", help="stop after writing, inspecting and preparing")
+    p.add_argument("--skip-pretrain", action="store_true",
+                   help="stop after writing, inspecting and preparing (no pretraining, no transfer experiment)")
+    p.add_argument("--skip-transfer", action="store_true",
+                   help="stop after pretraining and evaluating (no transfer experiment)")
+    p.add_argument("--transfer-config", type=Path, default=None, metavar="FILE",
+                   help="transfer experiment YAML (default: Resources/Configs/experiment_transfer_demo.yaml); its "
+                        "data paths and the pretrained weights are set to the demo's")
     p.set_defaults(func=run)
     return p
 
@@ -122,15 +133,20 @@ def run(args: argparse.Namespace) -> int:
     cfg = DemoConfig(
         out=str(args.out), heart_subjects=args.heart_subjects, knee_subjects=args.knee_subjects,
         seed=args.seed, heart_layout=args.heart_layout, workers=args.workers, epochs=args.epochs,
-        skip_pretrain=args.skip_pretrain,
+        skip_pretrain=args.skip_pretrain, skip_transfer=args.skip_transfer or args.skip_pretrain,
     )
     if args.pretrain_config is not None:
         cfg.pretrain_config = str(args.pretrain_config)
+    if args.transfer_config is not None:
+        cfg.transfer_config = str(args.transfer_config)
     if cfg.heart_subjects < 4 or cfg.knee_subjects < 4:
         raise CLIError("--heart-subjects and --knee-subjects must be at least 4 (training and held-out subjects)")
     if not cfg.skip_pretrain and not Path(cfg.pretrain_config).is_file():
         raise CLIError(f"{cfg.pretrain_config}: pretraining config not found (run from a PlaneSSL checkout, "
                        "or pass --pretrain-config)")
+    if not cfg.skip_transfer and not Path(cfg.transfer_config).is_file():
+        raise CLIError(f"{cfg.transfer_config}: transfer experiment config not found (pass --transfer-config, "
+                       "or --skip-transfer)")
     out = Path(cfg.out)
     out.mkdir(parents=True, exist_ok=True)
     (out / "demo_config.yaml").write_text(yaml.safe_dump(asdict(cfg), sort_keys=False))
@@ -172,9 +188,31 @@ def run(args: argparse.Namespace) -> int:
             entry["budget"] = result["budget"]
         entry["seconds"] = {k: round(v, 1) for k, v in times.items()}
         summary[anatomy] = entry
+    table = None
+    if not cfg.skip_transfer:
+        t = time.perf_counter()
+        print("[transfer] heart segmentation fine-tuned from scratch and from the pretrained "
+              f"weights ({Path(cfg.transfer_config).name})", flush=True)
+        table = _transfer_experiment(cfg, out)
+        summary["heart"]["seconds"]["transfer"] = round(time.perf_counter() - t, 1)
     (reports / "summary.json").write_text(json.dumps(summary, indent=2))
     _print_summary(summary, out)
+    if table is not None:
+        print(f"\ntransfer experiment (heart segmentation, test subjects; {out / 'transfer' / 'heart'}):")
+        print(table, end="")
     return 0
+
+
+def _transfer_experiment(cfg: DemoConfig, out: Path) -> str:
+    """``planessl experiment transfer`` on the demo's heart cohort and pretrained weights; its Markdown table."""
+    exp_out = out / "transfer" / "heart"
+    overrides = [f"inits.pretrained={out / 'pretrain' / 'heart' / 'model'}",
+                 f"finetune_overrides.data.dicom={out / 'data' / 'heart'}",
+                 f"finetune_overrides.data.cache={out / 'seg_cache'}",
+                 f"finetune_overrides.data.split_seed={cfg.seed}"]
+    _planessl(["experiment", "transfer", "--config", cfg.transfer_config, "--out", str(exp_out),
+               "--set", *overrides], capture=True)
+    return (exp_out / "results.md").read_text(encoding="utf-8")
 
 
 def _print_summary(summary: dict[str, dict], out: Path) -> None:
@@ -192,4 +230,5 @@ def _print_summary(summary: dict[str, dict], out: Path) -> None:
             print(line)
         print("    seconds: " + ", ".join(f"{k} {v}" for k, v in s["seconds"].items()))
     print(f"outputs in {out}: data/ (DICOM cohorts), cache/, pretrain/<anatomy>/ (weights in model/, "
-          "progress.png, pretext_eval/), reports/, demo_config.yaml")
+          "progress.png, pretext_eval/), seg_cache/, transfer/heart/ (results.csv, results.md, results.png), "
+          "reports/, demo_config.yaml")
