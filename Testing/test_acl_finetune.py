@@ -69,13 +69,19 @@ def test_exams_from_dicom(exams, cohort):
 
 
 def test_split_is_stratified_and_independent_of_seed(exams):
-    train, val = split_exams(exams, 0.4, 0, None, 0)
-    assert sorted(e.label for e in val) == [0, 1] and len(train) == 3
-    t1, v1 = split_exams(exams, 0.4, 0, 2, 5)
+    train, val, test = split_exams(exams, 0.4, 0, None, 0)
+    assert sorted(e.label for e in val) == [0, 1] and len(train) == 3 and test == []
+    t1, v1, _ = split_exams(exams, 0.4, 0, 2, 5)
     assert [e.key for e in v1] == [e.key for e in val]
     assert sorted(e.label for e in t1) == [0, 1]
     with pytest.raises(ConfigError, match="labeled-subjects"):
         split_exams(exams, 0.4, 0, 9, 0)
+    # a test split: disjoint from validation and training, stratified, and fixed by split_seed alone
+    tr, va, te = split_exams(exams, 0.3, 0, None, 0, test_fraction=0.3)
+    keys = [[e.key for e in part] for part in (tr, va, te)]
+    assert sorted(sum(keys, [])) == sorted(e.key for e in exams) and all(keys)
+    assert sorted({e.label for e in tr}) == [0, 1]
+    assert [e.key for e in split_exams(exams, 0.3, 0, 1, 7, test_fraction=0.3)[2]] == keys[2]
 
 
 def test_fixed_steps_per_epoch_cover_the_exams_evenly():
@@ -135,7 +141,8 @@ def test_finetune_from_pretrained_export(cohort, exams, tmp_path):
     assert result.init == "pretrained" and result.n_train == 2 and result.n_val == 2
     assert 1 <= result.best_epoch <= 2 and len(result.history) == 2
     rows = result.results_rows()
-    assert {r["metric"] for r in rows} >= {"val_auc", "val_auc_ci_low", "val_accuracy"}
+    assert {r["metric"] for r in rows} >= {"auc", "auc_ci_low", "accuracy", "val_auc", "val_auc_ci_low", "val_accuracy"}
+    assert result.metrics["split"] == "validation" and result.n_test == 0  # no test split: validation reported
     assert all(r["task"] == "acl" and r["labeled_subjects"] == 2 and r["seed"] == 1 for r in rows)
     model, manifest = load_classifier(result.weights)
     assert manifest["training_config"]["init"]["kind"] == "pretrained"
@@ -163,3 +170,34 @@ def test_errors_name_the_problem(cohort, exams, tmp_path):
     finetune_acl(cfg, "scratch", seed=0, exams=exams)
     with pytest.raises(ConfigError, match="already holds"):
         finetune_acl(cfg, "scratch", seed=0, exams=exams)
+
+
+def test_transfer_experiment_for_acl_reports_test_auc(cohort, tmp_path, capsys):
+    """``planessl experiment transfer`` with task acl: scratch and pretrained inits, a test split, the table."""
+    import csv
+
+    import yaml
+
+    from training_cli.main import main
+
+    weights, _ = _pretrained(tmp_path / "pre")
+    finetune = json.loads(json.dumps(TINY))
+    finetune["data"] |= {"root": str(cohort), "val_fraction": 0.2, "test_fraction": 0.2}
+    finetune["optim"] |= {"epochs": 1, "steps_per_epoch": 2}
+    (tmp_path / "ft.yaml").write_text(yaml.safe_dump(finetune))
+    experiment = {"task": "acl", "finetune_config": str(tmp_path / "ft.yaml"), "labeled_subjects": [2],
+                  "seeds": [0], "inits": {"scratch": "scratch", "pretrained": str(weights)}}
+    (tmp_path / "exp.yaml").write_text(yaml.safe_dump(experiment, sort_keys=False))
+    out = tmp_path / "exp"
+    assert main(["experiment", "transfer", "--config", str(tmp_path / "exp.yaml"), "--out", str(out)]) == 0
+    printed = capsys.readouterr().out
+    assert "Headline metric: `auc`" in printed and "| labelled subjects | scratch | pretrained |" in printed
+    with open(out / "results.csv", newline="") as f:
+        rows = list(csv.DictReader(f))
+    assert {(r["init"], r["labeled_subjects"], r["seed"]) for r in rows} == {("scratch", "2", "0"),
+                                                                          ("pretrained", "2", "0")}
+    assert {"auc", "val_auc", "sensitivity_ci_high"} <= {r["metric"] for r in rows}
+    for init in ("scratch", "pretrained"):
+        metrics = json.loads((out / "runs" / f"{init}_n2_s0" / "metrics.json").read_text())
+        assert metrics["split"] == "test" and metrics["n_exams"] == 2 and metrics["validation"]["n_exams"] == 1
+        assert metrics["n_train"] == 2

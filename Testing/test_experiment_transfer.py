@@ -149,15 +149,15 @@ def test_cli_bad_config_is_a_clean_error(setup, capsys):
 
 
 def test_summarise_math():
-    def row(init, n, seed, value, metric="val_auc"):
+    def row(init, n, seed, value, metric="auc"):
         return {"task": "acl", "init": init, "labeled_subjects": n, "seed": seed, "metric": metric, "value": value}
 
     rows = [row("scratch", 2, 0, 0.5), row("scratch", 2, 1, 0.7), row("scratch", 2, 2, 0.9),
-            row("scratch", 2, 0, 0.1, "val_accuracy"),
+            row("scratch", 2, 0, 0.1, "accuracy"),
             row("pre", 2, 0, 0.8), row("pre", 2, 1, float("nan")),
             row("pre", 1, 0, 0.6), row("scratch", 1, 0, 0.55)]
     table = exp.summarise(rows)
-    assert table.metric == "val_auc"
+    assert table.metric == "auc"
     assert table.inits == ["scratch", "pre"] and table.labeled_subjects == [1, 2]
     mean, std, n = table.cells[(2, "scratch")]
     assert (mean, n) == (pytest.approx(0.7), 3)
@@ -166,7 +166,7 @@ def test_summarise_math():
     assert table.cells[(1, "pre")][0] == pytest.approx(0.6)
     md = table.to_markdown()
     assert "| 2 | 0.7000 ± 0.2000 (n=3) | 0.8000 ± 0.0000 (n=1) |" in md
-    assert exp.summarise(rows, "val_accuracy").cells[(2, "scratch")][0] == pytest.approx(0.1)
+    assert exp.summarise(rows, "accuracy").cells[(2, "scratch")][0] == pytest.approx(0.1)
     empty = exp.summarise([row("a", 1, 0, float("nan"))])
     assert empty.cells[(1, "a")][2] == 0 and math.isnan(empty.cells[(1, "a")][0])
     assert "–" in empty.to_markdown()

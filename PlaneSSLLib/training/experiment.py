@@ -24,7 +24,8 @@ directory is removed and run again. Outputs::
     OUT/results.png       headline metric vs labelled subjects (log2 axis), one line per init, ±std band
 
 Headline metrics: seg -> ``"dice mean"`` (finetune_seg's mean Dice over every structure and phase of
-the evaluation subjects); acl -> ``"val_auc"`` (validation ROC AUC).
+the evaluation subjects); acl -> ``"auc"`` (ROC AUC on the test exams; the validation exams, which also
+select the epoch, when the fine-tuning config has no ``data.test_fraction``).
 """
 
 from __future__ import annotations
@@ -59,7 +60,7 @@ RESULT_COLUMNS = ("task", "init", "labeled_subjects", "seed", "metric", "value")
 #: task -> (metric name in results_rows, description)
 HEADLINE_METRICS = {
     "seg": ("dice mean", "mean Dice over structures (RV, Myo, LV) and phases (ED, ES)"),
-    "acl": ("val_auc", "validation ROC AUC"),
+    "acl": ("auc", "ROC AUC on the test exams (the validation exams without data.test_fraction)"),
 }
 _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.+-]*$")
 

@@ -104,8 +104,9 @@ class AclDataConfig:
     spacing_mm: float | None = None  #: null: the pretrained model's (3.0 from scratch)
     image_size: int | None = None  #: null: the pretrained model's (64 from scratch)
     normalisation: str = "minmax"  #: from scratch; a pretrained model's is used otherwise
-    val_fraction: float = 0.25  #: exams held out for validation (stratified)
-    split_seed: int = 0  #: the train/validation split (independent of runtime.seed)
+    val_fraction: float = 0.25  #: exams held out for validation: model selection (stratified)
+    test_fraction: float = 0.0  #: exams held out for testing: the reported metrics (stratified; 0: validation's)
+    split_seed: int = 0  #: the train/validation/test split (independent of runtime.seed)
     max_slices: int = 0  #: slices per stack per training step (evenly spaced; 0 = all)
     balance: str = "pos_weight"  #: "pos_weight", "sampler" or "none"
     augment: bool = True
@@ -183,6 +184,8 @@ def _check(cfg: AclConfig, origin_of, problems: list[str]) -> None:
         bad("data.image_size", f"must be >= 8, got {d.image_size}")
     if not 0.0 <= d.val_fraction < 1.0:
         bad("data.val_fraction", f"must be in [0, 1), got {d.val_fraction}")
+    if not 0.0 <= d.test_fraction < 1.0 or d.val_fraction + d.test_fraction >= 1.0:
+        bad("data.test_fraction", f"must be in [0, 1) with val_fraction + test_fraction < 1, got {d.test_fraction}")
     if d.max_slices < 0:
         bad("data.max_slices", f"must be >= 0, got {d.max_slices}")
     if d.balance not in ("pos_weight", "sampler", "none"):
@@ -264,18 +267,27 @@ def _hash_order(keys: Sequence[str], seed: int) -> list[int]:
 
 
 def split_exams(exams: Sequence[Exam], val_fraction: float, split_seed: int, labeled_subjects: int | None,
-                seed: int) -> tuple[list[Exam], list[Exam]]:
-    """``(training, validation)``: stratified hold-out by ``split_seed``, then N training exams by ``seed``."""
+                seed: int, test_fraction: float = 0.0) -> tuple[list[Exam], list[Exam], list[Exam]]:
+    """``(training, validation, test)``: stratified hold-outs by ``split_seed`` (test first, then validation;
+    each class keeps at least one training exam), then N training exams by ``seed``."""
     train: list[Exam] = []
     val: list[Exam] = []
+    test: list[Exam] = []
+
+    def held_out(fraction: float, available: int) -> int:
+        k = int(round(fraction * available))
+        if fraction > 0 and available >= 2:
+            k = max(1, min(k, available - 1))
+        return k
+
     for label in (0, 1):
         group = [e for e in exams if e.label == label]
         order = _hash_order([e.key for e in group], split_seed)
-        k = int(round(val_fraction * len(group)))
-        if val_fraction > 0 and len(group) >= 2:
-            k = max(1, min(k, len(group) - 1))
-        val += [group[i] for i in order[:k]]
-        train += [group[i] for i in order[k:]]
+        k_test = held_out(test_fraction, len(group))
+        k_val = held_out(val_fraction, len(group) - k_test)
+        test += [group[i] for i in order[:k_test]]
+        val += [group[i] for i in order[k_test:k_test + k_val]]
+        train += [group[i] for i in order[k_test + k_val:]]
     if labeled_subjects is not None:
         n = int(labeled_subjects)
         if not 1 <= n <= len(train):
@@ -290,9 +302,9 @@ def split_exams(exams: Sequence[Exam], val_fraction: float, split_seed: int, lab
         n_pos = n - n_neg
         train = ([pos[i] for i in _hash_order([e.key for e in pos], seed)[:n_pos]]
                  + [neg[i] for i in _hash_order([e.key for e in neg], seed)[:n_neg]])
-    train.sort(key=lambda e: e.key)
-    val.sort(key=lambda e: e.key)
-    return train, val
+    for part in (train, val, test):
+        part.sort(key=lambda e: e.key)
+    return train, val, test
 
 
 # ----------------------------------------------------------------------------- model
@@ -346,17 +358,24 @@ class AclResult:
     history: list[dict[str, Any]]
     n_train: int
     n_val: int
+    n_test: int = 0
+    #: metrics of the best epoch on the validation exams (they selected it); ``metrics`` holds the reported
+    #: ones: the test exams' when there is a test split, else these
+    val_metrics: dict[str, Any] = field(default_factory=dict)
 
     def results_rows(self) -> list[dict[str, Any]]:
-        """Rows ``task,init,labeled_subjects,seed,metric,value`` (DESIGN.md section 3) for results.csv."""
+        """Rows ``task,init,labeled_subjects,seed,metric,value`` (DESIGN.md section 3) for results.csv:
+        ``auc``, ``accuracy``, ... (+ ``_ci_low``/``_ci_high``) on the reported split (test, or validation
+        without a test split) and ``val_auc``, ... on the validation exams that selected the epoch."""
         rows = []
-        for name in ("auc", "accuracy", "sensitivity", "specificity"):
-            mv = self.metrics.get(name) or {}
-            for suffix, key in (("", "value"), ("_ci_low", "ci_low"), ("_ci_high", "ci_high")):
-                value = mv.get(key)
-                rows.append({"task": "acl", "init": self.init, "labeled_subjects": self.labeled_subjects,
-                             "seed": self.seed, "metric": f"val_{name}{suffix}",
-                             "value": float("nan") if value is None else value})
+        for prefix, metrics in (("", self.metrics), ("val_", self.val_metrics or self.metrics)):
+            for name in ("auc", "accuracy", "sensitivity", "specificity"):
+                mv = metrics.get(name) or {}
+                for suffix, key in (("", "value"), ("_ci_low", "ci_low"), ("_ci_high", "ci_high")):
+                    value = mv.get(key)
+                    rows.append({"task": "acl", "init": self.init, "labeled_subjects": self.labeled_subjects,
+                                 "seed": self.seed, "metric": f"{prefix}{name}{suffix}",
+                                 "value": float("nan") if value is None else value})
         return rows
 
 
@@ -471,8 +490,8 @@ def finetune_acl(config: AclConfig, init: str | Path = "scratch", labeled_subjec
         if shape != (start.prep.size_px, start.prep.size_px):
             raise ExamError(f"exam {e.key}: slices of {shape}, the model takes {start.prep.size_px}² "
                             "(pass exams prepared with the same settings)")
-    train_exams, val_exams = split_exams(all_exams, config.data.val_fraction, config.data.split_seed,
-                                         labeled_subjects, seed)
+    train_exams, val_exams, test_exams = split_exams(all_exams, config.data.val_fraction, config.data.split_seed,
+                                                     labeled_subjects, seed, config.data.test_fraction)
     labels = np.array([e.label for e in train_exams], dtype=np.int64)
     if len(train_exams) == 0:
         raise ExamError("no training exam")
@@ -505,8 +524,8 @@ def finetune_acl(config: AclConfig, init: str | Path = "scratch", labeled_subjec
     out.mkdir(parents=True, exist_ok=True)
     atomic_write_bytes(out / "config.yaml", ("# resolved PlaneSSL ACL fine-tuning configuration\n"
                                              + yaml.safe_dump(run_dict, sort_keys=False)).encode("utf-8"))
-    log.info("finetune acl (%s): %d training exams (%d torn), %d validation exams, pos_weight %s",
-             start.record["kind"], len(train_exams), n_pos, len(val_exams),
+    log.info("finetune acl (%s): %d training exams (%d torn), %d validation, %d test exams, pos_weight %s",
+             start.record["kind"], len(train_exams), n_pos, len(val_exams), len(test_exams),
              "-" if pos_weight is None else f"{pos_weight:.3g}")
 
     history: list[dict[str, Any]] = []
@@ -565,12 +584,21 @@ def finetune_acl(config: AclConfig, init: str | Path = "scratch", labeled_subjec
 
     assert best is not None
     model.load_state_dict(load_checkpoint(checkpoint_path(ckpt_dir, "best")).model_state())
-    probs = _predict(model, val_ds, device) if len(val_ds) else np.zeros(0)
     ev = config.evaluation
-    raw = classification_metrics(val_labels, probs, ev.threshold, ev.bootstrap, seed, ev.confidence)
-    metrics: dict[str, Any] = {k: (v.to_dict() if hasattr(v, "to_dict") else v) for k, v in raw.items()}
-    metrics |= {"split": "validation", "best_epoch": best["epoch"], "n_train": len(train_exams),
-                "n_train_positive": n_pos, "pos_weight": pos_weight}
+
+    def evaluate(ds: ExamDataset, split: str) -> dict[str, Any]:
+        truth = ds.labels()
+        probs = _predict(model, ds, device) if len(ds) else np.zeros(0)
+        raw = classification_metrics(truth, probs, ev.threshold, ev.bootstrap, seed, ev.confidence)
+        return {k: (v.to_dict() if hasattr(v, "to_dict") else v) for k, v in raw.items()} | {
+            "split": split, "n_exams": len(ds)}
+
+    val_metrics = evaluate(val_ds, "validation")
+    metrics = evaluate(ExamDataset(test_exams, KNEE_VIEWS), "test") if test_exams else dict(val_metrics)
+    metrics |= {"best_epoch": best["epoch"], "n_train": len(train_exams), "n_train_positive": n_pos,
+                "pos_weight": pos_weight}
+    if test_exams:
+        metrics["validation"] = val_metrics
     atomic_write_bytes(out / "metrics.json", (json.dumps(metrics, indent=2) + "\n").encode("utf-8"))
     manifest = build_manifest(
         start.encoder, "acl", views=list(KNEE_VIEWS), channels=[],
@@ -582,7 +610,7 @@ def finetune_acl(config: AclConfig, init: str | Path = "scratch", labeled_subjec
     manifest["decision"] = {"threshold": ev.threshold, "positive": ACL_LABELS[1]}
     weights = export_classifier(model.cpu(), out / "model", manifest)
     return AclResult(out, start.record["kind"], len(train_exams), seed, best["epoch"], metrics, weights, history,
-                     len(train_exams), len(val_exams))
+                     len(train_exams), len(val_exams), len(test_exams), val_metrics)
 
 
 def _fingerprint(exams: Sequence[Exam], prep: PrepareConfig) -> str:

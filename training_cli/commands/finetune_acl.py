@@ -70,6 +70,8 @@ def run_acl(args: argparse.Namespace) -> int:
     text = "undefined" if auc["value"] is None else f"{auc['value']:.3f}"
     if auc["value"] is not None and auc["ci_low"] is not None:
         text += f" ({auc['confidence']:.0%} CI {auc['ci_low']:.3f}-{auc['ci_high']:.3f})"
-    print(f"planessl finetune acl: done; {result.n_train} training / {result.n_val} validation exams; best epoch "
-          f"{result.best_epoch}, validation AUC {text}; weights {result.weights}", file=sys.stderr, flush=True)
+    split = "test" if result.n_test else "validation"
+    print(f"planessl finetune acl: done; {result.n_train} training / {result.n_val} validation / {result.n_test} test "
+          f"exams; best epoch {result.best_epoch}, {split} AUC {text}; weights {result.weights}", file=sys.stderr,
+          flush=True)
     return 0
