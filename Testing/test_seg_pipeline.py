@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import csv
 import gzip
 import json
 import shutil
@@ -173,6 +174,13 @@ def test_finetune_from_pretrained_exports_seg_weights(finetuned):
     assert all(r["status"] in ("ok", "empty_pred", "empty_ref", "both_empty") for r in result.rows)
     json.loads((result.output / "result.json").read_text())  # strict JSON: NaN became null
     assert {"metrics.csv", "test_metrics.csv", "config.yaml"} <= {p.name for p in result.output.iterdir()}
+    # per-structure validation Dice per epoch, whose mean is the selection score
+    with open(result.output / "metrics.csv", newline="") as f:
+        epochs = list(csv.DictReader(f))
+    assert epochs and all(r["val_dice"] for r in epochs)
+    for r in epochs:
+        per = [float(r[f"val_dice_{n}"]) for n in ("RV", "Myo", "LV")]
+        assert all(0.0 <= d <= 1.0 for d in per) and float(r["val_dice"]) == pytest.approx(sum(per) / 3)
     rows = result.results_rows()
     assert {"task", "init", "labeled_subjects", "seed", "metric", "value"} == set(rows[0])
 

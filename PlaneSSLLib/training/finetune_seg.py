@@ -78,7 +78,9 @@ __all__ = [
 
 log = logging.getLogger("planessl.training")
 
-EPOCH_COLUMNS = ("epoch", "lr", "train_loss", "val_loss", "val_dice", "epoch_seconds", "best")
+#: val_dice_<structure>: mean over validation volumes; a structure stuck at 0 shows a class the network never predicts
+EPOCH_COLUMNS = ("epoch", "lr", "train_loss", "val_loss", "val_dice", *(f"val_dice_{n}" for n in ACDC_LABEL_NAMES[1:]),
+                 "epoch_seconds", "best")
 TEST_COLUMNS = ("subject", "phase", "structure", "label", "dice", "hd95_mm", "assd_mm", "status")
 
 
@@ -320,14 +322,15 @@ def _predict_volume(net: PlaneSSLNet, images: np.ndarray, lcc: bool, batch_size:
     return keep_largest_component(labels, range(1, len(ACDC_LABEL_NAMES))) if lcc else labels
 
 
-def _mean_dice(pred: np.ndarray, ref: np.ndarray) -> float:
-    """Mean Dice over RV/Myo/LV of one volume (1 for a structure absent from both)."""
+def _structure_dice(pred: np.ndarray, ref: np.ndarray) -> list[float]:
+    """Dice of RV, Myo, LV in one volume (1 for a structure absent from both)."""
     scores = []
     for c in range(1, len(ACDC_LABEL_NAMES)):
         p, r = pred == c, ref == c
         total = int(p.sum()) + int(r.sum())
         scores.append(1.0 if total == 0 else 2.0 * int((p & r).sum()) / total)
-    return float(np.mean(scores))
+    return scores
+
 
 
 def epoch_batches(n_slices: int, batch_size: int, steps: int | None, seed: int) -> list[torch.Tensor]:
@@ -420,10 +423,11 @@ class _Run:
         return total / max(n, 1)
 
     @torch.no_grad()
-    def validate(self) -> tuple[float | None, float | None]:
-        """(validation loss, mean Dice over volumes and structures) or (None, None) without validation subjects."""
+    def validate(self) -> tuple[float | None, float | None, list[float] | None]:
+        """(validation loss, mean Dice over volumes and structures, mean Dice per structure RV/Myo/LV) or
+        (None, None, None) without validation subjects."""
         if not self.val_volumes:
-            return None, None
+            return None, None, None
         self.net.eval()
         losses, dices = [], []
         for rows in self.val_volumes.values():
@@ -434,8 +438,9 @@ class _Run:
             pred = np.argmax(logits.float().cpu().numpy(), axis=1).astype(np.uint8)
             if self.config.runtime.lcc:
                 pred = keep_largest_component(pred, range(1, len(ACDC_LABEL_NAMES)))
-            dices.append(_mean_dice(pred, ref))
-        return float(np.mean(losses)), float(np.mean(dices))
+            dices.append(_structure_dice(pred, ref))
+        per_structure = np.mean(dices, axis=0)
+        return float(np.mean(losses)), float(per_structure.mean()), [float(d) for d in per_structure]
 
     def evaluate(self, volumes: dict[tuple[int, int], np.ndarray]) -> list[dict[str, Any]]:
         """Per (subject, phase, structure) metrics of the current weights."""
@@ -544,12 +549,14 @@ def _train(run: _Run, out: Path) -> tuple[list[dict[str, Any]], dict[str, torch.
             lr = run.optimizer.param_groups[0]["lr"]
             train_loss = run.train_epoch(epoch, progress)
             run.scheduler.step()
-            val_loss, val_dice = (None, None)
+            val_loss, val_dice, per_structure = (None, None, None)
             if (epoch + 1) % cfg.runtime.val_every == 0 or epoch + 1 == epochs:
-                val_loss, val_dice = run.validate()
+                val_loss, val_dice, per_structure = run.validate()
             score = val_dice if val_dice is not None else (-train_loss if not run.val_volumes else None)
             improved = score is not None and score > best_score
             row = {"epoch": epoch + 1, "lr": lr, "train_loss": train_loss, "val_loss": val_loss, "val_dice": val_dice,
+                   **{f"val_dice_{n}": d for n, d in zip(ACDC_LABEL_NAMES[1:], per_structure or [None] * 3,
+                                                         strict=True)},
                    "epoch_seconds": time.perf_counter() - t0, "best": improved}
             history.append(row)
             if improved:
