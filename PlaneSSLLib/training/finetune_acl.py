@@ -2,11 +2,12 @@
 
 Data: knee exams (``data.exams``) with SAG/COR/AX stacks and a 0/1 label (1 = torn) — a DICOM
 tree + labels CSV (a phantom cohort's ``labels.csv``), a prepared cache + labels by hashed
-subject key, or MRNet (``data.adapters.mrnet``). Exams are split into training and validation
-sets stratified by label and deterministic for ``data.split_seed`` (ordered by a hash of the
-seed and the exam key, so the validation set does not change with ``seed`` or
-``labeled_subjects``). ``labeled_subjects = N`` then keeps N training exams (stratified, at
-least one of each class when N >= 2), chosen by ``seed``.
+subject key, or MRNet (``data.adapters.mrnet``). Exams are split into training, validation
+(model selection) and, with ``data.test_fraction``, test sets (the reported metrics, seen once),
+stratified by label and deterministic for ``data.split_seed`` (ordered by a hash of the seed and
+the exam key, so the held-out sets do not change with ``seed`` or ``labeled_subjects``).
+``labeled_subjects = N`` then keeps N training exams (stratified, at least one of each class
+when N >= 2), chosen by ``seed``.
 
 Model: :class:`models.exam_classifier.ExamClassifier` — the PlaneSSL encoder shared by all
 planes (``init``: ``"scratch"`` or an exported pretraining weights directory / ``.zip``, whose
@@ -27,7 +28,8 @@ Outputs under ``output`` (atomic writes; nothing identifying)::
     config.yaml                 resolved configuration (+ init, labeled_subjects, seed)
     checkpoints/{best,last}.*   model + optimiser (training.checkpoint, safetensors, no pickle)
     metrics.csv                 one row per epoch (loss, validation loss/AUC/accuracy)
-    metrics.json                validation metrics of the best epoch with bootstrap CIs
+    metrics.json                metrics of the best epoch with bootstrap CIs: on the test exams when
+                                data.test_fraction > 0 (validation's under "validation"), else validation
     model/                      model.safetensors + manifest.json (task "acl", labels intact/torn)
 """
 
