@@ -26,14 +26,17 @@ def test_demo_main_job_end_to_end(tmp_path, capsys):
     assert main(argv) == 0
     printed = capsys.readouterr().out
     assert "PlaneSSL demo summary" in printed and "held-out pretext" in printed
-    # it ends with the transfer experiment's table: scratch and pretrained at 1 and 2 labelled subjects
-    assert printed.rstrip().endswith(".") and "| labelled subjects | scratch | pretrained |" in printed
+    # it ends with the transfer experiment's table: scratch and two pretrained inits at 1 and 2 labelled subjects
+    assert printed.rstrip().endswith(".") and "| labelled subjects | scratch | pretrained | encoder-only |" in printed
     table = printed[printed.index("| labelled subjects"):]
     assert [line.split("|")[1].strip() for line in table.splitlines()[2:4]] == ["1", "2"]
     with open(out / "transfer" / "heart" / "results.csv", newline="") as f:
         rows = list(csv.DictReader(f))
-    assert {(r["init"], r["labeled_subjects"]) for r in rows} == {(i, n) for i in ("scratch", "pretrained")
-                                                                 for n in ("1", "2")}
+    assert {(r["init"], r["labeled_subjects"]) for r in rows} == {
+        (i, n) for i in ("scratch", "pretrained", "encoder-only") for n in ("1", "2")}
+    transfers = {yaml.safe_load((d / "config.yaml").read_text())["init"]["transfer"]
+                 for d in (out / "transfer" / "heart" / "runs").glob("encoder-only_*")}
+    assert transfers == {"encoder"}
     assert (out / "transfer" / "heart" / "results.png").is_file()
     summary = json.loads((out / "reports" / "summary.json").read_text())
     assert summary["heart"]["series_by_view"].keys() == {"SAX", "2CH", "3CH", "4CH"}

@@ -27,11 +27,14 @@ class FakeFinetune:
 
     def __init__(self) -> None:
         self.calls: list[tuple[str, int, int, str]] = []
+        self.transfers: dict[str, str] = {}  # run directory name -> the config's init.transfer
 
     def __call__(self, config, init=None, labeled_subjects=None, seed=None, *, transfer=None, output=None,
                  overwrite=False):
         assert config.optim.epochs == 1  # the experiment's finetune_overrides reached the config
+        init = config.init.init if init is None else init
         self.calls.append((str(init), int(labeled_subjects), int(seed), str(output)))
+        self.transfers[Path(output).name] = transfer or config.init.transfer
         Path(output).mkdir(parents=True, exist_ok=True)
         (Path(output) / "result.json").write_text("{}")
         v = _value(str(init), labeled_subjects, seed)
@@ -105,6 +108,25 @@ def test_runs_every_combination_and_reuses(setup):
     assert len(fake.calls) == 19 and summary["ran"] == 1
     saved = json.loads((out / "runs" / "scratch_n1_s0" / "results_rows.json").read_text())
     assert saved["rows"][0]["init"] == "scratch"
+
+
+def test_inits_may_choose_their_transfer_mode(setup):
+    fake, raw, tmp = setup
+    weights = raw["inits"]["both"]
+    raw = {**raw, "labeled_subjects": [1], "seeds": [0],
+           "inits": {"scratch": "scratch", "both": weights, "enc": {"weights": weights, "transfer": "encoder"}}}
+    summary = exp.run_transfer_experiment(exp.experiment_config_from_dict(raw), tmp / "modes")
+    assert summary["ran"] == 3 and summary["table"].inits == ["scratch", "both", "enc"]
+    assert fake.transfers["both_n1_s0"] == "encoder+decoder" and fake.transfers["enc_n1_s0"] == "encoder"
+    assert weights in {c[0] for c in fake.calls}
+    # the experiment-wide transfer applies to entries without their own
+    exp.run_transfer_experiment(exp.experiment_config_from_dict({**raw, "transfer": "encoder"}), tmp / "modes2")
+    assert fake.transfers["both_n1_s0"] == "encoder" and fake.transfers["enc_n1_s0"] == "encoder"
+    for bad, key in (({"weights": weights, "transfer": "all"}, "inits.enc.transfer"),
+                     ({"weights": weights, "transfer": "encoder", "lr": 1}, "inits.enc"),
+                     ({"transfer": "encoder"}, "inits.enc")):
+        with pytest.raises(ConfigError, match=key.replace(".", r"\.")):
+            exp.experiment_config_from_dict({**raw, "inits": {"enc": bad}})
 
 
 def test_cli_prints_table(setup, capsys):

@@ -7,7 +7,10 @@ reads an :class:`ExperimentConfig` (YAML, validated up front, :class:`ConfigErro
     finetune_config: Resources/Configs/finetune_seg_demo.yaml
     labeled_subjects: [1, 2, 4]
     seeds: [0, 1, 2]
-    inits: {scratch: scratch, both: runs/demo/pretrain/heart/model}
+    inits:                             # name -> "scratch", weights, or {weights, transfer} (seg)
+      scratch: scratch
+      both: runs/demo/pretrain/heart/model
+      encoder: {weights: runs/demo/pretrain/heart/model, transfer: encoder}
     finetune_overrides: {optim.epochs: 5}   # applied to the fine-tuning config like --set
     transfer: null                     # seg only: encoder+decoder | encoder (null: the config's)
 
@@ -48,6 +51,7 @@ from ..atomic import atomic_path, atomic_write_bytes, atomic_write_text
 from .config import ConfigError, build_config, read_yaml_config
 from .finetune_acl import acl_config_from_dict, finetune_acl, load_acl_config
 from .finetune_seg import finetune_seg, load_finetune_config
+from .transfer import TRANSFER_MODES
 
 __all__ = [
     "ExperimentConfig", "SummaryTable", "RESULT_COLUMNS", "HEADLINE_METRICS",
@@ -71,7 +75,8 @@ class ExperimentConfig:
     finetune_config: str = ""  #: the fine-tuning YAML (finetune_seg_demo.yaml / finetune_acl_demo.yaml style)
     labeled_subjects: list[int] = field(default_factory=list)
     seeds: list[int] = field(default_factory=list)
-    inits: dict[str, str] = field(default_factory=dict)  #: name -> "scratch" or pretrained weights dir/.zip
+    #: name -> "scratch", pretrained weights dir/.zip, or (seg) ``{weights: ..., transfer: encoder | encoder+decoder}``
+    inits: dict[str, Any] = field(default_factory=dict)
     finetune_overrides: dict[str, Any] = field(default_factory=dict)  #: dotted key -> value (like --set)
     transfer: str | None = None  #: seg only: what to transfer (null: the fine-tuning config's init.transfer)
 
@@ -90,14 +95,23 @@ def _flatten(mapping: dict[str, Any], prefix: str = "") -> dict[str, Any]:
     return out
 
 
-def _load_finetune(cfg: ExperimentConfig, init: str | None = None) -> Any:
-    """The validated fine-tuning config with the experiment's overrides (and ``init`` for seg)."""
+def init_spec(value: Any) -> tuple[str, str | None]:
+    """``(weights or "scratch", transfer mode or None)`` of one ``inits`` entry (a string or a mapping)."""
+    if isinstance(value, dict):
+        return str(value.get("weights") or ""), value.get("transfer")
+    return str(value or ""), None
+
+
+def _load_finetune(cfg: ExperimentConfig, init: Any = None) -> Any:
+    """The validated fine-tuning config with the experiment's overrides (and, for seg, ``init``'s weights and
+    transfer mode: the entry's own, else the experiment's ``transfer``, else the fine-tuning config's)."""
     overrides = _flatten(cfg.finetune_overrides)
     if cfg.task == "seg":
-        if init is not None:
-            overrides["init.init"] = init
-        if cfg.transfer is not None:
-            overrides["init.transfer"] = cfg.transfer
+        weights, transfer = init_spec(init) if init is not None else (None, None)
+        if weights is not None:
+            overrides["init.init"] = weights
+        if (transfer or cfg.transfer) is not None:
+            overrides["init.transfer"] = transfer or cfg.transfer
         return load_finetune_config(cfg.finetune_config, overrides)
     return load_acl_config(cfg.finetune_config, overrides)
 
@@ -122,9 +136,22 @@ def _check(cfg: ExperimentConfig, origin_of, problems: list[str]) -> None:
         bad("seeds", f"must be distinct integers >= 0, got {cfg.seeds}")
     if not cfg.inits:
         bad("inits", "must map at least one name to 'scratch' or a pretrained weights directory")
-    for name, init in cfg.inits.items():
+    for name, value in cfg.inits.items():
         if not _NAME.match(name):
             bad(f"inits.{name}", "name must be letters, digits, '_', '-', '.' or '+' (it names run directories)")
+        if isinstance(value, dict):
+            extra = set(value) - {"weights", "transfer"}
+            if extra:
+                bad(f"inits.{name}", f"unknown key(s) {sorted(extra)} (weights, transfer)")
+            if cfg.task != "seg":
+                bad(f"inits.{name}", "a {weights, transfer} entry is for task seg (ACL transfers the encoder)")
+            if value.get("transfer") not in TRANSFER_MODES:
+                modes = ", ".join(TRANSFER_MODES)
+                bad(f"inits.{name}.transfer", f"must be one of {modes}, got {value.get('transfer')!r}")
+        elif value is not None and not isinstance(value, str):
+            bad(f"inits.{name}", f"must be 'scratch', a weights path or {{weights, transfer}}, got {value!r}")
+            continue
+        init, _ = init_spec(value)
         if not init:
             bad(f"inits.{name}", "must be 'scratch' or a pretrained weights directory/.zip")
         elif init != "scratch" and not Path(init).exists():
@@ -254,10 +281,10 @@ def _fingerprint(task: str, finetune: Any, init: str, n: int, seed: int) -> str:
     return hashlib.sha256(json.dumps(data, sort_keys=True, default=str).encode("utf-8")).hexdigest()
 
 
-def _run_one(cfg: ExperimentConfig, name: str, init: str, n: int, seed: int, run_dir: Path) -> list[dict[str, Any]]:
+def _run_one(cfg: ExperimentConfig, name: str, init: Any, n: int, seed: int, run_dir: Path) -> list[dict[str, Any]]:
     if cfg.task == "seg":
         base = _load_finetune(cfg, init)
-        result = finetune_seg(base, init, n, seed, transfer=cfg.transfer, output=run_dir, overwrite=True)
+        result = finetune_seg(base, output=run_dir, labeled_subjects=n, seed=seed, overwrite=True)
         rows = result.results_rows("seg")
     else:
         base = _load_finetune(cfg)

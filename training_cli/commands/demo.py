@@ -6,9 +6,9 @@ pipeline: write the cohort as DICOM (``phantom``), read it back and label its vi
 (``pretrain``, from ``Resources/Configs/pretrain_demo.yaml``) and measure them on held-out
 subjects beside an untrained network (``evaluate-pretext``). It ends with a small transfer
 experiment on the heart (``experiment transfer``, ``Resources/Configs/experiment_transfer_demo.yaml``):
-segmentation fine-tuned from scratch and from the pretrained weights with 1 and 2 labelled
-subjects, and prints its table. The run's resolved config is saved beside its outputs
-(``demo_config.yaml``); every stage that is already complete is reused.
+segmentation fine-tuned from scratch and from the pretrained weights (encoder and decoder, and
+encoder only) with 1 and 2 labelled subjects, and prints its table. The run's resolved config is
+saved beside its outputs (``demo_config.yaml``); every stage that is already complete is reused.
 """
 
 from __future__ import annotations
@@ -206,7 +206,8 @@ def run(args: argparse.Namespace) -> int:
 def _transfer_experiment(cfg: DemoConfig, out: Path) -> str:
     """``planessl experiment transfer`` on the demo's heart cohort and pretrained weights; its Markdown table."""
     exp_out = out / "transfer" / "heart"
-    overrides = [f"inits.pretrained={out / 'pretrain' / 'heart' / 'model'}",
+    weights = out / "pretrain" / "heart" / "model"
+    overrides = [f"inits.pretrained={weights}", f"inits.encoder-only.weights={weights}",
                  f"finetune_overrides.data.dicom={out / 'data' / 'heart'}",
                  f"finetune_overrides.data.cache={out / 'seg_cache'}",
                  f"finetune_overrides.data.split_seed={cfg.seed}"]
