@@ -326,8 +326,9 @@ def run_transfer_experiment(config: ExperimentConfig, out: str | Path) -> dict[s
             if run_dir.exists():
                 log.info("[%d/%d] %s: removing an unfinished or stale run", i, len(combos), run_dir.name)
                 shutil.rmtree(run_dir)
-            log.info("[%d/%d] %s: fine-tuning %s (init %s, %d labelled, seed %d)",
-                     i, len(combos), run_dir.name, config.task, init, n, seed)
+            weights, transfer = init_spec(init)
+            log.info("[%d/%d] %s: fine-tuning %s (init %s%s, %d labelled, seed %d)", i, len(combos), run_dir.name,
+                     config.task, weights, f", transfer {transfer}" if transfer else "", n, seed)
             rows = _run_one(config, name, init, n, seed, run_dir)
             payload = {"fingerprint": fp, "init": init, "rows": rows}
             atomic_write_text(rows_file, json.dumps(payload, indent=1, default=_csv_value) + "\n")
