@@ -79,8 +79,8 @@ __all__ = [
 log = logging.getLogger("planessl.training")
 
 #: val_dice_<structure>: mean over validation volumes; a structure stuck at 0 shows a class the network never predicts
-EPOCH_COLUMNS = ("epoch", "lr", "train_loss", "val_loss", "val_dice", *(f"val_dice_{n}" for n in ACDC_LABEL_NAMES[1:]),
-                 "epoch_seconds", "best")
+VAL_STRUCTURE_COLUMNS = tuple(f"val_dice_{n}" for n in ACDC_LABEL_NAMES[1:])
+EPOCH_COLUMNS = ("epoch", "lr", "train_loss", "val_loss", "val_dice", *VAL_STRUCTURE_COLUMNS, "epoch_seconds", "best")
 TEST_COLUMNS = ("subject", "phase", "structure", "label", "dice", "hd95_mm", "assd_mm", "status")
 
 
@@ -555,8 +555,7 @@ def _train(run: _Run, out: Path) -> tuple[list[dict[str, Any]], dict[str, torch.
             score = val_dice if val_dice is not None else (-train_loss if not run.val_volumes else None)
             improved = score is not None and score > best_score
             row = {"epoch": epoch + 1, "lr": lr, "train_loss": train_loss, "val_loss": val_loss, "val_dice": val_dice,
-                   **{f"val_dice_{n}": d for n, d in zip(ACDC_LABEL_NAMES[1:], per_structure or [None] * 3,
-                                                         strict=True)},
+                   **dict.fromkeys(VAL_STRUCTURE_COLUMNS), **dict(zip(VAL_STRUCTURE_COLUMNS, per_structure or [])),
                    "epoch_seconds": time.perf_counter() - t0, "best": improved}
             history.append(row)
             if improved:
