@@ -555,7 +555,8 @@ def _train(run: _Run, out: Path) -> tuple[list[dict[str, Any]], dict[str, torch.
             score = val_dice if val_dice is not None else (-train_loss if not run.val_volumes else None)
             improved = score is not None and score > best_score
             row = {"epoch": epoch + 1, "lr": lr, "train_loss": train_loss, "val_loss": val_loss, "val_dice": val_dice,
-                   **dict(zip(VAL_STRUCTURE_COLUMNS, per_structure or [None] * len(VAL_STRUCTURE_COLUMNS), strict=True)),
+                   **dict(zip(VAL_STRUCTURE_COLUMNS, per_structure or [None] * len(VAL_STRUCTURE_COLUMNS),
+                              strict=True)),
                    "epoch_seconds": time.perf_counter() - t0, "best": improved}
             history.append(row)
             if improved:
