@@ -14,7 +14,7 @@ from PlaneSSLLib.inference.weights import load_exported  # noqa: E402
 from PlaneSSLLib.training.config import ConfigError, config_from_dict  # noqa: E402
 from PlaneSSLLib.training.data_hooks import build_datasets, subject_epoch_sampler  # noqa: E402
 from PlaneSSLLib.training.distributed import shard_batches  # noqa: E402
-from PlaneSSLLib.training.loop import RunExistsError, train  # noqa: E402
+from PlaneSSLLib.training.pretrain import RunExistsError, train  # noqa: E402
 
 
 @pytest.fixture(autouse=True)

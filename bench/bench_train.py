@@ -27,7 +27,7 @@ from torch.utils.flop_counter import FlopCounterMode
 from PlaneSSLLib.training.config import PretrainConfig, config_from_dict, load_config
 from PlaneSSLLib.training.data_hooks import build_datasets
 from PlaneSSLLib.training.distributed import DistInfo
-from PlaneSSLLib.training.loop import _Trainer
+from PlaneSSLLib.training.pretrain import _Trainer
 from PlaneSSLLib.training.signals import GracefulStop
 
 REPO = Path(__file__).resolve().parents[1]

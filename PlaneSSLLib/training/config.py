@@ -27,6 +27,8 @@ from typing import Any
 
 import yaml
 
+from .schedule import check_schedule
+
 __all__ = [
     "ConfigError",
     "DataConfig",
@@ -34,6 +36,9 @@ __all__ = [
     "TaskConfig",
     "OptimConfig",
     "RuntimeConfig",
+    "TrainOptim",
+    "TrainRuntime",
+    "check_runtime",
     "PretrainConfig",
     "load_config",
     "config_from_dict",
@@ -108,21 +113,34 @@ class TaskConfig:
 
 
 @dataclass
-class OptimConfig:
-    """Adam with step decay; ``batch_size`` is the GLOBAL batch (split evenly across ranks)."""
+class TrainOptim:
+    """Optimiser, budget and learning-rate policy, the same keys for every task (``training.schedule``).
+
+    The budget is ``epochs`` × steps per epoch (``steps_per_epoch``, or one pass over the training
+    items when null); validation, best/last selection and checkpoints happen at epoch ends.
+    ``batch_size`` is the GLOBAL batch (split evenly across DDP ranks).
+    """
 
     lr: float = 1e-3
     weight_decay: float = 0.0
-    decay_factor: float = 0.3  #: learning rate multiplied by this ...
-    decay_every: int = 100  #: ... every this many epochs
     epochs: int = 500
     batch_size: int = 20
-    slices_per_subject: int = 1  #: slices drawn per subject per epoch (reference 1)
+    #: optimiser steps per epoch (a fixed budget whatever the number of labelled items); null: one pass
+    steps_per_epoch: int | None = None
+    schedule: str = "step"  #: step | cosine | poly | constant
+    decay_factor: float = 0.3  #: schedule "step": learning rate multiplied by this ...
+    decay_every: int = 100  #: ... every this many epochs
+    warmup_steps: int = 0  #: linear warm-up of the learning rate over the first steps
+    min_lr: float = 0.0  #: cosine/poly: the rate at the end
+    poly_power: float = 0.9
+    transferred_lr: float | None = None  #: base rate of the transferred layers (null: lr)
+    freeze_transferred: bool = False  #: keep the transferred layers fixed (and their BatchNorm statistics)
+    head_warmup_steps: int = 0  #: train only the new layers for this many steps first (linear probe)
 
 
 @dataclass
-class RuntimeConfig:
-    """Device, precision, reproducibility, logging and checkpointing."""
+class TrainRuntime:
+    """Device, precision, reproducibility, logging and checkpointing, the same keys for every task."""
 
     device: str = "auto"  #: "auto", "cpu" or "cuda"
     amp: str = "none"  #: "none", "bf16" or "fp16" (fp16 uses a GradScaler; CUDA only)
@@ -131,11 +149,41 @@ class RuntimeConfig:
     seed: int = 0
     deterministic: bool = False  #: torch.use_deterministic_algorithms(True), cuDNN deterministic
     log_every: int = 20  #: steps between log lines (and TensorBoard points)
+    val_every: int = 1  #: epochs between validations (the last epoch is always validated)
     checkpoint_every_steps: int = 0  #: also write `last` every N steps (0: at the end of each epoch only)
     tensorboard: bool = True
     plot: bool = True  #: write progress.png each epoch
     sync_batchnorm: bool = True  #: convert BatchNorm to SyncBatchNorm under DDP on CUDA
     progress: str = "auto"  #: "auto" (bar on a TTY, else log lines), "bar", "log" or "none"
+
+
+def check_runtime(r: TrainRuntime, bad: Callable[[str, str], None]) -> None:
+    """Range checks of the shared ``runtime`` settings; ``bad(key, message)`` records a problem."""
+    if r.device not in ("auto", "cpu", "cuda"):
+        bad("runtime.device", f"must be 'auto', 'cpu' or 'cuda', got {r.device!r}")
+    if r.amp not in ("none", "bf16", "fp16"):
+        bad("runtime.amp", f"must be 'none', 'bf16' or 'fp16', got {r.amp!r}")
+    for key in ("log_every", "val_every"):
+        if getattr(r, key) < 1:
+            bad(f"runtime.{key}", f"must be >= 1, got {getattr(r, key)}")
+    if r.checkpoint_every_steps < 0:
+        bad("runtime.checkpoint_every_steps", f"must be >= 0, got {r.checkpoint_every_steps}")
+    if r.progress not in ("auto", "bar", "log", "none"):
+        bad("runtime.progress", f"must be 'auto', 'bar', 'log' or 'none', got {r.progress!r}")
+    if r.seed < 0:
+        bad("runtime.seed", f"must be >= 0, got {r.seed}")
+
+
+@dataclass
+class OptimConfig(TrainOptim):
+    """Adam with step decay (the paper); one or more slices per subject per epoch."""
+
+    slices_per_subject: int = 1  #: slices drawn per subject per epoch (reference 1)
+
+
+@dataclass
+class RuntimeConfig(TrainRuntime):
+    """Pretraining's runtime settings (the shared ones)."""
 
 
 @dataclass
@@ -312,32 +360,13 @@ def _check_ranges(cfg: PretrainConfig, origin_of: typing.Callable[[str], str], p
         bad("task.alpha" if t.alpha < 0 else "task.beta", "loss weights must be >= 0")
     if t.name == "both" and t.alpha == 0 and t.beta == 0:
         bad("task.alpha", "alpha and beta are both 0: nothing to train")
-    if o.lr <= 0:
-        bad("optim.lr", f"must be > 0, got {o.lr}")
-    if o.weight_decay < 0:
-        bad("optim.weight_decay", f"must be >= 0, got {o.weight_decay}")
-    if not 0 < o.decay_factor <= 1:
-        bad("optim.decay_factor", f"must be in (0, 1], got {o.decay_factor}")
-    if o.decay_every < 1:
-        bad("optim.decay_every", f"must be >= 1, got {o.decay_every}")
-    if o.epochs < 1:
-        bad("optim.epochs", f"must be >= 1, got {o.epochs}")
-    if o.batch_size < 1:
-        bad("optim.batch_size", f"must be >= 1, got {o.batch_size}")
+    check_schedule(o, bad)
+    if o.steps_per_epoch is not None:
+        bad("optim.steps_per_epoch", "pretraining draws optim.slices_per_subject slices per subject each epoch; "
+                                     "leave steps_per_epoch null")
     if o.slices_per_subject < 1:
         bad("optim.slices_per_subject", f"must be >= 1, got {o.slices_per_subject}")
-    if r.device not in ("auto", "cpu", "cuda"):
-        bad("runtime.device", f"must be 'auto', 'cpu' or 'cuda', got {r.device!r}")
-    if r.amp not in ("none", "bf16", "fp16"):
-        bad("runtime.amp", f"must be 'none', 'bf16' or 'fp16', got {r.amp!r}")
-    if r.log_every < 1:
-        bad("runtime.log_every", f"must be >= 1, got {r.log_every}")
-    if r.checkpoint_every_steps < 0:
-        bad("runtime.checkpoint_every_steps", f"must be >= 0, got {r.checkpoint_every_steps}")
-    if r.progress not in ("auto", "bar", "log", "none"):
-        bad("runtime.progress", f"must be 'auto', 'bar', 'log' or 'none', got {r.progress!r}")
-    if r.seed < 0:
-        bad("runtime.seed", f"must be >= 0, got {r.seed}")
+    check_runtime(r, bad)
     if not cfg.output:
         bad("output", "must name a directory")
     if d.source == "cache":

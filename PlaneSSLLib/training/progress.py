@@ -121,17 +121,19 @@ class ProgressReporter:
             self._bar = None
 
 
-def write_metrics_csv(history: list[dict[str, Any]], path: Path) -> Path:
-    """``metrics.csv`` from the per-epoch history rows (atomic)."""
+def write_metrics_csv(history: list[dict[str, Any]], path: Path,
+                      columns: tuple[str, ...] = METRIC_COLUMNS) -> Path:
+    """A CSV of ``columns`` from the rows (atomic; a missing or None value is an empty cell)."""
     buffer = io.StringIO()
-    writer = csv.DictWriter(buffer, fieldnames=list(METRIC_COLUMNS), extrasaction="ignore", lineterminator="\n")
+    writer = csv.DictWriter(buffer, fieldnames=list(columns), extrasaction="ignore", lineterminator="\n")
     writer.writeheader()
     for row in history:
-        writer.writerow({k: ("" if row.get(k) is None else row.get(k)) for k in METRIC_COLUMNS})
+        writer.writerow({k: ("" if row.get(k) is None else row.get(k)) for k in columns})
     return atomic_write_bytes(path, buffer.getvalue().encode("utf-8"))
 
 
-def write_progress_plot(history: list[dict[str, Any]], path: Path, tasks: tuple[str, ...]) -> Path | None:
+def write_progress_plot(history: list[dict[str, Any]], path: Path, tasks: tuple[str, ...],
+                        title: str = "PlaneSSL pretraining") -> Path | None:
     """Loss curves (train and validation) per task against epochs as a PNG (atomic)."""
     if not history:
         return None
@@ -161,7 +163,7 @@ def write_progress_plot(history: list[dict[str, Any]], path: Path, tasks: tuple[
             ax.set_yscale("log")
         ax.grid(True, alpha=0.3)
         ax.legend(fontsize=8)
-    fig.suptitle("PlaneSSL pretraining")
+    fig.suptitle(title)
     fig.tight_layout()
     buffer = io.BytesIO()
     fig.savefig(buffer, format="png")
@@ -172,8 +174,11 @@ class MetricsLog:
     """metrics.csv, progress.png and TensorBoard for one run (every method is a no-op off rank 0)."""
 
     def __init__(self, out_dir: Path, enabled: bool, tasks: tuple[str, ...], tensorboard: bool = True,
-                 plot: bool = True) -> None:
+                 plot: bool = True, columns: tuple[str, ...] = METRIC_COLUMNS,
+                 title: str = "PlaneSSL pretraining") -> None:
         self.out_dir = out_dir
+        self.columns = columns
+        self.title = title
         self.enabled = enabled
         self.tasks = tasks
         self.plot = plot
@@ -203,10 +208,10 @@ class MetricsLog:
         } | {"lr": row.get("lr"), "throughput/images_per_s": row.get("images_per_s")})
         if self._tb is not None:
             self._tb.flush()
-        write_metrics_csv(history, self.out_dir / "metrics.csv")
+        write_metrics_csv(history, self.out_dir / "metrics.csv", self.columns)
         if self.plot:
             try:
-                write_progress_plot(history, self.out_dir / "progress.png", self.tasks)
+                write_progress_plot(history, self.out_dir / "progress.png", self.tasks, self.title)
             except Exception as exc:  # a plot must never stop training
                 log.warning("progress plot not written: %s", exc)
 

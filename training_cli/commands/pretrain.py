@@ -63,7 +63,7 @@ def run(args: argparse.Namespace) -> int:
     from PlaneSSLLib.training.config import ConfigError, load_config, parse_overrides
     from PlaneSSLLib.training.data_hooks import check_data_source
     from PlaneSSLLib.training.distributed import env_world
-    from PlaneSSLLib.training.loop import RunExistsError, last_checkpoint, train
+    from PlaneSSLLib.training.pretrain import RunExistsError, last_checkpoint, train
     from PlaneSSLLib.training.signals import TrainingInterrupted
 
     rank, world, _ = env_world()
