@@ -15,6 +15,7 @@ from PlaneSSLLib.inference.weights import WeightsError, build_manifest, export_w
 from PlaneSSLLib.models import PlaneSSLNet, UNetConfig
 from PlaneSSLLib.phantoms import CohortOptions, write_cohort
 from PlaneSSLLib.training.config import ConfigError
+from PlaneSSLLib.training.engine import RunExistsError
 from PlaneSSLLib.training.finetune_acl import _epoch_order, acl_config_from_dict, finetune_acl, split_exams
 
 SIZE, SPACING = 32, 4.5
@@ -96,20 +97,19 @@ def test_fixed_steps_per_epoch_cover_the_exams_evenly():
 
 
 def test_finetune_from_scratch_via_cli_then_predict(cohort, tmp_path, capsys):
-    from training_cli.commands.finetune_acl import register_acl as register_finetune
-    from training_cli.commands.predict_acl import register_acl as register_predict
+    from training_cli.main import build_parser
 
     config = tmp_path / "acl.yaml"
     config.write_text(json.dumps(TINY))
-    parser = argparse.ArgumentParser()
-    sub = parser.add_subparsers(dest="what")
-    register_finetune(sub.add_parser("finetune").add_subparsers())
-    register_predict(sub.add_parser("predict").add_subparsers())
+    parser = build_parser()
     out = tmp_path / "run"
     args = parser.parse_args(["finetune", "acl", "--config", str(config), "--set", f"data.root={cohort}",
                               "model.pooling=attention", "--seed", "3", "--out", str(out)])
     assert args.func(args) == 0
-    assert "validation AUC" in capsys.readouterr().err
+    captured = capsys.readouterr()
+    assert "auc on val" in captured.err
+    summary = json.loads(captured.out)
+    assert summary["task"] == "acl" and summary["metric"] == "auc" and summary["evaluated_on"] == "val"
     for name in ("config.yaml", "metrics.csv", "metrics.json", "checkpoints/best.safetensors",
                  "model/model.safetensors", "model/manifest.json"):
         assert (out / name).is_file(), name
@@ -149,7 +149,7 @@ def test_finetune_from_pretrained_export(cohort, exams, tmp_path):
     assert manifest["input"]["size_hw"] == [SIZE, SIZE] and manifest["input"]["spacing_mm"] == [SPACING, SPACING]
     # frozen encoder: the transferred weights survive training unchanged
     frozen = _config(cohort, tmp_path / "frozen")
-    frozen.model.freeze_encoder = True
+    frozen.optim.freeze_transferred = True
     frozen.optim.epochs = 1
     res = finetune_acl(frozen, weights, seed=0, exams=exams)
     trained, _ = load_classifier(res.weights)
@@ -168,7 +168,7 @@ def test_errors_name_the_problem(cohort, exams, tmp_path):
     cfg = _config(cohort, tmp_path / "r")
     cfg.optim.epochs = 1
     finetune_acl(cfg, "scratch", seed=0, exams=exams)
-    with pytest.raises(ConfigError, match="already holds"):
+    with pytest.raises(RunExistsError, match="already holds"):
         finetune_acl(cfg, "scratch", seed=0, exams=exams)
 
 

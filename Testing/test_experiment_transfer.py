@@ -1,8 +1,9 @@
-"""``planessl experiment transfer``: orchestration with a fake finetune_seg (fast), and summarise() math."""
+"""``planessl experiment transfer``: orchestration with a fake seg task (fast), and summarise() math."""
 
 from __future__ import annotations
 
 import csv
+import dataclasses
 import json
 import math
 from pathlib import Path
@@ -13,6 +14,7 @@ import yaml
 
 from PlaneSSLLib.training import experiment as exp
 from PlaneSSLLib.training.config import ConfigError
+from PlaneSSLLib.training.tasks import FINETUNE_KINDS
 
 REPO = Path(__file__).resolve().parents[1]
 SEG_DEMO = REPO / "Resources" / "Configs" / "finetune_seg_demo.yaml"
@@ -23,35 +25,34 @@ def _value(init: str, n: int, seed: int) -> float:
 
 
 class FakeFinetune:
-    """Stands in for finetune_seg: records calls, writes result.json, returns deterministic rows."""
+    """Stands in for the seg task's run: records calls, writes result.json, returns deterministic rows."""
 
     def __init__(self) -> None:
         self.calls: list[tuple[str, int, int, str]] = []
         self.transfers: dict[str, str] = {}  # run directory name -> the config's init.transfer
 
-    def __call__(self, config, init=None, labeled_subjects=None, seed=None, *, transfer=None, output=None,
-                 overwrite=False):
+    def __call__(self, config, resume=False):
         assert config.optim.epochs == 1  # the experiment's finetune_overrides reached the config
-        init = config.init.init if init is None else init
-        self.calls.append((str(init), int(labeled_subjects), int(seed), str(output)))
-        self.transfers[Path(output).name] = transfer or config.init.transfer
+        init, n, seed, output = config.init.init, config.data.labeled_subjects, config.runtime.seed, config.output
+        self.calls.append((str(init), int(n), int(seed), str(output)))
+        self.transfers[Path(output).name] = config.init.transfer
         Path(output).mkdir(parents=True, exist_ok=True)
         (Path(output) / "result.json").write_text("{}")
-        v = _value(str(init), labeled_subjects, seed)
+        v = _value(str(init), n, seed)
 
-        def results_rows(task="seg"):
+        def results_rows():
             label = "scratch" if init == "scratch" else "pretrained:encoder+decoder"
-            base = {"task": task, "init": label, "labeled_subjects": labeled_subjects, "seed": seed}
+            base = {"task": "seg", "init": label, "labeled_subjects": n, "seed": seed}
             return [{**base, "metric": "dice mean", "value": v}, {**base, "metric": "dice ED LV", "value": v + 0.05},
                     {**base, "metric": "hd95_mm mean", "value": 10.0 - v}]
 
-        return SimpleNamespace(results_rows=results_rows, summary={"mean": {"dice": v}})
+        return SimpleNamespace(results_rows=results_rows)
 
 
 @pytest.fixture()
 def setup(tmp_path, monkeypatch):
     fake = FakeFinetune()
-    monkeypatch.setattr(exp, "finetune_seg", fake)
+    monkeypatch.setitem(FINETUNE_KINDS, "seg", dataclasses.replace(FINETUNE_KINDS["seg"], run=fake))
     weights = tmp_path / "weights"
     weights.mkdir()
     raw = {"task": "seg", "finetune_config": str(SEG_DEMO), "labeled_subjects": [1, 2, 4], "seeds": [0, 1],

@@ -99,14 +99,16 @@ def build_manifest(
     training_config: dict[str, Any] | None = None,
     data_fingerprint: str | None = None,
     metrics: dict[str, Any] | None = None,
+    architecture: dict[str, Any] | None = None,
+    decision: dict[str, Any] | None = None,
 ) -> dict[str, Any]:
     """The manifest of DESIGN.md section 3 (JSON-able)."""
     if isinstance(input_spacing_mm, (int, float)):
         input_spacing_mm = (float(input_spacing_mm), float(input_spacing_mm))
-    return {
+    manifest = {
         "format": WEIGHTS_FORMAT,
         "format_version": WEIGHTS_FORMAT_VERSION,
-        "architecture": {"name": "PlaneSSLNet", "config": model_config.to_dict()},
+        "architecture": architecture or {"name": "PlaneSSLNet", "config": model_config.to_dict()},
         "task": task,
         "views": views,
         "channels": list(channels or []),
@@ -123,6 +125,9 @@ def build_manifest(
         "metrics": metrics or {},
         "package_versions": package_versions(),
     }
+    if decision is not None:
+        manifest["decision"] = decision
+    return manifest
 
 
 def validate_manifest(manifest: Any, source: str = "manifest.json") -> UNetConfig:

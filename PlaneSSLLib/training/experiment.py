@@ -7,21 +7,20 @@ reads an :class:`ExperimentConfig` (YAML, validated up front, :class:`ConfigErro
     finetune_config: Resources/Configs/finetune_seg_demo.yaml
     labeled_subjects: [1, 2, 4]
     seeds: [0, 1, 2]
-    inits:                             # name -> "scratch", weights, or {weights, transfer} (seg)
+    inits:                             # name -> "scratch", weights, or {weights, transfer}
       scratch: scratch
       both: runs/demo/pretrain/heart/model
       encoder: {weights: runs/demo/pretrain/heart/model, transfer: encoder}
     finetune_overrides: {optim.epochs: 5}   # applied to the fine-tuning config like --set
-    transfer: null                     # seg only: encoder+decoder | encoder (null: the config's)
+    transfer: null                     # encoder+decoder | encoder (null: the fine-tuning config's)
 
-and runs :func:`~PlaneSSLLib.training.finetune_seg.finetune_seg` /
-:func:`~PlaneSSLLib.training.finetune_acl.finetune_acl` in-process for every combination, each in
+and runs the task (``training/tasks.py``: one interface for seg and acl) in-process for every combination, each in
 ``OUT/runs/<init>_n<N>_s<seed>/``. A combination whose ``results_rows.json`` exists (written last,
 atomically) and whose settings fingerprint matches is reused on a rerun; an unfinished or stale run
 directory is removed and run again. Outputs::
 
     OUT/experiment.yaml   resolved experiment config
-    OUT/results.csv       task,init,labeled_subjects,seed,metric,value (DESIGN.md section 3);
+    OUT/results.csv       task,init,labeled_subjects,seed,metric,value (docs/conventions.md, 'Results CSV');
                           the init column holds the experiment's init name (a key of ``inits``)
     OUT/results.md        headline metric, mean ± std over seeds: rows = labelled subjects, columns = inits
     OUT/results.png       headline metric vs labelled subjects (log2 axis), one line per init, ±std band
@@ -49,9 +48,8 @@ import yaml
 
 from ..atomic import atomic_path, atomic_write_bytes, atomic_write_text
 from .config import ConfigError, build_config, read_yaml_config
-from .finetune_acl import acl_config_from_dict, finetune_acl, load_acl_config
-from .finetune_seg import finetune_seg, load_finetune_config
-from .transfer import TRANSFER_MODES
+from .finetune import run_overrides
+from .tasks import FINETUNE_KINDS
 
 __all__ = [
     "ExperimentConfig", "SummaryTable", "RESULT_COLUMNS", "HEADLINE_METRICS",
@@ -62,10 +60,7 @@ log = logging.getLogger(__name__)
 
 RESULT_COLUMNS = ("task", "init", "labeled_subjects", "seed", "metric", "value")
 #: task -> (metric name in results_rows, description)
-HEADLINE_METRICS = {
-    "seg": ("dice mean", "mean Dice over structures (RV, Myo, LV) and phases (ED, ES)"),
-    "acl": ("auc", "ROC AUC on the test exams (the validation exams without data.test_fraction)"),
-}
+HEADLINE_METRICS = {name: (kind.headline, kind.description) for name, kind in FINETUNE_KINDS.items()}
 _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.+-]*$")
 
 
@@ -75,10 +70,10 @@ class ExperimentConfig:
     finetune_config: str = ""  #: the fine-tuning YAML (finetune_seg_demo.yaml / finetune_acl_demo.yaml style)
     labeled_subjects: list[int] = field(default_factory=list)
     seeds: list[int] = field(default_factory=list)
-    #: name -> "scratch", pretrained weights dir/.zip, or (seg) ``{weights: ..., transfer: encoder | encoder+decoder}``
+    #: name -> "scratch", pretrained weights dir/.zip, or ``{weights: ..., transfer: encoder | encoder+decoder}``
     inits: dict[str, Any] = field(default_factory=dict)
     finetune_overrides: dict[str, Any] = field(default_factory=dict)  #: dotted key -> value (like --set)
-    transfer: str | None = None  #: seg only: what to transfer (null: the fine-tuning config's init.transfer)
+    transfer: str | None = None  #: what to transfer (null: the fine-tuning config's init.transfer)
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -102,26 +97,24 @@ def init_spec(value: Any) -> tuple[str, str | None]:
     return str(value or ""), None
 
 
-def _load_finetune(cfg: ExperimentConfig, init: Any = None) -> Any:
-    """The validated fine-tuning config with the experiment's overrides (and, for seg, ``init``'s weights and
-    transfer mode: the entry's own, else the experiment's ``transfer``, else the fine-tuning config's)."""
+def _load_finetune(cfg: ExperimentConfig, init: Any = None, **run: Any) -> Any:
+    """The validated fine-tuning config with the experiment's overrides, ``init``'s weights and transfer mode (the
+    entry's own, else the experiment's ``transfer``, else the fine-tuning config's) and the run's own settings
+    (``labeled_subjects``, ``seed``, ``output``)."""
     overrides = _flatten(cfg.finetune_overrides)
-    if cfg.task == "seg":
-        weights, transfer = init_spec(init) if init is not None else (None, None)
-        if weights is not None:
-            overrides["init.init"] = weights
-        if (transfer or cfg.transfer) is not None:
-            overrides["init.transfer"] = transfer or cfg.transfer
-        return load_finetune_config(cfg.finetune_config, overrides)
-    return load_acl_config(cfg.finetune_config, overrides)
+    weights, transfer = init_spec(init) if init is not None else (None, None)
+    overrides |= run_overrides(None, init=weights, transfer=transfer or cfg.transfer, **run)
+    return FINETUNE_KINDS[cfg.task].load_config(cfg.finetune_config, overrides)
 
 
 def _check(cfg: ExperimentConfig, origin_of, problems: list[str]) -> None:
     def bad(key: str, message: str) -> None:
         problems.append(f"{origin_of(key)}: {key}: {message}")
 
-    if cfg.task not in HEADLINE_METRICS:
-        bad("task", f"must be seg or acl, got {cfg.task!r}")
+    if cfg.task not in FINETUNE_KINDS:
+        bad("task", f"must be one of {', '.join(FINETUNE_KINDS)}, got {cfg.task!r}")
+        return
+    modes = FINETUNE_KINDS[cfg.task].transfer_modes
     if not cfg.finetune_config:
         bad("finetune_config", "required: the fine-tuning YAML (e.g. Resources/Configs/finetune_seg_demo.yaml)")
     elif not Path(cfg.finetune_config).is_file():
@@ -143,11 +136,9 @@ def _check(cfg: ExperimentConfig, origin_of, problems: list[str]) -> None:
             extra = set(value) - {"weights", "transfer"}
             if extra:
                 bad(f"inits.{name}", f"unknown key(s) {sorted(extra)} (weights, transfer)")
-            if cfg.task != "seg":
-                bad(f"inits.{name}", "a {weights, transfer} entry is for task seg (ACL transfers the encoder)")
-            if value.get("transfer") not in TRANSFER_MODES:
-                modes = ", ".join(TRANSFER_MODES)
-                bad(f"inits.{name}.transfer", f"must be one of {modes}, got {value.get('transfer')!r}")
+            if value.get("transfer") not in modes:
+                bad(f"inits.{name}.transfer", f"must be one of {', '.join(modes)} for task {cfg.task}, got "
+                                              f"{value.get('transfer')!r}")
         elif value is not None and not isinstance(value, str):
             bad(f"inits.{name}", f"must be 'scratch', a weights path or {{weights, transfer}}, got {value!r}")
             continue
@@ -156,8 +147,8 @@ def _check(cfg: ExperimentConfig, origin_of, problems: list[str]) -> None:
             bad(f"inits.{name}", "must be 'scratch' or a pretrained weights directory/.zip")
         elif init != "scratch" and not Path(init).exists():
             bad(f"inits.{name}", f"{init}: no such weights directory or archive (or 'scratch')")
-    if cfg.transfer is not None and cfg.task != "seg":
-        bad("transfer", "only for task seg")
+    if cfg.transfer is not None and cfg.transfer not in modes:
+        bad("transfer", f"must be one of {', '.join(modes)} for task {cfg.task} or null, got {cfg.transfer!r}")
     if problems:
         return
     # the fine-tuning config itself, with the overrides (its own messages name its keys)
@@ -282,14 +273,8 @@ def _fingerprint(task: str, finetune: Any, init: str, n: int, seed: int) -> str:
 
 
 def _run_one(cfg: ExperimentConfig, name: str, init: Any, n: int, seed: int, run_dir: Path) -> list[dict[str, Any]]:
-    if cfg.task == "seg":
-        base = _load_finetune(cfg, init)
-        result = finetune_seg(base, output=run_dir, labeled_subjects=n, seed=seed, overwrite=True)
-        rows = result.results_rows("seg")
-    else:
-        base = _load_finetune(cfg)
-        config = acl_config_from_dict(base.to_dict(), "config", {"output": str(run_dir)})
-        rows = finetune_acl(config, init, n, seed).results_rows()
+    config = _load_finetune(cfg, init, labeled_subjects=n, seed=seed, output=run_dir)
+    rows = FINETUNE_KINDS[cfg.task].run(config).results_rows()
     return [{**r, "init": name, "labeled_subjects": n, "seed": seed} for r in rows]
 
 
@@ -310,7 +295,7 @@ def run_transfer_experiment(config: ExperimentConfig, out: str | Path) -> dict[s
     for i, (name, init, n, seed) in enumerate(combos, 1):
         run_dir = out / "runs" / f"{name}_n{n}_s{seed}"
         rows_file = run_dir / "results_rows.json"
-        finetune = _load_finetune(config, init if config.task == "seg" else None)
+        finetune = _load_finetune(config, init)
         fp = _fingerprint(config.task, finetune, init, n, seed)
         saved = None
         if rows_file.is_file():

@@ -1,4 +1,7 @@
-"""Fine-tuning for exam-level ACL-tear classification: ``finetune_acl(config, init, labeled_subjects, seed)``.
+"""Fine-tuning for exam-level ACL-tear classification: :class:`AclTask` and ``finetune_acl(config, ...)``.
+
+The engine (``training/engine.py``) runs the loop, checkpoints, resume, signals and logs;
+``planessl finetune acl`` and the transfer experiment call it through :data:`ACL_KIND`.
 
 Data: knee exams (``data.exams``) with SAG/COR/AX stacks and a 0/1 label (1 = torn) — a DICOM
 tree + labels CSV (a phantom cohort's ``labels.csv``), a prepared cache + labels by hashed
@@ -6,7 +9,7 @@ subject key, or MRNet (``data.adapters.mrnet``). Exams are split into training, 
 (model selection) and, with ``data.test_fraction``, test sets (the reported metrics, seen once),
 stratified by label and deterministic for ``data.split_seed`` (ordered by a hash of the seed and
 the exam key, so the held-out sets do not change with ``seed`` or ``labeled_subjects``).
-``labeled_subjects = N`` then keeps N training exams (stratified, at least one of each class
+``data.labeled_subjects = N`` then keeps N training exams (stratified, at least one of each class
 when N >= 2), chosen by ``seed``.
 
 Model: :class:`models.exam_classifier.ExamClassifier` — the PlaneSSL encoder shared by all
@@ -14,8 +17,9 @@ planes (``init``: ``"scratch"`` or an exported pretraining weights directory / `
 encoder weights, architecture, input spacing/size and intensity normalisation are taken over),
 slice pooling (max or attention), concatenation of the planes and an MLP to one logit.
 
-Training: Adam (encoder at ``optim.encoder_lr``, default ``optim.lr``; frozen with
-``model.freeze_encoder``), binary cross-entropy on the logit. Class imbalance:
+Training: Adam with the engine's learning-rate policy (the encoder is the ``transferred`` group:
+``optim.transferred_lr``, default ``optim.lr``; fixed with ``optim.freeze_transferred``, which also
+keeps its BatchNorm statistics), binary cross-entropy on the logit. Class imbalance:
 ``data.balance`` = ``"pos_weight"`` (BCE ``pos_weight`` = negatives/positives of the training
 labels, default), ``"sampler"`` (each epoch draws exams with replacement, classes equally
 likely) or ``"none"``. Augmentation: one random rotation/scale/flip and intensity change per
@@ -25,9 +29,9 @@ validation loss; without validation exams, the last epoch).
 
 Outputs under ``output`` (atomic writes; nothing identifying)::
 
-    config.yaml                 resolved configuration (+ init, labeled_subjects, seed)
-    checkpoints/{best,last}.*   model + optimiser (training.checkpoint, safetensors, no pickle)
-    metrics.csv                 one row per epoch (loss, validation loss/AUC/accuracy)
+    config.yaml                 resolved configuration
+    checkpoints/{best,last}.*   resumable state (training.checkpoint, safetensors, no pickle)
+    metrics.csv, progress.png   one row / point per epoch (loss, validation loss/AUC/accuracy); tensorboard/
     metrics.json                metrics of the best epoch with bootstrap CIs: on the test exams when
                                 data.test_fraction > 0 (validation's under "validation"), else validation
     model/                      model.safetensors + manifest.json (task "acl", labels intact/torn)
@@ -35,14 +39,10 @@ Outputs under ``output`` (atomic writes; nothing identifying)::
 
 from __future__ import annotations
 
-import csv
 import dataclasses
 import hashlib
-import io
-import json
 import logging
 import math
-import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -50,9 +50,7 @@ from typing import Any
 
 import numpy as np
 import torch
-import yaml
 
-from ..atomic import atomic_write_bytes
 from ..data.augment import AugmentConfig
 from ..data.config import PrepareConfig
 from ..data.exams import (
@@ -72,14 +70,26 @@ from ..inference.classify import ACL_LABELS, ARCHITECTURE, export_classifier
 from ..inference.weights import build_manifest, load_exported
 from ..models.exam_classifier import POOLINGS, ExamClassifier, ExamClassifierConfig
 from ..models.unet import UNetConfig
-from .checkpoint import checkpoint_path, load_checkpoint, save_checkpoint
 from .cls_metrics import classification_metrics, roc_auc
-from .config import ConfigError, build_config, config_hash, parse_overrides, read_yaml_config
-from .progress import format_duration
-from .runtime import resolve_device, seed_everything, set_determinism
+from .config import (
+    ConfigError,
+    TrainOptim,
+    TrainRuntime,
+    build_config,
+    check_runtime,
+    parse_overrides,
+    read_yaml_config,
+)
+from .distributed import DistInfo
+from .engine import Engine, Task
+from .finetune import FinetuneKind, FinetuneSummary, InitConfig, write_result_json
+from .schedule import check_schedule
+from .signals import GracefulStop
 
 __all__ = [
     "AclConfig",
+    "AclTask",
+    "ACL_KIND",
     "AclResult",
     "load_acl_config",
     "acl_config_from_dict",
@@ -109,6 +119,7 @@ class AclDataConfig:
     val_fraction: float = 0.25  #: exams held out for validation: model selection (stratified)
     test_fraction: float = 0.0  #: exams held out for testing: the reported metrics (stratified; 0: validation's)
     split_seed: int = 0  #: the train/validation/test split (independent of runtime.seed)
+    labeled_subjects: int | None = None  #: labelled training exams, chosen by runtime.seed (null: the whole pool)
     max_slices: int = 0  #: slices per stack per training step (evenly spaced; 0 = all)
     balance: str = "pos_weight"  #: "pos_weight", "sampler" or "none"
     augment: bool = True
@@ -126,19 +137,21 @@ class AclModelConfig:
     hidden: int = 64
     attention_hidden: int = 32
     dropout: float = 0.0
-    freeze_encoder: bool = False
 
 
 @dataclass
-class AclOptimConfig:
-    lr: float = 1e-3
-    encoder_lr: float | None = None  #: null: lr
+class AclInitConfig(InitConfig):
+    transfer: str = "encoder"  #: the classifier takes over the pretrained encoder only
+
+
+@dataclass
+class AclOptimConfig(TrainOptim):
+    """Adam at a constant rate by default; ``batch_size`` exams per step."""
+
     weight_decay: float = 1e-4
     epochs: int = 20
-    batch_size: int = 2  #: exams per step
-    #: steps per epoch, cut from consecutive passes over the training exams, so that the budget does not grow
-    #: with the number of labelled exams; null: one pass per epoch
-    steps_per_epoch: int | None = None
+    batch_size: int = 2
+    decay_factor: float = 1.0
 
 
 @dataclass
@@ -149,17 +162,15 @@ class AclEvalConfig:
 
 
 @dataclass
-class AclRuntimeConfig:
-    device: str = "auto"
-    seed: int = 0
-    deterministic: bool = False
-    log_every: int = 1  #: epochs between log lines
+class AclRuntimeConfig(TrainRuntime):
+    log_every: int = 5
 
 
 @dataclass
 class AclConfig:
     data: AclDataConfig = field(default_factory=AclDataConfig)
     model: AclModelConfig = field(default_factory=AclModelConfig)
+    init: AclInitConfig = field(default_factory=AclInitConfig)
     optim: AclOptimConfig = field(default_factory=AclOptimConfig)
     evaluation: AclEvalConfig = field(default_factory=AclEvalConfig)
     runtime: AclRuntimeConfig = field(default_factory=AclRuntimeConfig)
@@ -203,22 +214,19 @@ def _check(cfg: AclConfig, origin_of, problems: list[str]) -> None:
         bad("model", "levels must be >= 2; base_filters, hidden and attention_hidden >= 1")
     if not 0.0 <= m.dropout < 1.0:
         bad("model.dropout", f"must be in [0, 1), got {m.dropout}")
-    if o.lr <= 0 or (o.encoder_lr is not None and o.encoder_lr < 0):
-        bad("optim.lr", "learning rates must be > 0 (encoder_lr >= 0)")
-    if o.weight_decay < 0:
-        bad("optim.weight_decay", f"must be >= 0, got {o.weight_decay}")
-    if o.epochs < 1 or o.batch_size < 1:
-        bad("optim.epochs", "epochs and batch_size must be >= 1")
-    if o.steps_per_epoch is not None and o.steps_per_epoch < 1:
-        bad("optim.steps_per_epoch", f"must be >= 1 or null (one pass per epoch), got {o.steps_per_epoch}")
+    if d.labeled_subjects is not None and d.labeled_subjects < 1:
+        bad("data.labeled_subjects", f"must be >= 1 or null (all), got {d.labeled_subjects}")
+    if cfg.init.transfer != "encoder":
+        bad("init.transfer", f"the exam classifier takes over the encoder only: must be 'encoder', got "
+                             f"{cfg.init.transfer!r}")
+    if cfg.init.init != "scratch" and not Path(cfg.init.init).exists():
+        bad("init.init", f"{cfg.init.init}: no such weights directory or archive (or 'scratch')")
+    check_schedule(o, bad)
     if not 0.0 < e.threshold < 1.0:
         bad("evaluation.threshold", f"must be in (0, 1), got {e.threshold}")
     if e.bootstrap < 0 or not 0.0 < e.confidence < 1.0:
         bad("evaluation.bootstrap", "bootstrap must be >= 0 and confidence in (0, 1)")
-    if cfg.runtime.device not in ("auto", "cpu", "cuda"):
-        bad("runtime.device", f"must be 'auto', 'cpu' or 'cuda', got {cfg.runtime.device!r}")
-    if cfg.runtime.log_every < 1:
-        bad("runtime.log_every", f"must be >= 1, got {cfg.runtime.log_every}")
+    check_runtime(cfg.runtime, bad)
 
 
 def acl_config_from_dict(raw: Any, source: str = "<dict>", overrides: dict[str, Any] | None = None) -> AclConfig:
@@ -227,11 +235,10 @@ def acl_config_from_dict(raw: Any, source: str = "<dict>", overrides: dict[str, 
 
 
 def load_acl_config(path: str | Path, overrides: list[str] | dict[str, Any] | None = None) -> AclConfig:
-    """Read a YAML file, apply ``--set`` overrides, validate (errors name the file and key)."""
-    raw = read_yaml_config(path)
+    """Read a YAML file, apply overrides (dotted key -> value), validate (errors name the file and key)."""
     if isinstance(overrides, list):
         overrides = parse_overrides(overrides)
-    return acl_config_from_dict(raw, str(path), overrides)
+    return acl_config_from_dict(read_yaml_config(path), str(path), overrides)
 
 
 # ----------------------------------------------------------------------------- data
@@ -347,8 +354,8 @@ def _resolve_init(init: str | Path, cfg: AclConfig) -> _Init:
 
 # ----------------------------------------------------------------------------- training
 @dataclass
-class AclResult:
-    """What :func:`finetune_acl` produced; ``metrics`` are the best epoch's validation metrics."""
+class AclResult(FinetuneSummary):
+    """What :func:`finetune_acl` produced; ``metrics`` are the reported ones (test, else validation)."""
 
     output: Path
     init: str
@@ -364,11 +371,22 @@ class AclResult:
     #: metrics of the best epoch on the validation exams (they selected it); ``metrics`` holds the reported
     #: ones: the test exams' when there is a test split, else these
     val_metrics: dict[str, Any] = field(default_factory=dict)
+    transfer: str | None = None
+    task: str = "acl"
+    headline_metric: str = "auc"
+
+    @property
+    def evaluated_on(self) -> str:
+        return "test" if self.n_test else "val"
+
+    @property
+    def headline(self) -> float | None:
+        return (self.metrics.get("auc") or {}).get("value")
 
     def results_rows(self) -> list[dict[str, Any]]:
-        """Rows ``task,init,labeled_subjects,seed,metric,value`` (DESIGN.md section 3) for results.csv:
-        ``auc``, ``accuracy``, ... (+ ``_ci_low``/``_ci_high``) on the reported split (test, or validation
-        without a test split) and ``val_auc``, ... on the validation exams that selected the epoch."""
+        """Rows ``task,init,labeled_subjects,seed,metric,value`` (docs/conventions.md, 'Results CSV') for
+        results.csv: ``auc``, ``accuracy``, ... (+ ``_ci_low``/``_ci_high``) on the reported split (test, or
+        validation without a test split) and ``val_auc``, ... on the validation exams that selected the epoch."""
         rows = []
         for prefix, metrics in (("", self.metrics), ("val_", self.val_metrics or self.metrics)):
             for name in ("auc", "accuracy", "sensitivity", "specificity"):
@@ -445,174 +463,174 @@ def _better(row: dict[str, Any], best: dict[str, Any] | None) -> bool:
     return row["val_loss"] < best["val_loss"]
 
 
-_CSV_COLUMNS = ("epoch", "lr", "train_loss", "val_loss", "val_auc", "val_accuracy", "epoch_seconds", "best")
-
-
-def _write_metrics_csv(history: list[dict[str, Any]], path: Path) -> None:
-    buffer = io.StringIO()
-    writer = csv.DictWriter(buffer, fieldnames=list(_CSV_COLUMNS), extrasaction="ignore", lineterminator="\n")
-    writer.writeheader()
-    for row in history:
-        writer.writerow({k: "" if row.get(k) is None else row.get(k) for k in _CSV_COLUMNS})
-    atomic_write_bytes(path, buffer.getvalue().encode("utf-8"))
-
-
 def _nan_to_none(value: Any) -> Any:
     return None if isinstance(value, float) and not math.isfinite(value) else value
 
 
-def finetune_acl(config: AclConfig, init: str | Path = "scratch", labeled_subjects: int | None = None,
-                 seed: int | None = None, *, exams: Sequence[Exam] | None = None) -> AclResult:
+class AclTask(Task):
+    """Exam-level ACL-tear classification as an engine task (module docstring)."""
+
+    name = "finetune acl"
+    columns = ("train_loss", "val_loss", "val_auc", "val_accuracy")
+
+    def __init__(self, config: AclConfig, exams: Sequence[Exam] | None = None) -> None:
+        super().__init__(config)
+        self.seed = config.runtime.seed
+        self.start = _resolve_init(config.init.init, config)
+        m = self.start.encoder.size_multiple
+        if self.start.prep.size_px % m:
+            raise ConfigError([f"data.image_size: {self.start.prep.size_px} must be divisible by {m} "
+                               "(encoder levels)"])
+        self.all_exams = list(exams) if exams is not None else load_exams(config.data, self.start.prep)
+        size = self.start.prep.size_px
+        for e in self.all_exams:
+            shape = next(iter(e.stacks.values())).shape[1:]
+            if shape != (size, size):
+                raise ExamError(f"exam {e.key}: slices of {shape}, the model takes {size}² "
+                                "(pass exams prepared with the same settings)")
+        d = config.data
+        self.train_exams, self.val_exams, self.test_exams = split_exams(
+            self.all_exams, d.val_fraction, d.split_seed, d.labeled_subjects, self.seed, d.test_fraction)
+        if not self.train_exams:
+            raise ExamError("no training exam")
+        self.labels = np.array([e.label for e in self.train_exams], dtype=np.int64)
+        self.n_pos, n_neg = int(self.labels.sum()), int((self.labels == 0).sum())
+        self.pos_weight = n_neg / self.n_pos if d.balance == "pos_weight" and self.n_pos and n_neg else None
+
+    def setup(self, device: torch.device, dist: DistInfo) -> torch.nn.Module:
+        config = self.config
+        self.device = device
+        m = config.model
+        self.classifier_config = ExamClassifierConfig(
+            encoder=self.start.encoder, views=KNEE_VIEWS, pooling=m.pooling, hidden=m.hidden,
+            attention_hidden=m.attention_hidden, dropout=m.dropout)
+        model = ExamClassifier(self.classifier_config).to(device)
+        if self.start.state is not None:
+            model.load_encoder_state(self.start.state)
+        self.augment = _augment_config(config.data)
+        self.train_ds = ExamDataset(self.train_exams, KNEE_VIEWS, config.data.max_slices, train=True, seed=self.seed)
+        self.val_ds = ExamDataset(self.val_exams, KNEE_VIEWS)
+        return model
+
+    def param_groups(self, model: torch.nn.Module) -> dict[str, list[torch.nn.Parameter]]:
+        return {"new": [p for n, p in model.named_parameters() if not n.startswith("encoder.")],
+                "transferred": list(model.encoder.parameters())}
+
+    def train_mode(self, model: torch.nn.Module) -> None:
+        model.train()
+        if self.config.optim.freeze_transferred:
+            model.encoder.eval()  # fixed: keep the pretrained BatchNorm statistics
+
+    def describe_start(self) -> str:
+        return (f"init {self.start.record['kind']}, {len(self.train_exams)} training exams ({self.n_pos} torn), "
+                f"{len(self.val_exams)} validation, {len(self.test_exams)} test, pos_weight "
+                + ("-" if self.pos_weight is None else f"{self.pos_weight:.3g}"))
+
+    def fingerprint(self) -> str | None:
+        return _fingerprint(self.all_exams, self.start.prep)
+
+    def epoch_batches(self, epoch: int, dist: DistInfo) -> list[list[int]]:
+        o = self.config.optim
+        rng = np.random.default_rng([self.seed, epoch])
+        order = _epoch_order(self.labels, self.config.data.balance, rng, o.steps_per_epoch, o.batch_size).tolist()
+        size = min(o.batch_size, len(self.labels)) if o.steps_per_epoch else o.batch_size
+        batches = [order[first:first + size] for first in range(0, len(order), size)]
+        return batches if dist.world_size == 1 else [b[dist.rank::dist.world_size] for b in batches]
+
+    def train_step(self, model: torch.nn.Module, batch: list[int], epoch: int, index: int,
+                   dist: DistInfo) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+        self.train_ds.set_epoch(epoch)
+        items = [self.train_ds[i] for i in batch]
+        if self.augment is not None:
+            state = np.random.SeedSequence([self.seed, epoch, index]).generate_state(1)[0]
+            gen = torch.Generator().manual_seed(int(state))
+            for it in items:
+                it["stacks"] = {v: augment_stack(s, gen, self.augment) for v, s in it["stacks"].items()}
+        stacked = collate_exams(items)
+        logits = model({v: t.to(self.device) for v, t in stacked["stacks"].items()},
+                       {v: t.to(self.device) for v, t in stacked["masks"].items()})
+        loss = _bce(logits, stacked["label"].to(self.device), self.pos_weight)
+        return loss, {"loss": loss.detach() / dist.world_size}
+
+    @torch.no_grad()
+    def validate(self, model: torch.nn.Module, dist: DistInfo) -> dict[str, Any]:
+        if not len(self.val_ds):
+            return {"val_loss": None, "val_auc": None, "val_accuracy": None}
+        probs = _predict(model, self.val_ds, self.device)
+        truth = self.val_ds.labels()
+        return {"val_loss": _val_loss(probs, truth), "val_auc": _nan_to_none(roc_auc(truth, probs)),
+                "val_accuracy": float(((probs >= self.config.evaluation.threshold) == truth).mean())}
+
+    def improved(self, row: dict[str, Any], best: dict[str, Any] | None) -> bool:
+        return _better(row, best)
+
+    def describe(self, row: dict[str, Any]) -> str:
+        loss, auc = row.get("val_loss"), row.get("val_auc")
+        return (f"train loss {row['train_loss']:.4g}, val loss {'-' if loss is None else f'{loss:.4g}'}, "
+                f"val AUC {'-' if auc is None else f'{auc:.3f}'}")
+
+    def _evaluate(self, model: torch.nn.Module, ds: ExamDataset, split: str) -> dict[str, Any]:
+        ev = self.config.evaluation
+        truth = ds.labels()
+        probs = _predict(model, ds, self.device) if len(ds) else np.zeros(0)
+        raw = classification_metrics(truth, probs, ev.threshold, ev.bootstrap, self.seed, ev.confidence)
+        return {k: (v.to_dict() if hasattr(v, "to_dict") else v) for k, v in raw.items()} | {
+            "split": split, "n_exams": len(ds)}
+
+    def finish(self, model: torch.nn.Module, state: dict[str, Any]) -> AclResult:
+        config, out = self.config, Path(self.config.output)
+        best = state.get("best_epoch") or state["epoch"]
+        val_metrics = self._evaluate(model, self.val_ds, "validation")
+        if self.test_exams:
+            metrics = self._evaluate(model, ExamDataset(self.test_exams, KNEE_VIEWS), "test")
+        else:
+            metrics = dict(val_metrics)
+        metrics |= {"best_epoch": best, "n_train": len(self.train_exams), "n_train_positive": self.n_pos,
+                    "pos_weight": self.pos_weight}
+        if self.test_exams:
+            metrics["validation"] = val_metrics
+        write_result_json(out / "metrics.json", metrics)
+        prep = self.start.prep
+        manifest = build_manifest(
+            self.start.encoder, "acl", views=list(KNEE_VIEWS), channels=[],
+            input_size_hw=(prep.size_px, prep.size_px), input_spacing_mm=prep.spacing_mm,
+            intensity_normalisation=prep.normalisation_record(), label_names=list(ACL_LABELS),
+            training_config=config.to_dict() | {"init": self.start.record, "labeled_subjects": len(self.train_exams),
+                                                "seed": self.seed},
+            data_fingerprint=self.fingerprint(), metrics=metrics,
+            architecture={"name": ARCHITECTURE, "config": self.classifier_config.to_dict()},
+            decision={"threshold": config.evaluation.threshold, "positive": ACL_LABELS[1]},
+        )
+        weights = export_classifier(model.cpu(), out / "model", manifest)
+        return AclResult(out, self.start.record["kind"], len(self.train_exams), self.seed, best, metrics, weights,
+                         state["history"], len(self.train_exams), len(self.val_exams), len(self.test_exams),
+                         val_metrics, "encoder" if self.start.state is not None else None)
+
+
+def finetune_acl(config: AclConfig, init: str | Path | None = None, labeled_subjects: int | None = None,
+                 seed: int | None = None, *, output: str | Path | None = None, exams: Sequence[Exam] | None = None,
+                 resume: bool = False, stop: GracefulStop | None = None) -> AclResult:
     """Fine-tune (or train from scratch) the exam classifier and export it; see the module docstring.
 
     Args:
         config: a validated :class:`AclConfig` (``output`` is where everything goes).
-        init: ``"scratch"`` or exported pretraining weights (directory or ``.zip``).
-        labeled_subjects: training exams to use (None: the whole training pool).
-        seed: overrides ``runtime.seed`` (labelled subset, initialisation, augmentation, order).
+        init, labeled_subjects, seed, output: override ``init.init``, ``data.labeled_subjects``,
+            ``runtime.seed`` and ``output`` when given.
         exams: pre-loaded labelled exams (default :func:`load_exams`, memoised in-process), so
             repeated calls in one process (seeds × label counts) load the data once.
+        resume: continue the run in ``output``.
     Raises:
-        ConfigError (bad settings, too many labelled subjects, output already holds a run),
-        ExamError (data), WeightsError (``init``).
+        ConfigError (bad settings, too many labelled subjects), RunExistsError (output already holds a
+        run), ExamError (data), WeightsError (``init``), TrainingInterrupted (a signal; resumable).
     """
-    seed = config.runtime.seed if seed is None else int(seed)
-    out = Path(config.output)
-    if checkpoint_path(out / "checkpoints", "last").is_file():
-        raise ConfigError([f"{out}: already holds a fine-tuning run; choose another output directory"])
-    device = resolve_device(config.runtime.device)
-    set_determinism(config.runtime.deterministic, device)
-    start = _resolve_init(init, config)
-    m = start.encoder.size_multiple
-    if start.prep.size_px % m:
-        raise ConfigError([f"data.image_size: {start.prep.size_px} must be divisible by {m} (encoder levels)"])
-    all_exams = list(exams) if exams is not None else load_exams(config.data, start.prep)
-    for e in all_exams:
-        shape = next(iter(e.stacks.values())).shape[1:]
-        if shape != (start.prep.size_px, start.prep.size_px):
-            raise ExamError(f"exam {e.key}: slices of {shape}, the model takes {start.prep.size_px}² "
-                            "(pass exams prepared with the same settings)")
-    train_exams, val_exams, test_exams = split_exams(all_exams, config.data.val_fraction, config.data.split_seed,
-                                                     labeled_subjects, seed, config.data.test_fraction)
-    labels = np.array([e.label for e in train_exams], dtype=np.int64)
-    if len(train_exams) == 0:
-        raise ExamError("no training exam")
-    n_pos, n_neg = int(labels.sum()), int((labels == 0).sum())
-    pos_weight = n_neg / n_pos if config.data.balance == "pos_weight" and n_pos and n_neg else None
-
-    seed_everything(seed)
-    clf_cfg = ExamClassifierConfig(encoder=start.encoder, views=KNEE_VIEWS, pooling=config.model.pooling,
-                                   hidden=config.model.hidden, attention_hidden=config.model.attention_hidden,
-                                   dropout=config.model.dropout)
-    model = ExamClassifier(clf_cfg).to(device)
-    if start.state is not None:
-        model.load_encoder_state(start.state)
-    enc_params = list(model.encoder.parameters())
-    head_params = [p for n, p in model.named_parameters() if not n.startswith("encoder.")]
-    o = config.optim
-    groups = [{"params": head_params, "lr": o.lr}]
-    if config.model.freeze_encoder:
-        for p in enc_params:
-            p.requires_grad_(False)
-    else:
-        groups.append({"params": enc_params, "lr": o.lr if o.encoder_lr is None else o.encoder_lr})
-    optimizer = torch.optim.Adam(groups, lr=o.lr, weight_decay=o.weight_decay)
-
-    aug = _augment_config(config.data)
-    train_ds = ExamDataset(train_exams, KNEE_VIEWS, config.data.max_slices, train=True, seed=seed)
-    val_ds = ExamDataset(val_exams, KNEE_VIEWS)
-    val_labels = val_ds.labels()
-    run_dict = config.to_dict() | {"init": start.record, "labeled_subjects": len(train_exams), "seed": seed}
-    out.mkdir(parents=True, exist_ok=True)
-    atomic_write_bytes(out / "config.yaml", ("# resolved PlaneSSL ACL fine-tuning configuration\n"
-                                             + yaml.safe_dump(run_dict, sort_keys=False)).encode("utf-8"))
-    log.info("finetune acl (%s): %d training exams (%d torn), %d validation, %d test exams, pos_weight %s",
-             start.record["kind"], len(train_exams), n_pos, len(val_exams), len(test_exams),
-             "-" if pos_weight is None else f"{pos_weight:.3g}")
-
-    history: list[dict[str, Any]] = []
-    best: dict[str, Any] | None = None
-    ckpt_dir = out / "checkpoints"
-    for epoch in range(o.epochs):
-        t0 = time.perf_counter()
-        model.train()
-        if config.model.freeze_encoder:
-            model.encoder.eval()  # frozen: keep the pretrained BatchNorm statistics
-        train_ds.set_epoch(epoch)
-        rng = np.random.default_rng([seed, epoch])
-        order = _epoch_order(labels, config.data.balance, rng, o.steps_per_epoch, o.batch_size).tolist()
-        size = min(o.batch_size, len(labels)) if o.steps_per_epoch else o.batch_size
-        losses = []
-        for b, first in enumerate(range(0, len(order), size)):
-            items = [train_ds[i] for i in order[first:first + size]]
-            if aug is not None:
-                gen = torch.Generator().manual_seed(int(np.random.SeedSequence([seed, epoch, b]).generate_state(1)[0]))
-                for it in items:
-                    it["stacks"] = {v: augment_stack(s, gen, aug) for v, s in it["stacks"].items()}
-            batch = collate_exams(items)
-            logits = model({v: t.to(device) for v, t in batch["stacks"].items()},
-                           {v: t.to(device) for v, t in batch["masks"].items()})
-            loss = _bce(logits, batch["label"].to(device), pos_weight)
-            optimizer.zero_grad(set_to_none=True)
-            loss.backward()
-            optimizer.step()
-            losses.append(float(loss.detach()))
-        probs = _predict(model, val_ds, device) if len(val_ds) else np.zeros(0)
-        row = {
-            "epoch": epoch + 1, "lr": o.lr, "train_loss": float(np.mean(losses)),
-            "val_loss": _val_loss(probs, val_labels) if len(val_ds) else None,
-            "val_auc": _nan_to_none(roc_auc(val_labels, probs)) if len(val_ds) else None,
-            "val_accuracy": float(((probs >= config.evaluation.threshold) == val_labels).mean()) if len(val_ds)
-            else None,
-            "epoch_seconds": time.perf_counter() - t0, "best": False,
-        }
-        improved = _better(row, best)
-        if improved:
-            row["best"] = True
-            best = row
-        history.append(row)
-        state = {"epoch": epoch + 1, "history": history, "best_epoch": best["epoch"], "config_hash": config_hash(
-            run_dict), "seed": seed}
-        if improved:
-            save_checkpoint(checkpoint_path(ckpt_dir, "best"), model, optimizer, train_state=state)
-        save_checkpoint(checkpoint_path(ckpt_dir, "last"), model, optimizer, train_state=state)
-        _write_metrics_csv(history, out / "metrics.csv")
-        if (epoch + 1) % config.runtime.log_every == 0 or epoch + 1 == o.epochs:
-            auc = row["val_auc"]
-            log.info("epoch %d/%d: train loss %.4g, val loss %s, val AUC %s%s (%s)", epoch + 1, o.epochs,
-                     row["train_loss"], "-" if row["val_loss"] is None else f"{row['val_loss']:.4g}",
-                     "-" if auc is None else f"{auc:.3f}", " [best]" if improved else "",
-                     format_duration(row["epoch_seconds"]))
-
-    assert best is not None
-    model.load_state_dict(load_checkpoint(checkpoint_path(ckpt_dir, "best")).model_state())
-    ev = config.evaluation
-
-    def evaluate(ds: ExamDataset, split: str) -> dict[str, Any]:
-        truth = ds.labels()
-        probs = _predict(model, ds, device) if len(ds) else np.zeros(0)
-        raw = classification_metrics(truth, probs, ev.threshold, ev.bootstrap, seed, ev.confidence)
-        return {k: (v.to_dict() if hasattr(v, "to_dict") else v) for k, v in raw.items()} | {
-            "split": split, "n_exams": len(ds)}
-
-    val_metrics = evaluate(val_ds, "validation")
-    metrics = evaluate(ExamDataset(test_exams, KNEE_VIEWS), "test") if test_exams else dict(val_metrics)
-    metrics |= {"best_epoch": best["epoch"], "n_train": len(train_exams), "n_train_positive": n_pos,
-                "pos_weight": pos_weight}
-    if test_exams:
-        metrics["validation"] = val_metrics
-    atomic_write_bytes(out / "metrics.json", (json.dumps(metrics, indent=2) + "\n").encode("utf-8"))
-    manifest = build_manifest(
-        start.encoder, "acl", views=list(KNEE_VIEWS), channels=[],
-        input_size_hw=(start.prep.size_px, start.prep.size_px), input_spacing_mm=start.prep.spacing_mm,
-        intensity_normalisation=start.prep.normalisation_record(), label_names=list(ACL_LABELS),
-        training_config=run_dict, data_fingerprint=_fingerprint(all_exams, start.prep), metrics=metrics,
-    )
-    manifest["architecture"] = {"name": ARCHITECTURE, "config": clf_cfg.to_dict()}
-    manifest["decision"] = {"threshold": ev.threshold, "positive": ACL_LABELS[1]}
-    weights = export_classifier(model.cpu(), out / "model", manifest)
-    return AclResult(out, start.record["kind"], len(train_exams), seed, best["epoch"], metrics, weights, history,
-                     len(train_exams), len(val_exams), len(test_exams), val_metrics)
+    changes: dict[str, Any] = {}
+    for key, value in (("init.init", init), ("data.labeled_subjects", labeled_subjects), ("runtime.seed", seed),
+                       ("output", output)):
+        if value is not None:
+            changes[key] = int(value) if isinstance(value, (int, np.integer)) else str(value)
+    if changes:
+        config = acl_config_from_dict(config.to_dict(), "config", changes)
+    return Engine(AclTask(config, exams), stop).run(resume).result
 
 
 def _fingerprint(exams: Sequence[Exam], prep: PrepareConfig) -> str:
@@ -621,3 +639,15 @@ def _fingerprint(exams: Sequence[Exam], prep: PrepareConfig) -> str:
     for e in sorted(exams, key=lambda x: x.key):
         h.update(f"{e.key}:{e.label}:{sorted(e.slices().items())}\n".encode())
     return h.hexdigest()
+
+
+def _run(config: AclConfig, resume: bool = False) -> AclResult:
+    return finetune_acl(config, resume=resume)
+
+
+#: the task as ``planessl finetune acl`` and ``planessl experiment transfer`` see it
+ACL_KIND = FinetuneKind(
+    name="acl", headline="auc",
+    description="ROC AUC on the test exams (the validation exams without data.test_fraction)",
+    load_config=load_acl_config, run=_run, transfer_modes=("encoder",),
+)

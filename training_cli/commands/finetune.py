@@ -1,8 +1,11 @@
-"""``planessl finetune seg ...``: fine-tune a segmentation network (cardiac, ACDC labels).
+"""``planessl finetune seg|acl``: fine-tune on a labelled task, from scratch or from pretrained weights.
 
-``finetune`` has one sub-command per task: ``seg`` here; ``acl`` (knee ACL-tear classification)
-comes from ``training_cli/commands/finetune_acl.py`` when that module is present (its
-``register_acl(subparsers)`` adds it).
+Both tasks come from the one registry (``PlaneSSLLib/training/tasks.py``), take the same flags,
+resume the same way and print the same JSON summary on stdout:
+``{"task", "output", "weights", "init", "transfer", "labeled_subjects", "seed", "best_epoch",
+"evaluated_on", "metric", "value"}`` (``metric``: the task's headline, ``dice mean`` or ``auc``).
+Exit status: 0 done, 2 bad configuration, data or weights, 128 + signal after SIGINT/SIGTERM
+(a resumable checkpoint was written; continue with the same command and ``--resume``).
 """
 
 from __future__ import annotations
@@ -13,76 +16,84 @@ import sys
 from pathlib import Path
 
 from ..arguments import add_overrides_argument, add_task_group
-from ..errors import CLIError
-from .finetune_acl import register_acl
 
-SEG_EPILOG = """\
+EPILOG = """\
 examples:
-  planessl finetune seg --config Resources/Configs/finetune_seg_demo.yaml --out runs/seg_scratch
-  planessl finetune seg --config cfg.yaml --init runs/demo/pretrain/heart/model --labeled-subjects 4 --seed 1 \\
-      --out runs/seg_pre_4_1
-  planessl finetune seg --config cfg.yaml --init W --transfer encoder --set optim.epochs=50 --out runs/seg_enc
+  planessl finetune {task} --config Resources/Configs/finetune_{task}_demo.yaml --out runs/{task}_scratch
+  planessl finetune {task} --config cfg.yaml --init runs/demo/pretrain/{anatomy}/model --labeled-subjects 4 \\
+      --seed 1 --out runs/{task}_pre_4_1
+  planessl finetune {task} --config cfg.yaml --set optim.epochs=50 --out runs/x
+  planessl finetune {task} --config cfg.yaml --out runs/x --resume      # after a stop or a crash
 
-outputs: OUT/config.yaml, OUT/checkpoints/{best,last}.safetensors, OUT/metrics.csv, OUT/progress.png,
-OUT/test_metrics.csv (Dice, HD95, ASSD per subject, phase and structure), OUT/result.json and
-OUT/model/ (model.safetensors + manifest.json, task "seg").
+outputs: OUT/config.yaml, OUT/checkpoints/{{best,last}}.safetensors, OUT/metrics.csv, OUT/progress.png,
+OUT/tensorboard/, {outputs} and OUT/model/ (model.safetensors + manifest.json).
 """
+
+TASKS = {
+    "seg": {
+        "help": "cardiac segmentation (RV, Myo, LV) of SAX stacks at ED and ES",
+        "description": "Fine-tune a U-Net for ACDC-style cardiac segmentation with Dice + cross-entropy, selecting "
+                       "the best validation Dice, then report Dice/HD95/ASSD on the test subjects.",
+        "anatomy": "heart", "example": "optim.epochs=3 model.base_filters=8",
+        "outputs": "OUT/test_metrics.csv (Dice, HD95, ASSD per subject, phase and structure), OUT/result.json",
+    },
+    "acl": {
+        "help": "exam-level ACL-tear classification (knee SAG/COR/AX stacks)",
+        "description": "Fine-tune the PlaneSSL encoder (or train from scratch) to classify knee exams as ACL torn or "
+                       "intact: a shared encoder over every slice, pooling over slices, fusion of the planes.",
+        "anatomy": "knee", "example": "optim.epochs=3 data.max_slices=8",
+        "outputs": "OUT/metrics.json (AUC, accuracy, sensitivity, specificity with bootstrap CIs)",
+    },
+}
 
 
 def register(sub: argparse._SubParsersAction) -> argparse.ArgumentParser:
     p, tasks = add_task_group(sub, "finetune", help="fine-tune on a labelled task (seg: cardiac; acl: knee)",
                               description="Fine-tune a PlaneSSL network, from scratch or from pretrained weights.",
                               dest="finetune_task")
-    register_seg(tasks)
-    register_acl(tasks)
+    for name, text in TASKS.items():
+        t = tasks.add_parser(name, help=text["help"], description=text["description"],
+                             epilog=EPILOG.format(task=name, anatomy=text["anatomy"], outputs=text["outputs"]),
+                             formatter_class=argparse.RawDescriptionHelpFormatter)
+        t.add_argument("--config", type=Path, required=True, metavar="FILE", help="YAML configuration")
+        add_overrides_argument(t, text["example"])
+        t.add_argument("--init", default=None, metavar="scratch|WEIGHTS",
+                       help="'scratch' or a pretrained weights directory/.zip (overrides init.init)")
+        t.add_argument("--transfer", choices=("encoder+decoder", "encoder"), default=None,
+                       help="what to transfer from pretrained weights (seg default encoder+decoder: all but the "
+                            "last layer; acl: encoder)")
+        t.add_argument("--labeled-subjects", type=int, default=None, metavar="N",
+                       help="labelled training subjects, chosen deterministically by --seed (default: all)")
+        t.add_argument("--seed", type=int, default=None, metavar="S", help="seed (labelled subset, init, order)")
+        t.add_argument("--out", type=Path, required=True, metavar="DIR", help="output directory")
+        t.add_argument("--resume", action="store_true", help="continue the run in --out after a stop or a crash")
+        t.set_defaults(func=run)
     return p
 
 
-def register_seg(tasks: argparse._SubParsersAction) -> argparse.ArgumentParser:
-    p = tasks.add_parser(
-        "seg", help="cardiac segmentation (RV, Myo, LV) of SAX stacks at ED and ES",
-        description="Fine-tune a U-Net for ACDC-style cardiac segmentation with Dice + cross-entropy, "
-                    "selecting the best validation Dice, then report Dice/HD95/ASSD on the test subjects.",
-        epilog=SEG_EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter,
-    )
-    p.add_argument("--config", type=Path, required=True, metavar="FILE", help="YAML configuration")
-    add_overrides_argument(p, "optim.epochs=3 model.base_filters=8")
-    p.add_argument("--init", default=None, metavar="scratch|WEIGHTS",
-                   help="'scratch' or a pretrained weights directory/.zip (overrides init.init)")
-    p.add_argument("--transfer", choices=("encoder+decoder", "encoder"), default=None,
-                   help="what to transfer from pretrained weights (default encoder+decoder: all but the last layer)")
-    p.add_argument("--labeled-subjects", type=int, default=None, metavar="N",
-                   help="labelled training subjects, chosen deterministically by --seed (default: all)")
-    p.add_argument("--seed", type=int, default=None, metavar="S", help="seed (labelled subset, init, order)")
-    p.add_argument("--out", type=Path, required=True, metavar="DIR", help="output directory")
-    p.set_defaults(func=run_seg)
-    return p
+def run(args: argparse.Namespace) -> int:
+    # imported here so that `planessl --help` and the other commands do not load torch
+    from PlaneSSLLib.training.finetune import run_overrides
+    from PlaneSSLLib.training.signals import TrainingInterrupted
+    from PlaneSSLLib.training.tasks import FINETUNE_KINDS
 
-
-def run_seg(args: argparse.Namespace) -> int:
-    from PlaneSSLLib.data.segmentation import SegDataError
-    from PlaneSSLLib.training.config import ConfigError, parse_overrides
-    from PlaneSSLLib.training.finetune_seg import finetune_seg, load_finetune_config
-    from PlaneSSLLib.training.transfer import TransferError
-
+    kind = FINETUNE_KINDS[args.finetune_task]
+    overrides = run_overrides(args.overrides, init=args.init, transfer=args.transfer,
+                              labeled_subjects=args.labeled_subjects, seed=args.seed, output=args.out)
+    config = kind.load_config(args.config, overrides)
+    verb = "resuming" if args.resume else "writing"
+    print(f"planessl finetune {kind.name}: {verb} {args.out} (init {config.init.init})", file=sys.stderr, flush=True)
     try:
-        overrides = parse_overrides(args.overrides)
-        overrides["output"] = str(args.out)
-        if args.init is not None:
-            overrides["init.init"] = args.init
-        if args.transfer is not None:
-            overrides["init.transfer"] = args.transfer
-        if args.labeled_subjects is not None:
-            overrides["data.labeled_subjects"] = args.labeled_subjects
-        if args.seed is not None:
-            overrides["runtime.seed"] = args.seed
-        config = load_finetune_config(args.config, overrides)
-        print(f"planessl finetune seg: writing {args.out} (init {config.init.init})", file=sys.stderr, flush=True)
-        result = finetune_seg(config)
-    except (ConfigError, SegDataError, TransferError) as exc:
-        raise CLIError(str(exc)) from exc
-    mean = result.summary.get("mean", {})
-    print(json.dumps({"output": str(result.output), "weights": str(result.weights), "best_epoch": result.best_epoch,
-                      "best_val_dice": result.best_val_dice, "evaluated_on": result.evaluated_on,
-                      "mean_dice": mean.get("dice"), "n_empty_pred": mean.get("n_empty_pred")}))
+        result = kind.run(config, resume=args.resume)
+    except TrainingInterrupted as exc:
+        print(f"planessl finetune {kind.name}: {exc}; continue with the same command and --resume", file=sys.stderr,
+              flush=True)
+        return exc.exit_code
+    if result is None:  # a rank other than 0 under torchrun
+        return 0
+    summary = result.summary()
+    value = "undefined" if summary["value"] is None else f"{summary['value']:.3f}"
+    print(f"planessl finetune {kind.name}: done; best epoch {result.best_epoch}, {summary['metric']} on "
+          f"{summary['evaluated_on']} {value}; weights {result.weights}", file=sys.stderr, flush=True)
+    print(json.dumps(summary))
     return 0
