@@ -24,6 +24,7 @@ from safetensors.torch import load as safetensors_load
 from safetensors.torch import save as safetensors_save
 
 from ..atomic import atomic_write_bytes
+from ..errors import PlaneSSLError
 from ..models import PlaneSSLNet, UNetConfig
 
 __all__ = [
@@ -65,7 +66,7 @@ MANIFEST_KEYS = (
 )
 
 
-class WeightsError(ValueError):
+class WeightsError(PlaneSSLError, ValueError):
     """Exported weights that cannot be used; the message names the file and the problem."""
 
 

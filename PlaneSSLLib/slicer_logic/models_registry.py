@@ -42,6 +42,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from ..errors import PlaneSSLError
+
 __all__ = [
     "REGISTRY_FORMAT",
     "REGISTRY_FORMAT_VERSION",
@@ -87,11 +89,11 @@ _CHUNK = 1 << 20
 ProgressCallback = Callable[[int, Any], None]  # (bytes done, total bytes or None)
 
 
-class RegistryError(ValueError):
+class RegistryError(PlaneSSLError, ValueError):
     """The registry file is unreadable or an entry is malformed; the message names which."""
 
 
-class DownloadError(RuntimeError):
+class DownloadError(PlaneSSLError, RuntimeError):
     """Weights could not be fetched (network, missing file, unpublished model)."""
 
 
@@ -99,7 +101,7 @@ class ChecksumError(DownloadError):
     """The downloaded file's SHA-256 is not the registry's; the file was deleted."""
 
 
-class ModelFolderError(ValueError):
+class ModelFolderError(PlaneSSLError, ValueError):
     """A local weights folder that cannot be used; the message says what to fix."""
 
 

@@ -33,6 +33,7 @@ from torch.utils.data import DataLoader, Dataset, Subset, default_collate
 
 from PlaneSSLLib.models import PlaneSSLNet, UNetConfig
 
+from ..errors import PlaneSSLError
 from ..inference.weights import build_manifest, export_weights
 from .checkpoint import Checkpoint, checkpoint_path, load_checkpoint, restore_checkpoint, save_checkpoint
 from .config import ConfigError, PretrainConfig, config_hash, save_config
@@ -52,7 +53,7 @@ Datasets = tuple[Dataset, Dataset | None, SamplerFactory, DataInfo]
 _FROZEN_ON_RESUME = ("model", "task")
 
 
-class RunExistsError(RuntimeError):
+class RunExistsError(PlaneSSLError, RuntimeError):
     """The output directory already holds a run and ``resume`` was not asked for (or vice versa)."""
 
 
