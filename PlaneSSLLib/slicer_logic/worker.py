@@ -134,7 +134,7 @@ def task_classify_knee(inputs, params, device, progress):
     progress(1, 2)
     probability = exam_probability(model, exam, device)
     progress(2, 2)
-    threshold = float((manifest.get("decision") or {}).get("threshold", 0.5))
+    threshold = float(manifest["decision"]["threshold"])
     return {"probability": np.array([probability], dtype=np.float64),
             "threshold": np.array([threshold], dtype=np.float64)}
 
