@@ -1,8 +1,9 @@
 """The model registry (``Resources/Models.json``), weights downloaded on demand, and local folders.
 
 No Qt and no MRML: the Slicer module calls this with ``slicer.app.cachePath`` as the cache; the
-tests call it with a temporary folder. Only the standard library is imported at module level
-(validating a weights folder imports ``inference.weights``, i.e. torch, when it is called).
+tests call it with a temporary folder. Only the standard library (and ``PlaneSSLLib.errors``) is
+imported at module level (validating a weights folder imports ``inference.manifest``, i.e. torch,
+when it is called).
 
 Registry (JSON object): ``format`` = ``"planessl-model-registry"``, ``format_version`` = 1, and
 ``models``, a list of entries with ``id``, ``title``, ``task`` (``segment_heart``,
