@@ -17,7 +17,9 @@ def _pretrained(tmp_path, **kw) -> tuple[PlaneSSLNet, object]:
     for buf in net.buffers():  # non-default BatchNorm statistics, so that copying them shows
         if buf.dtype.is_floating_point:
             buf.add_(torch.rand_like(buf))
-    manifest = build_manifest(cfg, "both", views={"SAX": ["2CH", "3CH", "4CH"]}, channels=["2CH", "3CH", "4CH", "SAX"],
+    lines = cfg.line_channels > 0  # no line heatmaps: a location-only pretraining, as the trainer exports it
+    manifest = build_manifest(cfg, "both" if lines else "location", views={"SAX": ["2CH", "3CH", "4CH"]},
+                              channels=["2CH", "3CH", "4CH", "SAX"] if lines else [],
                               input_size_hw=(64, 64), input_spacing_mm=3.0)
     return net, export_weights(net, tmp_path / "pre", manifest)
 

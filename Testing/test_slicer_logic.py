@@ -41,6 +41,7 @@ def require_slicer_core():
 
 slicer = require_slicer_core()
 
+from PlaneSSLLib.data.segmentation import terminology_record  # noqa: E402
 from PlaneSSLLib.dicom.records import VIEW_LABELS  # noqa: E402
 from PlaneSSLLib.dicom.scan import scan_tree  # noqa: E402
 from PlaneSSLLib.dicom.views import identify_views  # noqa: E402
@@ -49,9 +50,11 @@ from PlaneSSLLib.geometry.lines import image_line, intersect_images  # noqa: E40
 from PlaneSSLLib.phantoms.cohort import CohortOptions, write_cohort  # noqa: E402
 from PlaneSSLLib.slicer_logic import classification, lines, offscreen, runner, scene, segmentation, views  # noqa: E402
 from PlaneSSLLib.slicer_logic.mrml import SceneContext, matrix_to_numpy, node_ids  # noqa: E402
-from PlaneSSLLib.slicer_logic.terminology import HEART_SEGMENTS  # noqa: E402
+from PlaneSSLLib.slicer_logic.terminology import segment_terms  # noqa: E402
 
 SIZE = (256, 256)
+#: The segments of a segmentation manifest as 'planessl finetune seg' writes it.
+HEART_SEGMENTS = segment_terms({"terminology": terminology_record()})
 
 
 # ----------------------------------------------------------------------------- fixtures
@@ -419,7 +422,7 @@ def test_segmentation_round_trip_voxel_exact_with_terminology(ukbb_study, cohort
     # the NIfTI lies on the DICOM grid: same affine as the volume node (RAS)
     np.testing.assert_allclose(nifti.affine, matrix_to_numpy(_ijk_to_ras(sax)), atol=1e-3)
     before = node_ids(ctx.scene)
-    seg = segmentation.add_segmentation(ctx, labels_kji, sax)
+    seg = segmentation.add_segmentation(ctx, labels_kji, sax, HEART_SEGMENTS)
     added = node_ids(ctx.scene) - before
     assert added == {seg.GetID(), seg.GetDisplayNode().GetID()}  # no temporary nodes left
     back = segmentation.segmentation_to_labelmap(ctx, seg, sax)
@@ -438,7 +441,7 @@ def test_segmentation_round_trip_voxel_exact_with_terminology(ukbb_study, cohort
     assert ref is not None and ref.GetID() == sax.GetID()
     # a structure absent from the label map still gets its (empty) segment; the round trip holds
     no_rv = np.where(labels_kji == 1, 0, labels_kji).astype(np.int16)
-    seg2 = segmentation.add_segmentation(ctx, no_rv, sax, name="no RV")
+    seg2 = segmentation.add_segmentation(ctx, no_rv, sax, HEART_SEGMENTS, name="no RV")
     assert len(segmentation.segment_ids(seg2)) == 3
     np.testing.assert_array_equal(segmentation.segmentation_to_labelmap(ctx, seg2, sax), no_rv)
 
@@ -450,7 +453,7 @@ def test_segmentation_per_phase(ukbb_study):
     k, j, i = lines.volume_array(sax).shape
     rng = np.random.default_rng(0)
     labels = rng.integers(0, 4, size=(3, k, j, i)).astype(np.int16)
-    nodes = segmentation.add_phase_segmentations(ctx, labels, sax)
+    nodes = segmentation.add_phase_segmentations(ctx, labels, sax, HEART_SEGMENTS)
     assert len(nodes) == 3
     for p, node in enumerate(nodes):
         np.testing.assert_array_equal(segmentation.segmentation_to_labelmap(ctx, node, sax), labels[p])
@@ -462,8 +465,39 @@ def test_segmentation_failure_leaves_no_nodes(ukbb_study):
     loaded = scene.load_study(ctx, ukbb_study, phase=0, labels=["SAX"])
     before = node_ids(ctx.scene)
     with pytest.raises(ValueError, match="does not match"):
-        segmentation.add_segmentation(ctx, np.zeros((2, 3, 4), np.int16), loaded.volumes["SAX"])
+        segmentation.add_segmentation(ctx, np.zeros((2, 3, 4), np.int16), loaded.volumes["SAX"], HEART_SEGMENTS)
     assert node_ids(ctx.scene) == before
+
+
+def test_segments_come_from_the_manifest_terminology(ukbb_study, random_weights, tmp_path):
+    """Names, codes and colours of the segments are the model manifest's; none means a clear error."""
+    import json
+    import shutil
+
+    from PlaneSSLLib.slicer_logic.logic import Logic
+    from PlaneSSLLib.slicer_logic.models_registry import ModelFolderError, validate_model_folder
+    from PlaneSSLLib.slicer_logic.runner import InferenceResult
+
+    folder = tmp_path / "seg"
+    shutil.copytree(random_weights["seg"].path, folder)
+    manifest = json.loads((folder / "manifest.json").read_text())
+    manifest["terminology"]["labels"]["3"] |= {"name": "LV cavity", "color_rgb": [10, 200, 30]}
+    (folder / "manifest.json").write_text(json.dumps(manifest))
+    model = validate_model_folder(folder, "segment_heart")
+    ctx = SceneContext.create()
+    sax = scene.load_study(ctx, ukbb_study, phase=0, labels=["SAX"]).volumes["SAX"]
+    labels = np.zeros(lines.volume_array(sax).shape, dtype=np.uint8)
+    labels[:, :4, :4] = 3
+    results = Logic(ctx).apply_result("segment_heart", {"SAX": sax}, model, InferenceResult({"labels": labels}, "cpu"))
+    node = results.nodes[0]
+    by_name = {node.GetSegmentation().GetSegment(s).GetName(): node.GetSegmentation().GetSegment(s)
+               for s in segmentation.segment_ids(node)}
+    assert set(by_name) == {"Right ventricle", "Myocardium", "LV cavity"}
+    np.testing.assert_allclose(by_name["LV cavity"].GetColor(), (10 / 255, 200 / 255, 30 / 255))
+    assert "SCT^87878005^Left Ventricle" in by_name["LV cavity"].GetTerminology()
+    assert [s.name for s in results.statistics] == ["Right ventricle", "Myocardium", "LV cavity"]
+    with pytest.raises(ModelFolderError, match="manifest.json: the segmentation manifest carries no terminology"):
+        segment_terms({"task": "seg", "terminology": None}, str(folder / "manifest.json"))
 
 
 # ----------------------------------------------------------------------------- 5. classification

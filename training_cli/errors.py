@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+from PlaneSSLLib.errors import PlaneSSLError
 
-class CLIError(Exception):
+
+class CLIError(PlaneSSLError):
     """A problem with the user's input that stops the whole command.
 
     The message names the file and the problem; ``exit_code`` is what the process returns.

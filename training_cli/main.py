@@ -11,8 +11,6 @@ from collections.abc import Sequence
 from PlaneSSLLib import __version__
 from PlaneSSLLib.errors import PlaneSSLError
 
-from .errors import CLIError
-
 #: Sub-command modules, in the order ``planessl --help`` lists them. Each has
 #: ``register(subparsers) -> argparse.ArgumentParser`` and sets ``func`` on its parser.
 COMMAND_MODULES = (
@@ -50,7 +48,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 2
     try:
         return int(args.func(args) or 0)
-    except (CLIError, PlaneSSLError) as exc:
+    except PlaneSSLError as exc:  # an expected failure: its message, no traceback; anything else is a bug
         print(f"planessl {args.command}: error: {exc}", file=sys.stderr)
         return exc.exit_code
     except KeyboardInterrupt:

@@ -49,6 +49,7 @@ from typing import Any
 
 import numpy as np
 
+from ..errors import PlaneSSLError
 from ..geometry.planes import ImagePlane
 from .codes import ANATOMIES, VIEW_CODES, VIEW_NAMES
 from .config import PrepareConfig
@@ -97,7 +98,7 @@ INDEX_DTYPE = np.dtype(
 _IMAGES, _INDEX, _META, _CURRENT = "images.npy", "index.npy", "meta.json", "current.json"
 
 
-class CacheError(RuntimeError):
+class CacheError(PlaneSSLError, RuntimeError):
     """A cache cannot be used (missing, incomplete, wrong version, stale); the message names the path."""
 
 

@@ -8,15 +8,12 @@ from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
+from ..errors import ConfigError
 from .resample import NORMALISATIONS
 
 __all__ = ["PrepareConfig", "ConfigError", "load_prepare_config"]
 
 _DTYPES = ("float16", "float32")
-
-
-class ConfigError(ValueError):
-    """A preparation setting is invalid; the message names it (and the file, when read from one)."""
 
 
 @dataclass(frozen=True)

@@ -40,6 +40,7 @@ from scipy import ndimage
 from torch.utils.data import Dataset
 
 from ..dicom.pixels import PixelReadError, read_file_frames
+from ..errors import PlaneSSLError
 from .augment import AugmentConfig, normalised_from_pixel
 from .cache import Cache
 from .codes import VIEW_CODES, anatomy_code
@@ -68,7 +69,7 @@ __all__ = [
 KNEE_VIEWS = ("SAG", "COR", "AX")
 
 
-class ExamError(ValueError):
+class ExamError(PlaneSSLError, ValueError):
     """Exam data that cannot be used (missing view, bad labels file); the message names the file."""
 
 

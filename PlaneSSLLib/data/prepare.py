@@ -29,6 +29,7 @@ from .. import __version__
 from ..dicom.pixels import PixelReadError, read_file_frames
 from ..dicom.report import apply_views
 from ..dicom.scan import list_files, scan_tree
+from ..errors import PlaneSSLError
 from ..geometry.planes import ImagePlane
 from .cache import (
     CACHE_FORMAT,
@@ -58,7 +59,7 @@ Progress = Callable[[str, int, int], None]
 _MIN_SLICES_PER_WORKER = 64
 
 
-class PrepareError(RuntimeError):
+class PrepareError(PlaneSSLError, RuntimeError):
     """Preparation cannot proceed (no data, nothing usable, unwritable output); the message says why."""
 
 

@@ -53,6 +53,7 @@ from ..dicom.records import Study
 from ..dicom.report import apply_views
 from ..dicom.scan import list_files, scan_tree
 from ..dicom.stacks import MERGE_TOL_DEG, ViewStack, merge_view_series
+from ..errors import PlaneSSLError
 from ..geometry.frames import affine_ras_to_lps
 from ..geometry.planes import ImagePlane
 from .cache import data_fingerprint, install, write_current, write_meta
@@ -90,7 +91,7 @@ PHASE_KINDS = ("ED", "ES")
 ACDC_LABEL_NAMES = ("background", "RV", "Myo", "LV")
 
 
-class SegDataError(RuntimeError):
+class SegDataError(PlaneSSLError, RuntimeError):
     """Segmentation data that cannot be used (labels missing or misaligned, no SAX stack); names the file."""
 
 

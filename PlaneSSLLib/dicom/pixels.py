@@ -22,6 +22,7 @@ from pydicom.errors import InvalidDicomError
 from pydicom.pixels import pixel_array
 from pydicom.uid import UID, ImplicitVRLittleEndian
 
+from ..errors import PlaneSSLError
 from .planes import number_of_frames
 from .records import Frame, Position, Series
 from .scan import functional_item
@@ -41,7 +42,7 @@ _PLUGIN_HINT = (
 )
 
 
-class PixelReadError(RuntimeError):
+class PixelReadError(PlaneSSLError, RuntimeError):
     """Pixel data could not be read or decoded; the message names the file and the reason."""
 
 

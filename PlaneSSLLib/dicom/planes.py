@@ -6,12 +6,13 @@ from collections.abc import Sequence
 
 from pydicom.dataset import Dataset
 
+from ..errors import PlaneSSLError
 from ..geometry.planes import ImagePlane
 
 __all__ = ["GeometryError", "number_of_frames", "plane_from_dataset", "planes_from_dataset"]
 
 
-class GeometryError(ValueError):
+class GeometryError(PlaneSSLError, ValueError):
     """A DICOM object lacks usable plane geometry; the message says which attribute."""
 
 

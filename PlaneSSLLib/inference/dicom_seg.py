@@ -26,6 +26,7 @@ from .. import __version__
 from ..atomic import atomic_path
 from ..data.segmentation import ACDC_STRUCTURES, StructureCode
 from ..dicom.records import Frame
+from ..errors import InputError
 from ..geometry.planes import ImagePlane
 
 __all__ = ["write_dicom_seg"]
@@ -39,7 +40,7 @@ def _read_sources(frames: Sequence[Frame]) -> list:
         try:
             out.append(pydicom.dcmread(f.path, stop_before_pixels=True))
         except Exception as exc:  # pydicom raises several types for bad files
-            raise ValueError(f"{f.path}: cannot read the source image for the DICOM SEG ({exc})") from None
+            raise InputError(f"{f.path}: cannot read the source image for the DICOM SEG ({exc})") from None
     return out
 
 

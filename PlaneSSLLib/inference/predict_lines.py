@@ -26,10 +26,11 @@ from ..dicom.planes import plane_from_dataset
 from ..dicom.report import apply_views
 from ..dicom.scan import scan_tree
 from ..dicom.views import hint_from_text
+from ..errors import InputError
 from ..geometry.lines import ImageLine, clip_line_to_rect
 from ..geometry.planes import ImagePlane
 from .line_fit import fit_line
-from .weights import WeightsError, load_exported
+from .weights import load_validated
 
 __all__ = ["predict_image_lines", "map_line_between_grids", "identify_image_view"]
 
@@ -67,14 +68,13 @@ def predict_image_lines(weights: str | Path, image: str | Path, view: str | None
     """``{"view": V, "partners": [{"view": W, "in_a": {"p0", "p1"} | None, "confidence": float}, ...]}``.
 
     ``in_a`` is None when the network shows no line for that partner (confidence 0) or the line
-    misses the image. Raises WeightsError (not a line network) or ValueError (unreadable image,
+    misses the image. Raises WeightsError (not a line network) or InputError (unreadable image,
     unknown view), each naming the file.
     """
     import pydicom
 
-    net, manifest = load_exported(weights, device)
-    if manifest.get("task") not in ("lines", "both") or net.decoder is None:
-        raise WeightsError(f"{weights}: task {manifest.get('task')!r} has no line heatmaps (need 'lines' or 'both')")
+    net, validated = load_validated(weights, device, expect_task=("lines", "both"))
+    manifest, prep = validated.manifest, validated.preparation
     image = Path(image)
     try:
         ds = pydicom.dcmread(image, stop_before_pixels=True)
@@ -83,18 +83,14 @@ def predict_image_lines(weights: str | Path, image: str | Path, view: str | None
             warnings.simplefilter("ignore")
             pixels = read_file_frames(image, [frame])[0]
     except Exception as exc:  # pydicom / geometry / pixel errors of a bad file
-        raise ValueError(f"{image}: cannot read the image ({exc})") from None
+        raise InputError(f"{image}: cannot read the image ({exc})") from None
     view = view or identify_image_view(image, frame)
-    channels = list(manifest.get("channels") or [])
+    channels = list(manifest["channels"])
     partners_of = manifest.get("views") if isinstance(manifest.get("views"), dict) else {}
     if view is None or view not in partners_of:
-        raise ValueError(f"{image}: view {view!r} is not an input view of these weights "
+        raise InputError(f"{image}: view {view!r} is not an input view of these weights "
                          f"({', '.join(sorted(partners_of)) or 'none'}); pass --view")
-    inp = manifest["input"]
-    norm = manifest.get("intensity_normalisation") or {}
-    img, grid = prepare_image(pixels, plane, float(inp["spacing_mm"][0]), int(inp["size_hw"][0]),
-                              str(norm.get("method", "minmax")),
-                              tuple(float(v) for v in norm.get("clip_percentiles", (0.5, 99.5))))
+    img, grid = prepare_image(pixels, plane, prep.spacing_mm, prep.size_px, prep.normalisation, prep.clip_percentiles)
     with torch.no_grad():
         heat = net(torch.from_numpy(img)[None, None].to(device))["lines"][0].float().cpu().numpy()
     out = []

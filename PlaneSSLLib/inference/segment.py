@@ -36,9 +36,10 @@ from ..data.segmentation import SaxStack, find_sax_stack
 from ..dicom.pixels import read_frame_pixels
 from ..dicom.report import apply_views
 from ..dicom.scan import scan_tree
+from ..errors import InputError
 from ..geometry.planes import ImagePlane
 from ..models import PlaneSSLNet
-from .weights import WeightsError, load_exported
+from .weights import load_validated
 
 __all__ = [
     "SegModel",
@@ -70,23 +71,12 @@ class SegModel:
 
 
 def load_seg_model(path: str | Path, device: str | torch.device = "cpu") -> SegModel:
-    """Load exported segmentation weights; WeightsError (naming the path) for another task or an odd manifest."""
-    net, manifest = load_exported(path, device)
-    if manifest.get("task") != "seg":
-        raise WeightsError(f"{path}: weights of task {manifest.get('task')!r}, not a segmentation network ('seg')")
-    names = manifest.get("label_names")
-    if not isinstance(names, list) or len(names) != net.config.line_channels or net.decoder is None:
-        raise WeightsError(f"{path}: label_names {names!r} do not match the network's "
-                           f"{net.config.line_channels} output channels")
-    inp = manifest["input"]
-    h, w = (int(v) for v in inp["size_hw"])
-    sr, sc = (float(v) for v in inp["spacing_mm"])
-    if h != w or abs(sr - sc) > 1e-9:
-        raise WeightsError(f"{path}: input must be square with square pixels, got {h}x{w} at {sr}x{sc} mm")
-    norm = manifest.get("intensity_normalisation") or {}
+    """Load exported segmentation weights (``load_model`` of task ``seg``); WeightsError names the file."""
+    net, validated = load_validated(path, device, expect_task="seg")
+    prep = validated.preparation
     net = net.to(memory_format=torch.channels_last)  # 2-3x faster convolutions on the CPU, same results
-    return SegModel(net, manifest, h, sr, str(norm.get("method", "minmax")),
-                    tuple(float(v) for v in norm.get("clip_percentiles", (0.5, 99.5))), list(names))
+    return SegModel(net, validated.manifest, prep.size_px, prep.spacing_mm, prep.normalisation,
+                    prep.clip_percentiles, list(validated.manifest["label_names"]))
 
 
 @torch.no_grad()
@@ -128,19 +118,19 @@ def keep_largest_component(labels: np.ndarray, classes: Sequence[int] | None = N
 def find_study_sax_stack(study_dir: str | Path) -> SaxStack:
     """The SAX stack of the one heart study under ``study_dir`` (views labelled from the geometry).
 
-    ValueError naming the folder when there is no SAX stack or several studies hold one.
+    InputError naming the folder when there is no SAX stack or several studies hold one.
     """
     study_dir = Path(study_dir)
     if not study_dir.exists():
-        raise ValueError(f"{study_dir}: no such file or directory")
+        raise InputError(f"{study_dir}: no such file or directory")
     result = scan_tree(study_dir)
     apply_views(result, anatomy_hint="heart")
     stacks = [s for s in (find_sax_stack(st) for st in result.studies) if s is not None]
     if not stacks:
-        raise ValueError(f"{study_dir}: no usable SAX stack found ({len(result.studies)} studies; see "
+        raise InputError(f"{study_dir}: no usable SAX stack found ({len(result.studies)} studies; see "
                          f"'planessl inspect {study_dir}')")
     if len(stacks) > 1:
-        raise ValueError(f"{study_dir}: {len(stacks)} studies with a SAX stack; point at one study's folder")
+        raise InputError(f"{study_dir}: {len(stacks)} studies with a SAX stack; point at one study's folder")
     return stacks[0]
 
 
@@ -175,9 +165,9 @@ def segment_images(model: SegModel, pixels: Sequence[np.ndarray], planes: Sequen
 
 def segment_stack(model: SegModel, stack: SaxStack, phase: int = 0, lcc: bool = True,
                   batch_size: int = 16) -> StackSegmentation:
-    """Segment phase ``phase`` of a SAX stack (module docstring); ValueError for a phase out of range."""
+    """Segment phase ``phase`` of a SAX stack (module docstring); InputError for a phase out of range."""
     if not 0 <= phase < stack.n_phases:
-        raise ValueError(f"{stack.folder()}: phase {phase} out of range (the SAX stack has {stack.n_phases})")
+        raise InputError(f"{stack.folder()}: phase {phase} out of range (the SAX stack has {stack.n_phases})")
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         pixels = [read_frame_pixels(pos.frames[phase]) for pos in stack.positions]

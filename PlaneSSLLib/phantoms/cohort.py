@@ -38,6 +38,7 @@ import numpy as np
 from .. import __version__
 from ..atomic import atomic_write_text
 from ..dicom.write import SeriesInfo, StudyInfo, build_mr_dataset, uid_from, write_dataset_atomic
+from ..errors import PlaneSSLError
 from ..geometry.planes import ImagePlane
 from .heart import plan_heart_views, render_heart_cine, sample_heart
 from .knee import acl_torn, plan_knee_stacks, render_knee_slice, sample_knee
@@ -74,7 +75,7 @@ _LAX_SERIES = {"2CH": 2, "3CH": 3, "4CH": 4}
 _SAX_FIRST_SERIES = 5
 
 
-class CohortError(ValueError):
+class CohortError(PlaneSSLError, ValueError):
     """The cohort cannot be written as asked (bad option, or a target directory we must not touch)."""
 
 

@@ -293,32 +293,29 @@ class ManifestLinePredictor:
     the heatmaps resampled back onto the original image (for display or other consumers).
     """
 
-    def __init__(self, net, manifest: dict, device: str = "cpu") -> None:
+    def __init__(self, net, validated, device: str = "cpu") -> None:
+        """``net`` and its ``inference.manifest.ValidatedManifest`` (of task lines or both)."""
         import torch
 
         from ..data.resample import prepare_image, resample_to_plane
         from ..inference.predict_lines import map_line_between_grids
 
-        if manifest.get("task") not in ("lines", "both") or getattr(net, "decoder", None) is None:
-            raise ValueError(f"weights of task {manifest.get('task')!r} have no line heatmaps (need 'lines' or 'both')")
         self.torch = torch
         self.net = net.to(device).eval()
         self.device = device
-        self.channels = tuple(manifest.get("channels") or ())
-        inp = manifest["input"]
-        norm = manifest.get("intensity_normalisation") or {}
-        self.spacing_mm = float(inp["spacing_mm"][0])
-        self.size_px = int(inp["size_hw"][0])
-        self.normalisation = str(norm.get("method", "minmax"))
-        self.clip_percentiles = tuple(float(v) for v in norm.get("clip_percentiles", (0.5, 99.5)))
+        self.channels = tuple(validated.manifest["channels"])
+        prep = validated.preparation
+        self.spacing_mm, self.size_px = prep.spacing_mm, prep.size_px
+        self.normalisation, self.clip_percentiles = prep.normalisation, prep.clip_percentiles
         self._prepare, self._resample, self._map = prepare_image, resample_to_plane, map_line_between_grids
 
     @classmethod
     def from_weights(cls, path, device: str = "cpu") -> ManifestLinePredictor:
-        from ..inference.weights import load_exported
+        """Exported line weights (``inference.weights.load_validated`` of task lines or both)."""
+        from ..inference.weights import load_validated
 
-        net, manifest = load_exported(path, device)
-        return cls(net, manifest, device)
+        net, validated = load_validated(path, device, expect_task=("lines", "both"))
+        return cls(net, validated, device)
 
     def heatmaps_prepared(self, image: np.ndarray, plane: ImagePlane) -> tuple[np.ndarray, ImagePlane]:
         """``(heatmaps (C, size, size) on the prepared grid, that grid's plane)``."""

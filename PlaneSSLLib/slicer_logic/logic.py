@@ -36,11 +36,11 @@ from ..dicom.scan import scan_tree
 from ..dicom.views import identify_views
 from . import classification, segmentation
 from .lines import LineComparison, LineOverlay, ManifestLinePredictor, volume_array
-from .models_registry import TASKS, LocalModel, ModelEntry, load_registry, resolve_model
+from .models_registry import MANIFEST_FILE, TASKS, LocalModel, ModelEntry, load_registry, resolve_model
 from .mrml import SceneContext
 from .runner import InferenceRequest, InferenceResult, InferenceRunner, scene_transaction
 from .scene import ATTR_LATERALITY, ATTR_VIEW, StudyScene, load_study, planes_of_volume, study_item_of
-from .terminology import HEART_SEGMENTS, SegmentTerm
+from .terminology import SegmentTerm, segment_terms
 from .views import PlaneViews, create_plane_views
 from .worker import plane_arrays
 
@@ -78,7 +78,7 @@ def voxel_volume_ml(volume_node) -> float:
 
 
 def segment_statistics(labels_kji: np.ndarray, reference_volume,
-                       terms: Sequence[SegmentTerm] = HEART_SEGMENTS) -> list[SegmentStatistics]:
+                       terms: Sequence[SegmentTerm]) -> list[SegmentStatistics]:
     """Voxel count and volume (mL) of every term's label in ``labels_kji`` (on the reference grid)."""
     labels = np.asarray(labels_kji)
     per_voxel = voxel_volume_ml(reference_volume)
@@ -346,11 +346,12 @@ class Logic:
             if task == "segment_heart":
                 reference = next(iter(inputs.values()))
                 labels = np.asarray(result.outputs["labels"], dtype=np.int16)
-                node = segmentation.add_segmentation(self.ctx, labels, reference, HEART_SEGMENTS,
+                terms = segment_terms(model.manifest, str(model.path / MANIFEST_FILE))
+                node = segmentation.add_segmentation(self.ctx, labels, reference, terms,
                                                      name=f"{reference.GetName()} PlaneSSL segmentation")
                 node.SetAttribute("PlaneSSL.Model", model.source)
                 out.nodes.append(node)
-                out.statistics = segment_statistics(labels, reference, HEART_SEGMENTS)
+                out.statistics = segment_statistics(labels, reference, terms)
             elif task == "classify_knee":
                 probability = float(np.asarray(result.outputs["probability"]).ravel()[0])
                 threshold = float(np.asarray(result.outputs.get("threshold", 0.5)).ravel()[0])
@@ -424,15 +425,15 @@ def export_random_weights(out_dir: str | os.PathLike, task: str, channels: Seque
 
     For self-tests and timing only: the outputs mean nothing. The folder has the format the real
     trainers write, so loading exercises the real inference paths: ``segment_heart`` a
-    ``PlaneSSLNet`` of task ``seg`` with the ACDC label names (``planessl finetune seg``),
-    ``classify_knee`` a ``PlaneSSLExamClassifier`` of task ``acl`` with its decision threshold
-    (``inference.classify.export_classifier``, as ``planessl finetune acl``), ``lines`` a
-    ``PlaneSSLNet`` of task ``lines`` naming its heatmap channels (pretraining).
+    ``PlaneSSLNet`` of task ``seg`` with the ACDC label names and terminology (``planessl finetune
+    seg``), ``classify_knee`` a ``PlaneSSLExamClassifier`` of task ``acl`` with its decision
+    threshold (as ``planessl finetune acl``), ``lines`` a ``PlaneSSLNet`` of task ``lines`` naming
+    its heatmap channels (pretraining); all written by ``inference.weights.export_model``.
     """
     import torch
 
     from ..data.config import PrepareConfig
-    from ..inference.weights import build_manifest, export_weights
+    from ..inference.weights import build_manifest, export_model
     from ..models import PlaneSSLNet, UNetConfig
     from .models_registry import validate_model_folder
 
@@ -448,22 +449,20 @@ def export_random_weights(out_dir: str | os.PathLike, task: str, channels: Seque
     torch.manual_seed(seed)
     if task == "classify_knee":
         from ..data.exams import KNEE_VIEWS
-        from ..inference.classify import ACL_LABELS, ARCHITECTURE, export_classifier
+        from ..inference.manifest import ACL_LABELS
         from ..models.exam_classifier import ExamClassifier, ExamClassifierConfig
 
         encoder = UNetConfig(base_filters=base_filters, levels=levels, line_channels=0, location_head=False)
         clf = ExamClassifierConfig(encoder=encoder, views=KNEE_VIEWS, hidden=8, attention_hidden=4)
-        manifest = build_manifest(encoder, "acl", views=list(KNEE_VIEWS), channels=[], label_names=list(ACL_LABELS),
-                                  **common)
-        manifest["architecture"] = {"name": ARCHITECTURE, "config": clf.to_dict()}
-        manifest["decision"] = {"threshold": 0.5, "positive": ACL_LABELS[1]}
-        export_classifier(ExamClassifier(clf).eval(), out_dir, manifest)
+        manifest = build_manifest(clf, "acl", decision={"threshold": 0.5, "positive": ACL_LABELS[1]},
+                                  views=list(KNEE_VIEWS), channels=[], label_names=list(ACL_LABELS), **common)
+        export_model(ExamClassifier(clf).eval(), out_dir, manifest)
     else:
         if task == "segment_heart":
-            from ..data.segmentation import ACDC_LABEL_NAMES
+            from ..data.segmentation import ACDC_LABEL_NAMES, terminology_record
 
             names = list(ACDC_LABEL_NAMES)
-            extra = {"views": ["SAX"], "channels": names, "label_names": names}
+            extra = {"views": ["SAX"], "channels": names, "label_names": names, "terminology": terminology_record()}
             manifest_task, line_channels = "seg", len(names)
         else:
             extra = {"views": {v: [c for c in channels if c != v] for v in channels}, "channels": list(channels)}
@@ -471,5 +470,5 @@ def export_random_weights(out_dir: str | os.PathLike, task: str, channels: Seque
         config = UNetConfig(base_filters=base_filters, levels=levels, line_channels=line_channels,
                             location_head=False)
         net = PlaneSSLNet(config).eval()
-        export_weights(net, out_dir, build_manifest(config, manifest_task, **extra, **common))
+        export_model(net, out_dir, build_manifest(config, manifest_task, **extra, **common))
     return validate_model_folder(out_dir, task, source=f"random {task} weights (test)")

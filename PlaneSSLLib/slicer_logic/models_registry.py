@@ -1,8 +1,9 @@
 """The model registry (``Resources/Models.json``), weights downloaded on demand, and local folders.
 
 No Qt and no MRML: the Slicer module calls this with ``slicer.app.cachePath`` as the cache; the
-tests call it with a temporary folder. Only the standard library is imported at module level
-(validating a weights folder imports ``inference.weights``, i.e. torch, when it is called).
+tests call it with a temporary folder. Only the standard library (and ``PlaneSSLLib.errors``) is
+imported at module level (validating a weights folder imports ``inference.manifest``, i.e. torch,
+when it is called).
 
 Registry (JSON object): ``format`` = ``"planessl-model-registry"``, ``format_version`` = 1, and
 ``models``, a list of entries with ``id``, ``title``, ``task`` (``segment_heart``,
@@ -42,12 +43,13 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from ..errors import PlaneSSLError
+
 __all__ = [
     "REGISTRY_FORMAT",
     "REGISTRY_FORMAT_VERSION",
     "TASKS",
     "MANIFEST_TASKS",
-    "MANIFEST_TASK_NAMES",
     "RegistryError",
     "DownloadError",
     "ChecksumError",
@@ -72,26 +74,20 @@ MANIFEST_FILE = "manifest.json"
 #: Tasks a model can serve, with what the GUI calls them.
 TASKS = {"segment_heart": "Cardiac segmentation", "classify_knee": "Knee ACL tear", "lines": "Plane lines"}
 #: Manifest ``task`` values accepted for each task: ``planessl finetune seg`` exports ``seg``,
-#: ``planessl finetune acl`` ``acl`` (a ``PlaneSSLExamClassifier``), pretraining ``lines``/``both``.
+#: ``planessl finetune acl`` ``acl`` (a ``PlaneSSLExamClassifier``), pretraining ``lines``/``both``
+#: (what each must hold is the task table ``inference.manifest.TASKS``).
 MANIFEST_TASKS = {"segment_heart": ("seg",), "classify_knee": ("acl",), "lines": ("lines", "both")}
-#: What each manifest task is, for messages.
-MANIFEST_TASK_NAMES = {"seg": "cardiac segmentation ('planessl finetune seg')",
-                       "acl": "ACL-tear classification ('planessl finetune acl')",
-                       "lines": "plane lines (pretraining)", "both": "plane lines and location (pretraining)",
-                       "location": "slice location only (pretraining; no line heatmaps)"}
-#: The architecture a classifier manifest names (``inference.classify.ARCHITECTURE``).
-CLASSIFIER_ARCHITECTURE = "PlaneSSLExamClassifier"
 _REQUIRED = ("id", "title", "task", "anatomy", "version", "url", "sha256", "input")
 _CHUNK = 1 << 20
 
 ProgressCallback = Callable[[int, Any], None]  # (bytes done, total bytes or None)
 
 
-class RegistryError(ValueError):
+class RegistryError(PlaneSSLError, ValueError):
     """The registry file is unreadable or an entry is malformed; the message names which."""
 
 
-class DownloadError(RuntimeError):
+class DownloadError(PlaneSSLError, RuntimeError):
     """Weights could not be fetched (network, missing file, unpublished model)."""
 
 
@@ -99,7 +95,7 @@ class ChecksumError(DownloadError):
     """The downloaded file's SHA-256 is not the registry's; the file was deleted."""
 
 
-class ModelFolderError(ValueError):
+class ModelFolderError(PlaneSSLError, ValueError):
     """A local weights folder that cannot be used; the message says what to fix."""
 
 
@@ -395,14 +391,16 @@ def install_model(entry: ModelEntry, cache_dir: str | os.PathLike | None = None,
 def validate_model_folder(path: str | os.PathLike, task: str | None = None, source: str = "local folder") -> LocalModel:
     """Check a weights folder (``model.safetensors`` + ``manifest.json``) for ``task``.
 
-    The manifest is checked with ``inference.weights.validate_manifest`` (a ``PlaneSSLNet``) or
-    ``inference.classify.validate_classifier_manifest`` (a ``PlaneSSLExamClassifier``; both import
-    torch); its task must be one of ``MANIFEST_TASKS[task]`` (``segment_heart`` ← ``seg``,
-    ``classify_knee`` ← ``acl``, ``lines`` ← ``lines``/``both``); a segmentation model names one
-    label per class, a line model its channels.
+    The manifest is checked once by ``inference.manifest.validate_manifest`` (imports torch): the
+    format, the architecture and the keys of its own task (a segmentation model names one label
+    and one SNOMED CT code per class, an ACL-tear model is a ``PlaneSSLExamClassifier`` with its
+    decision, a line model names its channels). Its task must be one of ``MANIFEST_TASKS[task]``
+    (``segment_heart`` ← ``seg``, ``classify_knee`` ← ``acl``, ``lines`` ← ``lines``/``both``).
     Raises ``ModelFolderError`` with what to fix.
     """
     path = Path(path)
+    if task is not None and task not in MANIFEST_TASKS:
+        raise ModelFolderError(f"unknown task {task!r} (known: {', '.join(MANIFEST_TASKS)})")
     if not path.is_dir():
         raise ModelFolderError(f"{path}: not a folder; choose the folder that holds {WEIGHTS_FILE} and {MANIFEST_FILE}")
     missing = [name for name in (WEIGHTS_FILE, MANIFEST_FILE) if not (path / name).is_file()]
@@ -413,42 +411,19 @@ def validate_model_folder(path: str | os.PathLike, task: str | None = None, sour
         manifest = json.loads((path / MANIFEST_FILE).read_text(encoding="utf-8"))
     except (UnicodeDecodeError, json.JSONDecodeError) as exc:
         raise ModelFolderError(f"{path / MANIFEST_FILE}: not valid JSON ({exc})") from exc
-    from ..inference.weights import WeightsError
+    from ..inference.manifest import TASKS as MANIFEST_TASK_SPECS
+    from ..inference.manifest import WeightsError, validate_manifest
 
-    arch = manifest.get("architecture") if isinstance(manifest, dict) else None
     try:
-        if isinstance(arch, dict) and arch.get("name") == CLASSIFIER_ARCHITECTURE:
-            from ..inference.classify import validate_classifier_manifest
-
-            validate_classifier_manifest(manifest, str(path / MANIFEST_FILE))
-        else:
-            from ..inference.weights import validate_manifest
-
-            validate_manifest(manifest, str(path / MANIFEST_FILE))
+        validated = validate_manifest(manifest, str(path / MANIFEST_FILE))
     except WeightsError as exc:
         raise ModelFolderError(str(exc)) from exc
-    if task is not None:
-        if task not in MANIFEST_TASKS:
-            raise ModelFolderError(f"unknown task {task!r} (known: {', '.join(MANIFEST_TASKS)})")
-        got = manifest.get("task")
-        if got not in MANIFEST_TASKS[task]:
-            what = MANIFEST_TASK_NAMES.get(got, "an unknown task") if isinstance(got, str) else "no task"
-            raise ModelFolderError(
-                f"{path}: the weights were trained for task {got!r} ({what}), not for {TASKS[task]} "
-                f"(expected manifest task {' or '.join(repr(t) for t in MANIFEST_TASKS[task])})")
-        name = arch.get("name") if isinstance(arch, dict) else None
-        if task == "classify_knee" and name != CLASSIFIER_ARCHITECTURE:
-            raise ModelFolderError(f"{path}: an ACL-tear model must be a {CLASSIFIER_ARCHITECTURE} "
-                                   f"(as 'planessl finetune acl' exports), not {name!r}")
-        if task == "segment_heart":
-            names = manifest.get("label_names")
-            classes = arch["config"].get("line_channels") if isinstance(arch, dict) else None
-            if not isinstance(names, list) or len(names) != classes:
-                raise ModelFolderError(f"{path}: a segmentation manifest must name one label per output "
-                                       f"channel (label_names {names!r}, {classes} channels)")
-        if task == "lines" and not manifest.get("channels"):
-            raise ModelFolderError(f"{path}: a line model's manifest must name its heatmap channels")
-    return LocalModel(path, manifest, task or str(manifest.get("task")), source)
+    if task is not None and validated.task not in MANIFEST_TASKS[task]:
+        raise ModelFolderError(
+            f"{path}: the weights were trained for task {validated.task!r} "
+            f"({MANIFEST_TASK_SPECS[validated.task].description}), not for {TASKS[task]} "
+            f"(expected manifest task {' or '.join(repr(t) for t in MANIFEST_TASKS[task])})")
+    return LocalModel(path, manifest, task or validated.task, source)
 
 
 def resolve_model(model: str, task: str, entries: Sequence[ModelEntry] | None = None,

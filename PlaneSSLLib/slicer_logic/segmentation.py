@@ -2,10 +2,11 @@
 
 ``add_segmentation`` imports a label map ``(slices, rows, cols)`` on the grid of a reference
 volume into a ``vtkMRMLSegmentationNode``: one segment per ``SegmentTerm`` (name, SNOMED CT
-terminology, colour), the reference volume as reference image geometry, placed under the
-reference volume's study in the subject hierarchy. ``segmentation_to_labelmap`` exports it back
-on the same grid; the round trip is voxel-exact. Cine inputs get one segmentation node per
-phase (``add_phase_segmentations``) in a subject-hierarchy folder. Temporary label-map nodes are
+terminology, colour; ``terminology.segment_terms`` reads them from the model's manifest), the
+reference volume as reference image geometry, placed under the reference volume's study in the
+subject hierarchy. ``segmentation_to_labelmap`` exports it back on the same grid; the round trip
+is voxel-exact. Cine inputs get one segmentation node per phase (``add_phase_segmentations``) in
+a subject-hierarchy folder. Temporary label-map nodes are
 removed; on any error no node is left behind.
 """
 
@@ -20,7 +21,7 @@ from vtkmodules.util import numpy_support
 
 from .mrml import SceneContext, node_ids
 from .scene import ATTR_PHASE, study_item_of
-from .terminology import HEART_SEGMENTS, SegmentTerm
+from .terminology import SegmentTerm
 
 __all__ = ["add_segmentation", "add_phase_segmentations", "segmentation_to_labelmap", "segment_ids"]
 
@@ -51,7 +52,7 @@ def segment_ids(segmentation_node) -> list[str]:
 
 
 def add_segmentation(ctx: SceneContext, labels_kji: np.ndarray, reference_volume,
-                     terms: Sequence[SegmentTerm] = HEART_SEGMENTS, name: str | None = None):
+                     terms: Sequence[SegmentTerm], name: str | None = None):
     """A segmentation node from a label map on ``reference_volume``'s grid (see module doc)."""
     scene = ctx.scene
     nodes_before = node_ids(scene)
@@ -98,7 +99,7 @@ def _remove_new_nodes(scene, keep: set[str]) -> None:
 
 
 def add_phase_segmentations(ctx: SceneContext, labels_pkji: np.ndarray, reference_volume,
-                            terms: Sequence[SegmentTerm] = HEART_SEGMENTS) -> list:
+                            terms: Sequence[SegmentTerm]) -> list:
     """One segmentation node per cine phase, in a subject-hierarchy folder under the study."""
     nodes = []
     try:

@@ -1,11 +1,12 @@
-"""Segment terminology: SNOMED CT codes and colours of the structures PlaneSSL segments.
+"""Segment terminology: the segments of a segmentation model, from its manifest's ``terminology``.
 
-Codes and recommended colours are those of Slicer's terminology (``Terminologies`` module,
-"3D Slicer General Anatomy list", category Anatomical Structure, context group "Cardiac
-Structure Segmentation Types", CID 7152): Left Ventricle 87878005 (152, 55, 13), Right
-Ventricle 53085002 (181, 85, 57); Myocardium 74281007 is the DICOM CID 7152 code (Slicer's
-general anatomy list has no myocardium entry; its colour here is Slicer's "heart" muscle tone).
-Label values follow ACDC: RV = 1, Myo = 2, LV = 3.
+A segmentation manifest (task ``seg``, ``inference.manifest``) carries ``terminology``:
+``{"category": {scheme, value, meaning}, "labels": {"1": {name, scheme, value, meaning[,
+color_rgb]}, ...}}`` — one SNOMED CT type code per label value, as ``planessl finetune seg``
+writes it. :func:`segment_terms` turns it into one :class:`SegmentTerm` per label value. A label's
+colour is its ``color_rgb`` when the manifest gives one; otherwise Slicer's recommended colour of
+its code (``Terminologies`` module, "3D Slicer General Anatomy list"; Myocardium, absent there,
+gets Slicer's heart-muscle tone), else a colour of a fixed palette.
 
 ``terminology_string`` writes the serialised entry that ``vtkSegment.SetTerminology`` and
 the Segment Editor read: ``context~category~type~typeModifier~regionContext~region~regionModifier``
@@ -14,9 +15,13 @@ with each code as ``scheme^value^meaning``.
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass
+from typing import Any
 
-__all__ = ["Code", "SegmentTerm", "HEART_SEGMENTS", "ANATOMICAL_STRUCTURE", "terminology_string"]
+from .models_registry import ModelFolderError
+
+__all__ = ["Code", "SegmentTerm", "ANATOMICAL_STRUCTURE", "segment_terms", "terminology_string"]
 
 CATEGORY_CONTEXT = "Segmentation category and type - 3D Slicer General Anatomy list"
 REGION_CONTEXT = "Anatomic codes - DICOM master list"
@@ -34,6 +39,16 @@ class Code:
 
 ANATOMICAL_STRUCTURE = Code("SCT", "123037004", "Anatomical Structure")
 EMPTY = Code("", "", "")
+
+#: Slicer's recommended colours (RGB 0-255) of codes, for manifests whose labels carry no ``color_rgb``.
+RECOMMENDED_COLOURS: dict[tuple[str, str], tuple[int, int, int]] = {
+    ("SCT", "53085002"): (181, 85, 57),  # Right Ventricle
+    ("SCT", "74281007"): (206, 110, 84),  # Myocardium
+    ("SCT", "87878005"): (152, 55, 13),  # Left Ventricle
+}
+#: Colours of labels whose code has no recommended colour (by label value, cycled).
+PALETTE: tuple[tuple[int, int, int], ...] = ((230, 25, 75), (60, 180, 75), (255, 225, 25), (0, 130, 200),
+                                             (245, 130, 48), (145, 30, 180), (70, 240, 240), (240, 50, 230))
 
 
 @dataclass(frozen=True)
@@ -61,9 +76,27 @@ def terminology_string(category: Code, type_: Code, modifier: Code = EMPTY, regi
                      REGION_CONTEXT, region.serialise(), region_modifier.serialise()])
 
 
-#: ACDC labels (RV = 1, Myo = 2, LV = 3) with Slicer's codes and colours.
-HEART_SEGMENTS: tuple[SegmentTerm, ...] = (
-    SegmentTerm(1, "Right ventricle", Code("SCT", "53085002", "Right Ventricle"), (181, 85, 57)),
-    SegmentTerm(2, "Myocardium", Code("SCT", "74281007", "Myocardium"), (206, 110, 84)),
-    SegmentTerm(3, "Left ventricle", Code("SCT", "87878005", "Left Ventricle"), (152, 55, 13)),
-)
+def _code(entry: Mapping[str, Any]) -> Code:
+    return Code(str(entry["scheme"]), str(entry["value"]), str(entry["meaning"]))
+
+
+def _colour(entry: Mapping[str, Any], label: int) -> tuple[int, int, int]:
+    if entry.get("color_rgb") is not None:
+        r, g, b = entry["color_rgb"]
+        return int(r), int(g), int(b)
+    return RECOMMENDED_COLOURS.get((str(entry["scheme"]), str(entry["value"])), PALETTE[(label - 1) % len(PALETTE)])
+
+
+def segment_terms(manifest: Mapping[str, Any], source: str = "manifest.json") -> tuple[SegmentTerm, ...]:
+    """One :class:`SegmentTerm` per label value of a (validated) segmentation manifest, by label value.
+
+    ModelFolderError naming ``source`` when the manifest carries no terminology.
+    """
+    record = manifest.get("terminology")
+    if not isinstance(record, Mapping) or not isinstance(record.get("labels"), Mapping) or not record["labels"]:
+        raise ModelFolderError(f"{source}: the segmentation manifest carries no terminology (one SNOMED CT code "
+                               "per label value); export it again with 'planessl finetune seg'")
+    category = _code(record["category"]) if record.get("category") else ANATOMICAL_STRUCTURE
+    labels = sorted((int(value), entry) for value, entry in record["labels"].items())
+    return tuple(SegmentTerm(label, str(entry["name"]), _code(entry), _colour(entry, label), category)
+                 for label, entry in labels)

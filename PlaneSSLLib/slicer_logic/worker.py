@@ -11,7 +11,8 @@ Tasks (the real inference paths, weights folder or archive in ``params["model"]`
 the slice planes sent as ``plane_origin/x/y/spacing/shape`` arrays, LPS → labels in the image's
 (slices, rows, cols) order) and ``classify_knee`` (``inference.classify``: the ``SAG``/``COR``/``AX``
 stacks with their ``<view>_plane_*`` arrays prepared like ``data.exams.exams_from_dicom`` →
-``exam_probability``, plus the manifest's decision threshold); ``sleep`` and ``fail`` for tests.
+``exam_probability``, plus the manifest's decision threshold); both load the weights through
+``inference.weights.load_model``, which validates the manifest once. ``sleep`` and ``fail`` for tests.
 ``task`` may also be ``"package.module:function"`` taking ``(inputs, params, device, progress)``.
 """
 
@@ -134,7 +135,7 @@ def task_classify_knee(inputs, params, device, progress):
     progress(1, 2)
     probability = exam_probability(model, exam, device)
     progress(2, 2)
-    threshold = float((manifest.get("decision") or {}).get("threshold", 0.5))
+    threshold = float(manifest["decision"]["threshold"])
     return {"probability": np.array([probability], dtype=np.float64),
             "threshold": np.array([threshold], dtype=np.float64)}
 

@@ -29,6 +29,7 @@ from safetensors import safe_open
 from safetensors.torch import save as safetensors_save
 
 from ..atomic import atomic_write_bytes
+from ..errors import PlaneSSLError
 
 __all__ = [
     "CHECKPOINT_FORMAT",
@@ -48,7 +49,7 @@ CHECKPOINT_VERSION = 1
 _META_KEY = "planessl_checkpoint"
 
 
-class CheckpointError(RuntimeError):
+class CheckpointError(PlaneSSLError, RuntimeError):
     """A checkpoint that cannot be read or does not fit the model/optimiser; names the file."""
 
 

@@ -27,6 +27,7 @@ from typing import Any
 
 import yaml
 
+from ..errors import ConfigError
 from .schedule import check_schedule
 
 __all__ = [
@@ -49,18 +50,6 @@ __all__ = [
 ]
 
 TASKS = ("lines", "location", "both")
-
-
-class ConfigError(ValueError):
-    """Invalid configuration; ``problems`` holds one line per problem (file/key: message)."""
-
-    def __init__(self, problems: list[str]) -> None:
-        self.problems = list(problems)
-        if len(self.problems) == 1:
-            message = self.problems[0]
-        else:
-            message = f"{len(self.problems)} problems in the configuration:\n  " + "\n  ".join(self.problems)
-        super().__init__(message)
 
 
 @dataclass

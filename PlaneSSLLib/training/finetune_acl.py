@@ -66,8 +66,8 @@ from ..data.exams import (
     exams_from_mrnet,
     read_labels_csv,
 )
-from ..inference.classify import ACL_LABELS, ARCHITECTURE, export_classifier
-from ..inference.weights import build_manifest, load_exported
+from ..inference.classify import ACL_LABELS
+from ..inference.weights import build_manifest, export_weights, load_exported
 from ..models.exam_classifier import POOLINGS, ExamClassifier, ExamClassifierConfig
 from ..models.unet import UNetConfig
 from .cls_metrics import classification_metrics, roc_auc
@@ -592,16 +592,15 @@ class AclTask(Task):
         write_result_json(out / "metrics.json", metrics)
         prep = self.start.prep
         manifest = build_manifest(
-            self.start.encoder, "acl", views=list(KNEE_VIEWS), channels=[],
+            self.classifier_config, "acl", views=list(KNEE_VIEWS), channels=[],
             input_size_hw=(prep.size_px, prep.size_px), input_spacing_mm=prep.spacing_mm,
             intensity_normalisation=prep.normalisation_record(), label_names=list(ACL_LABELS),
             training_config=config.to_dict() | {"init": self.start.record, "labeled_subjects": len(self.train_exams),
                                                 "seed": self.seed},
             data_fingerprint=self.fingerprint(), metrics=metrics,
-            architecture={"name": ARCHITECTURE, "config": self.classifier_config.to_dict()},
             decision={"threshold": config.evaluation.threshold, "positive": ACL_LABELS[1]},
         )
-        weights = export_classifier(model.cpu(), out / "model", manifest)
+        weights = export_weights(model.cpu(), out / "model", manifest)
         return AclResult(out, self.start.record["kind"], len(self.train_exams), self.seed, best, metrics, weights,
                          state["history"], len(self.train_exams), len(self.val_exams), len(self.test_exams),
                          val_metrics, "encoder" if self.start.state is not None else None)

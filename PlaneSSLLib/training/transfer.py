@@ -20,6 +20,7 @@ from typing import Any
 
 import torch
 
+from ..errors import PlaneSSLError
 from ..inference.weights import WeightsError, load_exported
 from ..models import PlaneSSLNet
 
@@ -30,7 +31,7 @@ TRANSFER_MODES = ("encoder+decoder", "encoder")
 HEAD_PREFIX = "decoder.head."
 
 
-class TransferError(ValueError):
+class TransferError(PlaneSSLError, ValueError):
     """Pretrained weights that do not fit the segmentation network; names the weights."""
 
 

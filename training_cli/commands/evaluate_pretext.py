@@ -37,25 +37,19 @@ def register(sub: argparse._SubParsersAction) -> argparse.ArgumentParser:
 
 def run(args: argparse.Namespace) -> int:
     from PlaneSSLLib.atomic import atomic_write_text
-    from PlaneSSLLib.inference.weights import WeightsError, load_exported
-    from PlaneSSLLib.training.config import ConfigError, load_config
+    from PlaneSSLLib.inference.weights import load_exported
+    from PlaneSSLLib.training.config import load_config
     from PlaneSSLLib.training.data_hooks import build_datasets
     from PlaneSSLLib.training.pretext_eval import evaluate_pretext, untrained_like
 
     config_path = args.run / "config.yaml"
     if not config_path.is_file():
         raise CLIError(f"{args.run}: not a pretraining run (no config.yaml)")
-    try:
-        config = load_config(config_path)
-        if config.data.source != "cache":
-            raise CLIError(f"{config_path}: evaluation needs a run on a prepared cache (data.source: cache)")
-        train_ds, val_ds, _, _ = build_datasets(config)
-    except ConfigError as exc:
-        raise CLIError(str(exc)) from exc
-    try:
-        model, manifest = load_exported(args.weights or args.run / "model", device=args.device)
-    except WeightsError as exc:
-        raise CLIError(str(exc)) from exc
+    config = load_config(config_path)
+    if config.data.source != "cache":
+        raise CLIError(f"{config_path}: evaluation needs a run on a prepared cache (data.source: cache)")
+    train_ds, val_ds, _, _ = build_datasets(config)
+    model, manifest = load_exported(args.weights or args.run / "model", device=args.device)
     dataset = val_ds if args.split == "val" else train_ds
     if dataset is None:
         raise CLIError(f"{config_path}: the run held out no subjects (data.val_fraction is 0); use --split train")

@@ -7,7 +7,6 @@ import sys
 from pathlib import Path
 
 from ..arguments import add_overrides_argument, add_task_group
-from ..errors import CLIError
 
 TRANSFER_EPILOG = """\
 examples:
@@ -38,20 +37,13 @@ def register(sub: argparse._SubParsersAction) -> argparse.ArgumentParser:
 
 
 def run_transfer(args: argparse.Namespace) -> int:
-    from PlaneSSLLib.data.exams import ExamError
-    from PlaneSSLLib.data.segmentation import SegDataError
-    from PlaneSSLLib.inference.weights import WeightsError
-    from PlaneSSLLib.training.config import ConfigError, parse_overrides
+    from PlaneSSLLib.training.config import parse_overrides
     from PlaneSSLLib.training.experiment import load_experiment_config, run_transfer_experiment
-    from PlaneSSLLib.training.transfer import TransferError
 
-    try:
-        config = load_experiment_config(args.config, parse_overrides(args.overrides))
-        n = len(config.inits) * len(config.labeled_subjects) * len(config.seeds)
-        print(f"planessl experiment transfer: {n} runs ({config.task}) into {args.out}", file=sys.stderr, flush=True)
-        summary = run_transfer_experiment(config, args.out)
-    except (ConfigError, SegDataError, TransferError, ExamError, WeightsError) as exc:
-        raise CLIError(str(exc)) from exc
+    config = load_experiment_config(args.config, parse_overrides(args.overrides))
+    n = len(config.inits) * len(config.labeled_subjects) * len(config.seeds)
+    print(f"planessl experiment transfer: {n} runs ({config.task}) into {args.out}", file=sys.stderr, flush=True)
+    summary = run_transfer_experiment(config, args.out)
     print(f"headline metric: {summary['metric']} ({summary['metric_description']}); "
           f"{summary['ran']} run, {summary['reused']} reused; wrote {summary['results_csv']}, "
           f"{summary['results_md']}, {summary['results_png']}", file=sys.stderr)

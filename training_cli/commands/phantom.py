@@ -7,7 +7,7 @@ import sys
 import time
 from pathlib import Path
 
-from PlaneSSLLib.phantoms import DEFAULT_PHASES, CohortError, CohortOptions, default_workers, write_cohort
+from PlaneSSLLib.phantoms import DEFAULT_PHASES, CohortOptions, default_workers, write_cohort
 
 from ..errors import CLIError
 
@@ -66,8 +66,6 @@ def run(args: argparse.Namespace) -> int:
 
     try:
         meta = write_cohort(args.out, options, workers=args.workers, force=args.force, progress=progress)
-    except CohortError as exc:
-        raise CLIError(str(exc)) from exc
     except OSError as exc:
         raise CLIError(f"{args.out}: cannot write the cohort ({exc})") from exc
     elapsed = time.perf_counter() - start

@@ -58,20 +58,13 @@ def run_seg(args: argparse.Namespace) -> int:
     import numpy as np
 
     from PlaneSSLLib.inference.segment import find_study_sax_stack, load_seg_model, segment_stack
-    from PlaneSSLLib.inference.weights import WeightsError
     from PlaneSSLLib.phantoms.nifti import write_label_nifti
 
-    try:
-        model = load_seg_model(args.weights)
-        stack = find_study_sax_stack(args.study)
-    except (WeightsError, ValueError) as exc:
-        raise CLIError(str(exc)) from exc
+    model = load_seg_model(args.weights)
+    stack = find_study_sax_stack(args.study)
     summary = []
     for phase in args.phase:
-        try:
-            result = segment_stack(model, stack, phase, lcc=not args.no_lcc)
-        except ValueError as exc:
-            raise CLIError(str(exc)) from exc
+        result = segment_stack(model, stack, phase, lcc=not args.no_lcc)
         nifti = args.out / f"seg_phase{phase:02d}.nii.gz"
         try:
             write_label_nifti(nifti, list(result.labels), result.planes)
@@ -87,10 +80,7 @@ def run_seg(args: argparse.Namespace) -> int:
             from PlaneSSLLib.inference.dicom_seg import write_dicom_seg
 
             dcm = args.out / f"seg_phase{phase:02d}.dcm"
-            try:
-                write_dicom_seg(dcm, result.labels, result.planes, [p.frames[phase] for p in stack.positions])
-            except ValueError as exc:
-                raise CLIError(str(exc)) from exc
+            write_dicom_seg(dcm, result.labels, result.planes, [p.frames[phase] for p in stack.positions])
             entry["dicom_seg"] = str(dcm)
         summary.append(entry)
     print(json.dumps({"phases": summary}))
@@ -99,12 +89,8 @@ def run_seg(args: argparse.Namespace) -> int:
 
 def run_lines(args: argparse.Namespace) -> int:
     from PlaneSSLLib.inference.predict_lines import predict_image_lines
-    from PlaneSSLLib.inference.weights import WeightsError
 
-    try:
-        result = predict_image_lines(args.weights, args.image, args.view, args.frame)
-    except (WeightsError, ValueError) as exc:
-        raise CLIError(str(exc)) from exc
+    result = predict_image_lines(args.weights, args.image, args.view, args.frame)
     if args.json:
         print(json.dumps(result))
         return 0

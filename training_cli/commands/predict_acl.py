@@ -32,16 +32,11 @@ def register_acl(subparsers: argparse._SubParsersAction) -> argparse.ArgumentPar
 
 
 def run_acl(args: argparse.Namespace) -> int:
-    from PlaneSSLLib.data.exams import ExamError
     from PlaneSSLLib.inference.classify import predict_exam
-    from PlaneSSLLib.inference.weights import WeightsError
 
     if args.threshold is not None and not 0.0 < args.threshold < 1.0:
         raise CLIError(f"--threshold must lie in (0, 1), got {args.threshold}")
-    try:
-        result = predict_exam(args.exam_dir, args.weights, args.threshold, args.device)
-    except (WeightsError, ExamError) as exc:
-        raise CLIError(str(exc)) from exc
+    result = predict_exam(args.exam_dir, args.weights, args.threshold, args.device)
     if args.json:
         print(json.dumps(result))
     else:

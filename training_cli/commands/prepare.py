@@ -19,7 +19,7 @@ import time
 from dataclasses import replace
 from pathlib import Path
 
-from PlaneSSLLib.data.config import ConfigError, PrepareConfig, load_prepare_config
+from PlaneSSLLib.data.config import PrepareConfig, load_prepare_config
 from PlaneSSLLib.data.prepare import PrepareError, PrepareReport, prepare_cache
 
 from ..errors import CLIError
@@ -60,21 +60,18 @@ def register(sub: argparse._SubParsersAction) -> argparse.ArgumentParser:
 
 def config_from_args(args: argparse.Namespace) -> PrepareConfig:
     """The preparation settings: the --config file (or defaults), then command-line overrides."""
-    try:
-        config = load_prepare_config(args.config) if args.config else PrepareConfig()
-        changes: dict = {}
-        for name, attr in (("spacing", "spacing_mm"), ("size", "size_px"), ("normalise", "normalisation"),
-                           ("dtype", "dtype"), ("anatomy", "anatomy")):
-            value = getattr(args, name)
-            if value is not None:
-                changes[attr] = value
-        if args.overrides:
-            from .inspect_cmd import load_overrides
+    config = load_prepare_config(args.config) if args.config else PrepareConfig()
+    changes: dict = {}
+    for name, attr in (("spacing", "spacing_mm"), ("size", "size_px"), ("normalise", "normalisation"),
+                       ("dtype", "dtype"), ("anatomy", "anatomy")):
+        value = getattr(args, name)
+        if value is not None:
+            changes[attr] = value
+    if args.overrides:
+        from .inspect_cmd import load_overrides
 
-            changes["overrides"] = load_overrides(args.overrides)
-        return replace(config, **changes) if changes else config
-    except ConfigError as exc:
-        raise CLIError(str(exc)) from None
+        changes["overrides"] = load_overrides(args.overrides)
+    return replace(config, **changes) if changes else config
 
 
 def run(args: argparse.Namespace) -> int:
@@ -86,8 +83,9 @@ def run(args: argparse.Namespace) -> int:
     try:
         report = prepare_cache(args.data, args.out, config, jobs=jobs, force=args.force, progress=progress)
     except PrepareError as exc:
-        exit_code = 1 if "no usable image" in str(exc) or "no files found" in str(exc) else 2
-        raise CLIError(str(exc), exit_code=exit_code) from None
+        if "no usable image" in str(exc) or "no files found" in str(exc):
+            exc.exit_code = 1  # DATA holds nothing to prepare (see the module docstring)
+        raise
     finally:
         if progress is not None:
             progress.close()

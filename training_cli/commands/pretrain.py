@@ -59,22 +59,18 @@ def _log_to_file(path: Path) -> logging.Handler:
 
 def run(args: argparse.Namespace) -> int:
     # imported here so that `planessl --help` and the other commands do not load torch
-    from PlaneSSLLib.training.checkpoint import CheckpointError
-    from PlaneSSLLib.training.config import ConfigError, load_config, parse_overrides
+    from PlaneSSLLib.training.config import load_config, parse_overrides
     from PlaneSSLLib.training.data_hooks import check_data_source
     from PlaneSSLLib.training.distributed import env_world
-    from PlaneSSLLib.training.pretrain import RunExistsError, last_checkpoint, train
+    from PlaneSSLLib.training.pretrain import last_checkpoint, train
     from PlaneSSLLib.training.signals import TrainingInterrupted
 
     rank, world, _ = env_world()
-    try:
-        overrides = parse_overrides(args.overrides)
-        if args.out is not None:
-            overrides["output"] = str(args.out)
-        config = load_config(args.config, overrides)
-        check_data_source(config)
-    except ConfigError as exc:
-        raise CLIError(str(exc)) from exc
+    overrides = parse_overrides(args.overrides)
+    if args.out is not None:
+        overrides["output"] = str(args.out)
+    config = load_config(args.config, overrides)
+    check_data_source(config)
     out = Path(config.output)
     last = last_checkpoint(out)
     if args.resume and not last.is_file():
@@ -91,10 +87,6 @@ def run(args: argparse.Namespace) -> int:
         logging.getLogger("planessl").setLevel(logging.WARNING)
     try:
         result = train(config, resume=args.resume)
-    except ConfigError as exc:
-        raise CLIError(str(exc)) from exc
-    except (RunExistsError, CheckpointError) as exc:
-        raise CLIError(str(exc)) from exc
     except TrainingInterrupted as exc:
         if rank == 0:
             print(f"planessl pretrain: {exc}; continue with: planessl pretrain --config {args.config} "

@@ -7,10 +7,12 @@ from pathlib import Path
 
 import numpy as np
 
+from ...errors import PlaneSSLError
+
 __all__ = ["AdapterError", "read_csv_rows", "require_dir", "require_file", "load_nifti", "check_labels"]
 
 
-class AdapterError(ValueError):
+class AdapterError(PlaneSSLError, ValueError):
     """A data set tree that does not follow its layout; the message names the file and the problem."""
 
 
