@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import pytest
-from PlaneSSLLib.training.loop import RunExistsError
 
 from PlaneSSLLib.data.adapters._common import AdapterError
 from PlaneSSLLib.data.cache import CacheError
@@ -19,6 +18,7 @@ from PlaneSSLLib.phantoms.cohort import CohortError
 from PlaneSSLLib.slicer_logic.models_registry import ChecksumError, DownloadError, ModelFolderError, RegistryError
 from PlaneSSLLib.training.checkpoint import CheckpointError
 from PlaneSSLLib.training.config import ConfigError as TrainingConfigError
+from PlaneSSLLib.training.engine import RunExistsError
 from PlaneSSLLib.training.transfer import TransferError
 from training_cli.errors import CLIError
 from training_cli.main import main
