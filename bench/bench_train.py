@@ -27,7 +27,8 @@ from torch.utils.flop_counter import FlopCounterMode
 from PlaneSSLLib.training.config import PretrainConfig, config_from_dict, load_config
 from PlaneSSLLib.training.data_hooks import build_datasets
 from PlaneSSLLib.training.distributed import DistInfo
-from PlaneSSLLib.training.pretrain import _Trainer
+from PlaneSSLLib.training.engine import Engine
+from PlaneSSLLib.training.pretrain import PretextTask
 from PlaneSSLLib.training.signals import GracefulStop
 
 REPO = Path(__file__).resolve().parents[1]
@@ -49,11 +50,11 @@ def _config(base: PretrainConfig, device: str, amp: str, channels_last: bool) ->
     return config_from_dict(raw, "bench", check_paths=False)
 
 
-def _trainer(cfg: PretrainConfig) -> tuple[_Trainer, dict]:
+def _trainer(cfg: PretrainConfig) -> tuple[Engine, dict]:
     device = torch.device("cuda" if cfg.runtime.device == "cuda" else "cpu")
     datasets = build_datasets(cfg)
-    trainer = _Trainer(cfg, datasets, DistInfo(device=device), GracefulStop())
-    trainer.wrap()
+    trainer = Engine(PretextTask(cfg, datasets), GracefulStop())
+    trainer.prepare(device, DistInfo(device=device))
     ds = datasets[0]
     batch = default_collate([ds[i % len(ds)] for i in range(cfg.optim.batch_size)])
     return trainer, batch
@@ -72,17 +73,17 @@ def measure(cfg: PretrainConfig, steps: int, warmup: int) -> dict:
         batch = {k: v.to(device) if isinstance(v, torch.Tensor) else v for k, v in batch.items()}
         torch.cuda.reset_peak_memory_stats()
     for i in range(warmup):
-        trainer.train_step(batch, 0, i)
+        trainer.step(batch, 0, i)
     _sync(device)
     start = time.perf_counter()
     for i in range(steps):
-        trainer.train_step(batch, 0, i)
+        trainer.step(batch, 0, i)
     _sync(device)
     seconds = time.perf_counter() - start
     result = {"images_per_s": steps * cfg.optim.batch_size / seconds, "step_ms": 1000 * seconds / steps,
               "params": sum(p.numel() for p in trainer.net.parameters())}
     with FlopCounterMode(display=False) as counter:
-        trainer.train_step(batch, 0, 0)
+        trainer.step(batch, 0, 0)
     result["flops_per_step"] = counter.get_total_flops()
     if device.type == "cuda":
         result["peak_mem_gib"] = torch.cuda.max_memory_allocated() / 2**30

@@ -185,6 +185,11 @@ class Engine:
 
     # -- setup ------------------------------------------------------------------------------------
 
+    def prepare(self, device: torch.device, dist: DistInfo) -> None:
+        """Build the task, the optimiser and the wrapped model without training (benchmarks call :meth:`step`)."""
+        self._setup(device, dist)
+        self._wrap()
+
     def _setup(self, device: torch.device, dist: DistInfo) -> None:
         cfg, rt, task = self.config, self.config.runtime, self.task
         self.dist, self.device = dist, device
@@ -291,7 +296,8 @@ class Engine:
 
     # -- one step ---------------------------------------------------------------------------------
 
-    def _step(self, batch: Any, epoch: int, index: int) -> torch.Tensor:
+    def step(self, batch: Any, epoch: int, index: int) -> torch.Tensor:
+        """One optimiser step on a loaded batch; returns this rank's loss (detached)."""
         step = self.state["global_step"]
         self.policy.apply(self.optimizer, step)
         with autocast(self.device, self.amp):
@@ -328,7 +334,7 @@ class Engine:
                 stop = False
                 start = st["batch_in_epoch"]
                 for index, batch in enumerate(task.iterate(all_batches[start:]), start=start):
-                    loss = self._step(batch, epoch, index)
+                    loss = self.step(batch, epoch, index)
                     now = time.perf_counter()
                     images = task.batch_images(all_batches[index], dist)
                     acc = st["accum"]
