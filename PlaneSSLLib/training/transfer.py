@@ -1,4 +1,4 @@
-"""Weight transfer from a pretrained export into a segmentation network (DESIGN.md section 1).
+"""Weight transfer from a pretrained export into a segmentation network (the paper's fine-tuning protocol).
 
 Modes:
 
