@@ -9,6 +9,7 @@ import sys
 from collections.abc import Sequence
 
 from PlaneSSLLib import __version__
+from PlaneSSLLib.errors import PlaneSSLError
 
 from .errors import CLIError
 
@@ -49,7 +50,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 2
     try:
         return int(args.func(args) or 0)
-    except CLIError as exc:
+    except (CLIError, PlaneSSLError) as exc:  # expected failures: the message, no traceback
         print(f"planessl {args.command}: error: {exc}", file=sys.stderr)
         return exc.exit_code
     except KeyboardInterrupt:

@@ -69,7 +69,6 @@ __all__ = [
     "SegDataError",
     "SegDataset",
     "StructureCode",
-    "choose_labeled_subjects",
     "find_label_files",
     "find_sax_stack",
     "match_label_volume",
@@ -77,7 +76,6 @@ __all__ = [
     "prepare_seg_cache",
     "read_ed_es_phases",
     "resample_labels_to_plane",
-    "split_seg_subjects",
     "terminology_record",
 ]
 
@@ -502,42 +500,6 @@ def _write_seg_cache(tmp: Path, items: list[_Item], config: PrepareConfig, key: 
         "label_names": list(ACDC_LABEL_NAMES), "phase_kinds": list(PHASE_KINDS), "notes": notes,
         "label_resampling": "nearest neighbour onto the prepared grid", "seconds": time.perf_counter() - start,
     })
-
-
-# ----------------------------------------------------------------------------- subsets and datasets
-def _ranked(subject_keys: Sequence[str], seed: int, salt: str) -> list[int]:
-    return sorted(range(len(subject_keys)),
-                  key=lambda i: hashlib.sha256(f"{salt}:{seed}:{subject_keys[i]}".encode()).hexdigest())
-
-
-def split_seg_subjects(subject_keys: Sequence[str], val_fraction: float, test_fraction: float,
-                       split_seed: int = 0) -> tuple[list[int], list[int], list[int]]:
-    """``(train pool, validation, test)`` subject indices, deterministic for (keys, fractions, seed).
-
-    Ranked by a hash of (seed, subject key), so a subject's side does not depend on the others.
-    At least one subject stays in the training pool; val/test get at least one each when their
-    fraction is > 0 and enough subjects exist.
-    """
-    n = len(subject_keys)
-    ranked = _ranked(subject_keys, split_seed, "split")
-    n_test = max(1, int(round(test_fraction * n))) if test_fraction > 0 and n >= 3 else 0
-    n_val = max(1, int(round(val_fraction * n))) if val_fraction > 0 and n - n_test >= 2 else 0
-    n_test = min(n_test, max(0, n - 1 - n_val))
-    test, val = sorted(ranked[:n_test]), sorted(ranked[n_test:n_test + n_val])
-    return sorted(ranked[n_test + n_val:]), val, test
-
-
-def choose_labeled_subjects(pool: Sequence[int], subject_keys: Sequence[str], n: int | None, seed: int) -> list[int]:
-    """``n`` subjects of ``pool`` (all when None), deterministic for (keys, seed); nested in ``n``
-    for a fixed seed (the 2-subject set is part of the 4-subject set). ValueError when n > pool."""
-    pool = list(pool)
-    if n is None:
-        return sorted(pool)
-    if not 1 <= n <= len(pool):
-        raise ValueError(f"labeled subjects must be between 1 and {len(pool)} (the training pool), got {n}")
-    keys = [subject_keys[i] for i in pool]
-    order = _ranked(keys, seed, "labeled")
-    return sorted(pool[i] for i in order[:n])
 
 
 class SegDataset(Dataset):

@@ -50,12 +50,11 @@ from ..data.segmentation import (
     ACDC_LABEL_NAMES,
     PHASE_KINDS,
     SegCache,
-    choose_labeled_subjects,
     open_seg_cache,
     prepare_seg_cache,
-    split_seg_subjects,
     terminology_record,
 )
+from ..data.splits import choose_labeled_subjects, split_seg_subjects
 from ..inference.segment import keep_largest_component, predict_probabilities
 from ..inference.weights import build_manifest, export_weights
 from ..models import PlaneSSLNet, UNetConfig
