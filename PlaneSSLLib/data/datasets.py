@@ -26,7 +26,7 @@ import numpy as np
 import torch
 from torch.utils.data import Dataset
 
-from .cache import Cache
+from .cache import SliceCache
 from .codes import ANATOMIES, VIEW_CODES, anatomy_code
 from .pairs import PairConfig, line_targets, partner_summary
 
@@ -43,7 +43,7 @@ class PretextDataset(Dataset):
     """The pretext-task view of a cache.
 
     Args:
-        cache: an opened ``Cache``.
+        cache: an opened ``SliceCache`` of content "slices".
         subjects: subject indices to keep (default: all).
         pairs: partner configuration (default ``PairConfig()``).
         anatomy: "heart" or "knee"; required only when the cache holds both.
@@ -52,7 +52,7 @@ class PretextDataset(Dataset):
 
     def __init__(
         self,
-        cache: Cache,
+        cache: SliceCache,
         subjects: Iterable[int] | None = None,
         pairs: PairConfig | None = None,
         anatomy: str | None = None,

@@ -45,12 +45,11 @@ import yaml
 
 from ..atomic import atomic_write_bytes, atomic_write_text
 from ..data.augment import AugmentConfig, augment_batch, normalised_from_pixel
+from ..data.cache import SliceCache, open_cache
 from ..data.config import PrepareConfig
 from ..data.segmentation import (
     ACDC_LABEL_NAMES,
     PHASE_KINDS,
-    SegCache,
-    open_seg_cache,
     prepare_seg_cache,
     terminology_record,
 )
@@ -284,7 +283,7 @@ def _json_safe(value: Any) -> Any:
 
 
 # ----------------------------------------------------------------------------- training pieces
-def _open_data(config: FinetuneSegConfig) -> SegCache:
+def _open_data(config: FinetuneSegConfig) -> SliceCache:
     d = config.data
     if d.dicom:
         prep = PrepareConfig(spacing_mm=d.spacing_mm, size_px=d.image_size, normalisation=d.normalisation,
@@ -292,7 +291,7 @@ def _open_data(config: FinetuneSegConfig) -> SegCache:
         root = Path(d.cache) if d.cache else Path(config.output).parent / "seg_cache"
         cache = prepare_seg_cache(Path(d.dicom), root, prep)
     else:
-        cache = open_seg_cache(Path(d.cache))
+        cache = open_cache(Path(d.cache), content="seg")
     h, w = cache.image_shape
     if (h, w) != (d.image_size, d.image_size) or abs(cache.spacing_mm - d.spacing_mm) > 1e-9:
         raise ConfigError([f"data.cache: {cache.path} holds {h}x{w} px at {cache.spacing_mm} mm, the config asks for "
@@ -349,7 +348,7 @@ def epoch_batches(n_slices: int, batch_size: int, steps: int | None, seed: int) 
 class _Run:
     """One fine-tuning run (a class only to keep ``finetune_seg`` short)."""
 
-    def __init__(self, config: FinetuneSegConfig, cache: SegCache, labeled: list[int], val: list[int],
+    def __init__(self, config: FinetuneSegConfig, cache: SliceCache, labeled: list[int], val: list[int],
                  test: list[int]) -> None:
         from monai.losses import DiceCELoss
 
