@@ -9,13 +9,14 @@ import pytest
 
 from PlaneSSLLib.data.config import PrepareConfig
 from PlaneSSLLib.data.exams import ExamError, attach_labels, exams_from_dicom, read_labels_csv
+from PlaneSSLLib.data.splits import SplitError, split_exams
 from PlaneSSLLib.inference.classify import load_classifier, predict_exam
 from PlaneSSLLib.inference.weights import WeightsError, build_manifest, export_weights
 from PlaneSSLLib.models import PlaneSSLNet, UNetConfig
 from PlaneSSLLib.phantoms import CohortOptions, write_cohort
 from PlaneSSLLib.training.config import ConfigError
 from PlaneSSLLib.training.engine import RunExistsError
-from PlaneSSLLib.training.finetune_acl import _epoch_order, acl_config_from_dict, finetune_acl, split_exams
+from PlaneSSLLib.training.finetune_acl import _epoch_order, acl_config_from_dict, finetune_acl
 
 SIZE, SPACING = 32, 4.5
 PREP = PrepareConfig(spacing_mm=SPACING, size_px=SIZE, dtype="float32", anatomy="knee")
@@ -74,7 +75,7 @@ def test_split_is_stratified_and_independent_of_seed(exams):
     t1, v1, _ = split_exams(exams, 0.4, 0, 2, 5)
     assert [e.key for e in v1] == [e.key for e in val]
     assert sorted(e.label for e in t1) == [0, 1]
-    with pytest.raises(ConfigError, match="labeled-subjects"):
+    with pytest.raises(SplitError, match="labeled-subjects"):
         split_exams(exams, 0.4, 0, 9, 0)
     # a test split: disjoint from validation and training, stratified, and fixed by split_seed alone
     tr, va, te = split_exams(exams, 0.3, 0, None, 0, test_fraction=0.3)

@@ -15,10 +15,11 @@ torch = pytest.importorskip("torch")
 from PlaneSSLLib.data.cache import open_cache  # noqa: E402
 from PlaneSSLLib.data.codes import VIEW_CODES, VIEW_NAMES  # noqa: E402
 from PlaneSSLLib.data.config import PrepareConfig  # noqa: E402
-from PlaneSSLLib.data.datasets import NoPartnerWarning, PretextDataset, split_subjects  # noqa: E402
+from PlaneSSLLib.data.datasets import NoPartnerWarning, PretextDataset  # noqa: E402
 from PlaneSSLLib.data.pairs import PairConfig, representative_rows  # noqa: E402
 from PlaneSSLLib.data.prepare import prepare_cache  # noqa: E402
 from PlaneSSLLib.data.sampler import SubjectEpochSampler  # noqa: E402
+from PlaneSSLLib.data.splits import split_subjects  # noqa: E402
 from PlaneSSLLib.data.targets import line_heatmaps  # noqa: E402
 from PlaneSSLLib.geometry import image_line  # noqa: E402
 from PlaneSSLLib.geometry.frames import ras_to_lps  # noqa: E402

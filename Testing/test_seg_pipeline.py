@@ -18,12 +18,8 @@ from conftest import require_tool
 
 from PlaneSSLLib.data.config import PrepareConfig
 from PlaneSSLLib.data.resample import prepared_plane
-from PlaneSSLLib.data.segmentation import (
-    SegDataError,
-    choose_labeled_subjects,
-    prepare_seg_cache,
-    split_seg_subjects,
-)
+from PlaneSSLLib.data.segmentation import SegDataError, prepare_seg_cache
+from PlaneSSLLib.data.splits import choose_labeled_subjects, split_seg_subjects
 from PlaneSSLLib.geometry.lines import image_line
 from PlaneSSLLib.inference.predict_lines import map_line_between_grids
 from PlaneSSLLib.inference.weights import build_manifest, export_weights

@@ -1,21 +1,34 @@
-"""The prepared-slice cache: one memory-mapped image array + a geometry index + JSON metadata.
+"""The slice cache: memory-mapped prepared images, an optional label plane, a geometry index, JSON metadata.
 
-Layout (``ROOT`` = the ``--out`` folder of ``planessl prepare``)::
+One layout, one opener (:func:`open_cache`), one writer (:func:`write_cache`) for both kinds of
+content: ``"slices"`` (``planessl prepare``, ``data.prepare.prepare_cache``: every usable slice of
+every labelled view, for pretraining and the knee exams) and ``"seg"``
+(``data.segmentation.prepare_seg_cache``: the SAX slices at ED and ES with their ACDC labels).
+``ROOT`` is the ``--out`` folder of ``planessl prepare`` (or the seg cache root)::
 
-    ROOT/current.json          {"key": KEY}: the cache the last ``prepare`` wrote or reused
+    ROOT/current.json          {"key": KEY}: the cache the last preparation wrote or reused
     ROOT/KEY/images.npy        (N, H, W) float16 or float32, opened with ``np.load(mmap_mode="r")``
-    ROOT/KEY/index.npy         (N,) structured array ``INDEX_DTYPE`` (one row per slice)
-    ROOT/KEY/meta.json         format, version, key, config, normalisation, data_fingerprint, subjects,
-                               studies, counts, skipped_frames, warnings
+    ROOT/KEY/labels.npy        (N, H, W) uint8 label maps on the same grid (content "seg" only)
+    ROOT/KEY/index.npy         (N,) structured array, one row per slice: ``INDEX_DTYPE`` ("slices")
+                               or ``SEG_INDEX_DTYPE`` ("seg")
+    ROOT/KEY/meta.json         format, version, key, content, config, normalisation, n_slices,
+                               image_shape, dtype, spacing_mm, data_fingerprint, subjects, and what
+                               each preparation adds (studies, counts, warnings; label names, notes)
 
-``KEY`` = ``cache_key(config, data_fingerprint)``: a hash of the cache format version, every
-preparation setting and the fingerprint of the scanned files (paths relative to DATA, sizes,
-modification times), so a changed config or changed data never reads a stale cache. A cache is
-written into ``ROOT/.tmp-KEY-<pid>`` and renamed into place; ``meta.json`` is written last, so a
-folder without it is incomplete. Nothing identifying is stored: studies and series by hashed
-UID (``dicom.records.hash_identifier``), subjects by hashed PatientID, no file paths.
+``KEY`` = ``cache_key(config, data_fingerprint, content)``: a hash of the cache format version,
+the content, every preparation setting and the fingerprint of the scanned files (paths relative
+to DATA, sizes, modification times), so a changed config or changed data never reads a stale
+cache. A cache is written into ``ROOT/.tmp-KEY-<pid>``, checked, and renamed into place;
+``meta.json`` is written last, so a folder without it is incomplete. Nothing identifying is
+stored: studies and series by hashed UID (``dicom.records.hash_identifier``), subjects by hashed
+PatientID, no file paths.
 
-Index fields (one row per prepared slice; planes are those of the *prepared* image, so line
+:func:`open_cache` checks everything at open time, so a damaged cache is a :class:`CacheError`
+naming the file and the problem, never a later traceback: a missing or truncated array file, a
+``meta.json`` that does not parse or lacks keys, an index whose fields or length disagree with the
+arrays, another format version (an older cache: "re-run 'planessl prepare'").
+
+Index fields of content "slices" (planes are those of the *prepared* image, so line
 coefficients come straight from them):
 
     subject int32           subject index (``meta["subjects"][i]["key"]`` = hashed PatientID)
@@ -35,6 +48,10 @@ coefficients come straight from them):
     spacing_mm (2,) f8      (row, column) spacing of the prepared image
     shape_px (2,) i4        (rows, columns) of the prepared image
     source_spacing_mm (2,) f8, source_shape_px (2,) i4   of the DICOM image it came from
+
+Index fields of content "seg": subject (index and hashed PatientID ``subject_key``), study_key,
+phase kind (0 = ED, 1 = ES), cine phase, slice ``k`` of ``n_k`` (along the DICOM normal, as in
+the NIfTI label volume), ``location_mm`` (n̂ · o along that normal), and the same plane fields.
 """
 
 from __future__ import annotations
@@ -43,32 +60,50 @@ import hashlib
 import json
 import os
 import shutil
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import numpy as np
 
+from .. import __version__
 from ..errors import PlaneSSLError
 from ..geometry.planes import ImagePlane
-from .codes import ANATOMIES, VIEW_CODES, VIEW_NAMES
+from .codes import ANATOMIES, VIEW_NAMES
 from .config import PrepareConfig
 
 __all__ = [
     "CACHE_FORMAT",
     "CACHE_VERSION",
+    "CONTENTS",
+    "IMAGES",
+    "INDEX",
     "INDEX_DTYPE",
-    "Cache",
+    "LABELS",
+    "META",
+    "REQUIRED_META",
+    "SEG_INDEX_DTYPE",
     "CacheError",
+    "Content",
+    "SliceCache",
+    "base_meta",
     "cache_key",
     "data_fingerprint",
     "open_cache",
     "resolve_cache_dir",
+    "reuse_cache",
+    "write_cache",
+    "write_meta",
 ]
 
 CACHE_FORMAT = "planessl-slice-cache"
 #: Bumped whenever the layout or the meaning of a field changes.
-CACHE_VERSION = 2  # 2: knee SAG location runs medial -> lateral (laterality)
+#: 2: knee SAG location runs medial -> lateral (laterality)
+#: 3: one layout for pretraining and segmentation caches (meta "content", optional labels.npy)
+CACHE_VERSION = 3
+#: The format name of the separate segmentation caches before version 3.
+_OLD_SEG_FORMAT = "planessl-seg-cache"
 
 INDEX_DTYPE = np.dtype(
     [
@@ -95,11 +130,58 @@ INDEX_DTYPE = np.dtype(
     ]
 )
 
-_IMAGES, _INDEX, _META, _CURRENT = "images.npy", "index.npy", "meta.json", "current.json"
+SEG_INDEX_DTYPE = np.dtype([
+    ("subject", "<i4"),
+    ("subject_key", "<U16"),
+    ("study_key", "<U16"),
+    ("phase_kind", "i1"),  # 0 ED, 1 ES
+    ("phase", "<i2"),  # cine phase index (time order)
+    ("k", "<i2"),  # slice along the DICOM normal (NIfTI k)
+    ("n_k", "<i2"),
+    ("location_mm", "<f8"),  # n̂ · o along the stack's DICOM normal
+    ("origin_lps", "<f8", (3,)),
+    ("x_dir_lps", "<f8", (3,)),
+    ("y_dir_lps", "<f8", (3,)),
+    ("spacing_mm", "<f8", (2,)),
+    ("shape_px", "<i4", (2,)),
+    ("source_spacing_mm", "<f8", (2,)),
+    ("source_shape_px", "<i4", (2,)),
+])
 
 
-class CacheError(PlaneSSLError, RuntimeError):
-    """A cache cannot be used (missing, incomplete, wrong version, stale); the message names the path."""
+@dataclass(frozen=True)
+class Content:
+    """What a cache holds: its index fields, whether it has a label plane, and which command makes it."""
+
+    name: str
+    description: str
+    index_dtype: np.dtype
+    labels: bool
+    made_by: str
+
+    @property
+    def rebuild(self) -> str:
+        return f"re-run {self.made_by} to rebuild it"
+
+
+CONTENTS: dict[str, Content] = {
+    "slices": Content("slices", "prepared slices of every labelled view", INDEX_DTYPE, False, "'planessl prepare'"),
+    "seg": Content("seg", "SAX slices at ED/ES with ACDC labels", SEG_INDEX_DTYPE, True,
+                   "'planessl finetune seg' with data.dicom set"),
+}
+
+IMAGES, LABELS, INDEX, META, CURRENT = "images.npy", "labels.npy", "index.npy", "meta.json", "current.json"
+#: Keys every ``meta.json`` holds (``base_meta``), checked when a cache is opened.
+REQUIRED_META = ("format", "version", "key", "content", "created_by", "config", "normalisation", "n_slices",
+                 "image_shape", "dtype", "spacing_mm", "data_fingerprint", "subjects")
+_ANY_REBUILD = ("re-run 'planessl prepare' (or, for a segmentation cache, 'planessl finetune seg' with data.dicom set) "
+                "to rebuild it")
+
+T = TypeVar("T")
+
+
+class CacheError(PlaneSSLError):
+    """A cache cannot be used (missing, incomplete, damaged, wrong version, stale); the message names the file."""
 
 
 def data_fingerprint(files: list[Path], root: Path) -> str:
@@ -116,15 +198,20 @@ def data_fingerprint(files: list[Path], root: Path) -> str:
     return h.hexdigest()
 
 
-def cache_key(config: PrepareConfig, fingerprint: str) -> str:
-    """Directory name of the cache for ``config`` on data with ``fingerprint``."""
-    text = f"{CACHE_FORMAT}:{CACHE_VERSION}:{config.digest()}:{fingerprint}"
+def cache_key(config: PrepareConfig, fingerprint: str, content: str = "slices") -> str:
+    """Directory name of the ``content`` cache for ``config`` on data with ``fingerprint``."""
+    text = f"{CACHE_FORMAT}:{CACHE_VERSION}:{content}:{config.digest()}:{fingerprint}"
     return hashlib.sha256(text.encode()).hexdigest()[:16]
 
 
 @dataclass
-class Cache:
-    """An opened cache. ``images`` is memory-mapped lazily (and re-opened in each DataLoader worker)."""
+class SliceCache:
+    """An opened cache. The arrays are memory-mapped lazily (and re-opened in each DataLoader worker).
+
+    Every cache: ``images``, ``index``, ``meta``, ``image_shape``, ``spacing_mm``, ``subject_keys``,
+    ``image(i)``, ``plane(i)``. Content "slices": ``anatomies()``, ``view_name(i)``. Content "seg":
+    ``labels``, ``volumes(...)``, ``volume_spacing_mm(...)``.
+    """
 
     path: Path
     meta: dict[str, Any]
@@ -132,21 +219,31 @@ class Cache:
 
     def __post_init__(self) -> None:
         self._images: np.ndarray | None = None
+        self._labels: np.ndarray | None = None
 
-    # -- pickling for DataLoader workers: never copy the mapped array
+    # -- pickling for DataLoader workers: never copy the mapped arrays
     def __getstate__(self) -> dict[str, Any]:
         return {"path": self.path, "meta": self.meta, "index": self.index}
 
     def __setstate__(self, state: dict[str, Any]) -> None:
         self.path, self.meta, self.index = state["path"], state["meta"], state["index"]
-        self._images = None
+        self._images = self._labels = None
 
     @property
     def images(self) -> np.ndarray:
         """``(N, H, W)`` read-only memory map of the prepared images."""
         if self._images is None:
-            self._images = np.load(self.path / _IMAGES, mmap_mode="r")
+            self._images = np.load(self.path / IMAGES, mmap_mode="r")
         return self._images
+
+    @property
+    def labels(self) -> np.ndarray:
+        """``(N, H, W)`` uint8 label maps on the prepared grid (read-only map); CacheError without labels."""
+        if not self.has_labels:
+            raise CacheError(f"{self.path}: a cache of {self.description}, without labels")
+        if self._labels is None:
+            self._labels = np.load(self.path / LABELS, mmap_mode="r")
+        return self._labels
 
     def __len__(self) -> int:
         return len(self.index)
@@ -154,6 +251,19 @@ class Cache:
     @property
     def key(self) -> str:
         return str(self.meta["key"])
+
+    @property
+    def content(self) -> str:
+        """``"slices"`` or ``"seg"`` (``CONTENTS``)."""
+        return str(self.meta["content"])
+
+    @property
+    def description(self) -> str:
+        return CONTENTS[self.content].description
+
+    @property
+    def has_labels(self) -> bool:
+        return CONTENTS[self.content].labels
 
     @property
     def config(self) -> PrepareConfig:
@@ -167,6 +277,11 @@ class Cache:
         return int(h), int(w)
 
     @property
+    def spacing_mm(self) -> float:
+        """In-plane pixel spacing of the prepared images."""
+        return float(self.meta["spacing_mm"])
+
+    @property
     def n_subjects(self) -> int:
         return len(self.meta["subjects"])
 
@@ -174,10 +289,6 @@ class Cache:
     def subject_keys(self) -> list[str]:
         """Hashed PatientID of each subject index."""
         return [s["key"] for s in self.meta["subjects"]]
-
-    def anatomies(self) -> list[str]:
-        """Anatomies present, in code order."""
-        return [ANATOMIES[a] for a in np.unique(self.index["anatomy"]).tolist()]
 
     def image(self, i: int) -> np.ndarray:
         """Prepared image ``i`` as float32 ``(H, W)``."""
@@ -188,10 +299,34 @@ class Cache:
         r = self.index[i]
         return ImagePlane(r["origin_lps"], r["x_dir_lps"], r["y_dir_lps"], tuple(r["spacing_mm"]), tuple(r["shape_px"]))
 
+    # -- content "slices"
+    def anatomies(self) -> list[str]:
+        """Anatomies present, in code order."""
+        return [ANATOMIES[a] for a in np.unique(self.index["anatomy"]).tolist()]
+
     def view_name(self, i: int) -> str:
         return VIEW_NAMES[int(self.index["view"][i])]
 
+    # -- content "seg"
+    def volumes(self, subjects: Sequence[int] | None = None) -> dict[tuple[int, int], np.ndarray]:
+        """Rows of each (subject, phase kind) volume, ordered by ``k``: ``{(subject, kind): rows}``."""
+        idx = self.index
+        keep = np.ones(len(idx), bool) if subjects is None else np.isin(idx["subject"], np.asarray(list(subjects)))
+        out: dict[tuple[int, int], list[int]] = {}
+        for row in np.flatnonzero(keep).tolist():
+            out.setdefault((int(idx["subject"][row]), int(idx["phase_kind"][row])), []).append(row)
+        return {key: np.array(sorted(rows, key=lambda r: int(idx["k"][r])), dtype=np.int64)
+                for key, rows in sorted(out.items())}
 
+    def volume_spacing_mm(self, rows: np.ndarray) -> tuple[float, float, float]:
+        """``(slice gap, row, column)`` spacing in mm of a volume's rows (gap: median location step)."""
+        loc = np.sort(self.index["location_mm"][rows])
+        gap = float(np.median(np.diff(loc))) if len(loc) > 1 else 1.0
+        dr, dc = (float(v) for v in self.index["spacing_mm"][rows[0]])
+        return (gap, dr, dc)
+
+
+# ----------------------------------------------------------------------------- opening
 def resolve_cache_dir(path: Path) -> Path:
     """The keyed cache folder for ``path``: ``path`` itself, or ``path/<key>`` named by ``current.json``."""
     path = Path(path)
@@ -199,9 +334,9 @@ def resolve_cache_dir(path: Path) -> Path:
         raise CacheError(f"{path}: no such cache (run 'planessl prepare DATA --out {path}' first)")
     if not path.is_dir():
         raise CacheError(f"{path}: not a cache folder")
-    if (path / _META).exists() or (path / _IMAGES).exists() or (path / _INDEX).exists():
+    if any((path / name).exists() for name in (META, IMAGES, INDEX)):
         return path
-    current = path / _CURRENT
+    current = path / CURRENT
     if current.is_file():
         try:
             key = json.loads(current.read_text(encoding="utf-8"))["key"]
@@ -211,76 +346,150 @@ def resolve_cache_dir(path: Path) -> Path:
         if not target.is_dir():
             raise CacheError(f"{current} names cache {key}, but {target} does not exist (run 'planessl prepare' again)")
         return target
-    raise CacheError(
-        f"{path}: no cache here (neither {_META} nor {_CURRENT}; run 'planessl prepare DATA --out {path}')"
-    )
+    raise CacheError(f"{path}: no cache here (neither {META} nor {CURRENT}; run 'planessl prepare DATA --out {path}')")
 
 
-def open_cache(path: Path, expect_key: str | None = None) -> Cache:
-    """Open a cache folder (``ROOT/KEY``) or a prepare output root (``ROOT``, via ``current.json``).
+def open_cache(path: Path, expect_key: str | None = None, content: str | None = "slices") -> SliceCache:
+    """Open a cache folder (``ROOT/KEY``) or a preparation's root (``ROOT``, via ``current.json``).
 
-    Raises CacheError, naming the path, when it is missing, incomplete (no ``meta.json`` or
-    arrays missing/inconsistent), of another format version, or — when ``expect_key`` is
-    given (e.g. ``cache_key(config, fingerprint)`` of the data you mean) — stale.
+    ``content``: the content the caller needs (``"slices"``, ``"seg"``; None: either).
+    ``expect_key``: the key of the data and settings the caller means (e.g.
+    ``prepare.expected_cache_key``); another key is a stale cache.
+    Raises CacheError, naming the file and the problem, for every check of the module docstring.
     """
     folder = resolve_cache_dir(path)
     if folder.name.startswith(".tmp-"):
         raise CacheError(f"{folder}: incomplete cache (a temporary folder of an unfinished 'planessl prepare')")
-    meta_path = folder / _META
+    meta = _read_meta(folder)
+    spec = CONTENTS[meta["content"]]
+    if content is not None and spec.name != content:
+        wanted = CONTENTS[content]
+        raise CacheError(f"{folder}: a cache of {spec.description} (content {spec.name!r}), but this needs "
+                         f"{wanted.description} (content {content!r}), made by {wanted.made_by}")
+    if expect_key is not None and meta["key"] != expect_key:
+        raise CacheError(
+            f"{folder}: stale cache (key {meta['key']}, expected {expect_key}: the preparation config or the data "
+            f"changed); {spec.rebuild}"
+        )
+    return _check_arrays(folder, meta, spec)
+
+
+def _read_meta(folder: Path) -> dict[str, Any]:
+    """``meta.json`` of ``folder``: parsed, of this format and version, with every required key."""
+    meta_path = folder / META
     if not meta_path.is_file():
-        raise CacheError(f"{folder}: incomplete cache ({_META} missing: preparation was interrupted); prepare it again")
+        raise CacheError(f"{folder}: incomplete cache ({META} missing: preparation was interrupted); "
+                         f"{_ANY_REBUILD}")
     try:
         meta = json.loads(meta_path.read_text(encoding="utf-8"))
-    except (OSError, ValueError) as exc:
-        raise CacheError(f"{meta_path}: unreadable ({exc})") from None
-    if not isinstance(meta, dict) or meta.get("format") != CACHE_FORMAT:
-        raise CacheError(f"{meta_path}: not a PlaneSSL slice cache")
+    except (OSError, UnicodeDecodeError, ValueError) as exc:
+        raise CacheError(f"{meta_path}: unreadable ({exc}); {_ANY_REBUILD}") from None
+    if not isinstance(meta, dict):
+        raise CacheError(f"{meta_path}: not a PlaneSSL slice cache (a JSON {type(meta).__name__}, not an object)")
+    if meta.get("format") == _OLD_SEG_FORMAT:
+        raise CacheError(f"{folder}: a segmentation cache of an older PlaneSSL (format {_OLD_SEG_FORMAT}, version "
+                         f"{meta.get('version')!r}); this PlaneSSL reads slice-cache version {CACHE_VERSION}; "
+                         f"{CONTENTS['seg'].rebuild}")
+    if meta.get("format") != CACHE_FORMAT:
+        raise CacheError(f"{meta_path}: not a PlaneSSL slice cache (format {meta.get('format')!r})")
+    spec = CONTENTS.get(str(meta.get("content")))
+    rebuild = spec.rebuild if spec is not None else CONTENTS["slices"].rebuild
     if meta.get("version") != CACHE_VERSION:
-        raise CacheError(
-            f"{folder}: cache format version {meta.get('version')!r}, this PlaneSSL reads version {CACHE_VERSION}; "
-            "prepare it again"
-        )
-    if expect_key is not None and meta.get("key") != expect_key:
-        raise CacheError(
-            f"{folder}: stale cache (key {meta.get('key')}, expected {expect_key}: the preparation config or the data "
-            "changed); run 'planessl prepare' again"
-        )
-    for name in (_IMAGES, _INDEX):
-        if not (folder / name).is_file():
-            raise CacheError(f"{folder}: incomplete cache ({name} missing); prepare it again")
+        raise CacheError(f"{folder}: cache format version {meta.get('version')!r}, this PlaneSSL reads version "
+                         f"{CACHE_VERSION}; {rebuild}")
+    missing = [k for k in REQUIRED_META if k not in meta]
+    if missing:
+        raise CacheError(f"{meta_path}: lacks {', '.join(missing)}; {rebuild}")
+    if spec is None:
+        raise CacheError(f"{meta_path}: unknown content {meta['content']!r} (known: {', '.join(CONTENTS)})")
+    problems = []
+    n, shape = meta["n_slices"], meta["image_shape"]
+    if not isinstance(n, int) or isinstance(n, bool) or n < 0:
+        problems.append(f"n_slices {n!r}")
+    if not (isinstance(shape, list) and len(shape) == 2 and all(isinstance(v, int) and v > 0 for v in shape)):
+        problems.append(f"image_shape {shape!r}")
+    if meta["dtype"] not in ("float16", "float32"):
+        problems.append(f"dtype {meta['dtype']!r}")
+    subjects = meta["subjects"]
+    if not (isinstance(subjects, list) and all(isinstance(s, dict) and "key" in s for s in subjects)):
+        problems.append("subjects (a list of {\"key\": ...} expected)")
+    if not isinstance(meta["config"], dict):
+        problems.append("config")
+    if problems:
+        raise CacheError(f"{meta_path}: bad {'; '.join(problems)}; {rebuild}")
+    return meta
+
+
+def _load_array(folder: Path, name: str, spec: Content, mmap: bool) -> np.ndarray:
+    path = folder / name
+    if not path.is_file():
+        raise CacheError(f"{folder}: incomplete cache ({name} missing); {spec.rebuild}")
     try:
-        index = np.load(folder / _INDEX, allow_pickle=False)
-        images = np.load(folder / _IMAGES, mmap_mode="r")
-    except (OSError, ValueError) as exc:
-        raise CacheError(f"{folder}: damaged cache ({exc}); prepare it again") from None
-    n, shape = int(meta.get("n_slices", -1)), tuple(meta.get("image_shape", ()))
-    if index.dtype != INDEX_DTYPE:
-        raise CacheError(f"{folder / _INDEX}: unexpected index fields; prepare it again")
-    if len(index) != n or images.shape != (n, *shape):
-        raise CacheError(
-            f"{folder}: incomplete cache ({len(index)} index rows, images {images.shape}, meta says {n} × {shape})"
-        )
-    cache = Cache(folder, meta, index)
-    cache._images = images
+        return np.load(path, mmap_mode="r" if mmap else None, allow_pickle=False)
+    except (OSError, ValueError, EOFError) as exc:  # a truncated file: "mmap length is greater than file size"
+        raise CacheError(f"{path}: damaged or truncated ({exc}); {spec.rebuild}") from None
+
+
+def _check_arrays(folder: Path, meta: dict[str, Any], spec: Content) -> SliceCache:
+    """Open the arrays of a cache whose ``meta`` is checked; their shapes, types and lengths must agree."""
+    n, (h, w), dtype = meta["n_slices"], meta["image_shape"], np.dtype(meta["dtype"])
+    expected = {IMAGES: ((n, h, w), dtype)}
+    if spec.labels:
+        expected[LABELS] = ((n, h, w), np.dtype(np.uint8))
+    arrays = {}
+    for name, (shape, dt) in expected.items():
+        array = _load_array(folder, name, spec, mmap=True)
+        if array.shape != shape or array.dtype != dt:
+            raise CacheError(f"{folder / name}: holds {array.shape} {array.dtype}, but {META} says {shape} {dt}; "
+                             f"{spec.rebuild}")
+        arrays[name] = array
+    index = _load_array(folder, INDEX, spec, mmap=False)
+    if index.dtype != spec.index_dtype or index.ndim != 1:
+        raise CacheError(f"{folder / INDEX}: unexpected index fields for content {spec.name!r}; {spec.rebuild}")
+    if len(index) != n:
+        raise CacheError(f"{folder / INDEX}: {len(index)} rows, but {IMAGES} holds {n} slices; {spec.rebuild}")
+    cache = SliceCache(folder, meta, index)
+    cache._images = arrays[IMAGES]
+    cache._labels = arrays.get(LABELS)
     return cache
 
 
 # ----------------------------------------------------------------------------- writing
+def base_meta(key: str, content: str, config: PrepareConfig, n_slices: int, fingerprint: str,
+              subjects: list[dict[str, Any]]) -> dict[str, Any]:
+    """The ``meta.json`` keys every cache holds (``REQUIRED_META``); a preparation adds its own."""
+    return {
+        "format": CACHE_FORMAT,
+        "version": CACHE_VERSION,
+        "key": key,
+        "content": content,
+        "created_by": f"planessl {__version__}",
+        "config": config.to_dict(),
+        "normalisation": config.normalisation_record(),
+        "n_slices": int(n_slices),
+        "image_shape": [config.size_px, config.size_px],
+        "dtype": config.dtype,
+        "spacing_mm": float(config.spacing_mm),
+        "data_fingerprint": fingerprint,
+        "subjects": subjects,
+    }
+
+
 def write_meta(folder: Path, meta: dict[str, Any]) -> None:
     """``meta.json`` (written last: its presence marks the cache complete)."""
-    tmp = folder / (_META + ".tmp")
+    tmp = folder / (META + ".tmp")
     tmp.write_text(json.dumps(meta, indent=1, sort_keys=True), encoding="utf-8")
-    os.replace(tmp, folder / _META)
+    os.replace(tmp, folder / META)
 
 
-def write_current(root: Path, key: str) -> None:
+def _write_current(root: Path, key: str) -> None:
     """Point ``root/current.json`` at cache ``key`` (atomic replace)."""
-    tmp = root / f".{_CURRENT}.{os.getpid()}.tmp"
+    tmp = root / f".{CURRENT}.{os.getpid()}.tmp"
     tmp.write_text(json.dumps({"key": key}), encoding="utf-8")
-    os.replace(tmp, root / _CURRENT)
+    os.replace(tmp, root / CURRENT)
 
 
-def install(tmp_folder: Path, final: Path) -> None:
+def _install(tmp_folder: Path, final: Path) -> None:
     """Rename a finished temporary cache folder into place, replacing an older one of the same key."""
     if final.exists():
         old = final.with_name(f".old-{final.name}-{os.getpid()}")
@@ -291,5 +500,44 @@ def install(tmp_folder: Path, final: Path) -> None:
         os.rename(tmp_folder, final)
 
 
-def view_code_table() -> dict[str, int]:
-    return dict(VIEW_CODES)
+def reuse_cache(out_root: Path, key: str, content: str) -> SliceCache | None:
+    """The complete, intact cache ``out_root/key`` (``current.json`` now points at it), or None."""
+    final = Path(out_root) / key
+    if not (final / META).is_file():
+        return None
+    try:
+        cache = open_cache(final, expect_key=key, content=content)
+    except CacheError:
+        return None  # damaged: the caller prepares it again
+    _write_current(Path(out_root), key)
+    return cache
+
+
+def write_cache(out_root: Path, key: str, fill: Callable[[Path], T]) -> T:
+    """Write cache ``key`` under ``out_root`` and return what ``fill`` returns.
+
+    ``fill(tmp)`` writes the arrays into the fresh folder ``out_root/.tmp-KEY-<pid>`` and, last,
+    ``meta.json`` (:func:`base_meta`, :func:`write_meta`). The folder must then pass the checks of
+    :func:`open_cache`; it is renamed to ``out_root/KEY`` (replacing an older one) and
+    ``current.json`` points at it. On any failure the temporary folder is removed.
+    Raises CacheError when ``out_root`` cannot be written (or the written cache fails a check).
+    """
+    out_root = Path(out_root)
+    tmp = out_root / f".tmp-{key}-{os.getpid()}"
+    try:
+        out_root.mkdir(parents=True, exist_ok=True)
+        if tmp.exists():
+            shutil.rmtree(tmp)
+        tmp.mkdir()
+    except OSError as exc:
+        raise CacheError(f"{out_root}: cannot write the cache ({exc.strerror or exc})") from None
+    try:
+        result = fill(tmp)
+        meta = _read_meta(tmp)
+        _check_arrays(tmp, meta, CONTENTS[meta["content"]])
+        _install(tmp, out_root / key)
+        _write_current(out_root, key)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    return result

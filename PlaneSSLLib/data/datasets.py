@@ -26,11 +26,11 @@ import numpy as np
 import torch
 from torch.utils.data import Dataset
 
-from .cache import Cache
+from .cache import SliceCache
 from .codes import ANATOMIES, VIEW_CODES, anatomy_code
 from .pairs import PairConfig, line_targets, partner_summary
 
-__all__ = ["PretextDataset", "NoPartnerWarning", "split_subjects"]
+__all__ = ["PretextDataset", "NoPartnerWarning"]
 
 log = logging.getLogger(__name__)
 
@@ -43,7 +43,7 @@ class PretextDataset(Dataset):
     """The pretext-task view of a cache.
 
     Args:
-        cache: an opened ``Cache``.
+        cache: an opened ``SliceCache`` of content "slices".
         subjects: subject indices to keep (default: all).
         pairs: partner configuration (default ``PairConfig()``).
         anatomy: "heart" or "knee"; required only when the cache holds both.
@@ -52,7 +52,7 @@ class PretextDataset(Dataset):
 
     def __init__(
         self,
-        cache: Cache,
+        cache: SliceCache,
         subjects: Iterable[int] | None = None,
         pairs: PairConfig | None = None,
         anatomy: str | None = None,
@@ -122,23 +122,3 @@ class PretextDataset(Dataset):
             "index": torch.tensor(row, dtype=torch.int64),
         }
 
-
-def split_subjects(subject_keys: list[str], holdout_fraction: float, seed: int = 0) -> tuple[list[int], list[int]]:
-    """Subject indices split into (training, held out), deterministic for (keys, fraction, seed).
-
-    Subjects are ordered by a hash of (seed, subject key), so a subject's side does not depend on
-    which other subjects a cache holds; ``round(fraction · n)`` subjects are held out (at least one
-    when ``fraction > 0`` and n ≥ 2).
-    """
-    import hashlib
-
-    if not 0.0 <= holdout_fraction < 1.0:
-        raise ValueError(f"holdout_fraction must be in [0, 1), got {holdout_fraction}")
-    n = len(subject_keys)
-    k = int(round(holdout_fraction * n))
-    if holdout_fraction > 0 and n >= 2:
-        k = max(1, min(k, n - 1))
-    ranked = sorted(range(n), key=lambda i: hashlib.sha256(f"{seed}:{subject_keys[i]}".encode()).hexdigest())
-    held = sorted(ranked[:k])
-    train = sorted(ranked[k:])
-    return train, held

@@ -9,7 +9,7 @@ Three sources give the same :class:`Exam` records:
   grouped by (hashed) patient; their top-level folder under ``root`` is kept in memory only, to
   match a labels file such as a phantom cohort's ``labels.csv`` (``subject,acl_tear``).
 - ``exams_from_cache(cache, labels_by_key)``: the same arrays from a prepared cache
-  (``data.cache``), labels keyed by the cache's hashed subject key.
+  (``data.cache``, content "slices"), labels keyed by the cache's hashed subject key.
 - ``exams_from_mrnet(records, config)``: MRNet ``.npy`` stacks (no geometry): each slice
   normalised like the others and resized to ``size_px`` (MRNet's 256² field of view is not
   resampled to a spacing: MRNet stores none).
@@ -42,7 +42,7 @@ from torch.utils.data import Dataset
 from ..dicom.pixels import PixelReadError, read_file_frames
 from ..errors import PlaneSSLError
 from .augment import AugmentConfig, normalised_from_pixel
-from .cache import Cache
+from .cache import SliceCache
 from .codes import VIEW_CODES, anatomy_code
 from .config import PrepareConfig
 from .index import SliceSource
@@ -209,7 +209,7 @@ def exams_from_dicom(root: Path, config: PrepareConfig | None = None, views: Seq
     return exams
 
 
-def exams_from_cache(cache: Cache, labels_by_key: Mapping[str, int] | None = None,
+def exams_from_cache(cache: SliceCache, labels_by_key: Mapping[str, int] | None = None,
                      views: Sequence[str] = KNEE_VIEWS) -> list[Exam]:
     """Exams of a prepared cache (every knee subject holding all ``views``); labels by hashed subject key."""
     index = cache.index

@@ -13,8 +13,6 @@ A frame that cannot be decoded is skipped and named in the report; the scan's ow
 
 from __future__ import annotations
 
-import os
-import shutil
 import time
 import warnings
 from collections import Counter
@@ -25,23 +23,22 @@ from pathlib import Path
 
 import numpy as np
 
-from .. import __version__
 from ..dicom.pixels import PixelReadError, read_file_frames
 from ..dicom.report import apply_views
 from ..dicom.scan import list_files, scan_tree
 from ..errors import PlaneSSLError
 from ..geometry.planes import ImagePlane
 from .cache import (
-    CACHE_FORMAT,
-    CACHE_VERSION,
+    IMAGES,
+    INDEX,
     INDEX_DTYPE,
-    Cache,
     CacheError,
+    SliceCache,
+    base_meta,
     cache_key,
     data_fingerprint,
-    install,
-    open_cache,
-    write_current,
+    reuse_cache,
+    write_cache,
     write_meta,
 )
 from .codes import ANATOMIES, VIEW_CODES, VIEW_NAMES
@@ -113,15 +110,9 @@ def prepare_cache(
         raise PrepareError(f"{data_dir}: no files found")
     fingerprint = data_fingerprint(files, data_dir if data_dir.is_dir() else data_dir.parent)
     key = cache_key(config, fingerprint)
-    final = out_root / key
-    if not force and (final / "meta.json").is_file():
-        try:
-            cache = open_cache(final, expect_key=key)
-        except CacheError:
-            pass  # damaged: prepare again below
-        else:
-            write_current(out_root, key)
-            return _report_from_cache(cache, start)
+    cache = None if force else reuse_cache(out_root, key, "slices")
+    if cache is not None:
+        return _report_from_cache(cache, start)
 
     table, scan_errors = scan_slices(data_dir, config, workers=max(1, jobs))
     if not table.slices:
@@ -131,22 +122,11 @@ def prepare_cache(
             f"{len(scan_errors)} unreadable files) — see 'planessl inspect {data_dir}'"
         )
     try:
-        out_root.mkdir(parents=True, exist_ok=True)
-        tmp = out_root / f".tmp-{key}-{os.getpid()}"
-        if tmp.exists():
-            shutil.rmtree(tmp)
-        tmp.mkdir()
-    except OSError as exc:
-        raise PrepareError(f"{out_root}: cannot write the cache ({exc.strerror or exc})") from None
-    try:
-        report = _write(tmp, table, config, key, fingerprint, jobs, progress)
-        report.scan_errors = scan_errors
-        install(tmp, final)
-        write_current(out_root, key)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
-    report.cache_dir = final
+        report = write_cache(out_root, key, lambda tmp: _write(tmp, table, config, key, fingerprint, jobs, progress))
+    except CacheError as exc:  # out_root cannot be written
+        raise PrepareError(str(exc)) from None
+    report.scan_errors = scan_errors
+    report.cache_dir = out_root / key
     report.seconds = time.perf_counter() - start
     return report
 
@@ -215,7 +195,7 @@ def _write(tmp: Path, table: SliceTable, config: PrepareConfig, key: str, finger
         (path, [slices[i].frame.frame_index for i in idx], [slices[i].frame.plane for i in idx]) for path, idx in groups
     ]
     n, size = len(slices), config.size_px
-    images = np.lib.format.open_memmap(tmp / "images.npy", mode="w+", dtype=config.dtype, shape=(n, size, size))
+    images = np.lib.format.open_memmap(tmp / IMAGES, mode="w+", dtype=config.dtype, shape=(n, size, size))
     ok = np.ones(n, dtype=bool)
     skipped: list[tuple[str, str]] = []
     workers = max(1, min(int(jobs), n // _MIN_SLICES_PER_WORKER))
@@ -248,19 +228,18 @@ def _write(tmp: Path, table: SliceTable, config: PrepareConfig, key: str, finger
     if not ok.all():
         keep = np.flatnonzero(ok)
         index = index[keep]
-        src = np.load(tmp / "images.npy", mmap_mode="r")
+        src = np.load(tmp / IMAGES, mmap_mode="r")
         compact = np.lib.format.open_memmap(tmp / "images.part.npy", mode="w+", dtype=config.dtype,
                                             shape=(len(keep), size, size))
         for j in range(0, len(keep), 256):
             compact[j : j + 256] = src[keep[j : j + 256]]
         compact.flush()
         del compact, src
-        os.replace(tmp / "images.part.npy", tmp / "images.npy")
+        (tmp / "images.part.npy").replace(tmp / IMAGES)
     if len(index) == 0:
         raise PrepareError(f"no slice could be decoded ({len(skipped)} files failed; first: {skipped[0][1]})")
-    np.save(tmp / "index.npy", index, allow_pickle=False)
-    meta = _meta(table, index, config, key, skipped)
-    meta["data_fingerprint"] = fingerprint
+    np.save(tmp / INDEX, index, allow_pickle=False)
+    meta = _meta(table, index, config, key, fingerprint, skipped)
     report = PrepareReport(cache_dir=tmp, key=key, reused=False, skipped=skipped)
     _fill_report(report, index, meta)
     meta["warnings"] = report.warnings
@@ -283,28 +262,19 @@ def _index_rows(slices: list[SliceSource], config: PrepareConfig) -> np.ndarray:
     return index
 
 
-def _meta(table: SliceTable, index: np.ndarray, config: PrepareConfig, key: str, skipped: list) -> dict:
+def _meta(table: SliceTable, index: np.ndarray, config: PrepareConfig, key: str, fingerprint: str,
+          skipped: list) -> dict:
     counts = Counter(
         f"{ANATOMIES[a]} {VIEW_NAMES[v]}"
         for a, v in zip(index["anatomy"].tolist(), index["view"].tolist(), strict=True)
     )
-    return {
-        "format": CACHE_FORMAT,
-        "version": CACHE_VERSION,
-        "key": key,
-        "created_by": f"planessl {__version__}",
-        "config": config.to_dict(),
-        "normalisation": config.normalisation_record(),
-        "n_slices": int(len(index)),
-        "image_shape": [config.size_px, config.size_px],
-        "dtype": config.dtype,
-        "spacing_mm": float(config.spacing_mm),
+    subjects = [
+        {"key": k, "anatomy": next((st["anatomy"] for st in table.studies if st["subject"] == i), None)}
+        for i, k in enumerate(table.subject_keys)
+    ]
+    return base_meta(key, "slices", config, len(index), fingerprint, subjects) | {
         "view_codes": dict(VIEW_CODES),
         "anatomies": list(ANATOMIES),
-        "subjects": [
-            {"key": k, "anatomy": next((st["anatomy"] for st in table.studies if st["subject"] == i), None)}
-            for i, k in enumerate(table.subject_keys)
-        ],
         "studies": table.studies,
         "counts": dict(sorted(counts.items())),
         "n_stacks": int(len(np.unique(index["stack"]))),
@@ -331,7 +301,7 @@ def _fill_report(report: PrepareReport, index: np.ndarray, meta: dict) -> None:
         report.warnings.extend(warnings)
 
 
-def _report_from_cache(cache: Cache, start: float) -> PrepareReport:
+def _report_from_cache(cache: SliceCache, start: float) -> PrepareReport:
     report = PrepareReport(cache_dir=cache.path, key=cache.key, reused=True)
     _fill_report(report, cache.index, cache.meta)
     report.seconds = time.perf_counter() - start

@@ -1,4 +1,4 @@
-"""Segmentation data: ACDC label terminology, SAX stacks with their label maps, the seg cache, datasets.
+"""Segmentation data: ACDC label terminology, SAX stacks with their label maps, the seg cache's preparation.
 
 Labels (ACDC, DESIGN.md section 1): 0 background, 1 RV, 2 Myo, 3 LV, with the SNOMED CT codes
 Slicer uses (``ACDC_STRUCTURES``; the same values as ``slicer_logic.terminology``, kept here
@@ -16,38 +16,30 @@ label volume is ``(columns, rows, k)`` with slice ``k`` running along the DICOM 
 (``phantoms.nifti``); its affine must equal the SAX stack's geometry (``match_label_volume``,
 tolerance ``LABEL_GEOMETRY_TOL_MM``), otherwise a :class:`SegDataError` names the file.
 
-The seg cache (``prepare_seg_cache``) holds every SAX slice at ED and ES prepared exactly like
-``planessl prepare`` prepares images (``data.resample.prepare_image``: same spacing, size and
-intensity normalisation), and the label slice resampled onto the same prepared grid by
-nearest neighbour (``resample_labels_to_plane``)::
-
-    ROOT/current.json, ROOT/KEY/{images.npy (N,H,W), labels.npy (N,H,W) uint8, index.npy, meta.json}
-
-Index rows (``SEG_INDEX_DTYPE``) carry subject (index and hashed PatientID), phase kind
+The seg cache (``prepare_seg_cache``) is a slice cache (``data.cache``, content ``"seg"``: the
+same layout, opener and checks as the pretraining cache) holding every SAX slice at ED and ES
+prepared exactly like ``planessl prepare`` prepares images (``data.resample.prepare_image``: same
+spacing, size and intensity normalisation), and in ``labels.npy`` the label slice resampled onto
+the same prepared grid by nearest neighbour (``resample_labels_to_plane``). Its index rows
+(``data.cache.SEG_INDEX_DTYPE``) carry subject (index and hashed PatientID), phase kind
 (0 = ED, 1 = ES), cine phase, slice ``k`` (along the DICOM normal, as in the NIfTI), the
 prepared plane and the source plane's spacing/shape — never a path or a patient identifier.
+Subject splits: ``data.splits``.
 """
 
 from __future__ import annotations
 
 import csv
-import hashlib
-import json
-import os
-import shutil
 import time
 import warnings
 from collections.abc import Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import numpy as np
-import torch
 from scipy import ndimage
-from torch.utils.data import Dataset
 
-from .. import __version__
 from ..dicom.pixels import read_file_frames
 from ..dicom.records import Study
 from ..dicom.report import apply_views
@@ -56,7 +48,20 @@ from ..dicom.stacks import MERGE_TOL_DEG, ViewStack, merge_view_series
 from ..errors import PlaneSSLError
 from ..geometry.frames import affine_ras_to_lps
 from ..geometry.planes import ImagePlane
-from .cache import data_fingerprint, install, write_current, write_meta
+from .cache import (
+    IMAGES,
+    INDEX,
+    LABELS,
+    SEG_INDEX_DTYPE,
+    SliceCache,
+    base_meta,
+    cache_key,
+    data_fingerprint,
+    open_cache,
+    reuse_cache,
+    write_cache,
+    write_meta,
+)
 from .config import PrepareConfig
 from .resample import prepare_image
 
@@ -64,26 +69,18 @@ __all__ = [
     "ACDC_LABEL_NAMES",
     "ACDC_STRUCTURES",
     "PHASE_KINDS",
-    "SEG_INDEX_DTYPE",
     "SaxStack",
-    "SegCache",
     "SegDataError",
-    "SegDataset",
     "StructureCode",
-    "choose_labeled_subjects",
     "find_label_files",
     "find_sax_stack",
     "match_label_volume",
-    "open_seg_cache",
     "prepare_seg_cache",
     "read_ed_es_phases",
     "resample_labels_to_plane",
-    "split_seg_subjects",
     "terminology_record",
 ]
 
-SEG_CACHE_FORMAT = "planessl-seg-cache"
-SEG_CACHE_VERSION = 1
 #: Label geometry tolerance: origins and axis vectors of the NIfTI vs the DICOM stack, mm.
 LABEL_GEOMETRY_TOL_MM = 0.01
 #: Phase kinds stored in the index (``phase_kind`` field).
@@ -262,119 +259,6 @@ def resample_labels_to_plane(labels: np.ndarray, source: ImagePlane, target: Ima
 
 
 # ----------------------------------------------------------------------------- the seg cache
-SEG_INDEX_DTYPE = np.dtype([
-    ("subject", "<i4"),
-    ("subject_key", "<U16"),
-    ("study_key", "<U16"),
-    ("phase_kind", "i1"),  # 0 ED, 1 ES
-    ("phase", "<i2"),  # cine phase index (time order)
-    ("k", "<i2"),  # slice along the DICOM normal (NIfTI k)
-    ("n_k", "<i2"),
-    ("location_mm", "<f8"),  # n̂ · o along the stack's DICOM normal
-    ("origin_lps", "<f8", (3,)),
-    ("x_dir_lps", "<f8", (3,)),
-    ("y_dir_lps", "<f8", (3,)),
-    ("spacing_mm", "<f8", (2,)),
-    ("shape_px", "<i4", (2,)),
-    ("source_spacing_mm", "<f8", (2,)),
-    ("source_shape_px", "<i4", (2,)),
-])
-
-
-@dataclass
-class SegCache:
-    """An opened seg cache (images and labels memory-mapped lazily)."""
-
-    path: Path
-    meta: dict[str, Any]
-    index: np.ndarray
-    _images: np.ndarray | None = field(default=None, repr=False)
-    _labels: np.ndarray | None = field(default=None, repr=False)
-
-    def __getstate__(self) -> dict[str, Any]:
-        return {"path": self.path, "meta": self.meta, "index": self.index, "_images": None, "_labels": None}
-
-    @property
-    def images(self) -> np.ndarray:
-        """``(N, H, W)`` prepared intensities (read-only map)."""
-        if self._images is None:
-            self._images = np.load(self.path / "images.npy", mmap_mode="r")
-        return self._images
-
-    @property
-    def labels(self) -> np.ndarray:
-        """``(N, H, W)`` uint8 ACDC labels on the prepared grid (read-only map)."""
-        if self._labels is None:
-            self._labels = np.load(self.path / "labels.npy", mmap_mode="r")
-        return self._labels
-
-    def __len__(self) -> int:
-        return len(self.index)
-
-    @property
-    def key(self) -> str:
-        return str(self.meta["key"])
-
-    @property
-    def subject_keys(self) -> list[str]:
-        return [s["key"] for s in self.meta["subjects"]]
-
-    @property
-    def image_shape(self) -> tuple[int, int]:
-        h, w = self.meta["image_shape"]
-        return int(h), int(w)
-
-    @property
-    def spacing_mm(self) -> float:
-        return float(self.meta["spacing_mm"])
-
-    def volumes(self, subjects: Sequence[int] | None = None) -> dict[tuple[int, int], np.ndarray]:
-        """Rows of each (subject, phase kind) volume, ordered by ``k``: ``{(subject, kind): rows}``."""
-        idx = self.index
-        keep = np.ones(len(idx), bool) if subjects is None else np.isin(idx["subject"], np.asarray(list(subjects)))
-        out: dict[tuple[int, int], np.ndarray] = {}
-        for row in np.flatnonzero(keep).tolist():
-            out.setdefault((int(idx["subject"][row]), int(idx["phase_kind"][row])), []).append(row)
-        return {key: np.array(sorted(rows, key=lambda r: int(idx["k"][r])), dtype=np.int64)
-                for key, rows in sorted(out.items())}
-
-    def volume_spacing_mm(self, rows: np.ndarray) -> tuple[float, float, float]:
-        """``(slice gap, row, column)`` spacing in mm of a volume's rows (gap: median location step)."""
-        loc = np.sort(self.index["location_mm"][rows])
-        gap = float(np.median(np.diff(loc))) if len(loc) > 1 else 1.0
-        dr, dc = (float(v) for v in self.index["spacing_mm"][rows[0]])
-        return (gap, dr, dc)
-
-
-def _seg_key(config: PrepareConfig, fingerprint: str) -> str:
-    text = f"{SEG_CACHE_FORMAT}:{SEG_CACHE_VERSION}:{config.digest()}:{fingerprint}"
-    return hashlib.sha256(text.encode()).hexdigest()[:16]
-
-
-def open_seg_cache(path: Path) -> SegCache:
-    """Open ``ROOT/KEY`` or ``ROOT`` (via ``current.json``); SegDataError naming the path otherwise."""
-    path = Path(path)
-    folder = path
-    if not (folder / "meta.json").is_file() and (folder / "current.json").is_file():
-        try:
-            folder = path / json.loads((path / "current.json").read_text(encoding="utf-8"))["key"]
-        except (OSError, ValueError, KeyError) as exc:
-            raise SegDataError(f"{path / 'current.json'}: unreadable ({exc})") from None
-    meta_path = folder / "meta.json"
-    if not meta_path.is_file():
-        raise SegDataError(f"{path}: no seg cache here (run 'planessl finetune seg' with data.dicom set)")
-    try:
-        meta = json.loads(meta_path.read_text(encoding="utf-8"))
-        index = np.load(folder / "index.npy", allow_pickle=False)
-    except (OSError, ValueError) as exc:
-        raise SegDataError(f"{folder}: damaged seg cache ({exc})") from None
-    if meta.get("format") != SEG_CACHE_FORMAT or meta.get("version") != SEG_CACHE_VERSION:
-        raise SegDataError(f"{meta_path}: not a seg cache of version {SEG_CACHE_VERSION}")
-    if index.dtype != SEG_INDEX_DTYPE or len(index) != int(meta.get("n_slices", -1)):
-        raise SegDataError(f"{folder}: inconsistent seg cache index; prepare it again")
-    return SegCache(folder, meta, index)
-
-
 @dataclass
 class _Item:
     subject: int
@@ -431,8 +315,8 @@ def _collect(data_dir: Path, config: PrepareConfig, require_labels: bool) -> tup
 
 
 def prepare_seg_cache(data_dir: Path, out_root: Path, config: PrepareConfig | None = None, force: bool = False,
-                      require_labels: bool = True) -> SegCache:
-    """Build (or reuse) the seg cache of ``data_dir`` under ``out_root/<key>`` and open it.
+                      require_labels: bool = True) -> SliceCache:
+    """Build (or reuse) the seg cache (content ``"seg"``) of ``data_dir`` under ``out_root/<key>`` and open it.
 
     The key hashes the preparation config and a fingerprint of every file under ``data_dir``
     (DICOM and label files), so changed data or settings never read a stale cache.
@@ -447,36 +331,21 @@ def prepare_seg_cache(data_dir: Path, out_root: Path, config: PrepareConfig | No
     files = [f for f in files if root_resolved not in f.resolve().parents]
     extra = sorted(p for p in data_dir.rglob("*") if p.name in ("sax_ed.nii.gz", "sax_es.nii.gz", "subjects.csv"))
     fingerprint = data_fingerprint(sorted(set(files) | set(extra)), data_dir)
-    key = _seg_key(config, fingerprint)
-    final = out_root / key
-    if not force and (final / "meta.json").is_file():
-        try:
-            cache = open_seg_cache(final)
-            write_current(out_root, key)
-            return cache
-        except SegDataError:
-            pass
+    key = cache_key(config, fingerprint, "seg")
+    cache = None if force else reuse_cache(out_root, key, "seg")
+    if cache is not None:
+        return cache
     start = time.perf_counter()
     items, notes, _ = _collect(data_dir, config, require_labels)
-    out_root.mkdir(parents=True, exist_ok=True)
-    tmp = out_root / f".tmp-{key}-{os.getpid()}"
-    shutil.rmtree(tmp, ignore_errors=True)
-    tmp.mkdir()
-    try:
-        _write_seg_cache(tmp, items, config, key, fingerprint, notes, start)
-        install(tmp, final)
-        write_current(out_root, key)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
-    return open_seg_cache(final)
+    write_cache(out_root, key, lambda tmp: _write_seg_cache(tmp, items, config, key, fingerprint, notes, start))
+    return open_cache(out_root / key, expect_key=key, content="seg")
 
 
 def _write_seg_cache(tmp: Path, items: list[_Item], config: PrepareConfig, key: str, fingerprint: str,
                      notes: list[str], start: float) -> None:
     n, size = len(items), config.size_px
-    images = np.lib.format.open_memmap(tmp / "images.npy", mode="w+", dtype=config.dtype, shape=(n, size, size))
-    labels = np.lib.format.open_memmap(tmp / "labels.npy", mode="w+", dtype=np.uint8, shape=(n, size, size))
+    images = np.lib.format.open_memmap(tmp / IMAGES, mode="w+", dtype=config.dtype, shape=(n, size, size))
+    labels = np.lib.format.open_memmap(tmp / LABELS, mode="w+", dtype=np.uint8, shape=(n, size, size))
     index = np.zeros(n, dtype=SEG_INDEX_DTYPE)
     for i, it in enumerate(items):
         with warnings.catch_warnings():
@@ -492,79 +361,10 @@ def _write_seg_cache(tmp: Path, items: list[_Item], config: PrepareConfig, key: 
     images.flush()
     labels.flush()
     del images, labels
-    np.save(tmp / "index.npy", index, allow_pickle=False)
+    np.save(tmp / INDEX, index, allow_pickle=False)
     subject_keys: dict[int, str] = {it.subject: it.subject_key for it in items}
-    write_meta(tmp, {
-        "format": SEG_CACHE_FORMAT, "version": SEG_CACHE_VERSION, "key": key,
-        "created_by": f"planessl {__version__}", "config": config.to_dict(),
-        "normalisation": config.normalisation_record(), "n_slices": n, "image_shape": [size, size],
-        "dtype": config.dtype, "spacing_mm": float(config.spacing_mm), "data_fingerprint": fingerprint,
-        "subjects": [{"key": subject_keys[s]} for s in sorted(subject_keys)],
+    subjects = [{"key": subject_keys[s]} for s in sorted(subject_keys)]
+    write_meta(tmp, base_meta(key, "seg", config, n, fingerprint, subjects) | {
         "label_names": list(ACDC_LABEL_NAMES), "phase_kinds": list(PHASE_KINDS), "notes": notes,
         "label_resampling": "nearest neighbour onto the prepared grid", "seconds": time.perf_counter() - start,
     })
-
-
-# ----------------------------------------------------------------------------- subsets and datasets
-def _ranked(subject_keys: Sequence[str], seed: int, salt: str) -> list[int]:
-    return sorted(range(len(subject_keys)),
-                  key=lambda i: hashlib.sha256(f"{salt}:{seed}:{subject_keys[i]}".encode()).hexdigest())
-
-
-def split_seg_subjects(subject_keys: Sequence[str], val_fraction: float, test_fraction: float,
-                       split_seed: int = 0) -> tuple[list[int], list[int], list[int]]:
-    """``(train pool, validation, test)`` subject indices, deterministic for (keys, fractions, seed).
-
-    Ranked by a hash of (seed, subject key), so a subject's side does not depend on the others.
-    At least one subject stays in the training pool; val/test get at least one each when their
-    fraction is > 0 and enough subjects exist.
-    """
-    n = len(subject_keys)
-    ranked = _ranked(subject_keys, split_seed, "split")
-    n_test = max(1, int(round(test_fraction * n))) if test_fraction > 0 and n >= 3 else 0
-    n_val = max(1, int(round(val_fraction * n))) if val_fraction > 0 and n - n_test >= 2 else 0
-    n_test = min(n_test, max(0, n - 1 - n_val))
-    test, val = sorted(ranked[:n_test]), sorted(ranked[n_test:n_test + n_val])
-    return sorted(ranked[n_test + n_val:]), val, test
-
-
-def choose_labeled_subjects(pool: Sequence[int], subject_keys: Sequence[str], n: int | None, seed: int) -> list[int]:
-    """``n`` subjects of ``pool`` (all when None), deterministic for (keys, seed); nested in ``n``
-    for a fixed seed (the 2-subject set is part of the 4-subject set). ValueError when n > pool."""
-    pool = list(pool)
-    if n is None:
-        return sorted(pool)
-    if not 1 <= n <= len(pool):
-        raise ValueError(f"labeled subjects must be between 1 and {len(pool)} (the training pool), got {n}")
-    keys = [subject_keys[i] for i in pool]
-    order = _ranked(keys, seed, "labeled")
-    return sorted(pool[i] for i in order[:n])
-
-
-class SegDataset(Dataset):
-    """Slices of some subjects of a seg cache.
-
-    Items: ``image`` float32 (1, H, W); ``label`` int64 (H, W) (0 bg, 1 RV, 2 Myo, 3 LV);
-    ``subject`` / ``phase_kind`` / ``k`` / ``index`` int64 scalars.
-    """
-
-    def __init__(self, cache: SegCache, subjects: Sequence[int] | None = None) -> None:
-        self.cache = cache
-        idx = cache.index
-        keep = np.ones(len(idx), bool) if subjects is None else np.isin(idx["subject"], np.asarray(list(subjects)))
-        self.rows = np.flatnonzero(keep)
-
-    def __len__(self) -> int:
-        return len(self.rows)
-
-    def __getitem__(self, i: int) -> dict[str, torch.Tensor]:
-        row = int(self.rows[i])
-        idx = self.cache.index
-        return {
-            "image": torch.from_numpy(np.array(self.cache.images[row], dtype=np.float32)).unsqueeze(0),
-            "label": torch.from_numpy(np.array(self.cache.labels[row], dtype=np.int64)),
-            "subject": torch.tensor(int(idx["subject"][row])),
-            "phase_kind": torch.tensor(int(idx["phase_kind"][row])),
-            "k": torch.tensor(int(idx["k"][row])),
-            "index": torch.tensor(row),
-        }

@@ -18,7 +18,6 @@ A caller can also bypass this module: ``train(config, datasets=(train_ds, val_ds
 from __future__ import annotations
 
 import importlib
-import math
 import warnings
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
@@ -28,6 +27,7 @@ from typing import Any
 import numpy as np
 from torch.utils.data import Dataset
 
+from ..data.splits import split_ids_permuted
 from .config import ConfigError, PretrainConfig
 from .synthetic import SyntheticPlanesDataset
 
@@ -37,7 +37,6 @@ __all__ = [
     "build_datasets",
     "check_data_source",
     "subject_epoch_sampler",
-    "split_subjects",
 ]
 
 SamplerFactory = Callable[[int, int], Sequence[int]]
@@ -79,23 +78,6 @@ def subject_epoch_sampler(subject_of_item: Sequence[int], slices_per_subject: in
     return factory
 
 
-def split_subjects(subject_ids: Sequence[str], val_fraction: float, val_subjects: Sequence[str],
-                   seed: int) -> tuple[list[str], list[str]]:
-    """``(train ids, val ids)``: the named ones held out, else a seeded ``val_fraction`` of them."""
-    ids = list(subject_ids)
-    if val_subjects:
-        unknown = sorted(set(val_subjects) - set(ids))
-        if unknown:
-            raise ConfigError([f"data.val_subjects: unknown subject id(s): {', '.join(unknown)}"])
-        held = set(val_subjects)
-        return [s for s in ids if s not in held], [s for s in ids if s in held]
-    n_val = math.ceil(val_fraction * len(ids)) if val_fraction > 0 else 0
-    n_val = min(n_val, max(0, len(ids) - 1))
-    perm = np.random.default_rng([seed, 0xDA7A]).permutation(len(ids))
-    val = {ids[i] for i in perm[:n_val]}
-    return [s for s in ids if s not in val], [s for s in ids if s in val]
-
-
 def check_data_source(config: PretrainConfig) -> None:
     """Before any work: the cache opens (when the data layer provides ``open_cache``).
 
@@ -120,7 +102,7 @@ def check_data_source(config: PretrainConfig) -> None:
 def _synthetic(config: PretrainConfig) -> tuple[Dataset, Dataset | None, SamplerFactory, DataInfo]:
     d = config.data
     ids = [f"synthetic-{i:03d}" for i in range(d.synthetic_subjects)]
-    train_ids, val_ids = split_subjects(ids, d.val_fraction, d.val_subjects, config.runtime.seed)
+    train_ids, val_ids = split_ids_permuted(ids, d.val_fraction, d.val_subjects, config.runtime.seed)
     number = {s: i for i, s in enumerate(ids)}
     train = SyntheticPlanesDataset([number[s] for s in train_ids], d.synthetic_slices, d.size_hw,
                                    d.synthetic_channels, seed=config.runtime.seed)
@@ -143,9 +125,9 @@ def _from_cache(config: PretrainConfig) -> tuple[Dataset, Dataset | None, Sample
     """The real data: ``PlaneSSLLib.data`` cache -> ``PretextDataset`` + ``SubjectEpochSampler``."""
     from PlaneSSLLib.data.cache import CacheError, open_cache
     from PlaneSSLLib.data.datasets import NoPartnerWarning, PretextDataset
-    from PlaneSSLLib.data.datasets import split_subjects as split_cache_subjects
     from PlaneSSLLib.data.pairs import DEFAULT_PARTNERS, PairConfig
     from PlaneSSLLib.data.sampler import SubjectEpochSampler
+    from PlaneSSLLib.data.splits import split_subjects as split_cache_subjects
 
     d = config.data
     try:

@@ -66,6 +66,7 @@ from ..data.exams import (
     exams_from_mrnet,
     read_labels_csv,
 )
+from ..data.splits import split_exams
 from ..inference.classify import ACL_LABELS
 from ..inference.weights import build_manifest, export_weights, load_exported
 from ..models.exam_classifier import POOLINGS, ExamClassifier, ExamClassifierConfig
@@ -94,7 +95,6 @@ __all__ = [
     "load_acl_config",
     "acl_config_from_dict",
     "load_exams",
-    "split_exams",
     "finetune_acl",
 ]
 
@@ -269,51 +269,6 @@ def load_exams(data: AclDataConfig, prep: PrepareConfig, memo: bool = True) -> l
     if memo:
         _EXAM_MEMO[key] = exams
     return exams
-
-
-def _hash_order(keys: Sequence[str], seed: int) -> list[int]:
-    return sorted(range(len(keys)), key=lambda i: hashlib.sha256(f"{seed}:{keys[i]}".encode()).hexdigest())
-
-
-def split_exams(exams: Sequence[Exam], val_fraction: float, split_seed: int, labeled_subjects: int | None,
-                seed: int, test_fraction: float = 0.0) -> tuple[list[Exam], list[Exam], list[Exam]]:
-    """``(training, validation, test)``: stratified hold-outs by ``split_seed`` (test first, then validation;
-    each class keeps at least one training exam), then N training exams by ``seed``."""
-    train: list[Exam] = []
-    val: list[Exam] = []
-    test: list[Exam] = []
-
-    def held_out(fraction: float, available: int) -> int:
-        k = int(round(fraction * available))
-        if fraction > 0 and available >= 2:
-            k = max(1, min(k, available - 1))
-        return k
-
-    for label in (0, 1):
-        group = [e for e in exams if e.label == label]
-        order = _hash_order([e.key for e in group], split_seed)
-        k_test = held_out(test_fraction, len(group))
-        k_val = held_out(val_fraction, len(group) - k_test)
-        test += [group[i] for i in order[:k_test]]
-        val += [group[i] for i in order[k_test:k_test + k_val]]
-        train += [group[i] for i in order[k_test + k_val:]]
-    if labeled_subjects is not None:
-        n = int(labeled_subjects)
-        if not 1 <= n <= len(train):
-            raise ConfigError([f"--labeled-subjects: {n} asked, the training pool holds {len(train)} exam(s)"])
-        pos = [e for e in train if e.label == 1]
-        neg = [e for e in train if e.label == 0]
-        n_pos = int(round(n * len(pos) / len(train)))
-        if n >= 2 and pos and neg:
-            n_pos = min(max(1, n_pos), n - 1)
-        n_pos = min(n_pos, len(pos))
-        n_neg = min(n - n_pos, len(neg))
-        n_pos = n - n_neg
-        train = ([pos[i] for i in _hash_order([e.key for e in pos], seed)[:n_pos]]
-                 + [neg[i] for i in _hash_order([e.key for e in neg], seed)[:n_neg]])
-    for part in (train, val, test):
-        part.sort(key=lambda e: e.key)
-    return train, val, test
 
 
 # ----------------------------------------------------------------------------- model

@@ -41,17 +41,15 @@ import torch
 import torch.nn.functional as F
 
 from ..data.augment import AugmentConfig, augment_batch, normalised_from_pixel
+from ..data.cache import SliceCache, open_cache
 from ..data.config import PrepareConfig
 from ..data.segmentation import (
     ACDC_LABEL_NAMES,
     PHASE_KINDS,
-    SegCache,
-    choose_labeled_subjects,
-    open_seg_cache,
     prepare_seg_cache,
-    split_seg_subjects,
     terminology_record,
 )
+from ..data.splits import choose_labeled_subjects, split_seg_subjects
 from ..inference.segment import keep_largest_component, predict_probabilities
 from ..inference.weights import build_manifest, export_weights
 from ..models import PlaneSSLNet, UNetConfig
@@ -259,7 +257,7 @@ class FinetuneResult(FinetuneSummary):
 
 
 # ----------------------------------------------------------------------------- training pieces
-def _open_data(config: FinetuneSegConfig) -> SegCache:
+def _open_data(config: FinetuneSegConfig) -> SliceCache:
     d = config.data
     if d.dicom:
         prep = PrepareConfig(spacing_mm=d.spacing_mm, size_px=d.image_size, normalisation=d.normalisation,
@@ -267,7 +265,7 @@ def _open_data(config: FinetuneSegConfig) -> SegCache:
         root = Path(d.cache) if d.cache else Path(config.output).parent / "seg_cache"
         cache = prepare_seg_cache(Path(d.dicom), root, prep)
     else:
-        cache = open_seg_cache(Path(d.cache))
+        cache = open_cache(Path(d.cache), content="seg")
     h, w = cache.image_shape
     if (h, w) != (d.image_size, d.image_size) or abs(cache.spacing_mm - d.spacing_mm) > 1e-9:
         raise ConfigError([f"data.cache: {cache.path} holds {h}x{w} px at {cache.spacing_mm} mm, the config asks for "
