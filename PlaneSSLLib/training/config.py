@@ -175,8 +175,24 @@ class RuntimeConfig(TrainRuntime):
     """Pretraining's runtime settings (the shared ones)."""
 
 
+class RunConfig:
+    """Base of every run's config dataclass (pretraining, each fine-tuning task, experiments)."""
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+
+def problem_reporter(origin_of: Callable[[str], str], problems: list[str]) -> Callable[[str, str], None]:
+    """``bad(dotted key, message)``: records a problem naming its origin (file or ``--set``) and key."""
+
+    def bad(key: str, message: str) -> None:
+        problems.append(f"{origin_of(key)}: {key}: {message}")
+
+    return bad
+
+
 @dataclass
-class PretrainConfig:
+class PretrainConfig(RunConfig):
     """The whole run."""
 
     data: DataConfig = field(default_factory=DataConfig)
@@ -185,9 +201,6 @@ class PretrainConfig:
     optim: OptimConfig = field(default_factory=OptimConfig)
     runtime: RuntimeConfig = field(default_factory=RuntimeConfig)
     output: str = "runs/pretrain"  #: output directory (checkpoints, logs, exported weights)
-
-    def to_dict(self) -> dict[str, Any]:
-        return dataclasses.asdict(self)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -300,9 +313,7 @@ def _build_section(cls: type, raw: Any, prefix: str, origin_of: typing.Callable[
 
 def _check_ranges(cfg: PretrainConfig, origin_of: typing.Callable[[str], str], problems: list[str],
                   check_paths: bool) -> None:
-    def bad(key: str, message: str) -> None:
-        problems.append(f"{origin_of(key)}: {key}: {message}")
-
+    bad = problem_reporter(origin_of, problems)
     d, m, t, o, r = cfg.data, cfg.model, cfg.task, cfg.optim, cfg.runtime
     if d.source not in ("cache", "synthetic"):
         bad("data.source", f"must be 'cache' or 'synthetic', got {d.source!r}")
@@ -434,6 +445,30 @@ def build_config(cls: type, raw: Any, source: str, overrides: dict[str, Any] | N
     if problems:
         raise ConfigError(problems)
     return cfg
+
+
+def run_config_loaders(cls: type, check: Callable[[Any, Callable[[str, str], None]], None]) -> tuple[
+        Callable[..., Any], Callable[..., Any]]:
+    """``(from_dict, load)`` for a fine-tuning run's config dataclass ``cls``: ``from_dict(raw, source="<dict>",
+    overrides=None)`` and ``load(path, overrides=None)`` (a YAML file; ``overrides`` a mapping of dotted keys or
+    ``--set`` items). The shared ``optim`` and ``runtime`` checks run first, then ``check(cfg, bad)``. Both raise
+    :class:`ConfigError` naming file (or ``--set``) and key."""
+
+    def check_all(cfg: Any, origin_of: Callable[[str], str], problems: list[str]) -> None:
+        bad = problem_reporter(origin_of, problems)
+        check_schedule(cfg.optim, bad)
+        check_runtime(cfg.runtime, bad)
+        check(cfg, bad)
+
+    def from_dict(raw: Any, source: str = "<dict>", overrides: dict[str, Any] | None = None) -> Any:
+        return build_config(cls, raw, source, overrides, check_all)
+
+    def load(path: str | Path, overrides: list[str] | dict[str, Any] | None = None) -> Any:
+        if isinstance(overrides, list):
+            overrides = parse_overrides(overrides)
+        return from_dict(read_yaml_config(path), str(path), overrides)
+
+    return from_dict, load
 
 
 def read_yaml_config(path: str | Path) -> Any:

@@ -47,7 +47,7 @@ from typing import Any
 import yaml
 
 from ..atomic import atomic_path, atomic_write_bytes, atomic_write_text
-from .config import ConfigError, build_config, read_yaml_config
+from .config import ConfigError, build_config, problem_reporter, read_yaml_config
 from .finetune import run_overrides
 from .tasks import FINETUNE_KINDS
 
@@ -108,9 +108,7 @@ def _load_finetune(cfg: ExperimentConfig, init: Any = None, **run: Any) -> Any:
 
 
 def _check(cfg: ExperimentConfig, origin_of, problems: list[str]) -> None:
-    def bad(key: str, message: str) -> None:
-        problems.append(f"{origin_of(key)}: {key}: {message}")
-
+    bad = problem_reporter(origin_of, problems)
     if cfg.task not in FINETUNE_KINDS:
         bad("task", f"must be one of {', '.join(FINETUNE_KINDS)}, got {cfg.task!r}")
         return

@@ -42,19 +42,6 @@ class FinetuneSummary:
     ``headline`` (that metric's value on the evaluated split).
     """
 
-    task: str
-    output: Path
-    weights: Path
-    init: str
-    transfer: str | None
-    labeled_subjects: int
-    seed: int
-    best_epoch: int
-    evaluated_on: str
-    headline: float | None
-    #: the task's headline metric as named in its results rows
-    headline_metric: str = ""
-
     def summary(self) -> dict[str, Any]:
         """The JSON object ``planessl finetune`` prints on stdout (the same keys for every task)."""
         return finite_or_none({

@@ -72,19 +72,10 @@ from ..inference.weights import build_manifest, export_weights, load_exported
 from ..models.exam_classifier import POOLINGS, ExamClassifier, ExamClassifierConfig
 from ..models.unet import UNetConfig
 from .cls_metrics import classification_metrics, roc_auc
-from .config import (
-    ConfigError,
-    TrainOptim,
-    TrainRuntime,
-    build_config,
-    check_runtime,
-    parse_overrides,
-    read_yaml_config,
-)
+from .config import ConfigError, RunConfig, TrainOptim, TrainRuntime, run_config_loaders
 from .distributed import DistInfo
 from .engine import Engine, Task
 from .finetune import FinetuneKind, FinetuneSummary, InitConfig, write_result_json
-from .schedule import check_schedule
 from .signals import GracefulStop
 
 __all__ = [
@@ -167,7 +158,7 @@ class AclRuntimeConfig(TrainRuntime):
 
 
 @dataclass
-class AclConfig:
+class AclConfig(RunConfig):
     data: AclDataConfig = field(default_factory=AclDataConfig)
     model: AclModelConfig = field(default_factory=AclModelConfig)
     init: AclInitConfig = field(default_factory=AclInitConfig)
@@ -176,15 +167,9 @@ class AclConfig:
     runtime: AclRuntimeConfig = field(default_factory=AclRuntimeConfig)
     output: str = "runs/acl"
 
-    def to_dict(self) -> dict[str, Any]:
-        return dataclasses.asdict(self)
 
-
-def _check(cfg: AclConfig, origin_of, problems: list[str]) -> None:
-    def bad(key: str, message: str) -> None:
-        problems.append(f"{origin_of(key)}: {key}: {message}")
-
-    d, m, o, e = cfg.data, cfg.model, cfg.optim, cfg.evaluation
+def _check(cfg: AclConfig, bad) -> None:
+    d, m, e = cfg.data, cfg.model, cfg.evaluation
     if d.source not in ("dicom", "cache", "mrnet"):
         bad("data.source", f"must be 'dicom', 'cache' or 'mrnet', got {d.source!r}")
     if d.source in ("dicom", "mrnet") and not d.root:
@@ -221,24 +206,14 @@ def _check(cfg: AclConfig, origin_of, problems: list[str]) -> None:
                              f"{cfg.init.transfer!r}")
     if cfg.init.init != "scratch" and not Path(cfg.init.init).exists():
         bad("init.init", f"{cfg.init.init}: no such weights directory or archive (or 'scratch')")
-    check_schedule(o, bad)
     if not 0.0 < e.threshold < 1.0:
         bad("evaluation.threshold", f"must be in (0, 1), got {e.threshold}")
     if e.bootstrap < 0 or not 0.0 < e.confidence < 1.0:
         bad("evaluation.bootstrap", "bootstrap must be >= 0 and confidence in (0, 1)")
-    check_runtime(cfg.runtime, bad)
 
 
-def acl_config_from_dict(raw: Any, source: str = "<dict>", overrides: dict[str, Any] | None = None) -> AclConfig:
-    """Build and validate an :class:`AclConfig`; :class:`ConfigError` lists every problem (file/key)."""
-    return build_config(AclConfig, raw, source, overrides, _check)
-
-
-def load_acl_config(path: str | Path, overrides: list[str] | dict[str, Any] | None = None) -> AclConfig:
-    """Read a YAML file, apply overrides (dotted key -> value), validate (errors name the file and key)."""
-    if isinstance(overrides, list):
-        overrides = parse_overrides(overrides)
-    return acl_config_from_dict(read_yaml_config(path), str(path), overrides)
+#: validated configs from a mapping or a YAML file (ConfigError naming the file or --set, and the key)
+acl_config_from_dict, load_acl_config = run_config_loaders(AclConfig, _check)
 
 
 # ----------------------------------------------------------------------------- data

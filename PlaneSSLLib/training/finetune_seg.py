@@ -28,7 +28,6 @@ signals, DDP and logs); ``finetune_seg(config, init, labeled_subjects, seed)`` r
 
 from __future__ import annotations
 
-import dataclasses
 import logging
 import math
 import time
@@ -53,20 +52,11 @@ from ..data.splits import choose_labeled_subjects, split_seg_subjects
 from ..inference.segment import keep_largest_component, predict_probabilities
 from ..inference.weights import build_manifest, export_weights
 from ..models import PlaneSSLNet, UNetConfig
-from .config import (
-    ConfigError,
-    TrainOptim,
-    TrainRuntime,
-    build_config,
-    check_runtime,
-    parse_overrides,
-    read_yaml_config,
-)
+from .config import ConfigError, RunConfig, TrainOptim, TrainRuntime, run_config_loaders
 from .distributed import DistInfo
 from .engine import Engine, Task
 from .finetune import FinetuneKind, FinetuneSummary, InitConfig, write_result_json
 from .progress import write_metrics_csv
-from .schedule import check_schedule
 from .seg_metrics import structure_metrics, summarise
 from .signals import GracefulStop
 from .transfer import TRANSFER_MODES, TransferReport, load_pretrained, transfer_keys
@@ -138,7 +128,7 @@ class SegRuntimeConfig(TrainRuntime):
 
 
 @dataclass
-class FinetuneSegConfig:
+class FinetuneSegConfig(RunConfig):
     data: SegDataConfig = field(default_factory=SegDataConfig)
     model: SegModelConfig = field(default_factory=SegModelConfig)
     init: InitConfig = field(default_factory=InitConfig)
@@ -147,15 +137,9 @@ class FinetuneSegConfig:
     runtime: SegRuntimeConfig = field(default_factory=SegRuntimeConfig)
     output: str = "runs/finetune_seg"
 
-    def to_dict(self) -> dict[str, Any]:
-        return dataclasses.asdict(self)
 
-
-def _check(cfg: FinetuneSegConfig, origin_of, problems: list[str]) -> None:
-    def bad(key: str, message: str) -> None:
-        problems.append(f"{origin_of(key)}: {key}: {message}")
-
-    d, m, o, r = cfg.data, cfg.model, cfg.optim, cfg.runtime
+def _check(cfg: FinetuneSegConfig, bad) -> None:
+    d, m = cfg.data, cfg.model
     if not d.dicom and not d.cache:
         bad("data.dicom", "set data.dicom (a labelled DICOM folder) or data.cache (a seg cache)")
     if d.spacing_mm <= 0:
@@ -177,10 +161,8 @@ def _check(cfg: FinetuneSegConfig, origin_of, problems: list[str]) -> None:
         bad("init.transfer", f"must be one of {', '.join(TRANSFER_MODES)}, got {cfg.init.transfer!r}")
     if cfg.init.init != "scratch" and not Path(cfg.init.init).exists():
         bad("init.init", f"{cfg.init.init}: no such weights directory or archive (or 'scratch')")
-    check_schedule(o, bad)
     if cfg.loss.dice_weight < 0 or cfg.loss.ce_weight < 0 or cfg.loss.dice_weight + cfg.loss.ce_weight == 0:
         bad("loss", "weights must be >= 0 and not both 0")
-    check_runtime(r, bad)
     extra = set(d.augment_options) - set(AugmentConfig.__dataclass_fields__)
     if extra:
         bad("data.augment_options", f"unknown option(s) {sorted(extra)}")
@@ -188,17 +170,8 @@ def _check(cfg: FinetuneSegConfig, origin_of, problems: list[str]) -> None:
         bad("output", "must name a directory")
 
 
-def finetune_config_from_dict(raw: Any, source: str = "<dict>",
-                              overrides: dict[str, Any] | None = None) -> FinetuneSegConfig:
-    """Build and validate a config from a mapping (``--set`` overrides applied); ConfigError lists problems."""
-    return build_config(FinetuneSegConfig, raw, source, overrides, _check)
-
-
-def load_finetune_config(path: str | Path, overrides: list[str] | dict[str, Any] | None = None) -> FinetuneSegConfig:
-    """Read, override (dotted key -> value) and validate a YAML fine-tuning config; ConfigError names file and key."""
-    if isinstance(overrides, list):
-        overrides = parse_overrides(overrides)
-    return finetune_config_from_dict(read_yaml_config(path), str(path), overrides)
+#: validated configs from a mapping or a YAML file (ConfigError naming the file or --set, and the key)
+finetune_config_from_dict, load_finetune_config = run_config_loaders(FinetuneSegConfig, _check)
 
 
 def build_seg_model_config(config: FinetuneSegConfig) -> UNetConfig:
