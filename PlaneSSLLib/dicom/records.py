@@ -1,5 +1,8 @@
 """Plain records for what a scan of a DICOM tree finds: studies, series, frames, problems.
 
+Also the per-file header summaries (``FileHeader``, ``FrameHeader``) that ``dicom.scan`` reads and
+``dicom.series`` groups: kept here, they let ``scan`` import ``series`` with no import back.
+
 Identifiers are never kept in the clear: studies and series are known by ``hash_identifier``
 of their UIDs, so reports, caches and logs built from these records carry no patient
 identifier (house rule on patient privacy).
@@ -16,7 +19,10 @@ import numpy as np
 from ..geometry.planes import ImagePlane
 from ..geometry.stacks import slice_locations_mm, stack_normal_lps
 
-__all__ = ["hash_identifier", "Frame", "Position", "Series", "Study", "Problem", "ScanResult", "VIEW_LABELS"]
+__all__ = [
+    "hash_identifier", "Frame", "Position", "Series", "Study", "Problem", "ScanResult", "FileHeader", "FrameHeader",
+    "VIEW_LABELS",
+]
 
 #: View labels by anatomy (DESIGN.md: heart SAX/2CH/3CH/4CH, knee SAG/COR/AX).
 VIEW_LABELS = {"heart": ("SAX", "2CH", "3CH", "4CH"), "knee": ("SAG", "COR", "AX")}
@@ -138,3 +144,39 @@ class ScanResult:
     studies: list[Study] = field(default_factory=list)
     problems: list[Problem] = field(default_factory=list)
     files_seen: int = 0
+
+
+# ----------------------------------------------------------------------------- per-file headers
+@dataclass
+class FrameHeader:
+    """What the header says about one frame (times in ms; geometry may be missing)."""
+
+    frame_index: int
+    plane: ImagePlane | None
+    geometry_error: str = ""  # why ``plane`` is None
+    instance_number: int | None = None
+    trigger_time_ms: float | None = None
+    temporal_position: int | None = None
+    slice_thickness_mm: float | None = None
+    stack_position: int | None = None
+
+
+@dataclass
+class FileHeader:
+    """A DICOM image file's header, reduced to what grouping needs; identifiers are hashed."""
+
+    path: Path
+    study_key: str
+    patient_key: str
+    series_uid_key: str
+    sop_key: str
+    description: str
+    series_number: int | None
+    modality: str
+    transfer_syntax: str
+    sop_class: str
+    samples_per_pixel: int
+    n_frames: int
+    frames: list[FrameHeader] = field(default_factory=list)
+    notes: list[str] = field(default_factory=list)  # header oddities that do not stop reading
+    laterality: str = ""  # "R" or "L" (ImageLaterality, else Laterality); "" when unpaired/unknown

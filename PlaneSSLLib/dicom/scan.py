@@ -23,7 +23,7 @@ import warnings
 import zlib
 from collections.abc import Callable, Iterable, Sequence
 from concurrent.futures import ProcessPoolExecutor
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import BinaryIO
 
@@ -35,11 +35,10 @@ from pydicom.uid import UID, DeflatedExplicitVRLittleEndian, ImplicitVRLittleEnd
 
 from ..geometry.planes import ImagePlane
 from .planes import GeometryError, plane_from_dataset
-from .records import Problem, ScanResult, hash_identifier
+from .records import FileHeader, FrameHeader, Problem, ScanResult, hash_identifier
+from .series import build_studies
 
 __all__ = [
-    "FileHeader",
-    "FrameHeader",
     "ProgressCallback",
     "list_files",
     "read_file_header",
@@ -73,42 +72,6 @@ _PIXEL_DATA_TAGS = (0x7FE00010,)
 _ITEM = 0xFFFEE000
 _SEQUENCE_DELIMITER = 0xFFFEE0DD
 _VR_WITH_32BIT_LENGTH = {b"OB", b"OW", b"OF", b"OD", b"OL", b"OV", b"SQ", b"SV", b"UC", b"UN", b"UR", b"UT", b"UV"}
-
-
-# ----------------------------------------------------------------------------- per-file records
-@dataclass
-class FrameHeader:
-    """What the header says about one frame (times in ms; geometry may be missing)."""
-
-    frame_index: int
-    plane: ImagePlane | None
-    geometry_error: str = ""  # why ``plane`` is None
-    instance_number: int | None = None
-    trigger_time_ms: float | None = None
-    temporal_position: int | None = None
-    slice_thickness_mm: float | None = None
-    stack_position: int | None = None
-
-
-@dataclass
-class FileHeader:
-    """A DICOM image file's header, reduced to what grouping needs; identifiers are hashed."""
-
-    path: Path
-    study_key: str
-    patient_key: str
-    series_uid_key: str
-    sop_key: str
-    description: str
-    series_number: int | None
-    modality: str
-    transfer_syntax: str
-    sop_class: str
-    samples_per_pixel: int
-    n_frames: int
-    frames: list[FrameHeader] = field(default_factory=list)
-    notes: list[str] = field(default_factory=list)  # header oddities that do not stop reading
-    laterality: str = ""  # "R" or "L" (ImageLaterality, else Laterality); "" when unpaired/unknown
 
 
 # ----------------------------------------------------------------------------- walking the tree
@@ -591,8 +554,6 @@ def scan_tree(root: Path, progress: ProgressCallback | None = None, workers: int
     once per file. ``workers > 1`` reads headers in that many processes on large trees (keep 1
     inside 3D Slicer). Raises FileNotFoundError when ``root`` does not exist.
     """
-    from .series import build_studies  # local: series imports this module's records
-
     root = Path(root)
     if not root.exists():
         raise FileNotFoundError(f"{root}: no such file or directory")

@@ -28,8 +28,7 @@ from pathlib import Path
 
 import numpy as np
 
-from .records import Frame, Position, Problem, Series, Study
-from .scan import FileHeader, FrameHeader
+from .records import FileHeader, Frame, FrameHeader, Position, Problem, Series, Study
 
 __all__ = [
     "ORIENTATION_TOL_DEG",
