@@ -21,9 +21,10 @@ from PlaneSSLLib.data.prepare import prepare_cache  # noqa: E402
 from PlaneSSLLib.data.sampler import SubjectEpochSampler  # noqa: E402
 from PlaneSSLLib.data.splits import split_subjects  # noqa: E402
 from PlaneSSLLib.data.targets import line_heatmaps  # noqa: E402
+from PlaneSSLLib.dicom.nifti import read_label_nifti  # noqa: E402
 from PlaneSSLLib.geometry import image_line  # noqa: E402
 from PlaneSSLLib.geometry.frames import ras_to_lps  # noqa: E402
-from PlaneSSLLib.phantoms import CohortOptions, read_label_nifti, write_cohort  # noqa: E402
+from PlaneSSLLib.phantoms import CohortOptions, write_cohort  # noqa: E402
 
 CONFIG = PrepareConfig(spacing_mm=2.5, size_px=96)
 

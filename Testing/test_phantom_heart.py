@@ -16,6 +16,7 @@ import numpy as np
 import pydicom
 import pytest
 
+from PlaneSSLLib.dicom.nifti import read_label_nifti
 from PlaneSSLLib.dicom.planes import plane_from_dataset
 from PlaneSSLLib.geometry import (
     ImagePlane,
@@ -31,7 +32,6 @@ from PlaneSSLLib.phantoms import (
     CohortOptions,
     acdc_labels,
     plan_heart_views,
-    read_label_nifti,
     sample_heart,
     write_cohort,
 )

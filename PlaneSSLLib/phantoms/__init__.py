@@ -1,4 +1,4 @@
-"""Synthetic heart and knee cohorts written as real DICOM (+ NIfTI label maps).
+"""Synthetic heart and knee cohorts written as real DICOM (+ NIfTI label maps, ``dicom.nifti``).
 
 Main entry point: ``write_cohort(out_dir, CohortOptions("heart", subjects=4, seed=0))``. The
 anatomy models (``sample_heart``, ``sample_knee``) and view planning (``plan_heart_views``,
@@ -31,7 +31,6 @@ from .heart import (
     sample_heart,
 )
 from .knee import KneeAnatomy, KneeStack, KneeTissue, acl_torn, plan_knee_stacks, render_knee_slice, sample_knee
-from .nifti import read_label_nifti, stack_affine_ras, write_label_nifti
 
 __all__ = [
     "ACDC_LABELS",
@@ -54,14 +53,11 @@ __all__ = [
     "is_phantom_cohort",
     "plan_heart_views",
     "plan_knee_stacks",
-    "read_label_nifti",
     "render_heart_cine",
     "render_knee_slice",
     "sample_heart",
     "sample_knee",
-    "stack_affine_ras",
     "subject_name",
     "write_cohort",
-    "write_label_nifti",
     "write_subject",
 ]

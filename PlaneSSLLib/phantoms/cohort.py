@@ -37,12 +37,12 @@ import numpy as np
 
 from .. import __version__
 from ..atomic import atomic_write_text
+from ..dicom.nifti import write_label_nifti
 from ..dicom.write import SeriesInfo, StudyInfo, build_mr_dataset, uid_from, write_dataset_atomic
 from ..errors import PlaneSSLError
 from ..geometry.planes import ImagePlane
 from .heart import plan_heart_views, render_heart_cine, sample_heart
 from .knee import acl_torn, plan_knee_stacks, render_knee_slice, sample_knee
-from .nifti import write_label_nifti
 from .render import display_window, random_look
 
 __all__ = [

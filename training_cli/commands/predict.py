@@ -57,8 +57,8 @@ def _register_lines(tasks: argparse._SubParsersAction) -> None:
 def run_seg(args: argparse.Namespace) -> int:
     import numpy as np
 
+    from PlaneSSLLib.dicom.nifti import write_label_nifti
     from PlaneSSLLib.inference.segment import find_study_sax_stack, load_seg_model, segment_stack
-    from PlaneSSLLib.phantoms.nifti import write_label_nifti
 
     model = load_seg_model(args.weights)
     stack = find_study_sax_stack(args.study)

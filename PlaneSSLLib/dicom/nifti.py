@@ -1,4 +1,7 @@
-"""Label maps of a stack of parallel DICOM slices written as NIfTI, aligned with the DICOM geometry.
+"""The NIfTI label-map codec: label maps of a stack of parallel DICOM slices, aligned with its geometry.
+
+Used to write phantom labels (``phantoms.cohort``) and predicted segmentations (``planessl predict seg``),
+and to read them back.
 
 Voxel ``(i, j, k)`` = (column, row, slice); the slices are ordered along the stack's DICOM
 normal (increasing ``s = n̂ · o``), so the affine is right-handed and equals
