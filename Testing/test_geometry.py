@@ -1,4 +1,4 @@
-"""Plane geometry against an independent computation (DESIGN.md section 1 conventions)."""
+"""Plane geometry against an independent computation (docs/conventions.md, 'Image planes and pixels')."""
 
 from __future__ import annotations
 

@@ -18,7 +18,7 @@ _DTYPES = ("float16", "float32")
 
 @dataclass(frozen=True)
 class PrepareConfig:
-    """How slices are prepared (DESIGN.md section 1; reference values are the defaults).
+    """How slices are prepared (docs/conventions.md, 'Cache layout'; reference values are the defaults).
 
     Attributes:
         spacing_mm: target in-plane pixel spacing, square (reference 1.26 mm).

@@ -279,7 +279,7 @@ def _meta(table: SliceTable, index: np.ndarray, config: PrepareConfig, key: str,
         "counts": dict(sorted(counts.items())),
         "n_stacks": int(len(np.unique(index["stack"]))),
         "skipped_frames": int(sum(1 for _ in skipped)),
-        "location_rule": "heart SAX: base->apex by the LV long-axis prior; knee: SAG +L, COR +P, AX +S",
+        "location_rule": "heart SAX: base->apex by the LV long-axis prior; knee: SAG medial->lateral, COR +P, AX +S",
         "partner_config": PairConfig().to_dict(),
         "scan_warnings": table.warnings,
     }

@@ -3,7 +3,7 @@
 Lines are kept as implicit coefficients ``(a, b, d)`` over pixel coordinates of the network
 input (x = column, y = row, integer at pixel centres) with ``a² + b² = 1`` (see
 ``PlaneSSLLib.geometry.lines``); heatmap value ``exp(-dist² / (2σ²))`` with ``dist`` in pixels
-(DESIGN.md section 1). A channel whose partner view is missing or parallel is *masked*: its
+(docs/conventions.md, 'Pretext targets'). A channel whose partner view is missing or parallel is *masked*: its
 target is zero and it contributes nothing to the loss.
 """
 

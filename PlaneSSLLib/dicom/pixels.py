@@ -6,7 +6,8 @@ implicit/explicit VR, deflated, RLE (pydicom itself or pylibjpeg-rle), JPEG 2000
 (pylibjpeg-libjpeg). Rescale Slope/Intercept are applied (for enhanced multi-frame images,
 from each frame's Pixel Value Transformation functional group, else the shared one).
 
-Arrays are indexed ``[row, column]`` (``[y, x]`` in the pixel coordinates of DESIGN.md).
+Arrays are indexed ``[row, column]`` (``[y, x]`` in the pixel coordinates of docs/conventions.md,
+'Image planes and pixels').
 Every failure raises ``PixelReadError`` whose message names the file.
 """
 

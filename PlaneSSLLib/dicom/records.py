@@ -24,7 +24,7 @@ __all__ = [
     "VIEW_LABELS",
 ]
 
-#: View labels by anatomy (DESIGN.md: heart SAX/2CH/3CH/4CH, knee SAG/COR/AX).
+#: View labels by anatomy (docs/conventions.md, 'Plane and line geometry': heart SAX/2CH/3CH/4CH, knee SAG/COR/AX).
 VIEW_LABELS = {"heart": ("SAX", "2CH", "3CH", "4CH"), "knee": ("SAG", "COR", "AX")}
 
 _SALT = "planessl-v1"

@@ -1,4 +1,4 @@
-"""Plane geometry in patient coordinates (numpy only). See DESIGN.md section 1."""
+"""Plane geometry in patient coordinates (numpy only). See docs/conventions.md."""
 
 from .frames import LPS_TO_RAS, affine_lps_to_ras, affine_ras_to_lps, lps_to_ras, ras_to_lps
 from .lines import (

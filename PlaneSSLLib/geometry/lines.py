@@ -3,7 +3,7 @@
 A line in an image is kept in implicit form ``a·x + b·y + d = 0`` over pixel coordinates
 (x = column, y = row; 0-based, integer at pixel centres), normalised so that ``a² + b² = 1``;
 ``|a·x + b·y + d|`` is then the perpendicular distance in pixels, which is what the
-heatmap targets of the line pretext task need (DESIGN.md section 1).
+heatmap targets of the line pretext task need (docs/conventions.md, 'Pretext targets').
 
 Note on non-square pixels: plane B cuts image A where
 ``n_B · (o_A + x·Δc·x_A + y·Δr·y_A − o_B) = 0``, so the pixel-space coefficients carry Δc on
@@ -31,7 +31,7 @@ __all__ = [
     "distance_to_line_px",
 ]
 
-#: Planes whose normals lie within this angle are treated as parallel (DESIGN.md section 3).
+#: Planes whose normals lie within this angle are treated as parallel (docs/conventions.md, 'Lines JSON').
 PARALLEL_TOLERANCE_DEG = 0.1
 
 
@@ -86,7 +86,7 @@ class Segment2D:
 
 @dataclass(frozen=True)
 class PlanePairLines:
-    """The relation of two images: the contract of ``planessl lines`` (DESIGN.md section 3)."""
+    """The relation of two images: the contract of ``planessl lines`` (docs/conventions.md, 'Lines JSON')."""
 
     parallel: bool
     angle_deg: float
@@ -147,8 +147,8 @@ def clip_line_to_rect(
 ) -> Segment2D | None:
     """Clip an infinite line to the image rectangle ``[-m, cols-1+m] × [-m, rows-1+m]``.
 
-    With the default ``margin_px = 0.5`` that is the rectangle of DESIGN.md section 1. Returns
-    None when the line misses the rectangle (or only touches a corner).
+    With the default ``margin_px = 0.5`` that is the image rectangle (docs/conventions.md, 'Image planes and
+    pixels'). Returns None when the line misses the rectangle (or only touches a corner).
     """
     rows, cols = shape_px
     xmin, xmax = -margin_px, cols - 1 + margin_px

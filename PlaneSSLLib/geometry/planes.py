@@ -1,6 +1,6 @@
 """Image planes in patient coordinates (DICOM LPS, millimetres).
 
-Conventions (DESIGN.md section 1):
+Conventions (docs/conventions.md, 'Image planes and pixels'):
 
 - ``origin_lps`` is ImagePositionPatient: the centre of the pixel in row 0, column 0.
 - ``x_dir_lps`` is ImageOrientationPatient[0:3], the direction of increasing column index.

@@ -1,7 +1,7 @@
 """Stacks of parallel planes: common normal, slice locations, relative position, spacing.
 
-``s = n̂ · o`` is a slice's location (mm) along the stack's unit normal ``n̂`` (DESIGN.md
-section 1); the relative location target is ``(s − s_min)/(s_max − s_min)`` in [0, 1].
+``s = n̂ · o`` is a slice's location (mm) along the stack's unit normal ``n̂`` (docs/conventions.md,
+'Plane and line geometry'); the relative location target is ``(s − s_min)/(s_max − s_min)`` in [0, 1].
 """
 
 from __future__ import annotations

@@ -1,6 +1,6 @@
 """The PlaneSSL network: a U-Net-style shared encoder, a heatmap decoder and a location head.
 
-Plain torch, no MONAI (DESIGN.md section 2). The reference configuration of the paper is
+Plain torch, no MONAI (docs/conventions.md, 'Layers'). The reference configuration of the paper is
 ``UNetConfig.reference()``: 5 levels, 64 → 1024 filters, BatchNorm in the encoder.
 
 Shapes: input ``(B, in_channels, H, W)`` with H and W divisible by ``2 ** (levels - 1)``;

@@ -29,7 +29,7 @@ def register(sub: argparse._SubParsersAction) -> argparse.ArgumentParser:
     p.add_argument("image_b", type=Path, metavar="B.dcm")
     p.add_argument("--frame-a", type=int, default=0, help="frame of A for multi-frame images (0-based)")
     p.add_argument("--frame-b", type=int, default=0, help="frame of B for multi-frame images (0-based)")
-    p.add_argument("--json", action="store_true", help="print one JSON object (DESIGN.md section 3)")
+    p.add_argument("--json", action="store_true", help="print one JSON object (docs/conventions.md, 'Lines JSON')")
     p.set_defaults(func=run)
     return p
 
