@@ -1,4 +1,4 @@
-"""The layout and the house rules of DESIGN.md section 2, checked statically."""
+"""The layout and the house rules (README "Architecture", docs/conventions.md "Layers"), checked statically."""
 
 from __future__ import annotations
 
@@ -14,7 +14,7 @@ ROOT = Path(__file__).resolve().parents[1]
 LIB = ROOT / "PlaneSSLLib"
 
 #: Layer order, lowest first: a layer may import only layers listed before it. ``inference``
-#: sits below ``training`` (DESIGN.md lists it after): evaluation in training reuses the
+#: sits below ``training``: evaluation in training reuses the
 #: inference path, while inference must never pull in the training stack (Slicer side).
 LAYERS = ["geometry", "dicom", "phantoms", "data", "models", "inference", "training", "slicer_logic"]
 #: Third-party modules each layer must not import (beyond the layer rule).

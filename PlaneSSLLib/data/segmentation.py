@@ -1,6 +1,6 @@
 """Segmentation data: ACDC label terminology, SAX stacks with their label maps, the seg cache's preparation.
 
-Labels (ACDC, DESIGN.md section 1): 0 background, 1 RV, 2 Myo, 3 LV, with the SNOMED CT codes
+Labels (ACDC; docs/conventions.md): 0 background, 1 RV, 2 Myo, 3 LV, with the SNOMED CT codes
 Slicer uses (``ACDC_STRUCTURES``; the same values as ``slicer_logic.terminology``, kept here
 so that the data, training and inference layers need no Slicer-side import).
 

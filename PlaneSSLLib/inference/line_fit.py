@@ -1,6 +1,6 @@
 """Intersection lines fitted from predicted heatmaps, and their errors against the geometry.
 
-A heatmap channel is a Gaussian ridge along a line (DESIGN.md section 1). The fit takes the
+A heatmap channel is a Gaussian ridge along a line (docs/conventions.md, "Pretext targets"). The fit takes the
 pixels above a fraction of the channel's peak, weights them by their value, and fits the line
 through the weighted centroid along the principal axis of the weighted scatter (total least
 squares). Pixel coordinates are (x = column, y = row), integer at pixel centres; prepared

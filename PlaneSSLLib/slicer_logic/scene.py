@@ -1,6 +1,6 @@
 """Study → scene: one scalar volume node per view, placed under its study in the subject hierarchy.
 
-Geometry (DESIGN.md section 1, LPS until the MRML boundary): a stack's positions are ordered
+Geometry (docs/conventions.md; LPS until the MRML boundary): a stack's positions are ordered
 along its normal ``n = x × y`` (``dicom.series``), so the volume's IJK axes are I = column
 (``x``, Δc), J = row (``y``, Δr), K = slice (``n``, the median gap between positions), origin =
 the first position's ImagePositionPatient. That is the IJK-to-RAS matrix Slicer's own DICOM
