@@ -1,7 +1,7 @@
-"""Binary classification metrics with bootstrap confidence intervals (numpy + scipy only).
+"""Binary classification metrics with bootstrap confidence intervals.
 
-- ``roc_auc``: the area under the ROC curve as the Mann–Whitney statistic with average ranks,
-  so tied scores count one half — the same number as ``sklearn.metrics.roc_auc_score``.
+- ``roc_auc``: the area under the ROC curve, ``monai.metrics.compute_roc_auc`` (tied scores count
+  one half, the same number as ``sklearn.metrics.roc_auc_score``), NaN for one class only.
 - ``accuracy``, ``sensitivity`` (true-positive rate), ``specificity`` (true-negative rate) of the
   decision ``score >= threshold`` (positive = label 1 = "torn").
 - ``bootstrap_ci``: percentile interval over ``n_resamples`` resamples of the cases with
@@ -21,7 +21,8 @@ from collections.abc import Callable
 from dataclasses import asdict, dataclass
 
 import numpy as np
-from scipy.stats import rankdata
+import torch
+from monai.metrics import compute_roc_auc
 
 __all__ = [
     "MetricValue",
@@ -72,8 +73,7 @@ def roc_auc(labels: object, scores: object) -> float:
     n_neg = y.size - n_pos
     if n_pos == 0 or n_neg == 0:
         return float("nan")
-    ranks = rankdata(s, method="average")
-    return float((ranks[y == 1].sum() - n_pos * (n_pos + 1) / 2.0) / (n_pos * n_neg))
+    return float(compute_roc_auc(torch.from_numpy(s), torch.from_numpy(y)))
 
 
 def _decisions(scores: np.ndarray, threshold: float) -> np.ndarray:

@@ -57,7 +57,7 @@ from .distributed import DistInfo
 from .engine import Engine, Task
 from .finetune import FinetuneKind, FinetuneSummary, InitConfig, write_result_json
 from .progress import write_metrics_csv
-from .seg_metrics import structure_metrics, summarise
+from .seg_metrics import one_hot_volume, structure_metrics, summarise
 from .signals import GracefulStop
 from .transfer import TRANSFER_MODES, TransferReport, load_pretrained, transfer_keys
 
@@ -268,13 +268,13 @@ def _predict_volume(net: PlaneSSLNet, images: np.ndarray, lcc: bool, batch_size:
 
 
 def _structure_dice(pred: np.ndarray, ref: np.ndarray) -> list[float]:
-    """Dice of RV, Myo, LV in one volume (1 for a structure absent from both)."""
-    scores = []
-    for c in range(1, len(ACDC_LABEL_NAMES)):
-        p, r = pred == c, ref == c
-        total = int(p.sum()) + int(r.sum())
-        scores.append(1.0 if total == 0 else 2.0 * int((p & r).sum()) / total)
-    return scores
+    """Dice of RV, Myo, LV in one volume (``monai.metrics.compute_dice``; 1 for a structure absent from both)."""
+    from monai.metrics import compute_dice
+
+    classes = range(1, len(ACDC_LABEL_NAMES))
+    dice = compute_dice(torch.from_numpy(one_hot_volume(pred, classes)), torch.from_numpy(one_hot_volume(ref, classes)),
+                        include_background=True, ignore_empty=False)
+    return [float(d) for d in dice[0]]
 
 
 
