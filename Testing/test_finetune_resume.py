@@ -161,9 +161,10 @@ def test_torchrun_two_processes_match_one(heart, tmp_path):
     sets = ["--set", "model.norm=instance", "data.augment=false", "runtime.checkpoint_every_steps=0"]
     single = run_cli(_cmd("seg", config, tmp_path / "single", *sets), timeout=300)
     assert single.returncode == 0, single.stderr
+    # a cache of its own: rank 0 prepares it while rank 1 waits
     torchrun = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node=2", "--master_port=29533",
                 "-m", "training_cli", "finetune", "seg", "--config", str(config), "--out", str(tmp_path / "ddp"),
-                *sets]
+                *sets, f"data.cache={tmp_path / 'cache_ddp'}"]
     ddp = run_cli(torchrun, timeout=300)
     assert ddp.returncode == 0, ddp.stderr
     a = load_file(tmp_path / "single" / "model" / "model.safetensors")

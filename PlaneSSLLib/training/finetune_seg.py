@@ -53,7 +53,7 @@ from ..inference.segment import keep_largest_component, predict_probabilities
 from ..inference.weights import build_manifest, export_weights
 from ..models import PlaneSSLNet, UNetConfig
 from .config import ConfigError, RunConfig, TrainOptim, TrainRuntime, run_config_loaders
-from .distributed import DistInfo
+from .distributed import DistInfo, barrier
 from .engine import Engine, Task
 from .finetune import FinetuneKind, FinetuneSummary, InitConfig, write_result_json
 from .progress import write_metrics_csv
@@ -301,7 +301,15 @@ class SegTask(Task):
     def __init__(self, config: FinetuneSegConfig) -> None:
         super().__init__(config)
         self.start = time.perf_counter()
+
+    def _open(self, dist: DistInfo) -> None:
+        """The seg cache (rank 0 prepares it first under torchrun) and the subject split."""
+        config = self.config
+        if dist.distributed and not dist.is_main:
+            barrier(dist)
         self.cache = _open_data(config)
+        if dist.distributed and dist.is_main:
+            barrier(dist)
         d = config.data
         keys = self.cache.subject_keys
         pool, self.val, self.test = split_seg_subjects(keys, d.val_fraction, d.test_fraction, d.split_seed)
@@ -314,6 +322,7 @@ class SegTask(Task):
     def setup(self, device: torch.device, dist: DistInfo) -> torch.nn.Module:
         from monai.losses import DiceCELoss
 
+        self._open(dist)
         config, cache = self.config, self.cache
         self.device = device
         self.model_config = build_seg_model_config(config)
