@@ -11,9 +11,9 @@ import pytest
 
 torch = pytest.importorskip("torch")
 
-from PlaneSSLLib.training.config import ConfigError, TrainOptim, TrainRuntime, build_config  # noqa: E402
+from PlaneSSLLib.training.config import ConfigError, TrainOptim, TrainRuntime, build_config, check_schedule  # noqa: E402
 from PlaneSSLLib.training.engine import Engine, Task  # noqa: E402
-from PlaneSSLLib.training.schedule import LRPolicy, build_optimizer, check_schedule  # noqa: E402
+from PlaneSSLLib.training.schedule import LRPolicy, build_optimizer  # noqa: E402
 
 
 def test_step_policy_gives_torch_steplr_floats():

@@ -18,9 +18,10 @@ import dataclasses
 import difflib
 import hashlib
 import json
+import math
 import types
 import typing
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -28,7 +29,7 @@ from typing import Any
 import yaml
 
 from ..errors import ConfigError
-from .schedule import check_schedule
+from .schedule import SCHEDULES
 
 __all__ = [
     "ConfigError",
@@ -50,6 +51,7 @@ __all__ = [
 ]
 
 TASKS = ("lines", "location", "both")
+NORMS = ("batch", "instance", "none")
 
 
 @dataclass
@@ -146,21 +148,46 @@ class TrainRuntime:
     progress: str = "auto"  #: "auto" (bar on a TTY, else log lines), "bar", "log" or "none"
 
 
+def check_minimums(bad: Callable[[str, str], None], section: str, values: Any, **minimums: int) -> None:
+    """``bad("section.key", "must be >= N, got V")`` for every field of ``values`` below its minimum."""
+    for key, low in minimums.items():
+        value = getattr(values, key)
+        if value < low:
+            bad(f"{section}.{key}", f"must be >= {low}, got {value}")
+
+
+def check_choice(bad: Callable[[str, str], None], key: str, value: Any, choices: Sequence[str]) -> None:
+    """``bad(key, "must be one of ..., got V")`` when ``value`` is not one of ``choices``."""
+    if value not in choices:
+        bad(key, f"must be one of {', '.join(map(repr, choices))}, got {value!r}")
+
+
+def check_schedule(optim: TrainOptim, bad: Callable[[str, str], None]) -> None:
+    """Range checks of the shared ``optim`` settings (the learning-rate policy, training/schedule.py)."""
+    check_choice(bad, "optim.schedule", optim.schedule, SCHEDULES)
+    if not math.isfinite(optim.lr) or optim.lr <= 0:
+        bad("optim.lr", f"must be > 0, got {optim.lr}")
+    if optim.transferred_lr is not None and (not math.isfinite(optim.transferred_lr) or optim.transferred_lr < 0):
+        bad("optim.transferred_lr", f"must be >= 0 or null (optim.lr), got {optim.transferred_lr}")
+    if not math.isfinite(optim.weight_decay) or optim.weight_decay < 0:
+        bad("optim.weight_decay", f"must be >= 0, got {optim.weight_decay}")
+    if not 0 < optim.decay_factor <= 1:
+        bad("optim.decay_factor", f"must be in (0, 1], got {optim.decay_factor}")
+    check_minimums(bad, "optim", optim, decay_every=1, epochs=1, batch_size=1, warmup_steps=0, head_warmup_steps=0)
+    if optim.steps_per_epoch is not None and optim.steps_per_epoch < 1:
+        bad("optim.steps_per_epoch", f"must be >= 1 or null (one pass per epoch), got {optim.steps_per_epoch}")
+    if not math.isfinite(optim.min_lr) or not 0 <= optim.min_lr <= optim.lr:
+        bad("optim.min_lr", f"must be in [0, optim.lr], got {optim.min_lr}")
+    if not math.isfinite(optim.poly_power) or optim.poly_power <= 0:
+        bad("optim.poly_power", f"must be > 0, got {optim.poly_power}")
+
+
 def check_runtime(r: TrainRuntime, bad: Callable[[str, str], None]) -> None:
     """Range checks of the shared ``runtime`` settings; ``bad(key, message)`` records a problem."""
-    if r.device not in ("auto", "cpu", "cuda"):
-        bad("runtime.device", f"must be 'auto', 'cpu' or 'cuda', got {r.device!r}")
-    if r.amp not in ("none", "bf16", "fp16"):
-        bad("runtime.amp", f"must be 'none', 'bf16' or 'fp16', got {r.amp!r}")
-    for key in ("log_every", "val_every"):
-        if getattr(r, key) < 1:
-            bad(f"runtime.{key}", f"must be >= 1, got {getattr(r, key)}")
-    if r.checkpoint_every_steps < 0:
-        bad("runtime.checkpoint_every_steps", f"must be >= 0, got {r.checkpoint_every_steps}")
-    if r.progress not in ("auto", "bar", "log", "none"):
-        bad("runtime.progress", f"must be 'auto', 'bar', 'log' or 'none', got {r.progress!r}")
-    if r.seed < 0:
-        bad("runtime.seed", f"must be >= 0, got {r.seed}")
+    check_choice(bad, "runtime.device", r.device, ("auto", "cpu", "cuda"))
+    check_choice(bad, "runtime.amp", r.amp, ("none", "bf16", "fp16"))
+    check_choice(bad, "runtime.progress", r.progress, ("auto", "bar", "log", "none"))
+    check_minimums(bad, "runtime", r, log_every=1, val_every=1, checkpoint_every_steps=0, seed=0)
 
 
 @dataclass
@@ -342,16 +369,8 @@ def _check_ranges(cfg: PretrainConfig, origin_of: typing.Callable[[str], str], p
         bad("data.workers", f"must be >= 0, got {d.workers}")
     if d.synthetic_subjects < 1 or d.synthetic_slices < 1 or d.synthetic_channels < 1:
         bad("data.synthetic_subjects", "synthetic subjects, slices and channels must be >= 1")
-    if m.in_channels < 1:
-        bad("model.in_channels", f"must be >= 1, got {m.in_channels}")
-    if m.base_filters < 1:
-        bad("model.base_filters", f"must be >= 1, got {m.base_filters}")
-    if m.levels < 2:
-        bad("model.levels", f"must be >= 2, got {m.levels}")
-    if m.norm not in ("batch", "instance", "none"):
-        bad("model.norm", f"must be 'batch', 'instance' or 'none', got {m.norm!r}")
-    if m.location_hidden < 1:
-        bad("model.location_hidden", f"must be >= 1, got {m.location_hidden}")
+    check_minimums(bad, "model", m, in_channels=1, base_filters=1, levels=2, location_hidden=1)
+    check_choice(bad, "model.norm", m.norm, NORMS)
     if m.line_channels is not None and m.line_channels < 1:
         bad("model.line_channels", f"must be >= 1 or null (from the data), got {m.line_channels}")
     if t.name not in TASKS:
@@ -364,8 +383,7 @@ def _check_ranges(cfg: PretrainConfig, origin_of: typing.Callable[[str], str], p
     if o.steps_per_epoch is not None:
         bad("optim.steps_per_epoch", "pretraining draws optim.slices_per_subject slices per subject each epoch; "
                                      "leave steps_per_epoch null")
-    if o.slices_per_subject < 1:
-        bad("optim.slices_per_subject", f"must be >= 1, got {o.slices_per_subject}")
+    check_minimums(bad, "optim", o, slices_per_subject=1)
     check_runtime(r, bad)
     if not cfg.output:
         bad("output", "must name a directory")

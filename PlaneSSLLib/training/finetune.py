@@ -20,10 +20,11 @@ from pathlib import Path
 from typing import Any
 
 from ..atomic import atomic_write_text
-from .config import parse_overrides
+from ..data.augment import AugmentConfig
+from .config import NORMS, check_choice, check_minimums, parse_overrides
 from .engine import finite_or_none
 
-__all__ = ["InitConfig", "FinetuneSummary", "FinetuneKind", "run_overrides", "write_result_json"]
+__all__ = ["InitConfig", "FinetuneSummary", "FinetuneKind", "check_finetune", "run_overrides", "write_result_json"]
 
 
 @dataclass
@@ -67,6 +68,24 @@ class FinetuneKind:
     #: ``(config, resume) -> result`` (a :class:`FinetuneSummary`)
     run: Callable[..., FinetuneSummary]
     transfer_modes: tuple[str, ...]
+
+
+def check_finetune(cfg: Any, bad: Callable[[str, str], None], transfer_modes: tuple[str, ...]) -> None:
+    """The checks every fine-tuning config shares: ``init``, ``data.labeled_subjects``,
+    ``data.augment_options`` and the encoder's ``model`` settings."""
+    d, m = cfg.data, cfg.model
+    check_choice(bad, "init.transfer", cfg.init.transfer, transfer_modes)
+    if cfg.init.init != "scratch" and not Path(cfg.init.init).exists():
+        bad("init.init", f"{cfg.init.init}: no such weights directory or archive (or 'scratch')")
+    if d.labeled_subjects is not None and d.labeled_subjects < 1:
+        bad("data.labeled_subjects", f"must be >= 1 or null (all), got {d.labeled_subjects}")
+    unknown = sorted(set(d.augment_options) - set(AugmentConfig.__dataclass_fields__))
+    if unknown:
+        bad("data.augment_options", f"unknown option(s) {', '.join(unknown)}")
+    check_choice(bad, "model.norm", m.norm, NORMS)
+    check_minimums(bad, "model", m, base_filters=1, levels=2)
+    if not cfg.output:
+        bad("output", "must name a directory")
 
 
 def run_overrides(sets: list[str] | None, *, init: str | None = None, transfer: str | None = None,

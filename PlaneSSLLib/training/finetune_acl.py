@@ -72,10 +72,10 @@ from ..inference.weights import build_manifest, export_weights, load_exported
 from ..models.exam_classifier import POOLINGS, ExamClassifier, ExamClassifierConfig
 from ..models.unet import UNetConfig
 from .cls_metrics import classification_metrics, roc_auc
-from .config import ConfigError, RunConfig, TrainOptim, TrainRuntime, run_config_loaders
+from .config import ConfigError, RunConfig, TrainOptim, TrainRuntime, check_choice, check_minimums, run_config_loaders
 from .distributed import DistInfo
 from .engine import Engine, Task
-from .finetune import FinetuneKind, FinetuneSummary, InitConfig, write_result_json
+from .finetune import FinetuneKind, FinetuneSummary, InitConfig, check_finetune, write_result_json
 from .signals import GracefulStop
 
 __all__ = [
@@ -170,8 +170,7 @@ class AclConfig(RunConfig):
 
 def _check(cfg: AclConfig, bad) -> None:
     d, m, e = cfg.data, cfg.model, cfg.evaluation
-    if d.source not in ("dicom", "cache", "mrnet"):
-        bad("data.source", f"must be 'dicom', 'cache' or 'mrnet', got {d.source!r}")
+    check_choice(bad, "data.source", d.source, ("dicom", "cache", "mrnet"))
     if d.source in ("dicom", "mrnet") and not d.root:
         bad("data.root", f"required when data.source is {d.source!r}")
     if d.source == "cache" and not (d.cache and d.labels):
@@ -184,28 +183,13 @@ def _check(cfg: AclConfig, bad) -> None:
         bad("data.val_fraction", f"must be in [0, 1), got {d.val_fraction}")
     if not 0.0 <= d.test_fraction < 1.0 or d.val_fraction + d.test_fraction >= 1.0:
         bad("data.test_fraction", f"must be in [0, 1) with val_fraction + test_fraction < 1, got {d.test_fraction}")
-    if d.max_slices < 0:
-        bad("data.max_slices", f"must be >= 0, got {d.max_slices}")
-    if d.balance not in ("pos_weight", "sampler", "none"):
-        bad("data.balance", f"must be 'pos_weight', 'sampler' or 'none', got {d.balance!r}")
-    unknown = sorted(set(d.augment_options) - {f.name for f in dataclasses.fields(AugmentConfig)})
-    if unknown:
-        bad("data.augment_options", f"unknown option(s) {', '.join(unknown)}")
-    if m.pooling not in POOLINGS:
-        bad("model.pooling", f"must be one of {', '.join(POOLINGS)}, got {m.pooling!r}")
-    if m.norm not in ("batch", "instance", "none"):
-        bad("model.norm", f"must be 'batch', 'instance' or 'none', got {m.norm!r}")
-    if m.levels < 2 or m.base_filters < 1 or m.hidden < 1 or m.attention_hidden < 1:
-        bad("model", "levels must be >= 2; base_filters, hidden and attention_hidden >= 1")
+    check_minimums(bad, "data", d, max_slices=0)
+    check_choice(bad, "data.balance", d.balance, ("pos_weight", "sampler", "none"))
+    check_choice(bad, "model.pooling", m.pooling, POOLINGS)
+    check_minimums(bad, "model", m, hidden=1, attention_hidden=1)
     if not 0.0 <= m.dropout < 1.0:
         bad("model.dropout", f"must be in [0, 1), got {m.dropout}")
-    if d.labeled_subjects is not None and d.labeled_subjects < 1:
-        bad("data.labeled_subjects", f"must be >= 1 or null (all), got {d.labeled_subjects}")
-    if cfg.init.transfer != "encoder":
-        bad("init.transfer", f"the exam classifier takes over the encoder only: must be 'encoder', got "
-                             f"{cfg.init.transfer!r}")
-    if cfg.init.init != "scratch" and not Path(cfg.init.init).exists():
-        bad("init.init", f"{cfg.init.init}: no such weights directory or archive (or 'scratch')")
+    check_finetune(cfg, bad, ("encoder",))  # the exam classifier takes over the encoder only
     if not 0.0 < e.threshold < 1.0:
         bad("evaluation.threshold", f"must be in (0, 1), got {e.threshold}")
     if e.bootstrap < 0 or not 0.0 < e.confidence < 1.0:

@@ -52,10 +52,10 @@ from ..data.splits import choose_labeled_subjects, split_seg_subjects
 from ..inference.segment import keep_largest_component, predict_probabilities
 from ..inference.weights import build_manifest, export_weights
 from ..models import PlaneSSLNet, UNetConfig
-from .config import ConfigError, RunConfig, TrainOptim, TrainRuntime, run_config_loaders
+from .config import ConfigError, RunConfig, TrainOptim, TrainRuntime, check_choice, check_minimums, run_config_loaders
 from .distributed import DistInfo, barrier
 from .engine import Engine, Task
-from .finetune import FinetuneKind, FinetuneSummary, InitConfig, write_result_json
+from .finetune import FinetuneKind, FinetuneSummary, InitConfig, check_finetune, write_result_json
 from .progress import write_metrics_csv
 from .seg_metrics import one_hot_volume, structure_metrics, summarise
 from .signals import GracefulStop
@@ -146,28 +146,14 @@ def _check(cfg: FinetuneSegConfig, bad) -> None:
         bad("data.spacing_mm", f"must be > 0, got {d.spacing_mm}")
     if d.image_size < 8 or d.image_size % 2 ** (m.levels - 1):
         bad("data.image_size", f"{d.image_size} must be >= 8 and divisible by 2**(model.levels-1)")
-    if d.normalisation not in ("minmax", "zscore"):
-        bad("data.normalisation", f"must be minmax or zscore, got {d.normalisation!r}")
+    check_choice(bad, "data.normalisation", d.normalisation, ("minmax", "zscore"))
     for key in ("val_fraction", "test_fraction"):
         if not 0.0 <= getattr(d, key) < 1.0:
             bad(f"data.{key}", f"must be in [0, 1), got {getattr(d, key)}")
-    if d.labeled_subjects is not None and d.labeled_subjects < 1:
-        bad("data.labeled_subjects", f"must be >= 1 or null (all), got {d.labeled_subjects}")
-    if m.levels < 2 or m.base_filters < 1 or m.in_channels < 1:
-        bad("model.levels", "levels >= 2, base_filters >= 1, in_channels >= 1 needed")
-    if m.norm not in ("batch", "instance", "none"):
-        bad("model.norm", f"must be batch, instance or none, got {m.norm!r}")
-    if cfg.init.transfer not in TRANSFER_MODES:
-        bad("init.transfer", f"must be one of {', '.join(TRANSFER_MODES)}, got {cfg.init.transfer!r}")
-    if cfg.init.init != "scratch" and not Path(cfg.init.init).exists():
-        bad("init.init", f"{cfg.init.init}: no such weights directory or archive (or 'scratch')")
+    check_minimums(bad, "model", m, in_channels=1)
     if cfg.loss.dice_weight < 0 or cfg.loss.ce_weight < 0 or cfg.loss.dice_weight + cfg.loss.ce_weight == 0:
         bad("loss", "weights must be >= 0 and not both 0")
-    extra = set(d.augment_options) - set(AugmentConfig.__dataclass_fields__)
-    if extra:
-        bad("data.augment_options", f"unknown option(s) {sorted(extra)}")
-    if not cfg.output:
-        bad("output", "must name a directory")
+    check_finetune(cfg, bad, TRANSFER_MODES)
 
 
 #: validated configs from a mapping or a YAML file (ConfigError naming the file or --set, and the key)

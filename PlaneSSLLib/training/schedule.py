@@ -23,7 +23,7 @@ from dataclasses import dataclass
 
 import torch
 
-__all__ = ["SCHEDULES", "GROUP_NAMES", "LRPolicy", "build_optimizer", "check_schedule"]
+__all__ = ["SCHEDULES", "GROUP_NAMES", "LRPolicy", "build_optimizer", "drop_grads"]
 
 SCHEDULES = ("step", "cosine", "poly", "constant")
 #: parameter-group names, in the optimiser's order (the first one's rate is what the logs show)
@@ -64,35 +64,6 @@ class LRPolicy:
         """Set every group's ``lr`` for optimiser step ``step`` from its ``base_lr``."""
         for group in optimizer.param_groups:
             group["lr"] = self.lr(group["base_lr"], step)
-
-
-def check_schedule(optim, bad) -> None:
-    """Range checks of the shared ``optim`` settings; ``bad(key, message)`` records a problem."""
-    if optim.schedule not in SCHEDULES:
-        bad("optim.schedule", f"must be one of {', '.join(SCHEDULES)}, got {optim.schedule!r}")
-    if not math.isfinite(optim.lr) or optim.lr <= 0:
-        bad("optim.lr", f"must be > 0, got {optim.lr}")
-    if optim.transferred_lr is not None and (not math.isfinite(optim.transferred_lr) or optim.transferred_lr < 0):
-        bad("optim.transferred_lr", f"must be >= 0 or null (optim.lr), got {optim.transferred_lr}")
-    if not math.isfinite(optim.weight_decay) or optim.weight_decay < 0:
-        bad("optim.weight_decay", f"must be >= 0, got {optim.weight_decay}")
-    if not 0 < optim.decay_factor <= 1:
-        bad("optim.decay_factor", f"must be in (0, 1], got {optim.decay_factor}")
-    if optim.decay_every < 1:
-        bad("optim.decay_every", f"must be >= 1, got {optim.decay_every}")
-    if optim.epochs < 1:
-        bad("optim.epochs", f"must be >= 1, got {optim.epochs}")
-    if optim.batch_size < 1:
-        bad("optim.batch_size", f"must be >= 1, got {optim.batch_size}")
-    if optim.steps_per_epoch is not None and optim.steps_per_epoch < 1:
-        bad("optim.steps_per_epoch", f"must be >= 1 or null (one pass per epoch), got {optim.steps_per_epoch}")
-    for key in ("warmup_steps", "head_warmup_steps"):
-        if getattr(optim, key) < 0:
-            bad(f"optim.{key}", f"must be >= 0, got {getattr(optim, key)}")
-    if not math.isfinite(optim.min_lr) or not 0 <= optim.min_lr <= optim.lr:
-        bad("optim.min_lr", f"must be in [0, optim.lr], got {optim.min_lr}")
-    if not math.isfinite(optim.poly_power) or optim.poly_power <= 0:
-        bad("optim.poly_power", f"must be > 0, got {optim.poly_power}")
 
 
 def build_optimizer(groups: dict[str, list[torch.nn.Parameter]], optim) -> tuple[torch.optim.Optimizer,
