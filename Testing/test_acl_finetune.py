@@ -7,13 +7,14 @@ import json
 import numpy as np
 import pytest
 
-from PlaneSSLLib.data.config import PrepareConfig
-from PlaneSSLLib.data.exams import ExamError, attach_labels, exams_from_dicom, read_labels_csv
+from PlaneSSLLib.data.exams import attach_labels, read_labels_csv
 from PlaneSSLLib.data.splits import SplitError, split_exams
 from PlaneSSLLib.inference.classify import load_classifier, predict_exam
 from PlaneSSLLib.inference.weights import WeightsError, build_manifest, export_weights
 from PlaneSSLLib.models import PlaneSSLNet, UNetConfig
 from PlaneSSLLib.phantoms import CohortOptions, write_cohort
+from PlaneSSLLib.preprocess.config import PrepareConfig
+from PlaneSSLLib.preprocess.exams import ExamError, exams_from_dicom
 from PlaneSSLLib.training.config import ConfigError
 from PlaneSSLLib.training.engine import RunExistsError
 from PlaneSSLLib.training.finetune_acl import _epoch_order, acl_config_from_dict, finetune_acl

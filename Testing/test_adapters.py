@@ -199,8 +199,8 @@ def _mrnet_tree(root, rng):
 
 
 def test_mrnet_exams_and_exam_dataset(tmp_path):
-    from PlaneSSLLib.data.config import PrepareConfig
     from PlaneSSLLib.data.exams import exams_from_mrnet
+    from PlaneSSLLib.preprocess.config import PrepareConfig
 
     rng = np.random.default_rng(4)
     _mrnet_tree(tmp_path, rng)

@@ -13,8 +13,6 @@ import pytest
 torch = pytest.importorskip("torch")
 
 from PlaneSSLLib.data.cache import open_cache  # noqa: E402
-from PlaneSSLLib.data.codes import VIEW_CODES, VIEW_NAMES  # noqa: E402
-from PlaneSSLLib.data.config import PrepareConfig  # noqa: E402
 from PlaneSSLLib.data.datasets import NoPartnerWarning, PretextDataset  # noqa: E402
 from PlaneSSLLib.data.pairs import PairConfig, representative_rows  # noqa: E402
 from PlaneSSLLib.data.prepare import prepare_cache  # noqa: E402
@@ -25,6 +23,8 @@ from PlaneSSLLib.dicom.nifti import read_label_nifti  # noqa: E402
 from PlaneSSLLib.geometry import image_line  # noqa: E402
 from PlaneSSLLib.geometry.frames import ras_to_lps  # noqa: E402
 from PlaneSSLLib.phantoms import CohortOptions, write_cohort  # noqa: E402
+from PlaneSSLLib.preprocess.codes import VIEW_CODES, VIEW_NAMES  # noqa: E402
+from PlaneSSLLib.preprocess.config import PrepareConfig  # noqa: E402
 
 CONFIG = PrepareConfig(spacing_mm=2.5, size_px=96)
 

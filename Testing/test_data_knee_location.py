@@ -5,11 +5,11 @@ from __future__ import annotations
 import numpy as np
 
 from PlaneSSLLib.data.cache import open_cache
-from PlaneSSLLib.data.codes import VIEW_CODES
-from PlaneSSLLib.data.config import PrepareConfig
 from PlaneSSLLib.data.prepare import prepare_cache
 from PlaneSSLLib.dicom.scan import scan_tree
 from PlaneSSLLib.phantoms import CohortOptions, write_cohort
+from PlaneSSLLib.preprocess.codes import VIEW_CODES
+from PlaneSSLLib.preprocess.config import PrepareConfig
 
 
 def test_sagittal_location_is_medial_to_lateral(tmp_path):

@@ -11,15 +11,15 @@ import pydicom
 import pytest
 
 from PlaneSSLLib.data.cache import CacheError, open_cache
-from PlaneSSLLib.data.codes import VIEW_CODES
-from PlaneSSLLib.data.config import ConfigError, PrepareConfig, load_prepare_config
 from PlaneSSLLib.data.prepare import PrepareError, prepare_cache
-from PlaneSSLLib.data.resample import normalise_intensity, prepare_image, prepared_plane, resample_to_plane
 from PlaneSSLLib.dicom.pixels import read_frame_pixels
 from PlaneSSLLib.dicom.report import apply_views
 from PlaneSSLLib.dicom.scan import scan_tree
 from PlaneSSLLib.geometry import ImagePlane
 from PlaneSSLLib.phantoms import CohortOptions, write_cohort
+from PlaneSSLLib.preprocess.codes import VIEW_CODES
+from PlaneSSLLib.preprocess.config import ConfigError, PrepareConfig, load_prepare_config
+from PlaneSSLLib.preprocess.resample import normalise_intensity, prepare_image, prepared_plane, resample_to_plane
 from training_cli.main import main
 
 CONFIG = PrepareConfig(spacing_mm=2.5, size_px=96)

@@ -9,12 +9,12 @@ import pytest
 import torch
 
 from PlaneSSLLib.data.cache import open_cache
-from PlaneSSLLib.data.config import PrepareConfig
 from PlaneSSLLib.data.datasets import PretextDataset
 from PlaneSSLLib.data.prepare import prepare_cache
 from PlaneSSLLib.data.targets import line_heatmaps
 from PlaneSSLLib.models import PlaneSSLNet, UNetConfig
 from PlaneSSLLib.phantoms import CohortOptions, write_cohort
+from PlaneSSLLib.preprocess.config import PrepareConfig
 from PlaneSSLLib.training.pretext_eval import evaluate_pretext, untrained_like
 
 

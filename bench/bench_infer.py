@@ -27,15 +27,15 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from PlaneSSLLib.data.config import PrepareConfig
-from PlaneSSLLib.data.exams import KNEE_VIEWS, exams_from_dicom
-from PlaneSSLLib.data.segmentation import ACDC_LABEL_NAMES
 from PlaneSSLLib.geometry.planes import ImagePlane
 from PlaneSSLLib.inference.classify import exam_probability
 from PlaneSSLLib.inference.segment import SegModel, predict_probabilities, segment_images
 from PlaneSSLLib.models import PlaneSSLNet, UNetConfig
 from PlaneSSLLib.models.exam_classifier import ExamClassifier, ExamClassifierConfig
 from PlaneSSLLib.phantoms import CohortOptions, write_cohort
+from PlaneSSLLib.preprocess.config import PrepareConfig
+from PlaneSSLLib.preprocess.exams import KNEE_VIEWS, exams_from_dicom
+from PlaneSSLLib.preprocess.labels import ACDC_LABEL_NAMES
 
 SLICES, SIZE, SPACING = 12, 224, 1.26
 
