@@ -38,10 +38,8 @@ def heart(tmp_path_factory) -> tuple[Path, Path]:
 
 
 @pytest.fixture(scope="module")
-def knee(tmp_path_factory) -> Path:
-    root = tmp_path_factory.mktemp("knee")
-    write_cohort(root / "data", CohortOptions("knee", subjects=2, seed=5, matrix=48), workers=1)
-    return prepare_cache(root / "data", root / "cache", CONFIG).cache_dir
+def knee(knee_cohort, tmp_path_factory) -> Path:
+    return prepare_cache(knee_cohort, tmp_path_factory.mktemp("knee_cache"), CONFIG).cache_dir
 
 
 def test_items_shapes_and_types(heart):

@@ -26,13 +26,8 @@ CONFIG = PrepareConfig(spacing_mm=2.5, size_px=96)
 
 
 @pytest.fixture(scope="module")
-def cohorts(tmp_path_factory) -> dict[str, Path]:
-    root = tmp_path_factory.mktemp("cohorts")
-    out = {}
-    for anatomy, matrix in (("heart", 96), ("knee", 64)):
-        write_cohort(root / anatomy, CohortOptions(anatomy, subjects=2, seed=3, phases=2, matrix=matrix), workers=1)
-        out[anatomy] = root / anatomy
-    return out
+def cohorts(heart_cohort, knee_cohort) -> dict[str, Path]:
+    return {"heart": heart_cohort, "knee": knee_cohort}
 
 
 @pytest.fixture(scope="module")
