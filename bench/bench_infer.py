@@ -10,7 +10,7 @@ one warm-up, and the network's share.
 
 Knee: one synthetic knee exam (SAG, COR, AX stacks written as DICOM by the phantom) classified
 for ACL tear as ``planessl predict acl`` does: reading the three series and preparing every slice
-(``data.exams.exams_from_dicom``), then the exam classifier (shared encoder per plane, slice
+(``preprocess.exams.exams_from_dicom``), then the exam classifier (shared encoder per plane, slice
 pooling, fusion). Two classifiers, untrained: the demo size (8 filters, 4 levels, 96² at 2 mm) and
 the reference encoder (64 -> 1024 filters, 5 levels, 224² at 0.75 mm; its network timed once, cold).
 
