@@ -3,7 +3,8 @@
 numpy/scipy only (no torch, no caches): ``config`` (PrepareConfig: spacing, size, intensity
 normalisation), ``resample`` (resampling onto the prepared grid, intensity normalisation),
 ``codes`` (view and anatomy codes), ``index`` (slices, stacks, anatomical slice order of a
-scanned tree), ``stacks`` (a study's SAX stack), ``exams`` (a knee exam's SAG/COR/AX stacks),
-``labels`` (segmentation label values and their terminology). ``data`` (caches, datasets) and
-``inference`` build on these; nothing here imports either. Nothing is imported here.
+scanned tree), ``exams`` (a knee exam's SAG/COR/AX stacks), ``labels`` (segmentation label
+values and their terminology); a study's SAX stack is ``dicom.stacks.find_sax_stack``. ``data``
+(caches, datasets) and ``inference`` build on these; nothing here imports either. Nothing is
+imported here.
 """
