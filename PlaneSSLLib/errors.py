@@ -7,7 +7,7 @@ base class once and prints its message without a traceback; any other exception 
 keeps its traceback.
 
 :class:`ConfigError` lives here, below both ``data`` and ``training``, so that the preparation
-settings (``data.config``) and the training configuration (``training.config``) raise the same
+settings (``preprocess.config``) and the training configuration (``training.config``) raise the same
 class.
 """
 

@@ -7,13 +7,13 @@ import json
 import numpy as np
 import pytest
 
-from PlaneSSLLib.data.config import PrepareConfig
-from PlaneSSLLib.data.exams import ExamError, attach_labels, exams_from_dicom, read_labels_csv
+from PlaneSSLLib.data.exams import attach_labels, read_labels_csv
 from PlaneSSLLib.data.splits import SplitError, split_exams
 from PlaneSSLLib.inference.classify import load_classifier, predict_exam
 from PlaneSSLLib.inference.weights import WeightsError, build_manifest, export_weights
 from PlaneSSLLib.models import PlaneSSLNet, UNetConfig
-from PlaneSSLLib.phantoms import CohortOptions, write_cohort
+from PlaneSSLLib.preprocess.config import PrepareConfig
+from PlaneSSLLib.preprocess.exams import ExamError, exams_from_dicom
 from PlaneSSLLib.training.config import ConfigError
 from PlaneSSLLib.training.engine import RunExistsError
 from PlaneSSLLib.training.finetune_acl import _epoch_order, acl_config_from_dict, finetune_acl
@@ -29,20 +29,13 @@ TINY = {
 
 
 @pytest.fixture(scope="module")
-def cohort(tmp_path_factory):
-    root = tmp_path_factory.mktemp("knee")
-    write_cohort(root, CohortOptions("knee", subjects=5, seed=1, matrix=64), workers=1)
-    return root
+def exams(knee_cohort):
+    return attach_labels(exams_from_dicom(knee_cohort, PREP), read_labels_csv(knee_cohort / "labels.csv"), "labels.csv")
 
 
-@pytest.fixture(scope="module")
-def exams(cohort):
-    return attach_labels(exams_from_dicom(cohort, PREP), read_labels_csv(cohort / "labels.csv"), "labels.csv")
-
-
-def _config(cohort, out, **data):
+def _config(root, out, **data):
     raw = json.loads(json.dumps(TINY))
-    raw["data"] |= {"root": str(cohort), **data}
+    raw["data"] |= {"root": str(root), **data}
     raw["output"] = str(out)
     return acl_config_from_dict(raw)
 
@@ -55,7 +48,7 @@ def _pretrained(path):
     return export_weights(net, path, manifest), net
 
 
-def test_exams_from_dicom(exams, cohort):
+def test_exams_from_dicom(exams, tmp_path):
     assert len(exams) == 5
     assert [e.label for e in exams] == [1, 0, 1, 0, 0]
     for e in exams:
@@ -64,9 +57,9 @@ def test_exams_from_dicom(exams, cohort):
         assert len(e.key) == 12 and "subject" not in e.key  # hashed, not the folder name
     with pytest.raises(ExamError, match="no complete exam"):
         attach_labels(exams, {"subject_9999": 1}, "x.csv")
-    (cohort / "bad.csv").write_text("subject,acl_tear\nsubject_0000,2\n")
+    (tmp_path / "bad.csv").write_text("subject,acl_tear\nsubject_0000,2\n")
     with pytest.raises(ExamError, match=r"bad.csv: line 2"):
-        read_labels_csv(cohort / "bad.csv")
+        read_labels_csv(tmp_path / "bad.csv")
 
 
 def test_split_is_stratified_and_independent_of_seed(exams):
@@ -96,14 +89,14 @@ def test_fixed_steps_per_epoch_cover_the_exams_evenly():
     assert abs(labels[balanced].mean() - 0.5) < 0.1  # classes drawn equally often
 
 
-def test_finetune_from_scratch_via_cli_then_predict(cohort, tmp_path, capsys):
+def test_finetune_from_scratch_via_cli_then_predict(knee_cohort, tmp_path, capsys):
     from training_cli.main import build_parser
 
     config = tmp_path / "acl.yaml"
     config.write_text(json.dumps(TINY))
     parser = build_parser()
     out = tmp_path / "run"
-    args = parser.parse_args(["finetune", "acl", "--config", str(config), "--set", f"data.root={cohort}",
+    args = parser.parse_args(["finetune", "acl", "--config", str(config), "--set", f"data.root={knee_cohort}",
                               "model.pooling=attention", "--seed", "3", "--out", str(out)])
     assert args.func(args) == 0
     captured = capsys.readouterr()
@@ -121,7 +114,7 @@ def test_finetune_from_scratch_via_cli_then_predict(cohort, tmp_path, capsys):
     text = "".join(p.read_text() for p in out.rglob("*.json")) + (out / "config.yaml").read_text()
     assert "planessl-knee-" not in text and "PHANTOM" not in text  # no identifiers
 
-    args = parser.parse_args(["predict", "acl", str(cohort / "subject_0001"), "--weights", str(out / "model"),
+    args = parser.parse_args(["predict", "acl", str(knee_cohort / "subject_0001"), "--weights", str(out / "model"),
                               "--json"])
     assert args.func(args) == 0
     result = json.loads(capsys.readouterr().out)
@@ -131,12 +124,12 @@ def test_finetune_from_scratch_via_cli_then_predict(cohort, tmp_path, capsys):
     assert set(result["inputs"]) == {"SAG", "COR", "AX"} and result["model"] == manifest["model_id"]
     assert all(v["slices"] >= 20 and len(v["series"]) >= 12 for v in result["inputs"].values())
     with pytest.raises(SystemExit):
-        parser.parse_args(["predict", "acl", str(cohort)])  # --weights is required
+        parser.parse_args(["predict", "acl", str(knee_cohort)])  # --weights is required
 
 
-def test_finetune_from_pretrained_export(cohort, exams, tmp_path):
+def test_finetune_from_pretrained_export(knee_cohort, exams, tmp_path):
     weights, net = _pretrained(tmp_path / "pre")
-    cfg = _config(cohort, tmp_path / "ft", image_size=None, spacing_mm=None)
+    cfg = _config(knee_cohort, tmp_path / "ft", image_size=None, spacing_mm=None)
     result = finetune_acl(cfg, weights, labeled_subjects=2, seed=1, exams=exams)
     assert result.init == "pretrained" and result.n_train == 2 and result.n_val == 2
     assert 1 <= result.best_epoch <= 2 and len(result.history) == 2
@@ -148,7 +141,7 @@ def test_finetune_from_pretrained_export(cohort, exams, tmp_path):
     assert manifest["training_config"]["init"]["kind"] == "pretrained"
     assert manifest["input"]["size_hw"] == [SIZE, SIZE] and manifest["input"]["spacing_mm"] == [SPACING, SPACING]
     # frozen encoder: the transferred weights survive training unchanged
-    frozen = _config(cohort, tmp_path / "frozen")
+    frozen = _config(knee_cohort, tmp_path / "frozen")
     frozen.optim.freeze_transferred = True
     frozen.optim.epochs = 1
     res = finetune_acl(frozen, weights, seed=0, exams=exams)
@@ -157,22 +150,22 @@ def test_finetune_from_pretrained_export(cohort, exams, tmp_path):
         assert (trained.encoder.state_dict()[k] == v).all(), k
 
 
-def test_errors_name_the_problem(cohort, exams, tmp_path):
+def test_errors_name_the_problem(knee_cohort, exams, tmp_path):
     weights, _ = _pretrained(tmp_path / "pre")
     with pytest.raises(WeightsError, match="not an exam classifier"):
-        predict_exam(cohort / "subject_0000", weights)
+        predict_exam(knee_cohort / "subject_0000", weights)
     with pytest.raises(ConfigError, match="data.pooling|model.pooling"):
         acl_config_from_dict({"data": {"root": "x"}, "model": {"pooling": "mean"}})
     with pytest.raises(ConfigError, match="unknown key"):
         acl_config_from_dict({"data": {"root": "x", "val_fractoin": 0.2}})
-    cfg = _config(cohort, tmp_path / "r")
+    cfg = _config(knee_cohort, tmp_path / "r")
     cfg.optim.epochs = 1
     finetune_acl(cfg, "scratch", seed=0, exams=exams)
     with pytest.raises(RunExistsError, match="already holds"):
         finetune_acl(cfg, "scratch", seed=0, exams=exams)
 
 
-def test_transfer_experiment_for_acl_reports_test_auc(cohort, tmp_path, capsys):
+def test_transfer_experiment_for_acl_reports_test_auc(knee_cohort, tmp_path, capsys):
     """``planessl experiment transfer`` with task acl: scratch and pretrained inits, a test split, the table."""
     import csv
 
@@ -182,7 +175,7 @@ def test_transfer_experiment_for_acl_reports_test_auc(cohort, tmp_path, capsys):
 
     weights, _ = _pretrained(tmp_path / "pre")
     finetune = json.loads(json.dumps(TINY))
-    finetune["data"] |= {"root": str(cohort), "val_fraction": 0.2, "test_fraction": 0.2}
+    finetune["data"] |= {"root": str(knee_cohort), "val_fraction": 0.2, "test_fraction": 0.2}
     finetune["optim"] |= {"epochs": 1, "steps_per_epoch": 2}
     (tmp_path / "ft.yaml").write_text(yaml.safe_dump(finetune))
     experiment = {"task": "acl", "finetune_config": str(tmp_path / "ft.yaml"), "labeled_subjects": [2],

@@ -7,9 +7,10 @@ import pytest
 import torch
 
 from PlaneSSLLib.data.augment import AugmentConfig
-from PlaneSSLLib.data.exams import Exam, ExamDataset, augment_stack, collate_exams, slice_subset
+from PlaneSSLLib.data.exams import ExamDataset, augment_stack, collate_exams, slice_subset
 from PlaneSSLLib.models.exam_classifier import ExamClassifier, ExamClassifierConfig
 from PlaneSSLLib.models.unet import UNetConfig
+from PlaneSSLLib.preprocess.exams import Exam
 
 ENC = UNetConfig(base_filters=4, levels=3, line_channels=0, location_head=False)
 

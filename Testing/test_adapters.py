@@ -28,15 +28,11 @@ def _labels(shape, values, rng):
 
 # ----------------------------------------------------------------------------- Kaggle DSB
 @pytest.fixture(scope="module")
-def dsb(tmp_path_factory):
-    from PlaneSSLLib.phantoms import CohortOptions, write_cohort
-
-    src = tmp_path_factory.mktemp("heart")
-    write_cohort(src, CohortOptions("heart", subjects=2, seed=0, matrix=32, phases=2), workers=1)
+def dsb(heart_cohort, tmp_path_factory):
     root = tmp_path_factory.mktemp("dsb")
     for i, sid in enumerate((12, 3)):
         study = root / "train" / str(sid) / "study"
-        shutil.copytree(src / f"subject_{i:04d}" / "study", study)
+        shutil.copytree(heart_cohort / f"subject_{i:04d}" / "study", study)
         shutil.rmtree(study / "3ch_3")  # the Data Science Bowl has no 3CH
     (root / "train.csv").write_text("Id,Systole,Diastole\n3,40.5,120.0\n12,61.0,150.25\n")
     return root
@@ -199,8 +195,8 @@ def _mrnet_tree(root, rng):
 
 
 def test_mrnet_exams_and_exam_dataset(tmp_path):
-    from PlaneSSLLib.data.config import PrepareConfig
     from PlaneSSLLib.data.exams import exams_from_mrnet
+    from PlaneSSLLib.preprocess.config import PrepareConfig
 
     rng = np.random.default_rng(4)
     _mrnet_tree(tmp_path, rng)

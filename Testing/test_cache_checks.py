@@ -21,12 +21,13 @@ from PlaneSSLLib.data.cache import (
     write_cache,
     write_meta,
 )
-from PlaneSSLLib.data.config import PrepareConfig
-from PlaneSSLLib.data.exams import KNEE_VIEWS, exams_from_cache
+from PlaneSSLLib.data.exams import exams_from_cache
 from PlaneSSLLib.data.prepare import prepare_cache
 from PlaneSSLLib.data.segmentation import prepare_seg_cache
 from PlaneSSLLib.errors import PlaneSSLError
 from PlaneSSLLib.phantoms import CohortOptions, write_cohort
+from PlaneSSLLib.preprocess.config import PrepareConfig
+from PlaneSSLLib.preprocess.exams import KNEE_VIEWS
 from training_cli.main import main
 
 REPO = Path(__file__).resolve().parents[1]

@@ -13,8 +13,6 @@ import pytest
 torch = pytest.importorskip("torch")
 
 from PlaneSSLLib.data.cache import open_cache  # noqa: E402
-from PlaneSSLLib.data.codes import VIEW_CODES, VIEW_NAMES  # noqa: E402
-from PlaneSSLLib.data.config import PrepareConfig  # noqa: E402
 from PlaneSSLLib.data.datasets import NoPartnerWarning, PretextDataset  # noqa: E402
 from PlaneSSLLib.data.pairs import PairConfig, representative_rows  # noqa: E402
 from PlaneSSLLib.data.prepare import prepare_cache  # noqa: E402
@@ -25,6 +23,8 @@ from PlaneSSLLib.dicom.nifti import read_label_nifti  # noqa: E402
 from PlaneSSLLib.geometry import image_line  # noqa: E402
 from PlaneSSLLib.geometry.frames import ras_to_lps  # noqa: E402
 from PlaneSSLLib.phantoms import CohortOptions, write_cohort  # noqa: E402
+from PlaneSSLLib.preprocess.codes import VIEW_CODES, VIEW_NAMES  # noqa: E402
+from PlaneSSLLib.preprocess.config import PrepareConfig  # noqa: E402
 
 CONFIG = PrepareConfig(spacing_mm=2.5, size_px=96)
 
@@ -38,10 +38,8 @@ def heart(tmp_path_factory) -> tuple[Path, Path]:
 
 
 @pytest.fixture(scope="module")
-def knee(tmp_path_factory) -> Path:
-    root = tmp_path_factory.mktemp("knee")
-    write_cohort(root / "data", CohortOptions("knee", subjects=2, seed=5, matrix=48), workers=1)
-    return prepare_cache(root / "data", root / "cache", CONFIG).cache_dir
+def knee(knee_cohort, tmp_path_factory) -> Path:
+    return prepare_cache(knee_cohort, tmp_path_factory.mktemp("knee_cache"), CONFIG).cache_dir
 
 
 def test_items_shapes_and_types(heart):

@@ -5,21 +5,19 @@ from __future__ import annotations
 import numpy as np
 
 from PlaneSSLLib.data.cache import open_cache
-from PlaneSSLLib.data.codes import VIEW_CODES
-from PlaneSSLLib.data.config import PrepareConfig
 from PlaneSSLLib.data.prepare import prepare_cache
 from PlaneSSLLib.dicom.scan import scan_tree
-from PlaneSSLLib.phantoms import CohortOptions, write_cohort
+from PlaneSSLLib.preprocess.codes import VIEW_CODES
+from PlaneSSLLib.preprocess.config import PrepareConfig
 
 
-def test_sagittal_location_is_medial_to_lateral(tmp_path):
-    write_cohort(tmp_path / "data", CohortOptions("knee", subjects=4, seed=2, matrix=48), workers=1)
-    scan = scan_tree(tmp_path / "data")
+def test_sagittal_location_is_medial_to_lateral(knee_cohort, tmp_path):
+    scan = scan_tree(knee_cohort)
     laterality = {st.patient_key: {s.laterality for s in st.series} for st in scan.studies}
     assert all(len(v) == 1 for v in laterality.values())
     sides = {next(iter(v)) for v in laterality.values()}
     assert sides == {"L", "R"}, "the seed should give both knees"
-    cache = open_cache(prepare_cache(tmp_path / "data", tmp_path / "cache", PrepareConfig(spacing_mm=2.0, size_px=48))
+    cache = open_cache(prepare_cache(knee_cohort, tmp_path / "cache", PrepareConfig(spacing_mm=2.0, size_px=48))
                        .cache_dir)
     index = cache.index
     sag = index["view"] == VIEW_CODES["SAG"]

@@ -11,28 +11,23 @@ import pydicom
 import pytest
 
 from PlaneSSLLib.data.cache import CacheError, open_cache
-from PlaneSSLLib.data.codes import VIEW_CODES
-from PlaneSSLLib.data.config import ConfigError, PrepareConfig, load_prepare_config
 from PlaneSSLLib.data.prepare import PrepareError, prepare_cache
-from PlaneSSLLib.data.resample import normalise_intensity, prepare_image, prepared_plane, resample_to_plane
 from PlaneSSLLib.dicom.pixels import read_frame_pixels
 from PlaneSSLLib.dicom.report import apply_views
 from PlaneSSLLib.dicom.scan import scan_tree
 from PlaneSSLLib.geometry import ImagePlane
 from PlaneSSLLib.phantoms import CohortOptions, write_cohort
+from PlaneSSLLib.preprocess.codes import VIEW_CODES
+from PlaneSSLLib.preprocess.config import ConfigError, PrepareConfig, load_prepare_config
+from PlaneSSLLib.preprocess.resample import normalise_intensity, prepare_image, prepared_plane, resample_to_plane
 from training_cli.main import main
 
 CONFIG = PrepareConfig(spacing_mm=2.5, size_px=96)
 
 
 @pytest.fixture(scope="module")
-def cohorts(tmp_path_factory) -> dict[str, Path]:
-    root = tmp_path_factory.mktemp("cohorts")
-    out = {}
-    for anatomy, matrix in (("heart", 96), ("knee", 64)):
-        write_cohort(root / anatomy, CohortOptions(anatomy, subjects=2, seed=3, phases=2, matrix=matrix), workers=1)
-        out[anatomy] = root / anatomy
-    return out
+def cohorts(heart_cohort, knee_cohort) -> dict[str, Path]:
+    return {"heart": heart_cohort, "knee": knee_cohort}
 
 
 @pytest.fixture(scope="module")

@@ -6,8 +6,6 @@ import pytest
 
 from PlaneSSLLib.data.adapters._common import AdapterError
 from PlaneSSLLib.data.cache import CacheError
-from PlaneSSLLib.data.config import ConfigError as DataConfigError
-from PlaneSSLLib.data.exams import ExamError
 from PlaneSSLLib.data.prepare import PrepareError
 from PlaneSSLLib.data.segmentation import SegDataError
 from PlaneSSLLib.dicom.pixels import PixelReadError
@@ -15,6 +13,8 @@ from PlaneSSLLib.dicom.planes import GeometryError
 from PlaneSSLLib.errors import ConfigError, InputError, PlaneSSLError
 from PlaneSSLLib.inference.weights import WeightsError
 from PlaneSSLLib.phantoms.cohort import CohortError
+from PlaneSSLLib.preprocess.config import ConfigError as DataConfigError
+from PlaneSSLLib.preprocess.exams import ExamError
 from PlaneSSLLib.slicer_logic.models_registry import ChecksumError, DownloadError, ModelFolderError, RegistryError
 from PlaneSSLLib.training.checkpoint import CheckpointError
 from PlaneSSLLib.training.config import ConfigError as TrainingConfigError

@@ -19,7 +19,7 @@ AXIS_OF_VIEW = {"sag": 0, "cor": 1, "ax": 2}  # patient axis each stack normal m
 
 
 @pytest.fixture(scope="session")
-def knee_cohort(tmp_path_factory) -> tuple[Path, dict]:
+def knee_160(tmp_path_factory) -> tuple[Path, dict]:
     out = tmp_path_factory.mktemp("knee")
     meta = write_cohort(out, CohortOptions("knee", 2, seed=SEED, matrix=160), workers=2)
     return out, meta
@@ -30,8 +30,8 @@ def stack_planes(folder: Path) -> tuple[list[ImagePlane], list[pydicom.Dataset]]
     return [plane_from_dataset(d) for d in dss], dss
 
 
-def test_three_stacks_planned_on_the_knee(knee_cohort):
-    out, meta = knee_cohort
+def test_three_stacks_planned_on_the_knee(knee_160):
+    out, meta = knee_160
     assert meta["anatomy"] == "knee" and meta["layout"] is None
     for summary in meta["subject_summaries"]:
         study = out / summary["subject"] / "study"
@@ -62,8 +62,8 @@ def test_three_stacks_planned_on_the_knee(knee_cohort):
             assert angle_between_normals_deg(normals[a], normals[b]) > 80
 
 
-def test_labels_csv(knee_cohort):
-    out, meta = knee_cohort
+def test_labels_csv(knee_160):
+    out, meta = knee_160
     rows = list(csv.DictReader((out / "labels.csv").open()))
     assert [r["subject"] for r in rows] == ["subject_0000", "subject_0001"]
     tears = [int(r["acl_tear"]) for r in rows]
@@ -114,9 +114,9 @@ def test_laterality_mirrors_the_anatomy():
     assert sides == {"R", "L"}
 
 
-def test_fluid_is_bright(knee_cohort):
+def test_fluid_is_bright(knee_160):
     """PD fat-suppressed contrast: joint fluid brighter than marrow, fat and muscle."""
-    out, meta = knee_cohort
+    out, meta = knee_160
     summary = meta["subject_summaries"][0]
     planes, dss = stack_planes(out / summary["subject"] / "study" / "sag_2")
     knee = sample_knee(np.random.default_rng([SEED, 0, 0]), summary["acl_tear"])

@@ -9,20 +9,18 @@ import pytest
 import torch
 
 from PlaneSSLLib.data.cache import open_cache
-from PlaneSSLLib.data.config import PrepareConfig
 from PlaneSSLLib.data.datasets import PretextDataset
 from PlaneSSLLib.data.prepare import prepare_cache
 from PlaneSSLLib.data.targets import line_heatmaps
 from PlaneSSLLib.models import PlaneSSLNet, UNetConfig
-from PlaneSSLLib.phantoms import CohortOptions, write_cohort
+from PlaneSSLLib.preprocess.config import PrepareConfig
 from PlaneSSLLib.training.pretext_eval import evaluate_pretext, untrained_like
 
 
 @pytest.fixture(scope="module")
-def dataset(tmp_path_factory) -> PretextDataset:
-    root = tmp_path_factory.mktemp("pretext_eval")
-    write_cohort(root / "data", CohortOptions("heart", subjects=2, seed=3, phases=2, matrix=96), workers=1)
-    report = prepare_cache(root / "data", root / "cache", PrepareConfig(spacing_mm=3.0, size_px=64))
+def dataset(heart_cohort, tmp_path_factory) -> PretextDataset:
+    report = prepare_cache(heart_cohort, tmp_path_factory.mktemp("pretext_eval"),
+                           PrepareConfig(spacing_mm=3.0, size_px=64))
     return PretextDataset(open_cache(report.cache_dir))
 
 

@@ -8,9 +8,9 @@ import pytest
 
 pytest.importorskip("torch")
 
-from PlaneSSLLib.data.config import PrepareConfig  # noqa: E402
 from PlaneSSLLib.data.prepare import prepare_cache  # noqa: E402
 from PlaneSSLLib.phantoms import CohortOptions, write_cohort  # noqa: E402
+from PlaneSSLLib.preprocess.config import PrepareConfig  # noqa: E402
 from training_cli.main import main  # noqa: E402
 
 CONFIG = "Resources/Configs/pretrain_demo.yaml"

@@ -16,8 +16,6 @@ import pydicom
 import pytest
 from conftest import require_tool
 
-from PlaneSSLLib.data.config import PrepareConfig
-from PlaneSSLLib.data.resample import prepared_plane
 from PlaneSSLLib.data.segmentation import SegDataError, prepare_seg_cache
 from PlaneSSLLib.data.splits import choose_labeled_subjects, split_seg_subjects
 from PlaneSSLLib.geometry.lines import image_line
@@ -25,6 +23,8 @@ from PlaneSSLLib.inference.predict_lines import map_line_between_grids
 from PlaneSSLLib.inference.weights import build_manifest, export_weights
 from PlaneSSLLib.models import PlaneSSLNet, UNetConfig
 from PlaneSSLLib.phantoms import CohortOptions, write_cohort
+from PlaneSSLLib.preprocess.config import PrepareConfig
+from PlaneSSLLib.preprocess.resample import prepared_plane
 from PlaneSSLLib.training.finetune_seg import epoch_batches, finetune_config_from_dict, finetune_seg
 from training_cli.main import main
 

@@ -41,13 +41,13 @@ def require_slicer_core():
 
 slicer = require_slicer_core()
 
-from PlaneSSLLib.data.segmentation import terminology_record  # noqa: E402
 from PlaneSSLLib.dicom.records import VIEW_LABELS  # noqa: E402
 from PlaneSSLLib.dicom.scan import scan_tree  # noqa: E402
 from PlaneSSLLib.dicom.views import identify_views  # noqa: E402
 from PlaneSSLLib.geometry.frames import affine_lps_to_ras  # noqa: E402
 from PlaneSSLLib.geometry.lines import image_line, intersect_images  # noqa: E402
 from PlaneSSLLib.phantoms.cohort import CohortOptions, write_cohort  # noqa: E402
+from PlaneSSLLib.preprocess.labels import terminology_record  # noqa: E402
 from PlaneSSLLib.slicer_logic import classification, lines, offscreen, runner, scene, segmentation, views  # noqa: E402
 from PlaneSSLLib.slicer_logic.mrml import SceneContext, matrix_to_numpy, node_ids  # noqa: E402
 from PlaneSSLLib.slicer_logic.terminology import segment_terms  # noqa: E402
@@ -560,8 +560,8 @@ def test_runner_segments_in_background_like_inference_segment(ukbb_study, random
 
 def test_runner_classifies_knee_like_inference_classify(cohorts, random_weights):
     """The worker's probability is ``exam_probability`` of the exam ``exams_from_dicom`` prepares."""
-    from PlaneSSLLib.data.exams import exams_from_dicom
     from PlaneSSLLib.inference.classify import exam_probability, load_classifier, prepare_config_from_manifest
+    from PlaneSSLLib.preprocess.exams import exams_from_dicom
     from PlaneSSLLib.slicer_logic.logic import Logic
     from PlaneSSLLib.slicer_logic.worker import knee_exam
 

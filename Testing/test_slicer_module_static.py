@@ -1,5 +1,5 @@
-"""The Slicer extension as packaged, checked without Slicer: CMake lists every script the module
-imports (followed transitively), resources and the .ui file agree with PlaneSSL.py, PlaneSSL.json
+"""The Slicer extension as packaged, checked without Slicer: CMake lists exactly the scripts the
+module imports (followed transitively), resources and the .ui file agree with PlaneSSL.py, PlaneSSL.json
 follows the ExtensionsIndex schema v1.0.2, PlaneSSL.py imports only what Slicer provides at the
 top, and its Logic *is* the PlaneSSLLib logic — run here on slicer-core with Qt stubbed out,
 through the same ``runWholePath`` the Slicer self-test runs.
@@ -98,7 +98,7 @@ def runtime_closure(roots: list[Path]) -> set[Path]:
 
 
 # ----------------------------------------------------------------------------- CMake and files
-def test_cmake_lists_every_runtime_script_and_only_existing_files():
+def test_cmake_lists_exactly_the_runtime_scripts_and_only_existing_files():
     scripts = cmake_list(CMAKE, "MODULE_PYTHON_SCRIPTS")
     resources = cmake_list(CMAKE, "MODULE_PYTHON_RESOURCES")
     for item in scripts + resources:
@@ -113,8 +113,11 @@ def test_cmake_lists_every_runtime_script_and_only_existing_files():
         assert ROOT / "PlaneSSLLib" / must in needed, must
     missing = sorted(str(p.relative_to(ROOT)) for p in needed if p.resolve() not in listed)
     assert not missing, f"needed at run time but not in PlaneSSL/CMakeLists.txt: {missing}"
-    # the training stack is never shipped or imported by the module
-    assert not [p for p in needed | listed if "training" in Path(p).parts or "training_cli" in Path(p).parts]
+    shipped_for_nothing = listed - {p.resolve() for p in needed} - {MODULE_PY.resolve()}
+    extra = sorted(str(p.relative_to(ROOT.resolve())) for p in shipped_for_nothing)
+    assert not extra, f"listed in PlaneSSL/CMakeLists.txt but never imported by the module: {extra}"
+    # neither the training stack nor the data caches and datasets are shipped or imported by the module
+    assert not [p for p in needed | listed if {"training", "training_cli", "data"} & set(Path(p).parts)]
 
 
 def test_cmake_module_build_and_tests():

@@ -106,8 +106,8 @@ def test_augmentation_hook_options_are_checked(tmp_path):
 
 def test_trains_from_a_prepared_cache(tmp_path):
     prepare = pytest.importorskip("PlaneSSLLib.data.prepare")
-    from PlaneSSLLib.data.config import PrepareConfig
     from PlaneSSLLib.phantoms import CohortOptions, write_cohort
+    from PlaneSSLLib.preprocess.config import PrepareConfig
 
     write_cohort(tmp_path / "heart", CohortOptions("heart", 3, seed=0, phases=2, matrix=64), workers=1)
     prepare.prepare_cache(tmp_path / "heart", tmp_path / "cache", PrepareConfig(spacing_mm=4.0, size_px=64))

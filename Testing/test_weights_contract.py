@@ -9,12 +9,12 @@ import math
 import pytest
 import torch
 
-from PlaneSSLLib.data.segmentation import ACDC_LABEL_NAMES, terminology_record
 from PlaneSSLLib.inference import weights
 from PlaneSSLLib.inference.manifest import ACL_LABELS, TASKS, build_manifest, validate_manifest
 from PlaneSSLLib.inference.weights import WeightsError, export_model, export_weights, load_model
 from PlaneSSLLib.models import PlaneSSLNet, UNetConfig
 from PlaneSSLLib.models.exam_classifier import ExamClassifier, ExamClassifierConfig
+from PlaneSSLLib.preprocess.labels import ACDC_LABEL_NAMES, terminology_record
 from PlaneSSLLib.slicer_logic import worker
 from training_cli.main import main
 

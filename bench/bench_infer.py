@@ -10,7 +10,7 @@ one warm-up, and the network's share.
 
 Knee: one synthetic knee exam (SAG, COR, AX stacks written as DICOM by the phantom) classified
 for ACL tear as ``planessl predict acl`` does: reading the three series and preparing every slice
-(``data.exams.exams_from_dicom``), then the exam classifier (shared encoder per plane, slice
+(``preprocess.exams.exams_from_dicom``), then the exam classifier (shared encoder per plane, slice
 pooling, fusion). Two classifiers, untrained: the demo size (8 filters, 4 levels, 96² at 2 mm) and
 the reference encoder (64 -> 1024 filters, 5 levels, 224² at 0.75 mm; its network timed once, cold).
 
@@ -27,15 +27,15 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from PlaneSSLLib.data.config import PrepareConfig
-from PlaneSSLLib.data.exams import KNEE_VIEWS, exams_from_dicom
-from PlaneSSLLib.data.segmentation import ACDC_LABEL_NAMES
 from PlaneSSLLib.geometry.planes import ImagePlane
 from PlaneSSLLib.inference.classify import exam_probability
 from PlaneSSLLib.inference.segment import SegModel, predict_probabilities, segment_images
 from PlaneSSLLib.models import PlaneSSLNet, UNetConfig
 from PlaneSSLLib.models.exam_classifier import ExamClassifier, ExamClassifierConfig
 from PlaneSSLLib.phantoms import CohortOptions, write_cohort
+from PlaneSSLLib.preprocess.config import PrepareConfig
+from PlaneSSLLib.preprocess.exams import KNEE_VIEWS, exams_from_dicom
+from PlaneSSLLib.preprocess.labels import ACDC_LABEL_NAMES
 
 SLICES, SIZE, SPACING = 12, 224, 1.26
 

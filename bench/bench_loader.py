@@ -10,7 +10,7 @@ Both paths feed the same slices through a ``torch.utils.data.DataLoader`` (batch
 each ``--workers`` value): (1) ``PretextDataset`` over the memory-mapped cache (image + line and
 location targets); (2) per item ``pydicom.dcmread`` of the slice's file, pixel decoding and
 rescale (``dicom.pixels.read_file_frames``), per-image normalisation and resampling to the same
-grid (``data.resample.prepare_image``) — what a loader without a cache would do. Prints slices/s
+grid (``preprocess.resample.prepare_image``) — what a loader without a cache would do. Prints slices/s
 of each and the ratio (goal ≥ 10×). Figures are the best of ``--repeat`` passes (warm page cache).
 """
 
@@ -29,12 +29,13 @@ from torch.utils.data import DataLoader, Dataset
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from PlaneSSLLib.data.cache import open_cache  # noqa: E402
-from PlaneSSLLib.data.config import PrepareConfig  # noqa: E402
 from PlaneSSLLib.data.datasets import PretextDataset  # noqa: E402
-from PlaneSSLLib.data.prepare import prepare_cache, scan_slices  # noqa: E402
-from PlaneSSLLib.data.resample import prepare_image  # noqa: E402
+from PlaneSSLLib.data.prepare import prepare_cache  # noqa: E402
 from PlaneSSLLib.dicom.pixels import read_file_frames  # noqa: E402
 from PlaneSSLLib.phantoms import CohortOptions, write_cohort  # noqa: E402
+from PlaneSSLLib.preprocess.config import PrepareConfig  # noqa: E402
+from PlaneSSLLib.preprocess.index import scan_slices  # noqa: E402
+from PlaneSSLLib.preprocess.resample import prepare_image  # noqa: E402
 
 
 class DicomSlices(Dataset):

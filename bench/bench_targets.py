@@ -27,9 +27,9 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from PlaneSSLLib.data.augment import AugmentConfig, augment_batch  # noqa: E402
 from PlaneSSLLib.data.cache import INDEX_DTYPE  # noqa: E402
-from PlaneSSLLib.data.codes import VIEW_CODES  # noqa: E402
 from PlaneSSLLib.data.pairs import line_targets  # noqa: E402
 from PlaneSSLLib.data.targets import line_heatmaps  # noqa: E402
+from PlaneSSLLib.preprocess.codes import VIEW_CODES  # noqa: E402
 
 
 def best_seconds(fn: Callable[[], object], repeat: int, sync: Callable[[], None]) -> float:

@@ -37,7 +37,7 @@ coefficients come straight from them):
     series_key U24          hashed SeriesInstanceUID (``-n`` when a series was split)
     anatomy int8            ``codes.ANATOMIES`` index (0 heart, 1 knee)
     view int8               ``codes.VIEW_CODES`` (2CH 0, 3CH 1, 4CH 2, SAX 3, SAG 4, COR 5, AX 6)
-    stack int32             stack id (parallel planes of one view in one study; ``data.index``)
+    stack int32             stack id (parallel planes of one view in one study; ``preprocess.index``)
     position int16          rank along the anatomically oriented stack normal (0 = base / +L... end)
     n_positions int16       positions in the stack
     phase int16             cine phase (time order), n_phases int16 phases at this position
@@ -70,8 +70,8 @@ import numpy as np
 from .. import __version__
 from ..errors import PlaneSSLError
 from ..geometry.planes import ImagePlane
-from .codes import ANATOMIES, VIEW_NAMES
-from .config import PrepareConfig
+from ..preprocess.codes import ANATOMIES, VIEW_NAMES
+from ..preprocess.config import PrepareConfig
 
 __all__ = [
     "CACHE_FORMAT",

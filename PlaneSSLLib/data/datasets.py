@@ -26,8 +26,8 @@ import numpy as np
 import torch
 from torch.utils.data import Dataset
 
+from ..preprocess.codes import ANATOMIES, VIEW_CODES, anatomy_code
 from .cache import SliceCache
-from .codes import ANATOMIES, VIEW_CODES, anatomy_code
 from .pairs import PairConfig, line_targets, partner_summary
 
 __all__ = ["PretextDataset", "NoPartnerWarning"]

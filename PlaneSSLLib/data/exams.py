@@ -2,10 +2,11 @@
 
 Three sources give the same :class:`Exam` records:
 
-- ``exams_from_dicom(root, config)``: scans a DICOM tree (``prepare.scan_slices``: views from
-  the geometry, stacks ordered anatomically: SAG along +L, COR along +P, AX along +S), reads each
+- ``exams_from_dicom(root, config)`` (``preprocess.exams``, with :class:`Exam`, ``ExamError``
+  and ``KNEE_VIEWS``): scans a DICOM tree (``preprocess.index.scan_slices``: views from
+  the geometry, stacks ordered anatomically: SAG from medial to lateral, COR along +P, AX along +S), reads each
   exam's stacks and prepares every slice exactly as ``planessl prepare`` does
-  (``resample.prepare_image``: spacing, centred crop/pad, intensity normalisation). Exams are
+  (``preprocess.resample.prepare_image``: spacing, centred crop/pad, intensity normalisation). Exams are
   grouped by (hashed) patient; their top-level folder under ``root`` is kept in memory only, to
   match a labels file such as a phantom cohort's ``labels.csv`` (``subject,acl_tear``).
 - ``exams_from_cache(cache, labels_by_key)``: the same arrays from a prepared cache
@@ -28,9 +29,7 @@ from __future__ import annotations
 
 import csv
 import math
-import warnings
 from collections.abc import Iterable, Mapping, Sequence
-from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -39,24 +38,17 @@ import torch.nn.functional as F
 from scipy import ndimage
 from torch.utils.data import Dataset
 
-from ..dicom.pixels import PixelReadError, read_file_frames
-from ..errors import PlaneSSLError
+from ..preprocess.codes import VIEW_CODES, anatomy_code
+from ..preprocess.config import PrepareConfig
+from ..preprocess.exams import KNEE_VIEWS, Exam, ExamError
+from ..preprocess.resample import normalise_intensity
 from .augment import AugmentConfig, normalised_from_pixel
 from .cache import SliceCache
-from .codes import VIEW_CODES, anatomy_code
-from .config import PrepareConfig
-from .index import SliceSource
-from .prepare import scan_slices
-from .resample import normalise_intensity, prepare_image
 from .targets import pixel_affine
 
 __all__ = [
-    "KNEE_VIEWS",
-    "Exam",
-    "ExamError",
     "ExamDataset",
     "read_labels_csv",
-    "exams_from_dicom",
     "exams_from_cache",
     "exams_from_mrnet",
     "prepare_mrnet_stack",
@@ -65,26 +57,6 @@ __all__ = [
     "augment_stack",
     "slice_subset",
 ]
-
-KNEE_VIEWS = ("SAG", "COR", "AX")
-
-
-class ExamError(PlaneSSLError, ValueError):
-    """Exam data that cannot be used (missing view, bad labels file); the message names the file."""
-
-
-@dataclass
-class Exam:
-    """One exam: ``stacks[view]`` float32 ``(S, H, W)`` in anatomical slice order; label 1 = torn."""
-
-    key: str  # hashed PatientID (or a data set's anonymous exam number)
-    stacks: dict[str, np.ndarray]
-    series: dict[str, str] = field(default_factory=dict)  # view -> hashed series key
-    label: int | None = None
-    folder: str = ""  # in memory only (to match labels files); never written
-
-    def slices(self) -> dict[str, int]:
-        return {v: int(a.shape[0]) for v, a in self.stacks.items()}
 
 
 # ----------------------------------------------------------------------------- labels
@@ -136,77 +108,6 @@ def attach_labels(exams: Sequence[Exam], labels: Mapping[str, int], source: str 
         exam.label = int(label)
         out.append(exam)
     return out
-
-
-# ----------------------------------------------------------------------------- DICOM
-def _pick_stacks(rows: list[SliceSource], views: Sequence[str]) -> dict[str, list[SliceSource]]:
-    """Per view: the phase-0 slices of its largest stack, ordered by position."""
-    out: dict[str, list[SliceSource]] = {}
-    for view in views:
-        code = VIEW_CODES[view]
-        stacks: dict[int, list[SliceSource]] = {}
-        for s in rows:
-            if s.view == code and s.phase == 0:
-                stacks.setdefault(s.stack, []).append(s)
-        if stacks:
-            best = max(stacks.values(), key=lambda g: (len(g), -g[0].stack))
-            out[view] = sorted(best, key=lambda s: s.position)
-    return out
-
-
-def _read_stack(slices: list[SliceSource], config: PrepareConfig) -> np.ndarray:
-    by_file: dict[Path, list[int]] = {}
-    for i, s in enumerate(slices):
-        by_file.setdefault(s.frame.path, []).append(i)
-    out = np.zeros((len(slices), config.size_px, config.size_px), dtype=np.float32)
-    for path, idx in by_file.items():
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore")
-            pixels = read_file_frames(path, [slices[i].frame.frame_index for i in idx])
-        for i, px in zip(idx, pixels, strict=True):
-            img, _ = prepare_image(px, slices[i].frame.plane, config.spacing_mm, config.size_px, config.normalisation,
-                                   config.clip_percentiles, config.antialias)
-            out[i] = img
-    return out
-
-
-def exams_from_dicom(root: Path, config: PrepareConfig | None = None, views: Sequence[str] = KNEE_VIEWS,
-                     workers: int = 1) -> list[Exam]:
-    """Every exam under ``root`` holding all ``views`` (module docstring), in folder order.
-
-    Exams lacking a view are left out (a labelled subject without its exam is then named by
-    :func:`attach_labels`).
-    Raises ExamError when ``root`` does not exist or a file cannot be decoded.
-    """
-    root = Path(root)
-    if not root.exists():
-        raise ExamError(f"{root}: no such file or directory")
-    config = config or PrepareConfig(anatomy="knee")
-    table, _errors = scan_slices(root, config, workers=workers)
-    knee = anatomy_code("knee")
-    by_subject: dict[int, list[SliceSource]] = {}
-    for s in table.slices:
-        if s.anatomy == knee:
-            by_subject.setdefault(s.subject, []).append(s)
-    exams = []
-    for subject, rows in by_subject.items():
-        stacks = _pick_stacks(rows, views)
-        if len(stacks) != len(views):
-            continue
-        first = Path(rows[0].frame.path)
-        try:
-            rel = first.relative_to(root).parts
-            folder = rel[0] if len(rel) > 1 else ""
-        except ValueError:
-            folder = ""
-        try:
-            arrays = {v: _read_stack(stacks[v], config) for v in views}
-        except PixelReadError as exc:
-            raise ExamError(str(exc)) from None
-        exams.append(Exam(key=table.subject_keys[subject], stacks=arrays,
-                          series={v: stacks[v][0].series_key for v in views}, folder=folder))
-    exams.sort(key=lambda e: (e.folder, e.key))
-    return exams
 
 
 def exams_from_cache(cache: SliceCache, labels_by_key: Mapping[str, int] | None = None,

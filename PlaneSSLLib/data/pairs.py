@@ -34,7 +34,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from ..geometry.lines import PARALLEL_TOLERANCE_DEG
-from .codes import ANATOMIES, VIEW_CODES, VIEW_NAMES, VIEWS_BY_ANATOMY, anatomy_code
+from ..preprocess.codes import ANATOMIES, VIEW_CODES, VIEW_NAMES, VIEWS_BY_ANATOMY, anatomy_code
 
 __all__ = [
     "DEFAULT_PARTNERS",

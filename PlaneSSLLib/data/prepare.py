@@ -2,10 +2,10 @@
 
 Steps: list the files under DATA and fingerprint them (relative path, size, mtime); the cache
 key follows from that and the config, and an existing complete cache of that key is reused.
-Otherwise: ``dicom.scan.scan_tree`` + ``dicom.views.identify_views`` (via
-``dicom.report.apply_views``), ``data.index.enumerate_slices`` (stacks, anatomical slice
-order, relative locations), then each frame is decoded (``dicom.pixels.read_file_frames``),
-normalised and resampled (``data.resample.prepare_image``) — in ``jobs`` processes for large
+Otherwise: ``preprocess.index.scan_slices`` (``dicom.scan.scan_tree``, ``dicom.views.identify_views``
+via ``dicom.report.apply_views``, then ``enumerate_slices``: stacks, anatomical slice order,
+relative locations), then each frame is decoded (``dicom.pixels.read_file_frames``),
+normalised and resampled (``preprocess.resample.prepare_image``) — in ``jobs`` processes for large
 trees — into a memory-mapped array in a temporary folder, renamed into place when complete.
 A frame that cannot be decoded is skipped and named in the report; the scan's own problems
 (unreadable files, unusable series) are reported too.
@@ -24,10 +24,13 @@ from pathlib import Path
 import numpy as np
 
 from ..dicom.pixels import PixelReadError, read_file_frames
-from ..dicom.report import apply_views
-from ..dicom.scan import list_files, scan_tree
+from ..dicom.scan import list_files
 from ..errors import PlaneSSLError
 from ..geometry.planes import ImagePlane
+from ..preprocess.codes import ANATOMIES, VIEW_CODES, VIEW_NAMES
+from ..preprocess.config import PrepareConfig
+from ..preprocess.index import SliceSource, SliceTable, scan_slices
+from ..preprocess.resample import prepare_image
 from .cache import (
     IMAGES,
     INDEX,
@@ -41,13 +44,9 @@ from .cache import (
     write_cache,
     write_meta,
 )
-from .codes import ANATOMIES, VIEW_CODES, VIEW_NAMES
-from .config import PrepareConfig
-from .index import SliceSource, SliceTable, enumerate_slices
 from .pairs import PairConfig, line_targets, partner_summary
-from .resample import prepare_image
 
-__all__ = ["PrepareError", "PrepareReport", "expected_cache_key", "prepare_cache", "scan_slices"]
+__all__ = ["PrepareError", "PrepareReport", "expected_cache_key", "prepare_cache"]
 
 #: ``progress(stage, done, total)``; stage is "scan" or "resample".
 Progress = Callable[[str, int, int], None]
@@ -76,15 +75,6 @@ class PrepareReport:
     warnings: list[str] = field(default_factory=list)
     partners: list[str] = field(default_factory=list)  # line-target coverage summary (default pairs)
     seconds: float = 0.0
-
-
-def scan_slices(data_dir: Path, config: PrepareConfig, workers: int = 1) -> tuple[SliceTable, list[tuple[str, str]]]:
-    """Scan ``data_dir``, label views, enumerate slices; also returns the scan's errors (file, reason)."""
-    result = scan_tree(Path(data_dir), workers=workers)
-    anatomy = None if config.anatomy == "auto" else config.anatomy
-    apply_views(result, anatomy_hint=anatomy, overrides=config.overrides or None)
-    errors = [(str(p.path), p.message) for p in result.problems if p.kind == "error"]
-    return enumerate_slices(result), errors
 
 
 def prepare_cache(
@@ -248,7 +238,7 @@ def _write(tmp: Path, table: SliceTable, config: PrepareConfig, key: str, finger
 
 
 def _index_rows(slices: list[SliceSource], config: PrepareConfig) -> np.ndarray:
-    from .resample import prepared_plane
+    from ..preprocess.resample import prepared_plane
 
     index = np.zeros(len(slices), dtype=INDEX_DTYPE)
     for i, s in enumerate(slices):

@@ -1,8 +1,8 @@
-"""Segmentation data: ACDC label terminology, SAX stacks with their label maps, the seg cache's preparation.
+"""Segmentation data: SAX stacks with their label maps, the seg cache's preparation.
 
-Labels (ACDC; docs/conventions.md): 0 background, 1 RV, 2 Myo, 3 LV, with the SNOMED CT codes
-Slicer uses (``ACDC_STRUCTURES``; the same values as ``slicer_logic.terminology``, kept here
-so that the data, training and inference layers need no Slicer-side import).
+Labels (ACDC; docs/conventions.md): 0 background, 1 RV, 2 Myo, 3 LV; their names, SNOMED CT
+codes and manifest terminology live in ``preprocess.labels`` (inference needs them too), the
+SAX stack of a study (``find_sax_stack``) in ``dicom.stacks``.
 
 Where labels are found (the phantom layout, ``planessl phantom heart``)::
 
@@ -13,12 +13,12 @@ Where labels are found (the phantom layout, ``planessl phantom heart``)::
 
 The subject folder is the nearest folder above a study's SAX files holding ``labels/``. A
 label volume is ``(columns, rows, k)`` with slice ``k`` running along the DICOM normal
-(``phantoms.nifti``); its affine must equal the SAX stack's geometry (``match_label_volume``,
+(``dicom.nifti``); its affine must equal the SAX stack's geometry (``match_label_volume``,
 tolerance ``LABEL_GEOMETRY_TOL_MM``), otherwise a :class:`SegDataError` names the file.
 
 The seg cache (``prepare_seg_cache``) is a slice cache (``data.cache``, content ``"seg"``: the
 same layout, opener and checks as the pretraining cache) holding every SAX slice at ED and ES
-prepared exactly like ``planessl prepare`` prepares images (``data.resample.prepare_image``: same
+prepared exactly like ``planessl prepare`` prepares images (``preprocess.resample.prepare_image``: same
 spacing, size and intensity normalisation), and in ``labels.npy`` the label slice resampled onto
 the same prepared grid by nearest neighbour (``resample_labels_to_plane``). Its index rows
 (``data.cache.SEG_INDEX_DTYPE``) carry subject (index and hashed PatientID), phase kind
@@ -35,19 +35,20 @@ import warnings
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
 import numpy as np
 from scipy import ndimage
 
 from ..dicom.pixels import read_file_frames
-from ..dicom.records import Study
 from ..dicom.report import apply_views
 from ..dicom.scan import list_files, scan_tree
-from ..dicom.stacks import MERGE_TOL_DEG, ViewStack, merge_view_series
+from ..dicom.stacks import SaxStack, find_sax_stack
 from ..errors import PlaneSSLError
 from ..geometry.frames import affine_ras_to_lps
 from ..geometry.planes import ImagePlane
+from ..preprocess.config import PrepareConfig
+from ..preprocess.labels import ACDC_LABEL_NAMES
+from ..preprocess.resample import prepare_image
 from .cache import (
     IMAGES,
     INDEX,
@@ -62,84 +63,25 @@ from .cache import (
     write_cache,
     write_meta,
 )
-from .config import PrepareConfig
-from .resample import prepare_image
 
 __all__ = [
-    "ACDC_LABEL_NAMES",
-    "ACDC_STRUCTURES",
     "PHASE_KINDS",
-    "SaxStack",
     "SegDataError",
-    "StructureCode",
     "find_label_files",
-    "find_sax_stack",
     "match_label_volume",
     "prepare_seg_cache",
     "read_ed_es_phases",
     "resample_labels_to_plane",
-    "terminology_record",
 ]
 
 #: Label geometry tolerance: origins and axis vectors of the NIfTI vs the DICOM stack, mm.
 LABEL_GEOMETRY_TOL_MM = 0.01
 #: Phase kinds stored in the index (``phase_kind`` field).
 PHASE_KINDS = ("ED", "ES")
-ACDC_LABEL_NAMES = ("background", "RV", "Myo", "LV")
 
 
 class SegDataError(PlaneSSLError, RuntimeError):
     """Segmentation data that cannot be used (labels missing or misaligned, no SAX stack); names the file."""
-
-
-@dataclass(frozen=True)
-class StructureCode:
-    """One segmented structure: ACDC label value, short and display names, SNOMED CT code."""
-
-    label: int
-    short: str
-    name: str
-    scheme: str
-    value: str
-    meaning: str
-
-
-#: ACDC label values with the SNOMED CT codes of Slicer's terminology (``slicer_logic.terminology``).
-ACDC_STRUCTURES: tuple[StructureCode, ...] = (
-    StructureCode(1, "RV", "Right ventricle", "SCT", "53085002", "Right Ventricle"),
-    StructureCode(2, "Myo", "Myocardium", "SCT", "74281007", "Myocardium"),
-    StructureCode(3, "LV", "Left ventricle", "SCT", "87878005", "Left Ventricle"),
-)
-
-
-def terminology_record() -> dict[str, Any]:
-    """The manifest's ``terminology``: category and one SNOMED CT type code per label value."""
-    return {
-        "category": {"scheme": "SCT", "value": "123037004", "meaning": "Anatomical Structure"},
-        "labels": {
-            str(s.label): {"name": s.name, "short": s.short, "scheme": s.scheme, "value": s.value,
-                           "meaning": s.meaning}
-            for s in ACDC_STRUCTURES
-        },
-    }
-
-
-# ----------------------------------------------------------------------------- SAX stack of a study
-@dataclass
-class SaxStack(ViewStack):
-    """A study's SAX positions ordered by increasing ``s = n̂ · o`` along the DICOM normal (NIfTI ``k``)."""
-
-    study: Study | None = None
-
-
-def find_sax_stack(study: Study, merge_tol_deg: float = MERGE_TOL_DEG) -> SaxStack | None:
-    """The SAX stack of a view-labelled study (``dicom.stacks.merge_view_series``: the Kaggle
-    layout holds one series per slice). None when the study has no usable SAX series."""
-    sax = [s for s in study.series if s.view == "SAX" and s.usable and s.positions]
-    if not sax:
-        return None
-    stack = merge_view_series("SAX", sax, merge_tol_deg)
-    return SaxStack("SAX", stack.series, stack.positions, study=study)
 
 
 # ----------------------------------------------------------------------------- labels on disk
@@ -239,7 +181,7 @@ def read_label_slices(path: Path, planes: Sequence[ImagePlane]) -> list[np.ndarr
 def resample_labels_to_plane(labels: np.ndarray, source: ImagePlane, target: ImagePlane) -> np.ndarray:
     """Nearest-neighbour resampling of a label image from ``source`` onto ``target`` (same orientation).
 
-    The same pixel map as ``data.resample.resample_to_plane`` (so labels stay on the image);
+    The same pixel map as ``preprocess.resample.resample_to_plane`` (so labels stay on the image);
     0 (background) outside the source. Returns uint8 ``target.shape_px``.
     """
     lab = np.asarray(labels)

@@ -47,7 +47,7 @@ class SplitError(PlaneSSLError, ValueError):
 
 
 class Labelled(Protocol):
-    """What :func:`split_exams` reads of an exam (``data.exams.Exam``)."""
+    """What :func:`split_exams` reads of an exam (``preprocess.exams.Exam``)."""
 
     key: str
     label: int | None

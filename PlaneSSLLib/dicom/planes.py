@@ -9,7 +9,7 @@ from pydicom.dataset import Dataset
 from ..errors import PlaneSSLError
 from ..geometry.planes import ImagePlane
 
-__all__ = ["GeometryError", "number_of_frames", "plane_from_dataset", "planes_from_dataset"]
+__all__ = ["GeometryError", "number_of_frames", "plane_from_dataset"]
 
 
 class GeometryError(PlaneSSLError, ValueError):
@@ -73,8 +73,3 @@ def plane_from_dataset(ds: Dataset, frame: int = 0) -> ImagePlane:
         return ImagePlane.from_dicom(ipp, iop, ps, int(rows), int(cols))
     except (TypeError, ValueError) as exc:
         raise GeometryError(f"invalid plane geometry: {exc}") from exc
-
-
-def planes_from_dataset(ds: Dataset) -> list[ImagePlane]:
-    """The plane of every frame of ``ds`` (one for a classic image)."""
-    return [plane_from_dataset(ds, f) for f in range(number_of_frames(ds))]

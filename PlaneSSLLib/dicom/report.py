@@ -47,7 +47,6 @@ known by ``records.hash_identifier``.
 
 from __future__ import annotations
 
-from collections import Counter
 from pathlib import Path
 from typing import Any
 
@@ -290,8 +289,3 @@ def _rel(path: Path, root: Path) -> str:
         return Path(path).as_posix()
     text = rel.as_posix()
     return text or "."
-
-
-def count_kinds(result: ScanResult) -> Counter:
-    """Problems by kind ("error", "ignored")."""
-    return Counter(p.kind for p in result.problems)

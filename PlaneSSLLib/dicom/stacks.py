@@ -2,7 +2,8 @@
 
 Layouts differ: UK Biobank writes one multi-slice SAX series, the Kaggle cardiac data one series
 per SAX slice. Every consumer (the cache of target tasks, prediction, the Slicer scene) wants the
-view's positions as one stack ordered along its normal; this module builds it once.
+view's positions as one stack ordered along its normal; this module builds it once
+(``find_sax_stack``: the SAX stack that segmentation reads, trains on and writes labels for).
 """
 
 from __future__ import annotations
@@ -16,7 +17,10 @@ import numpy as np
 from ..geometry.planes import ImagePlane, angle_between_normals_deg
 from .records import Position, Series, Study
 
-__all__ = ["MERGE_TOL_DEG", "ViewStack", "group_series_by_normal", "merge_view_series", "view_stacks"]
+__all__ = [
+    "MERGE_TOL_DEG", "SaxStack", "ViewStack", "find_sax_stack", "group_series_by_normal", "merge_view_series",
+    "view_stacks",
+]
 
 #: Series of one view whose planes agree within this angle (and in size and spacing) are merged.
 MERGE_TOL_DEG = 1.0
@@ -102,3 +106,20 @@ def view_stacks(study: Study) -> list[ViewStack]:
     order = {label: i for i, label in enumerate(_VIEW_ORDER)}
     stacks.sort(key=lambda v: (order.get(v.label, 99), v.label))
     return stacks
+
+
+@dataclass
+class SaxStack(ViewStack):
+    """A study's SAX positions ordered by increasing ``s = n̂ · o`` along the DICOM normal (NIfTI ``k``)."""
+
+    study: Study | None = None
+
+
+def find_sax_stack(study: Study, merge_tol_deg: float = MERGE_TOL_DEG) -> SaxStack | None:
+    """The SAX stack of a view-labelled study (``dicom.stacks.merge_view_series``: the Kaggle
+    layout holds one series per slice). None when the study has no usable SAX series."""
+    sax = [s for s in study.series if s.view == "SAX" and s.usable and s.positions]
+    if not sax:
+        return None
+    stack = merge_view_series("SAX", sax, merge_tol_deg)
+    return SaxStack("SAX", stack.series, stack.positions, study=study)

@@ -372,11 +372,6 @@ def build_enhanced_mr_dataset(
     return ds
 
 
-def write_enhanced_mr(path: str | os.PathLike, transfer_syntax: str | None = None, **kwargs) -> Path:
-    """``build_enhanced_mr_dataset(**kwargs)`` written atomically to ``path``."""
-    return write_dataset_atomic(build_enhanced_mr_dataset(**kwargs), path, transfer_syntax)
-
-
 def pydicom_tag(keyword: str) -> int:
     """The tag of a DICOM keyword (for attribute-pointer values)."""
     from pydicom.datadict import tag_for_keyword
@@ -536,4 +531,4 @@ def _per_frame_groups(
     return item
 
 
-__all__ += ["build_enhanced_mr_dataset", "write_enhanced_mr"]
+__all__ += ["build_enhanced_mr_dataset"]

@@ -7,7 +7,7 @@ hash of the weights file, which names the model in predictions without naming an
 written by ``inference.weights.export_model`` and read by ``inference.weights.load_model`` like
 every other task.
 
-Only torch, numpy, safetensors and the data layer are used (no training stack); loading never
+Only torch, numpy, safetensors and ``preprocess`` are used (no data or training stack); loading never
 unpickles. ``predict_exam(exam_dir, weights)`` prepares the exam's SAG/COR/AX stacks exactly as
 training did (spacing, size, intensity normalisation from the manifest) and returns the JSON
 of ``planessl predict acl``.
@@ -21,9 +21,9 @@ from typing import Any
 import numpy as np
 import torch
 
-from ..data.config import PrepareConfig
-from ..data.exams import Exam, ExamError, exams_from_dicom
 from ..models.exam_classifier import ExamClassifier
+from ..preprocess.config import PrepareConfig
+from ..preprocess.exams import Exam, ExamError, exams_from_dicom
 from .manifest import ACL_LABELS, TASKS
 from .weights import export_model, load_model
 

@@ -24,10 +24,10 @@ import numpy as np
 
 from .. import __version__
 from ..atomic import atomic_path
-from ..data.segmentation import ACDC_STRUCTURES, StructureCode
 from ..dicom.records import Frame
 from ..errors import InputError
 from ..geometry.planes import ImagePlane
+from ..preprocess.labels import ACDC_STRUCTURES, StructureCode
 
 __all__ = ["write_dicom_seg"]
 

@@ -216,7 +216,7 @@ TASKS: dict[str, TaskSpec] = {
 # ----------------------------------------------------------------------------- validation
 @dataclass(frozen=True)
 class InputPreparation:
-    """How an image is prepared for the network, as in training (``data.resample.prepare_image``)."""
+    """How an image is prepared for the network, as in training (``preprocess.resample.prepare_image``)."""
 
     size_px: int
     spacing_mm: float

@@ -20,7 +20,6 @@ from typing import Any
 import numpy as np
 import torch
 
-from ..data.resample import prepare_image
 from ..dicom.pixels import read_file_frames
 from ..dicom.planes import plane_from_dataset
 from ..dicom.report import apply_views
@@ -29,6 +28,7 @@ from ..dicom.views import hint_from_text
 from ..errors import InputError
 from ..geometry.lines import ImageLine, clip_line_to_rect
 from ..geometry.planes import ImagePlane
+from ..preprocess.resample import prepare_image
 from .line_fit import fit_line
 from .weights import load_validated
 

@@ -7,7 +7,7 @@ decoder output (the ``"lines"`` key of ``PlaneSSLNet.forward``, ``line_channels`
 classes) holds the class logits, and it has no location head. Steps of :func:`segment_stack`:
 
 1. each SAX slice of the chosen cine phase is normalised and resampled onto the prepared grid
-   exactly as in training (``data.resample.prepare_image`` with the manifest's spacing, size and
+   exactly as in training (``preprocess.resample.prepare_image`` with the manifest's spacing, size and
    normalisation);
 2. the network gives class probabilities (softmax) on that grid;
 3. the probabilities are resampled back onto each original slice (linear, anti-aliased; outside
@@ -16,7 +16,7 @@ classes) holds the class logits, and it has no location head. Steps of :func:`se
    (:func:`keep_largest_component`, 26-connectivity over (slice, row, column)).
 
 Label maps are ``(k, rows, cols)`` with ``k`` along the DICOM normal (increasing ``n̂ · o``),
-the order ``phantoms.nifti.write_label_nifti`` writes.
+the order ``dicom.nifti.write_label_nifti`` writes.
 """
 
 from __future__ import annotations
@@ -31,14 +31,14 @@ import numpy as np
 import torch
 from scipy import ndimage
 
-from ..data.resample import prepare_image, resample_to_plane
-from ..data.segmentation import SaxStack, find_sax_stack
 from ..dicom.pixels import read_frame_pixels
 from ..dicom.report import apply_views
 from ..dicom.scan import scan_tree
+from ..dicom.stacks import SaxStack, find_sax_stack
 from ..errors import InputError
 from ..geometry.planes import ImagePlane
 from ..models import PlaneSSLNet
+from ..preprocess.resample import prepare_image, resample_to_plane
 from .weights import load_validated
 
 __all__ = [

@@ -287,7 +287,7 @@ class ManifestLinePredictor:
     """Exported line weights as a line predictor, preparing images exactly as pretraining did.
 
     As ``inference.predict_lines.predict_image_lines``: the image is resampled onto the manifest's
-    grid (``data.resample.prepare_image``: spacing, size, intensity normalisation), the network's
+    grid (``preprocess.resample.prepare_image``: spacing, size, intensity normalisation), the network's
     heatmaps are fitted there (``fit_line``) and each line is mapped back to the original image's
     pixels through the patient frame (``predict_lines.map_line_between_grids``). ``__call__`` gives
     the heatmaps resampled back onto the original image (for display or other consumers).
@@ -297,8 +297,8 @@ class ManifestLinePredictor:
         """``net`` and its ``inference.manifest.ValidatedManifest`` (of task lines or both)."""
         import torch
 
-        from ..data.resample import prepare_image, resample_to_plane
         from ..inference.predict_lines import map_line_between_grids
+        from ..preprocess.resample import prepare_image, resample_to_plane
 
         self.torch = torch
         self.net = net.to(device).eval()

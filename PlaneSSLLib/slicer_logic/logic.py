@@ -432,9 +432,9 @@ def export_random_weights(out_dir: str | os.PathLike, task: str, channels: Seque
     """
     import torch
 
-    from ..data.config import PrepareConfig
     from ..inference.weights import build_manifest, export_model
     from ..models import PlaneSSLNet, UNetConfig
+    from ..preprocess.config import PrepareConfig
     from .models_registry import validate_model_folder
 
     if task not in TASKS:
@@ -448,9 +448,9 @@ def export_random_weights(out_dir: str | os.PathLike, task: str, channels: Seque
               "metrics": {"note": "random weights for tests; not a trained model"}}
     torch.manual_seed(seed)
     if task == "classify_knee":
-        from ..data.exams import KNEE_VIEWS
         from ..inference.manifest import ACL_LABELS
         from ..models.exam_classifier import ExamClassifier, ExamClassifierConfig
+        from ..preprocess.exams import KNEE_VIEWS
 
         encoder = UNetConfig(base_filters=base_filters, levels=levels, line_channels=0, location_head=False)
         clf = ExamClassifierConfig(encoder=encoder, views=KNEE_VIEWS, hidden=8, attention_hidden=4)
@@ -459,7 +459,7 @@ def export_random_weights(out_dir: str | os.PathLike, task: str, channels: Seque
         export_model(ExamClassifier(clf).eval(), out_dir, manifest)
     else:
         if task == "segment_heart":
-            from ..data.segmentation import ACDC_LABEL_NAMES, terminology_record
+            from ..preprocess.labels import ACDC_LABEL_NAMES, terminology_record
 
             names = list(ACDC_LABEL_NAMES)
             extra = {"views": ["SAX"], "channels": names, "label_names": names, "terminology": terminology_record()}

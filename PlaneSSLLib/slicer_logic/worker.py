@@ -10,7 +10,7 @@ Tasks (the real inference paths, weights folder or archive in ``params["model"]`
 ``segment_heart`` (``inference.segment``: ``load_seg_model`` + ``segment_images`` per phase on
 the slice planes sent as ``plane_origin/x/y/spacing/shape`` arrays, LPS → labels in the image's
 (slices, rows, cols) order) and ``classify_knee`` (``inference.classify``: the ``SAG``/``COR``/``AX``
-stacks with their ``<view>_plane_*`` arrays prepared like ``data.exams.exams_from_dicom`` →
+stacks with their ``<view>_plane_*`` arrays prepared like ``preprocess.exams.exams_from_dicom`` →
 ``exam_probability``, plus the manifest's decision threshold); both load the weights through
 ``inference.weights.load_model``, which validates the manifest once. ``sleep`` and ``fail`` for tests.
 ``task`` may also be ``"package.module:function"`` taking ``(inputs, params, device, progress)``.
@@ -97,13 +97,13 @@ def task_segment_heart(inputs, params, device, progress):
 
 
 def knee_exam(inputs: dict, views, config, laterality: str = ""):
-    """A ``data.exams.Exam`` from per-view stacks ``inputs[view]`` with planes ``inputs[view + "_plane_*"]``:
+    """A ``preprocess.exams.Exam`` from per-view stacks ``inputs[view]`` with planes ``inputs[view + "_plane_*"]``:
     every slice prepared as ``exams_from_dicom`` does (``resample.prepare_image`` with ``config``),
-    slices in anatomical order (``data.index.orient_normal``: SAG medial -> lateral for the knee's
+    slices in anatomical order (``preprocess.index.orient_normal``: SAG medial -> lateral for the knee's
     ``laterality``, COR +P, AX +S)."""
-    from ..data.exams import Exam
-    from ..data.index import orient_normal
-    from ..data.resample import prepare_image
+    from ..preprocess.exams import Exam
+    from ..preprocess.index import orient_normal
+    from ..preprocess.resample import prepare_image
 
     missing = [v for v in views if v not in inputs]
     if missing:

@@ -201,7 +201,7 @@ def _from_cache(config: PretrainConfig) -> tuple[Dataset, Dataset | None, Sample
 
 
 def _anatomy_code(anatomy: str) -> int:
-    from PlaneSSLLib.data.codes import anatomy_code
+    from PlaneSSLLib.preprocess.codes import anatomy_code
 
     return int(anatomy_code(anatomy))
 

@@ -52,17 +52,12 @@ import numpy as np
 import torch
 
 from ..data.augment import AugmentConfig
-from ..data.config import PrepareConfig
 from ..data.exams import (
-    KNEE_VIEWS,
-    Exam,
     ExamDataset,
-    ExamError,
     attach_labels,
     augment_stack,
     collate_exams,
     exams_from_cache,
-    exams_from_dicom,
     exams_from_mrnet,
     read_labels_csv,
 )
@@ -71,6 +66,8 @@ from ..inference.classify import ACL_LABELS
 from ..inference.weights import build_manifest, export_weights, load_exported
 from ..models.exam_classifier import POOLINGS, ExamClassifier, ExamClassifierConfig
 from ..models.unet import UNetConfig
+from ..preprocess.config import PrepareConfig
+from ..preprocess.exams import KNEE_VIEWS, Exam, ExamError, exams_from_dicom
 from .cls_metrics import classification_metrics, roc_auc
 from .config import ConfigError, RunConfig, TrainOptim, TrainRuntime, check_choice, check_minimums, run_config_loaders
 from .distributed import DistInfo

@@ -41,17 +41,13 @@ import torch.nn.functional as F
 
 from ..data.augment import AugmentConfig, augment_batch, normalised_from_pixel
 from ..data.cache import SliceCache, open_cache
-from ..data.config import PrepareConfig
-from ..data.segmentation import (
-    ACDC_LABEL_NAMES,
-    PHASE_KINDS,
-    prepare_seg_cache,
-    terminology_record,
-)
+from ..data.segmentation import PHASE_KINDS, prepare_seg_cache
 from ..data.splits import choose_labeled_subjects, split_seg_subjects
 from ..inference.segment import keep_largest_component, predict_probabilities
 from ..inference.weights import build_manifest, export_weights
 from ..models import PlaneSSLNet, UNetConfig
+from ..preprocess.config import PrepareConfig
+from ..preprocess.labels import ACDC_LABEL_NAMES, terminology_record
 from .config import ConfigError, RunConfig, TrainOptim, TrainRuntime, check_choice, check_minimums, run_config_loaders
 from .distributed import DistInfo, barrier
 from .engine import Engine, Task

@@ -25,9 +25,9 @@ import numpy as np
 import torch
 
 from ..atomic import atomic_path
-from ..data.codes import VIEW_NAMES
 from ..geometry.lines import ImageLine, clip_line_to_rect
 from ..inference.line_fit import fit_line, line_angle_error_deg, line_distance_error_px
+from ..preprocess.codes import VIEW_NAMES
 
 __all__ = ["PairErrors", "PretextReport", "evaluate_pretext", "untrained_like"]
 

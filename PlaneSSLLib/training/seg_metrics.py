@@ -29,7 +29,7 @@ from typing import Any
 
 import numpy as np
 
-from ..data.segmentation import ACDC_STRUCTURES
+from ..preprocess.labels import ACDC_STRUCTURES
 
 __all__ = ["METRIC_NAMES", "structure_metrics", "summarise", "one_hot_volume"]
 

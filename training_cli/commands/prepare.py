@@ -19,8 +19,8 @@ import time
 from dataclasses import replace
 from pathlib import Path
 
-from PlaneSSLLib.data.config import PrepareConfig, load_prepare_config
 from PlaneSSLLib.data.prepare import PrepareError, PrepareReport, prepare_cache
+from PlaneSSLLib.preprocess.config import PrepareConfig, load_prepare_config
 
 from ..errors import CLIError
 

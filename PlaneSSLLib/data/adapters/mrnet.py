@@ -16,7 +16,6 @@ data layer turns them into exams for ``planessl finetune acl`` (``data.exams.exa
 
 from __future__ import annotations
 
-import re
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -30,7 +29,6 @@ __all__ = ["MRNET_PLANES", "MRNET_TASKS", "MrnetExam", "mrnet_exams", "load_mrne
 #: MRNet folder -> view label.
 MRNET_PLANES = {"sagittal": "SAG", "coronal": "COR", "axial": "AX"}
 MRNET_TASKS = ("acl", "abnormal", "meniscus")
-_ID_RE = re.compile(r"^\d{4}$")
 _SIZE = 256
 
 

@@ -1,5 +1,8 @@
 """From a scanned, view-labelled DICOM tree to the list of slices to prepare, with their stacks.
 
+``scan_slices(root, config)`` does it all: ``dicom.scan.scan_tree``, views labelled
+(``dicom.report.apply_views``), then ``enumerate_slices``.
+
 One *slice* is one 2D frame (one cine phase of one plane position) of a usable series whose view
 label belongs to its study's anatomy. Rules (patient LPS, millimetres):
 
@@ -33,14 +36,18 @@ label belongs to its study's anatomy. Rules (patient LPS, millimetres):
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from pathlib import Path
 
 import numpy as np
 
 from ..dicom.records import Frame, ScanResult, Series
+from ..dicom.report import apply_views
+from ..dicom.scan import scan_tree
 from ..dicom.stacks import group_series_by_normal
 from ..dicom.views import APEX_PRIOR_LPS
 from ..geometry.planes import angle_between_normals_deg, unit
 from .codes import ANATOMIES, VIEWS_BY_ANATOMY, anatomy_code, view_code
+from .config import PrepareConfig
 
 __all__ = [
     "STACK_TOL_DEG",
@@ -51,6 +58,7 @@ __all__ = [
     "SliceTable",
     "enumerate_slices",
     "orient_normal",
+    "scan_slices",
 ]
 
 STACK_TOL_DEG = 3.0
@@ -189,3 +197,11 @@ def _stack_slices(
             )
     return out
 
+
+def scan_slices(data_dir: Path, config: PrepareConfig, workers: int = 1) -> tuple[SliceTable, list[tuple[str, str]]]:
+    """Scan ``data_dir``, label views, enumerate slices; also returns the scan's errors (file, reason)."""
+    result = scan_tree(Path(data_dir), workers=workers)
+    anatomy = None if config.anatomy == "auto" else config.anatomy
+    apply_views(result, anatomy_hint=anatomy, overrides=config.overrides or None)
+    errors = [(str(p.path), p.message) for p in result.problems if p.kind == "error"]
+    return enumerate_slices(result), errors

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-__all__ = ["ANATOMIES", "VIEW_CODES", "VIEW_NAMES", "VIEWS_BY_ANATOMY", "ANATOMY_OF_VIEW", "view_code", "anatomy_code"]
+__all__ = ["ANATOMIES", "VIEW_CODES", "VIEW_NAMES", "VIEWS_BY_ANATOMY", "view_code", "anatomy_code"]
 
 #: Anatomy codes (index into this tuple).
 ANATOMIES = ("heart", "knee")
@@ -11,7 +11,6 @@ VIEWS_BY_ANATOMY = {"heart": ("2CH", "3CH", "4CH", "SAX"), "knee": ("SAG", "COR"
 #: Global view codes: heart 0–3, knee 4–6 (the order of ``VIEWS_BY_ANATOMY``).
 VIEW_NAMES = tuple(v for a in ANATOMIES for v in VIEWS_BY_ANATOMY[a])
 VIEW_CODES = {name: i for i, name in enumerate(VIEW_NAMES)}
-ANATOMY_OF_VIEW = {v: a for a in ANATOMIES for v in VIEWS_BY_ANATOMY[a]}
 
 
 def view_code(name: str) -> int:
