@@ -105,6 +105,17 @@ CACHE_VERSION = 3
 #: The format name of the separate segmentation caches before version 3.
 _OLD_SEG_FORMAT = "planessl-seg-cache"
 
+#: The prepared image's plane (patient LPS, mm) and its source grid: the last fields of every index row.
+_GEOMETRY_FIELDS = [
+    ("origin_lps", "<f8", (3,)),
+    ("x_dir_lps", "<f8", (3,)),
+    ("y_dir_lps", "<f8", (3,)),
+    ("spacing_mm", "<f8", (2,)),
+    ("shape_px", "<i4", (2,)),
+    ("source_spacing_mm", "<f8", (2,)),
+    ("source_shape_px", "<i4", (2,)),
+]
+
 INDEX_DTYPE = np.dtype(
     [
         ("subject", "<i4"),
@@ -120,13 +131,7 @@ INDEX_DTYPE = np.dtype(
         ("n_phases", "<i2"),
         ("location", "<f4"),
         ("location_mm", "<f8"),
-        ("origin_lps", "<f8", (3,)),
-        ("x_dir_lps", "<f8", (3,)),
-        ("y_dir_lps", "<f8", (3,)),
-        ("spacing_mm", "<f8", (2,)),
-        ("shape_px", "<i4", (2,)),
-        ("source_spacing_mm", "<f8", (2,)),
-        ("source_shape_px", "<i4", (2,)),
+        *_GEOMETRY_FIELDS,
     ]
 )
 
@@ -139,13 +144,7 @@ SEG_INDEX_DTYPE = np.dtype([
     ("k", "<i2"),  # slice along the DICOM normal (NIfTI k)
     ("n_k", "<i2"),
     ("location_mm", "<f8"),  # n̂ · o along the stack's DICOM normal
-    ("origin_lps", "<f8", (3,)),
-    ("x_dir_lps", "<f8", (3,)),
-    ("y_dir_lps", "<f8", (3,)),
-    ("spacing_mm", "<f8", (2,)),
-    ("shape_px", "<i4", (2,)),
-    ("source_spacing_mm", "<f8", (2,)),
-    ("source_shape_px", "<i4", (2,)),
+    *_GEOMETRY_FIELDS,
 ])
 
 
@@ -248,22 +247,16 @@ class SliceCache:
     def __len__(self) -> int:
         return len(self.index)
 
-    @property
-    def key(self) -> str:
-        return str(self.meta["key"])
-
-    @property
-    def content(self) -> str:
-        """``"slices"`` or ``"seg"`` (``CONTENTS``)."""
-        return str(self.meta["content"])
-
-    @property
-    def description(self) -> str:
-        return CONTENTS[self.content].description
-
-    @property
-    def has_labels(self) -> bool:
-        return CONTENTS[self.content].labels
+    # -- what meta.json says (checked when the cache was opened)
+    key = property(lambda self: str(self.meta["key"]), doc="The cache key (settings + data fingerprint).")
+    content = property(lambda self: str(self.meta["content"]), doc='``"slices"`` or ``"seg"`` (``CONTENTS``).')
+    description = property(lambda self: CONTENTS[self.content].description)
+    has_labels = property(lambda self: CONTENTS[self.content].labels)
+    spacing_mm = property(lambda self: float(self.meta["spacing_mm"]),
+                          doc="In-plane pixel spacing of the prepared images.")
+    n_subjects = property(lambda self: len(self.meta["subjects"]))
+    subject_keys = property(lambda self: [s["key"] for s in self.meta["subjects"]],
+                            doc="Hashed PatientID of each subject index.")
 
     @property
     def config(self) -> PrepareConfig:
@@ -275,20 +268,6 @@ class SliceCache:
     def image_shape(self) -> tuple[int, int]:
         h, w = self.meta["image_shape"]
         return int(h), int(w)
-
-    @property
-    def spacing_mm(self) -> float:
-        """In-plane pixel spacing of the prepared images."""
-        return float(self.meta["spacing_mm"])
-
-    @property
-    def n_subjects(self) -> int:
-        return len(self.meta["subjects"])
-
-    @property
-    def subject_keys(self) -> list[str]:
-        """Hashed PatientID of each subject index."""
-        return [s["key"] for s in self.meta["subjects"]]
 
     def image(self, i: int) -> np.ndarray:
         """Prepared image ``i`` as float32 ``(H, W)``."""
