@@ -139,3 +139,13 @@ def test_shared_sections_validate_like_every_config():
 
     with pytest.raises(ConfigError, match=r"optim\.schedul: unknown key \(did you mean 'schedule'\?\)"):
         build_config(Holder, {"optim": {"schedul": "cosine"}}, "x.yaml", None)
+
+
+def test_keys_renamed_by_the_rebuild_are_named():
+    from PlaneSSLLib.training.finetune_acl import acl_config_from_dict
+
+    with pytest.raises(ConfigError) as info:
+        acl_config_from_dict({"data": {"root": "x"}, "optim": {"encoder_lr": 1e-4}, "model": {"freeze_encoder": True}},
+                             "acl.yaml")
+    assert "acl.yaml: optim.encoder_lr: renamed to optim.transferred_lr" in str(info.value)
+    assert "acl.yaml: model.freeze_encoder: renamed to optim.freeze_transferred" in str(info.value)

@@ -305,6 +305,10 @@ def _type_name(annotation: Any) -> str:
     )
 
 
+#: keys of earlier releases -> their names now (a config that still uses one is told so)
+RENAMED_KEYS = {"optim.encoder_lr": "optim.transferred_lr", "model.freeze_encoder": "optim.freeze_transferred"}
+
+
 def _unknown_key(key: str, known: list[str]) -> str:
     close = difflib.get_close_matches(key, known, n=1)
     hint = f"did you mean {close[0]!r}?" if close else "known: " + ", ".join(known)
@@ -324,7 +328,8 @@ def _build_section(cls: type, raw: Any, prefix: str, origin_of: typing.Callable[
     for key, value in raw.items():
         dotted = f"{prefix}.{key}" if prefix else str(key)
         if key not in known:
-            problems.append(f"{origin_of(dotted)}: {dotted}: {_unknown_key(str(key), known)}")
+            hint = f"renamed to {RENAMED_KEYS[dotted]}" if dotted in RENAMED_KEYS else _unknown_key(str(key), known)
+            problems.append(f"{origin_of(dotted)}: {dotted}: {hint}")
             continue
         annotation = hints[key]
         if dataclasses.is_dataclass(annotation):
