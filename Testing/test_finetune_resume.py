@@ -7,9 +7,7 @@ from __future__ import annotations
 import csv
 import json
 import signal
-import subprocess
 import sys
-import time
 from pathlib import Path
 
 import pytest
@@ -18,7 +16,7 @@ import yaml
 torch = pytest.importorskip("torch")
 
 from safetensors.torch import load_file  # noqa: E402
-from training_helpers import REPO, cli_env, run_cli  # noqa: E402
+from training_helpers import run_cli, start_cli, wait_for_step  # noqa: E402
 
 from PlaneSSLLib.phantoms import CohortOptions, write_cohort  # noqa: E402
 
@@ -69,31 +67,6 @@ def _cmd(task: str, config: Path, out: Path, *extra: str) -> list[str]:
             *extra]
 
 
-def _start(args: list[str]) -> subprocess.Popen:
-    return subprocess.Popen(args, cwd=REPO, env=cli_env(), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-
-
-def _step_of(out: Path) -> int:
-    try:
-        return int(json.loads((out / "checkpoints" / "last.json").read_text())["train_state"]["global_step"])
-    except (OSError, ValueError, KeyError):
-        return -1
-
-
-def _wait_for_step(proc: subprocess.Popen, out: Path, after: int, timeout: float = 120.0) -> int:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        step = _step_of(out)
-        if step > after:
-            return step
-        if proc.poll() is not None:
-            _, err = proc.communicate()
-            pytest.fail(f"training ended (rc {proc.returncode}) before a checkpoint after step {after}:\n{err}")
-        time.sleep(0.005)
-    proc.kill()
-    pytest.fail(f"no checkpoint after step {after} within {timeout} s")
-
-
 def _rows(path: Path) -> list[dict]:
     return [{k: v for k, v in row.items() if k not in TIMING} for row in csv.DictReader(path.open())]
 
@@ -107,15 +80,15 @@ def test_sigkill_then_resume_is_bit_identical(task, heart, knee, tmp_path):
     else:
         config = _acl_config(tmp_path / "c.yaml", knee)
     ref_out, out = tmp_path / "reference", tmp_path / "killed"
-    reference = _start(_cmd(task, config, ref_out))
-    victim = _start(_cmd(task, config, out))
+    reference = start_cli(_cmd(task, config, ref_out))
+    victim = start_cli(_cmd(task, config, out))
     kills = []
-    step = _wait_for_step(victim, out, after=-1)  # the first checkpoint (mid-epoch)
+    step = wait_for_step(victim, out, after=-1)  # the first checkpoint (mid-epoch)
     victim.kill()
     victim.communicate()
     kills.append(step)
-    victim = _start(_cmd(task, config, out, "--resume"))
-    step = _wait_for_step(victim, out, after=step + 3)  # a later one, across an epoch end
+    victim = start_cli(_cmd(task, config, out, "--resume"))
+    step = wait_for_step(victim, out, after=step + 3)  # a later one, across an epoch end
     victim.kill()
     victim.communicate()
     kills.append(step)
@@ -139,8 +112,8 @@ def test_sigkill_then_resume_is_bit_identical(task, heart, knee, tmp_path):
 def test_sigterm_stops_cleanly_and_resumes(heart, tmp_path):
     config = _seg_config(tmp_path / "c.yaml", heart, tmp_path / "cache", epochs=400)
     out = tmp_path / "run"
-    proc = _start(_cmd("seg", config, out))
-    _wait_for_step(proc, out, after=-1, timeout=300)
+    proc = start_cli(_cmd("seg", config, out))
+    wait_for_step(proc, out, after=-1, timeout=300)
     proc.send_signal(signal.SIGTERM)
     _, err = proc.communicate(timeout=120)
     assert proc.returncode == 128 + signal.SIGTERM, err

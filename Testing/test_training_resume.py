@@ -4,10 +4,7 @@ SIGTERM / SIGINT stop cleanly after writing a resumable checkpoint (exit 143 / 1
 from __future__ import annotations
 
 import csv
-import json
 import signal
-import subprocess
-import time
 from pathlib import Path
 
 import pytest
@@ -15,38 +12,12 @@ import pytest
 torch = pytest.importorskip("torch")
 
 from safetensors.torch import load_file  # noqa: E402
-from training_helpers import REPO, cli_env, pretrain_cmd, run_cli, write_config  # noqa: E402
+from training_helpers import pretrain_cmd, run_cli, start_cli, wait_for_step, write_config  # noqa: E402
 
 from PlaneSSLLib.training.checkpoint import load_checkpoint  # noqa: E402
 
 TIMING = {"images_per_s", "epoch_seconds"}
 pytestmark = pytest.mark.slow
-
-
-def _start(args: list[str]) -> subprocess.Popen:
-    return subprocess.Popen(args, cwd=REPO, env=cli_env(), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-
-
-def _step_of(out: Path) -> int:
-    sidecar = out / "checkpoints" / "last.json"
-    try:
-        return int(json.loads(sidecar.read_text())["train_state"]["global_step"])
-    except (OSError, ValueError, KeyError):
-        return -1
-
-
-def _wait_for_step(proc: subprocess.Popen, out: Path, after: int, timeout: float = 90.0) -> int:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        step = _step_of(out)
-        if step > after:
-            return step
-        if proc.poll() is not None:
-            _, err = proc.communicate()
-            pytest.fail(f"training ended (rc {proc.returncode}) before a checkpoint after step {after}:\n{err}")
-        time.sleep(0.01)
-    proc.kill()
-    pytest.fail(f"no checkpoint after step {after} within {timeout} s")
 
 
 def _model_tensors(path: Path) -> dict[str, torch.Tensor]:
@@ -65,15 +36,15 @@ def test_sigkill_then_resume_is_bit_identical(tmp_path):
         runtime={"deterministic": True, "checkpoint_every_steps": 2, "seed": 11},
     )
     ref_out, out = tmp_path / "reference", tmp_path / "killed"
-    reference = _start(pretrain_cmd(config, ref_out))
-    victim = _start(pretrain_cmd(config, out))
+    reference = start_cli(pretrain_cmd(config, ref_out))
+    victim = start_cli(pretrain_cmd(config, out))
     kills = []
-    step = _wait_for_step(victim, out, after=-1)  # the first checkpoint (mid-epoch)
+    step = wait_for_step(victim, out, after=-1)  # the first checkpoint (mid-epoch)
     victim.kill()
     victim.communicate()
     kills.append((step, victim.returncode))
-    victim = _start(pretrain_cmd(config, out, "--resume"))
-    step = _wait_for_step(victim, out, after=step + 2)  # a later one, across an epoch end
+    victim = start_cli(pretrain_cmd(config, out, "--resume"))
+    step = wait_for_step(victim, out, after=step + 2)  # a later one, across an epoch end
     victim.kill()
     victim.communicate()
     kills.append((step, victim.returncode))
@@ -99,9 +70,9 @@ def test_signals_stop_cleanly_with_a_resumable_checkpoint(tmp_path):
     config = write_config(tmp_path / "c.yaml", optim={"epochs": 500},
                           runtime={"checkpoint_every_steps": 50, "log_every": 1000})
     runs = {sig: (tmp_path / signal.Signals(sig).name) for sig in (signal.SIGTERM, signal.SIGINT)}
-    procs = {sig: _start(pretrain_cmd(config, out)) for sig, out in runs.items()}
+    procs = {sig: start_cli(pretrain_cmd(config, out)) for sig, out in runs.items()}
     for sig, proc in procs.items():
-        _wait_for_step(proc, runs[sig], after=-1)  # training is under way (a checkpoint was written)
+        wait_for_step(proc, runs[sig], after=-1)  # training is under way (a checkpoint was written)
         proc.send_signal(sig)
     for sig, proc in procs.items():
         _, err = proc.communicate(timeout=60)

@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+import json
 import os
 import subprocess
 import sys
+import time
 from pathlib import Path
 
+import pytest
 import yaml
 
 REPO = Path(__file__).resolve().parents[1]
@@ -46,3 +49,31 @@ def pretrain_cmd(config: Path, out: Path, *extra: str) -> list[str]:
 
 def run_cli(args: list[str], timeout: float = 120) -> subprocess.CompletedProcess:
     return subprocess.run(args, cwd=REPO, env=cli_env(), capture_output=True, text=True, timeout=timeout)
+
+
+def start_cli(args: list[str]) -> subprocess.Popen:
+    """A CLI subprocess (one thread) whose output is collected for ``communicate``."""
+    return subprocess.Popen(args, cwd=REPO, env=cli_env(), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+
+
+def checkpoint_step(out: Path) -> int:
+    """The global step of a run's ``last`` checkpoint (its JSON sidecar), -1 without one."""
+    try:
+        return int(json.loads((out / "checkpoints" / "last.json").read_text())["train_state"]["global_step"])
+    except (OSError, ValueError, KeyError):
+        return -1
+
+
+def wait_for_step(proc: subprocess.Popen, out: Path, after: int, timeout: float = 120.0) -> int:
+    """Wait until ``out`` holds a checkpoint past step ``after``; fails the test if the run ends or stalls."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        step = checkpoint_step(out)
+        if step > after:
+            return step
+        if proc.poll() is not None:
+            _, err = proc.communicate()
+            pytest.fail(f"training ended (rc {proc.returncode}) before a checkpoint after step {after}:\n{err}")
+        time.sleep(0.005)
+    proc.kill()
+    pytest.fail(f"no checkpoint after step {after} within {timeout} s")
