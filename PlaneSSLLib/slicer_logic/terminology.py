@@ -4,9 +4,8 @@ A segmentation manifest (task ``seg``, ``inference.manifest``) carries ``termino
 ``{"category": {scheme, value, meaning}, "labels": {"1": {name, scheme, value, meaning[,
 color_rgb]}, ...}}`` — one SNOMED CT type code per label value, as ``planessl finetune seg``
 writes it. :func:`segment_terms` turns it into one :class:`SegmentTerm` per label value. A label's
-colour is its ``color_rgb`` when the manifest gives one; otherwise Slicer's recommended colour of
-its code (``Terminologies`` module, "3D Slicer General Anatomy list"; Myocardium, absent there,
-gets Slicer's heart-muscle tone), else a colour of a fixed palette.
+colour is its ``color_rgb`` (``planessl finetune seg`` writes Slicer's recommended colours,
+``preprocess/labels.py``); a manifest without one gets a colour of a fixed palette.
 
 ``terminology_string`` writes the serialised entry that ``vtkSegment.SetTerminology`` and
 the Segment Editor read: ``context~category~type~typeModifier~regionContext~region~regionModifier``
@@ -40,13 +39,7 @@ class Code:
 ANATOMICAL_STRUCTURE = Code("SCT", "123037004", "Anatomical Structure")
 EMPTY = Code("", "", "")
 
-#: Slicer's recommended colours (RGB 0-255) of codes, for manifests whose labels carry no ``color_rgb``.
-RECOMMENDED_COLOURS: dict[tuple[str, str], tuple[int, int, int]] = {
-    ("SCT", "53085002"): (181, 85, 57),  # Right Ventricle
-    ("SCT", "74281007"): (206, 110, 84),  # Myocardium
-    ("SCT", "87878005"): (152, 55, 13),  # Left Ventricle
-}
-#: Colours of labels whose code has no recommended colour (by label value, cycled).
+#: Colours of labels whose manifest entry has no ``color_rgb`` (by label value, cycled).
 PALETTE: tuple[tuple[int, int, int], ...] = ((230, 25, 75), (60, 180, 75), (255, 225, 25), (0, 130, 200),
                                              (245, 130, 48), (145, 30, 180), (70, 240, 240), (240, 50, 230))
 
@@ -84,7 +77,7 @@ def _colour(entry: Mapping[str, Any], label: int) -> tuple[int, int, int]:
     if entry.get("color_rgb") is not None:
         r, g, b = entry["color_rgb"]
         return int(r), int(g), int(b)
-    return RECOMMENDED_COLOURS.get((str(entry["scheme"]), str(entry["value"])), PALETTE[(label - 1) % len(PALETTE)])
+    return PALETTE[(label - 1) % len(PALETTE)]
 
 
 def segment_terms(manifest: Mapping[str, Any], source: str = "manifest.json") -> tuple[SegmentTerm, ...]:
