@@ -523,12 +523,11 @@ def load_config(path: str | Path, overrides: list[str] | dict[str, Any] | None =
     return config_from_dict(raw, str(path), overrides, check_paths=check_paths)
 
 
-def save_config(cfg: PretrainConfig, path: str | Path) -> Path:
-    """Write the resolved config as YAML (atomically)."""
+def save_config(cfg: RunConfig, path: str | Path, command: str = "planessl pretrain") -> Path:
+    """Write a run's resolved config as YAML (atomically); ``command`` names the run in its first line."""
     from ..atomic import atomic_write_bytes
 
-    text = "# resolved PlaneSSL pretraining configuration (planessl pretrain)\n"
-    text += yaml.safe_dump(cfg.to_dict(), sort_keys=False)
+    text = f"# resolved PlaneSSL configuration ({command})\n" + yaml.safe_dump(cfg.to_dict(), sort_keys=False)
     return atomic_write_bytes(Path(path), text.encode("utf-8"))
 
 

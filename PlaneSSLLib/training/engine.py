@@ -38,17 +38,16 @@ from typing import Any
 import torch
 from torch.nn.parallel import DistributedDataParallel
 
-from ..atomic import atomic_write_bytes
 from ..errors import PlaneSSLError
 from .checkpoint import Checkpoint, checkpoint_path, load_checkpoint, restore_checkpoint, save_checkpoint
-from .config import ConfigError, config_hash
+from .config import ConfigError, config_hash, save_config
 from .distributed import DistInfo, all_reduce_sum, barrier, cleanup_distributed, init_distributed
 from .progress import MetricsLog, ProgressReporter, format_duration
 from .runtime import amp_dtype, autocast, make_grad_scaler, resolve_device, seed_everything, set_determinism
 from .schedule import LRPolicy, build_optimizer, drop_grads
 from .signals import GracefulStop, TrainingInterrupted
 
-__all__ = ["Task", "Engine", "EngineResult", "RunExistsError", "last_checkpoint", "run_task"]
+__all__ = ["Task", "Engine", "EngineResult", "RunExistsError", "finite_or_none", "last_checkpoint"]
 
 log = logging.getLogger("planessl.training")
 
@@ -115,7 +114,9 @@ class Task(ABC):
 
     @abstractmethod
     def validate(self, model: torch.nn.Module, dist: DistInfo) -> dict[str, Any]:
-        """The ``val_*`` columns of this epoch (``model`` is the bare module, in whatever mode)."""
+        """The ``val_*`` columns of this epoch (``model`` is the bare module, in whatever mode). Only rank 0's row
+        is saved and selects the best epoch: a task whose validation needs no collective may return empty
+        values on the other ranks instead of computing the same figures again."""
 
     @abstractmethod
     def improved(self, row: dict[str, Any], best: dict[str, Any] | None) -> bool:
@@ -163,14 +164,6 @@ def _lookup(data: dict, dotted: str) -> Any:
     for part in dotted.split("."):
         data = data.get(part) if isinstance(data, dict) else None
     return data
-
-
-def save_resolved_config(config: Any, path: Path, command: str) -> Path:
-    """``config.yaml``: the resolved configuration of a run (atomic)."""
-    import yaml
-
-    text = f"# resolved PlaneSSL configuration ({command})\n" + yaml.safe_dump(config.to_dict(), sort_keys=False)
-    return atomic_write_bytes(path, text.encode("utf-8"))
 
 
 class Engine:
@@ -430,7 +423,7 @@ class Engine:
             self._wrap()
             if dist.is_main:
                 self.out.mkdir(parents=True, exist_ok=True)
-                save_resolved_config(self.config, self.out / "config.yaml", f"planessl {self.task.name}")
+                save_config(self.config, self.out / "config.yaml", f"planessl {self.task.name}")
                 log.info("training %s on %s x %d process(es): %s; %d parameters, global batch %d, %d steps",
                          self.task.name, device.type, dist.world_size, self.task.describe_start(),
                          sum(p.numel() for p in self.net.parameters()), self.config.optim.batch_size,
@@ -446,11 +439,6 @@ class Engine:
             if own_stop:
                 self.stop.__exit__(None, None, None)
             cleanup_distributed()
-
-
-def run_task(task: Task, resume: bool = False, stop: GracefulStop | None = None) -> EngineResult:
-    """``Engine(task, stop).run(resume)``."""
-    return Engine(task, stop).run(resume)
 
 
 def finite_or_none(value: Any) -> Any:

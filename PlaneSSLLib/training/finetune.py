@@ -88,15 +88,17 @@ def check_finetune(cfg: Any, bad: Callable[[str, str], None], transfer_modes: tu
         bad("output", "must name a directory")
 
 
-def run_overrides(sets: list[str] | None, *, init: str | None = None, transfer: str | None = None,
+def run_overrides(sets: list[str] | None, *, init: str | Path | None = None, transfer: str | None = None,
                   labeled_subjects: int | None = None, seed: int | None = None,
                   output: str | Path | None = None) -> dict[str, Any]:
-    """The dotted-key overrides of one fine-tuning run: ``--set`` items, then the run's own flags."""
+    """The dotted-key overrides of one fine-tuning run: ``--set`` items, then the run's own settings
+    (paths as strings, counts and seeds as plain ints, e.g. from numpy)."""
     overrides = parse_overrides(sets)
-    for key, value in (("init.init", init), ("init.transfer", transfer), ("data.labeled_subjects", labeled_subjects),
-                       ("runtime.seed", seed), ("output", output)):
+    for key, value, kind in (("init.init", init, str), ("init.transfer", transfer, str),
+                             ("data.labeled_subjects", labeled_subjects, int), ("runtime.seed", seed, int),
+                             ("output", output, str)):
         if value is not None:
-            overrides[key] = str(value) if isinstance(value, Path) else value
+            overrides[key] = kind(value)
     return overrides
 
 

@@ -71,8 +71,8 @@ from ..preprocess.exams import KNEE_VIEWS, Exam, ExamError, exams_from_dicom
 from .cls_metrics import classification_metrics, roc_auc
 from .config import ConfigError, RunConfig, TrainOptim, TrainRuntime, check_choice, check_minimums, run_config_loaders
 from .distributed import DistInfo
-from .engine import Engine, Task
-from .finetune import FinetuneKind, FinetuneSummary, InitConfig, check_finetune, write_result_json
+from .engine import Engine, Task, finite_or_none
+from .finetune import FinetuneKind, FinetuneSummary, InitConfig, check_finetune, run_overrides, write_result_json
 from .signals import GracefulStop
 
 __all__ = [
@@ -374,10 +374,6 @@ def _better(row: dict[str, Any], best: dict[str, Any] | None) -> bool:
     return row["val_loss"] < best["val_loss"]
 
 
-def _nan_to_none(value: Any) -> Any:
-    return None if isinstance(value, float) and not math.isfinite(value) else value
-
-
 class AclTask(Task):
     """Exam-level ACL-tear classification as an engine task (module docstring)."""
 
@@ -465,11 +461,11 @@ class AclTask(Task):
 
     @torch.no_grad()
     def validate(self, model: torch.nn.Module, dist: DistInfo) -> dict[str, Any]:
-        if not len(self.val_ds):
+        if not len(self.val_ds) or not dist.is_main:  # only rank 0 saves checkpoints and selects the best
             return {"val_loss": None, "val_auc": None, "val_accuracy": None}
         probs = _predict(model, self.val_ds, self.device)
         truth = self.val_ds.labels()
-        return {"val_loss": _val_loss(probs, truth), "val_auc": _nan_to_none(roc_auc(truth, probs)),
+        return {"val_loss": _val_loss(probs, truth), "val_auc": finite_or_none(roc_auc(truth, probs)),
                 "val_accuracy": float(((probs >= self.config.evaluation.threshold) == truth).mean())}
 
     def improved(self, row: dict[str, Any], best: dict[str, Any] | None) -> bool:
@@ -533,11 +529,7 @@ def finetune_acl(config: AclConfig, init: str | Path | None = None, labeled_subj
         ConfigError (bad settings, too many labelled subjects), RunExistsError (output already holds a
         run), ExamError (data), WeightsError (``init``), TrainingInterrupted (a signal; resumable).
     """
-    changes: dict[str, Any] = {}
-    for key, value in (("init.init", init), ("data.labeled_subjects", labeled_subjects), ("runtime.seed", seed),
-                       ("output", output)):
-        if value is not None:
-            changes[key] = int(value) if isinstance(value, (int, np.integer)) else str(value)
+    changes = run_overrides(None, init=init, labeled_subjects=labeled_subjects, seed=seed, output=output)
     if changes:
         config = acl_config_from_dict(config.to_dict(), "config", changes)
     return Engine(AclTask(config, exams), stop).run(resume).result
@@ -551,13 +543,9 @@ def _fingerprint(exams: Sequence[Exam], prep: PrepareConfig) -> str:
     return h.hexdigest()
 
 
-def _run(config: AclConfig, resume: bool = False) -> AclResult:
-    return finetune_acl(config, resume=resume)
-
-
 #: the task as ``planessl finetune acl`` and ``planessl experiment transfer`` see it
 ACL_KIND = FinetuneKind(
     name="acl", headline="auc",
     description="ROC AUC on the test exams (the validation exams without data.test_fraction)",
-    load_config=load_acl_config, run=_run, transfer_modes=("encoder",),
+    load_config=load_acl_config, run=finetune_acl, transfer_modes=("encoder",),
 )

@@ -51,7 +51,7 @@ from ..preprocess.labels import ACDC_LABEL_NAMES, terminology_record
 from .config import ConfigError, RunConfig, TrainOptim, TrainRuntime, check_choice, check_minimums, run_config_loaders
 from .distributed import DistInfo, barrier
 from .engine import Engine, Task
-from .finetune import FinetuneKind, FinetuneSummary, InitConfig, check_finetune, write_result_json
+from .finetune import FinetuneKind, FinetuneSummary, InitConfig, check_finetune, run_overrides, write_result_json
 from .progress import write_metrics_csv
 from .seg_metrics import one_hot_volume, structure_metrics, summarise
 from .signals import GracefulStop
@@ -377,9 +377,10 @@ class SegTask(Task):
     @torch.no_grad()
     def validate(self, model: torch.nn.Module, dist: DistInfo) -> dict[str, Any]:
         """Validation loss, mean Dice over volumes and structures, and the mean Dice per structure (RV, Myo,
-        LV); empty without validation subjects. Every rank computes the same figures."""
+        LV); empty without validation subjects, and on ranks other than 0 under torchrun (only rank 0 saves
+        checkpoints and selects the best)."""
         empty = {"val_loss": None, "val_dice": None, **dict.fromkeys(VAL_STRUCTURE_COLUMNS)}
-        if not self.val_volumes:
+        if not self.val_volumes or not dist.is_main:
             return empty
         model.eval()
         losses, dices = [], []
@@ -466,23 +467,16 @@ def finetune_seg(config: FinetuneSegConfig, init: str | None = None, labeled_sub
     used without ``resume``), SegDataError (data/labels), TransferError (pretrained weights that do
     not fit), TrainingInterrupted (a signal; resumable).
     """
-    changes: dict[str, Any] = {}
-    for key, value in (("init.init", init), ("init.transfer", transfer), ("data.labeled_subjects", labeled_subjects),
-                       ("runtime.seed", seed), ("output", output)):
-        if value is not None:
-            changes[key] = int(value) if isinstance(value, (int, np.integer)) else str(value)
+    changes = run_overrides(None, init=init, transfer=transfer, labeled_subjects=labeled_subjects, seed=seed,
+                            output=output)
     if changes:
         config = finetune_config_from_dict(config.to_dict(), "config", changes)
     return Engine(SegTask(config), stop).run(resume).result
-
-
-def _run(config: FinetuneSegConfig, resume: bool = False) -> FinetuneResult:
-    return finetune_seg(config, resume=resume)
 
 
 #: the task as ``planessl finetune seg`` and ``planessl experiment transfer`` see it
 SEG_KIND = FinetuneKind(
     name="seg", headline="dice mean",
     description="mean Dice over structures (RV, Myo, LV) and phases (ED, ES)",
-    load_config=load_finetune_config, run=_run, transfer_modes=TRANSFER_MODES,
+    load_config=load_finetune_config, run=finetune_seg, transfer_modes=TRANSFER_MODES,
 )
