@@ -383,6 +383,7 @@ class AclTask(Task):
     def __init__(self, config: AclConfig, exams: Sequence[Exam] | None = None) -> None:
         super().__init__(config)
         self.seed = config.runtime.seed
+        self._fingerprint: str | None = None
         self.start = _resolve_init(config.init.init, config)
         m = self.start.encoder.size_multiple
         if self.start.prep.size_px % m:
@@ -434,7 +435,9 @@ class AclTask(Task):
                 + ("-" if self.pos_weight is None else f"{self.pos_weight:.3g}"))
 
     def fingerprint(self) -> str | None:
-        return _fingerprint(self.all_exams, self.start.prep)
+        if self._fingerprint is None:  # stored in every checkpoint: hashed once
+            self._fingerprint = _fingerprint(self.all_exams, self.start.prep)
+        return self._fingerprint
 
     def epoch_batches(self, epoch: int, dist: DistInfo) -> list[list[int]]:
         o = self.config.optim
