@@ -20,11 +20,12 @@ import nibabel as nib
 import numpy as np
 
 from ..atomic import atomic_write_bytes
-from ..geometry.frames import affine_lps_to_ras
+from ..geometry.frames import affine_lps_to_ras, affine_ras_to_lps
 from ..geometry.planes import ImagePlane
 from ..geometry.stacks import are_parallel, slice_locations_mm
 
-__all__ = ["stack_affine_ras", "stack_order", "write_label_nifti", "read_label_nifti"]
+__all__ = ["stack_affine_ras", "stack_order", "write_label_nifti", "read_label_nifti", "planes_from_affine_ras",
+           "slice_image"]
 
 
 def stack_order(planes: Sequence[ImagePlane]) -> np.ndarray:
@@ -82,3 +83,31 @@ def read_label_nifti(path: str | os.PathLike) -> tuple[np.ndarray, np.ndarray]:
     """(labels ``(cols, rows, k)`` uint8, voxel → RAS affine) of a label file written here."""
     img = nib.load(str(path))
     return np.asarray(img.dataobj, dtype=np.uint8), np.asarray(img.affine, dtype=np.float64)
+
+
+def planes_from_affine_ras(affine_ras: np.ndarray, shape: Sequence[int]) -> list[ImagePlane]:
+    """One :class:`ImagePlane` per slice ``k`` of a NIfTI volume ``(cols, rows, slices[, ...])``.
+
+    The inverse of :func:`stack_affine_ras`: the affine (voxel → RAS mm, as NIfTI stores it) is
+    turned into LPS; voxel ``(i, j, k)`` is (column, row, slice), so slice ``k``'s image is
+    ``volume[:, :, k].T`` (:func:`slice_image`) with origin ``A·(0, 0, k)``, column direction
+    ``A[:, 0]`` and row direction ``A[:, 1]`` (normalised; their lengths are the pixel spacing).
+    Raises ValueError for a degenerate or sheared affine (the plane checks name the problem).
+    """
+    if len(shape) < 3:
+        raise ValueError(f"a volume of at least 3 dimensions is needed, got shape {tuple(shape)}")
+    a = affine_ras_to_lps(np.asarray(affine_ras, dtype=np.float64))
+    col, row = a[:3, 0], a[:3, 1]
+    dc, dr = float(np.linalg.norm(col)), float(np.linalg.norm(row))
+    if not (np.isfinite(dc) and np.isfinite(dr)) or dc <= 0 or dr <= 0:
+        raise ValueError(f"the affine's in-plane voxel size is not positive ({dc:.4g}, {dr:.4g} mm)")
+    planes = []
+    for k in range(int(shape[2])):
+        origin = (a @ np.array([0.0, 0.0, float(k), 1.0]))[:3]
+        planes.append(ImagePlane(origin, col / dc, row / dr, (dr, dc), (int(shape[1]), int(shape[0]))))
+    return planes
+
+
+def slice_image(volume: np.ndarray, k: int) -> np.ndarray:
+    """Slice ``k`` of a ``(cols, rows, slices)`` NIfTI volume as a ``(rows, cols)`` image."""
+    return np.asarray(volume[:, :, k]).T
