@@ -204,9 +204,10 @@ def write_kaggle_dsb(cohort: Path, out: Path, quirks: DsbQuirks | None = None) -
         if k in quirks.duplicate_sax:  # the same slice acquired again: new series, same plane
             src = sax_dirs[1]
             number = int(sax_dirs[-1].name[4:]) + 10
+            series_uid = pydicom.uid.generate_uid(entropy_srcs=[str(src), "dup"])
             for i, f in enumerate(sorted(src.glob("*.dcm"))):
                 _rewrite(f, study / f"sax_{number}" / f"IM-{number:04d}-{i + 1:04d}.dcm", SeriesNumber=number,
-                         SeriesInstanceUID=pydicom.uid.generate_uid(entropy_srcs=[str(f), "dup"]),
+                         SeriesInstanceUID=series_uid,
                          SOPInstanceUID=pydicom.uid.generate_uid(entropy_srcs=[str(f), "dup-sop"]))
         if k in quirks.merged_sax:  # two slice locations in one folder (and one series)
             keep, gone = sax_dirs[1].name, sax_dirs[2].name
