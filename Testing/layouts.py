@@ -130,9 +130,26 @@ def _volume(positions: list[Position], phases: list[int]) -> np.ndarray:
     return np.round(vol).astype(np.int16)
 
 
-def write_mnms2(cohort: Path, out: Path, cine: bool = True) -> Path:
-    """An M&Ms-2 ``dataset`` folder at ``out`` from the phantom heart ``cohort`` (subject k -> ``00{k+1}``)."""
+def _flip_rows(volume: np.ndarray, affine_ras: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """The same image with its voxel rows (axis 1) stored in reverse; the affine follows (same geometry)."""
+    rows = volume.shape[1]
+    flip = np.eye(4)
+    flip[1, 1], flip[1, 3] = -1.0, rows - 1
+    return np.ascontiguousarray(volume[:, ::-1]), affine_ras @ flip
+
+
+def write_mnms2(cohort: Path, out: Path, cine: bool = True, flip_rows: bool = False) -> Path:
+    """An M&Ms-2 ``dataset`` folder at ``out`` from the phantom heart ``cohort`` (subject k -> ``00{k+1}``).
+
+    ``flip_rows``: store every volume with its rows reversed (and the affine to match), as converters
+    that do not keep DICOM's voxel order write them; the geometry is the same.
+    """
     out = Path(out)
+    if flip_rows:
+        def write(path: Path, volume: np.ndarray, affine: np.ndarray) -> Path:
+            return write_nifti(path, *_flip_rows(volume, affine))
+    else:
+        write = write_nifti
     out.mkdir(parents=True, exist_ok=True)
     info = [["SUBJECT_CODE", "DISEASE", "VENDOR", "SCANNER", "FIELD"]]
     vendors = [("SIEMENS", "Avanto", "1.5"), ("Philips Medical Systems", "Achieva", "3.0"),
@@ -148,16 +165,16 @@ def write_mnms2(cohort: Path, out: Path, cine: bool = True) -> Path:
         labels = {"ED": folder / "labels" / "sax_ed.nii.gz", "ES": folder / "labels" / "sax_es.nii.gz"}
         for phase_name, phase in (("ED", subject.ed_phase), ("ES", subject.es_phase)):
             sa = _volume(subject.sax, [phase])[..., 0]
-            write_nifti(sub / f"{code}_SA_{phase_name}.nii.gz", sa, sa_affine)
+            write(sub / f"{code}_SA_{phase_name}.nii.gz", sa, sa_affine)
             lab, lab_affine = read_label_nifti(labels[phase_name])
             assert np.allclose(lab_affine, sa_affine, atol=1e-4), "phantom labels off the SAX grid"
-            write_nifti(sub / f"{code}_SA_{phase_name}_gt.nii.gz", ACDC_TO_MNMS2[lab], sa_affine)
+            write(sub / f"{code}_SA_{phase_name}_gt.nii.gz", ACDC_TO_MNMS2[lab], sa_affine)
             la_vol = _volume([la], [phase])[..., 0]
-            write_nifti(sub / f"{code}_LA_{phase_name}.nii.gz", la_vol, la_affine)
-            write_nifti(sub / f"{code}_LA_{phase_name}_gt.nii.gz", np.zeros(la_vol.shape, np.uint8), la_affine)
+            write(sub / f"{code}_LA_{phase_name}.nii.gz", la_vol, la_affine)
+            write(sub / f"{code}_LA_{phase_name}_gt.nii.gz", np.zeros(la_vol.shape, np.uint8), la_affine)
         if cine:
-            write_nifti(sub / f"{code}_SA_CINE.nii.gz", _volume(subject.sax, list(range(n_phases))), sa_affine)
-            write_nifti(sub / f"{code}_LA_CINE.nii.gz", _volume([la], list(range(n_phases))), la_affine)
+            write(sub / f"{code}_SA_CINE.nii.gz", _volume(subject.sax, list(range(n_phases))), sa_affine)
+            write(sub / f"{code}_LA_CINE.nii.gz", _volume([la], list(range(n_phases))), la_affine)
         vendor, scanner, tesla = vendors[k % len(vendors)]
         info.append([code, "NOR" if k % 2 == 0 else "DLV", vendor, scanner, tesla])
     with (out / "dataset_information.csv").open("w", newline="") as fh:

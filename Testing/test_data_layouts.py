@@ -144,19 +144,29 @@ def test_nifti_frames_and_line_targets_agree_with_their_dicom(trees, tmp_path):
             a, b = image_line(image, cutting), image_line(image_d, cutting_d)
             va, vb = np.array([a.a, a.b, a.d]), np.array([b.a, b.b, b.d])
             assert min(np.abs(va - vb).max(), np.abs(va + vb).max()) < 0.1  # pixels (|a|,|b| unit)
-    # and in the prepared caches: the 4CH line in every SAX slice of subject 0, DICOM vs NIfTI
+    # and in the prepared caches: the 4CH line in every SAX slice of subject 0, DICOM vs NIfTI, with the
+    # NIfTI in DICOM's voxel order and with its rows stored reversed (the prepared image flips with them)
+    flipped = write_mnms2(trees["cohort"], tmp_path / "mnms2_flipped", flip_rows=True)
     rows = {}
-    for name, spec in (("dicom", f"dicom:{trees['cohort']}"), ("nifti", f"mnms2:{trees['mnms2']}")):
+    for name, spec in (("dicom", f"dicom:{trees['cohort']}"), ("nifti", f"mnms2:{trees['mnms2']}"),
+                       ("flipped", f"mnms2:{flipped}")):
         assert main(["prepare", "--data", spec, "--out", str(tmp_path / name), *PREPARE]) == 0
         index = open_cache(tmp_path / name).index
         sel = np.flatnonzero((index["subject"] == 0) & (index["view"] == VIEW_CODES["SAX"]))
         lines, valid, _ = line_targets(index, sel, "heart")
         order = np.lexsort((index["phase"][sel], index["position"][sel]))
-        rows[name] = (lines[order, 2], valid[order, 2])
-    assert rows["dicom"][1].all() and rows["nifti"][1].all() and len(rows["dicom"][0]) == len(rows["nifti"][0])
-    diff = np.minimum(np.abs(rows["dicom"][0] - rows["nifti"][0]).max(axis=1),
-                      np.abs(rows["dicom"][0] + rows["nifti"][0]).max(axis=1))
-    assert diff.max() < 0.1, diff
+        assert valid[order, 2].all()
+        rows[name] = lines[order, 2].astype(np.float64)
+    a, b, d = rows["dicom"].T
+    height = int(PREPARE[1])
+    expected = {"nifti": rows["dicom"], "flipped": np.stack([a, -b, d + b * (height - 1)], axis=1)}  # y -> H-1-y
+    for name, want in expected.items():
+        assert len(rows[name]) == len(want) > 0
+        diff = np.minimum(np.abs(rows[name] - want).max(axis=1), np.abs(rows[name] + want).max(axis=1))
+        assert diff.max() < 0.1, (name, diff)
+    f, n = rows["flipped"], rows["nifti"]
+    same = np.minimum(np.abs(f - n).max(axis=1), np.abs(f + n).max(axis=1))
+    assert same.max() > 1.0  # the reversed rows really moved the lines in the prepared grid
 
 
 def test_acdc_and_mrnet_give_location_only(trees, tmp_path, capsys):

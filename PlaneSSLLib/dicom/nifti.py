@@ -120,15 +120,17 @@ def read_nifti_frames(path: str | os.PathLike, frame_indices: Sequence[int]) -> 
         raise ValueError(f"a volume of at least 3 dimensions is needed, got shape {tuple(shape)}")
     n_slices = int(shape[2])
     n_phases = int(np.prod(shape[3:])) if len(shape) > 3 else 1
+    # a gzip stream cannot seek: slicing it frame by frame inflates it again each time, so several
+    # frames are cut from the volume read once
+    source = np.asanyarray(img.dataobj) if len(frame_indices) > 1 else img.dataobj
     out = []
     for f in frame_indices:
         k, t = int(f) % n_slices, int(f) // n_slices
         if not 0 <= t < n_phases:
             raise ValueError(f"frame {f} out of range ({n_slices} slices x {n_phases} phases)")
-        index = (slice(None), slice(None), k) + ((t,) if len(shape) == 4 else ())
-        if len(shape) > 4:
-            index = (slice(None), slice(None), k) + tuple(int(v) for v in np.unravel_index(t, shape[3:]))
-        out.append(np.asarray(img.dataobj[index], dtype=np.float32).T)
+        extra = tuple(int(v) for v in np.unravel_index(t, shape[3:])) if len(shape) > 3 else ()
+        index = (slice(None), slice(None), k) + extra
+        out.append(np.asarray(source[index], dtype=np.float32).T)
     return out
 
 

@@ -112,7 +112,7 @@ def ensure_cache(config: PretrainConfig, rank: int = 0, wait_s: float = 3600.0) 
                 raise ConfigError([f"data.root: {d.root}: rank {rank} waited {wait_s:.0f} s for rank 0 to prepare "
                                    f"the cache in {cache_root}"])
             time.sleep(2.0)
-    d.cache = str(cache_root)
+    d.cache, d.format = str(cache_root), spec.format  # the saved config names the layout read
     return report
 
 
