@@ -31,9 +31,10 @@ def register(sub: argparse._SubParsersAction) -> argparse.ArgumentParser:
     d = PrepareConfig()
     p = sub.add_parser(
         "prepare",
-        help="resample the labelled views of a DICOM folder into a training cache",
+        help="resample the labelled views of a data set into a training cache",
         description=(
-            "Scan DATA for DICOM images, label views (heart SAX/2CH/3CH/4CH, knee SAG/COR/AX), and write every "
+            "Scan DATA (a DICOM folder, or --data FORMAT:PATH for the public data-set layouts) for images, "
+            "label views (heart SAX/2CH/3CH/4CH, knee SAG/COR/AX), and write every "
             "usable slice resampled to a square pixel spacing, cropped/padded around the image centre and "
             "intensity-normalised per image into CACHE/<key>/ (images.npy memory map, index.npy geometry, "
             "meta.json). No patient identifier is stored. Settings on the command line override --config."
