@@ -252,8 +252,12 @@ def _zip_write(zf: zipfile.ZipFile, name: str, data: bytes) -> None:
     zf.writestr(info, data)
 
 
-def _ukbb_member(path: Path, description: str, series_uid: str) -> tuple[str, bytes, pydicom.Dataset]:
+def _ukbb_member(path: Path, description: str, series_uid: str,
+                 new_sop: bool = False) -> tuple[str, bytes, pydicom.Dataset]:
     ds = pydicom.dcmread(path)
+    if new_sop:
+        ds.SOPInstanceUID = pydicom.uid.generate_uid(entropy_srcs=[str(path), description])
+        ds.file_meta.MediaStorageSOPInstanceUID = ds.SOPInstanceUID
     ds.SeriesDescription = description
     ds.SeriesInstanceUID = series_uid
     buf = io.BytesIO()
@@ -261,13 +265,16 @@ def _ukbb_member(path: Path, description: str, series_uid: str) -> tuple[str, by
     return f"{ds.SOPInstanceUID}.dcm", buf.getvalue(), ds
 
 
-def write_ukbb(cohort: Path, out: Path, first_eid: int = 1000001, broken: dict[int, str] | None = None) -> Path:
+def write_ukbb(cohort: Path, out: Path, first_eid: int = 1000001, broken: dict[int, str] | None = None,
+               inline_vf: bool = False) -> Path:
     """UK Biobank zips at ``out``: ``<eid>_20209_2_0.zip`` (SAX) and ``<eid>_20208_2_0.zip`` (LAX) per subject.
 
     Subject k gets eid ``first_eid + k``; even subjects carry ``manifest.csv``, odd ones the
     misspelled ``manifest.cvs``. ``broken`` = {subject: "truncate" | "corrupt"}: that subject's SAX zip
     has its first DICOM member cut to 200 bytes ("truncate") or the SAX zip file itself is cut in half
-    ("corrupt"; an unreadable zip).
+    ("corrupt"; an unreadable zip). ``inline_vf``: the SAX zips also hold a derived series
+    ``CINE_segmented_SAX_InlineVF`` (a copy of the first slice, as the scanner's inline results sit beside
+    the cines in the real zips).
     """
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
@@ -278,7 +285,8 @@ def write_ukbb(cohort: Path, out: Path, first_eid: int = 1000001, broken: dict[i
         series_dirs = sorted(p for p in (folder / "study").iterdir() if p.is_dir())
         sax_dirs = sorted((p for p in series_dirs if p.name.startswith("sax_")), key=lambda p: int(p.name[4:]))
         groups = {
-            20209: [(d, f"CINE_segmented_SAX_b{i + 1}") for i, d in enumerate(sax_dirs)],
+            20209: [(d, f"CINE_segmented_SAX_b{i + 1}") for i, d in enumerate(sax_dirs)]
+            + ([(sax_dirs[0], "CINE_segmented_SAX_InlineVF")] if inline_vf else []),
             20208: [(d, f"CINE_segmented_LAX_{d.name[0]}Ch") for d in series_dirs if d.name[1:3] == "ch"],
         }
         for field_id, series in groups.items():
@@ -288,7 +296,7 @@ def write_ukbb(cohort: Path, out: Path, first_eid: int = 1000001, broken: dict[i
             for d, description in series:
                 uid = pydicom.uid.generate_uid(entropy_srcs=[str(eid), description])
                 for f in sorted(d.glob("*.dcm")):
-                    name, data, ds = _ukbb_member(f, description, uid)
+                    name, data, ds = _ukbb_member(f, description, uid, new_sop="InlineVF" in description)
                     members.append((name, data))
                     manifest.append([name, str(ds.PatientID), "Aug 30, 2015 12:00:00", description,
                                      str(ds.SeriesNumber)])

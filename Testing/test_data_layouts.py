@@ -37,7 +37,7 @@ def trees(heart_cohort, tmp_path_factory) -> dict[str, Path]:
     return {
         "cohort": heart_cohort,
         "kaggle-dsb": write_kaggle_dsb(heart_cohort, root / "dsb", quirks),
-        "ukbb": write_ukbb(heart_cohort, root / "ukbb"),
+        "ukbb": write_ukbb(heart_cohort, root / "ukbb", inline_vf=True),
         "mnms2": write_mnms2(heart_cohort, root / "mnms2"),
     }
 
@@ -83,6 +83,11 @@ def test_prepare_and_pretrain_each_layout(fmt, trees, tmp_path, capsys):
     for view in channels:  # every SAX slice gets the partner's line, as in a DICOM study
         assert valid[:, ["2CH", "3CH", "4CH"].index(view)].all() or (fmt == "kaggle-dsb" and view == "2CH"), view
     assert np.isfinite(cache.index["location"][sax]).all()
+    for subject, folder in enumerate(cohort_subjects(trees["cohort"])):  # each SAX slice once (no derived copy)
+        truth = read_heart_subject(folder).sax
+        assert (cache.index["subject"][sax] == subject).sum() == len(truth) * len(truth[0].frames)
+    if fmt == "ukbb":
+        assert [n for n in report["layout_notes"] if "InlineVF" in n]
     out = tmp_path / "run"
     assert main(["pretrain", "--config", str(CONFIG), "--data", f"{fmt}:{trees[fmt]}", "--out", str(out),
                  "--set", "data.cache=null", *TINY_PRETRAIN]) == 0

@@ -72,6 +72,7 @@ def scan_dataset(spec: DataSpec, workers: int = 1, anatomy: str | None = None,
         if fmt == "kaggle-dsb":
             scan.notes.extend(dsb_quirks(result, root))
         if fmt == "ukbb":
+            scan.notes.extend(_skip_ukbb_derived(result, root))
             _pseudonymise_ukbb(result)
         return scan
     if fmt == "mnms2":
@@ -93,6 +94,22 @@ def _ukbb_display(folder: Path) -> Path:
     if not m:
         return folder
     return folder.with_name(f"{hash_identifier('ukbb:' + m.group(1), 8)}_{m.group(2)}_{m.group(3)}_{m.group(4)}.zip")
+
+
+#: UK Biobank zips also hold series computed on the scanner from the cines (inline ventricular function
+#: results); they are not acquisitions and are left out.
+_UKBB_DERIVED = re.compile(r"inline[ _]?vf", re.IGNORECASE)
+
+
+def _skip_ukbb_derived(result: ScanResult, root: Path) -> list[str]:
+    notes = []
+    for study in result.studies:
+        for series in study.series:
+            if series.usable and _UKBB_DERIVED.search(series.description or ""):
+                series.usable = False
+                series.problems.append("derived series (inline ventricular function results), not an acquisition")
+                notes.append(f"{_ukbb_display(series.folder).name}: derived series {series.description!r} left out")
+    return notes
 
 
 def _pseudonymise_ukbb(result: ScanResult) -> None:
