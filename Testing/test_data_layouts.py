@@ -126,7 +126,9 @@ def test_ukbb_broken_members_named_rest_read_and_no_eid(heart_cohort, tmp_path, 
     assert main(["inspect", "--data", f"ukbb:{root}", "--json"]) == 0
     data = _json(capsys)
     cache_dir = Path(report["cache"])
-    stored = (cache_dir / "meta.json").read_text() + json.dumps(data["studies"])
+    shown = [data["studies"], data["ignored_summary"], [p for p in data["problems"] if p["kind"] == "ignored"]]
+    assert data["ignored_summary"]  # the manifests are noted (under the pseudonym)
+    stored = (cache_dir / "meta.json").read_text() + json.dumps(shown)
     stored += open_cache(cache_dir).index.tobytes().decode("latin-1")
     for secret in ("1000001", "1000002", "planessl-heart-0001"):  # eid, PatientID
         assert secret not in stored
@@ -206,3 +208,18 @@ def test_acdc_and_mrnet_give_location_only(trees, tmp_path, capsys):
     assert {VIEW_CODES[v] for v in ("SAG", "COR", "AX")} == set(index["view"].tolist())
     _, valid, _ = line_targets(index, np.arange(len(index)), "knee")
     assert not valid.any() and np.allclose(np.sort(np.unique(index["location"])), np.linspace(0, 1, 5))
+
+
+def test_mnms2_broken_volumes_named_and_the_rest_read(trees, tmp_path, capsys):
+    root = shutil.copytree(trees["mnms2"], tmp_path / "mnms2")
+    (root / "001" / "001_LA_CINE.nii.gz").write_bytes(b"\x1f\x8b broken")  # falls back on LA ED/ES
+    for name in ("002_SA_CINE.nii.gz", "002_SA_ED.nii.gz", "002_SA_ES.nii.gz"):  # subject 002 keeps only its LA
+        (root / "002" / name).write_bytes(b"")
+    assert main(["prepare", "--data", f"mnms2:{root}", "--out", str(tmp_path / "c"), "--json", *PREPARE]) == 0
+    report = _json(capsys)
+    named = sorted(Path(e["path"]).name for e in report["scan_errors"])
+    assert named == ["001_LA_CINE.nii.gz", "002_SA_CINE.nii.gz", "002_SA_ED.nii.gz", "002_SA_ES.nii.gz"], named
+    index = open_cache(tmp_path / "c").index
+    la = index[(index["subject"] == 0) & (index["view"] == VIEW_CODES["4CH"])]
+    assert len(la) == 2  # ED and ES
+    assert report["subjects"] == 2 and report["views"] == {"heart 4CH": 4, "heart SAX": int(report["slices"]) - 4}

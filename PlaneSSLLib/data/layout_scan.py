@@ -89,11 +89,14 @@ def scan_dataset(spec: DataSpec, workers: int = 1, anatomy: str | None = None,
 _UKBB_ZIP = re.compile(r"^(\d+)_(\d+)_(\d+)_(\d+)\.zip$", re.IGNORECASE)
 
 
-def _ukbb_display(folder: Path) -> Path:
-    m = _UKBB_ZIP.match(folder.name)
-    if not m:
-        return folder
-    return folder.with_name(f"{hash_identifier('ukbb:' + m.group(1), 8)}_{m.group(2)}_{m.group(3)}_{m.group(4)}.zip")
+def _ukbb_display(path: Path) -> Path:
+    """``path`` with its ``<eid>_<field>_<i>_<j>.zip`` component shown as ``<hash>_<field>_<i>_<j>.zip``."""
+    parts = list(Path(path).parts)
+    for n, part in enumerate(parts):
+        m = _UKBB_ZIP.match(part)
+        if m:
+            parts[n] = f"{hash_identifier('ukbb:' + m.group(1), 8)}_{m.group(2)}_{m.group(3)}_{m.group(4)}.zip"
+    return Path(*parts) if parts else Path(path)
 
 
 #: UK Biobank zips also hold series computed on the scanner from the cines (inline ventricular function
@@ -113,10 +116,15 @@ def _skip_ukbb_derived(result: ScanResult, root: Path) -> list[str]:
 
 
 def _pseudonymise_ukbb(result: ScanResult) -> None:
-    """Series folders and study roots shown without the eid (``<eid>_20209_2_0.zip`` -> ``<hash>_20209_2_0.zip``).
+    """Series folders, study roots and noted (ignored) files shown without the eid
+    (``<eid>_20209_2_0.zip`` -> ``<hash>_20209_2_0.zip``).
 
-    Frames keep their real paths (they are read from there, never written to a cache or report).
+    Frames keep their real paths (they are read from there, never written to a cache or report);
+    errors keep theirs too, so that the user can find the broken file.
     """
+    for problem in result.problems:
+        if problem.kind == "ignored":
+            problem.path = _ukbb_display(problem.path)
     for study in result.studies:
         study.root = _ukbb_display(study.root)
         for series in study.series:
