@@ -26,7 +26,8 @@ from training_cli.main import main
 PREPARE = ["--size", "32", "--spacing", "6", "--jobs", "1", "--quiet"]
 TINY_PRETRAIN = ["data.image_size=32", "data.spacing_mm=6", "data.sigma_px=1.5", "model.base_filters=4",
                  "model.levels=3", "model.location_hidden=8", "optim.epochs=1", "optim.slices_per_subject=2",
-                 "optim.batch_size=2", "data.val_fraction=0.5", "data.augment=false"]
+                 "optim.batch_size=2", "data.val_fraction=0.5", "data.augment=false", "runtime.tensorboard=false",
+                 "runtime.plot=false"]
 CONFIG = Path(__file__).resolve().parents[1] / "Resources" / "Configs" / "pretrain_demo.yaml"
 
 
@@ -223,3 +224,13 @@ def test_mnms2_broken_volumes_named_and_the_rest_read(trees, tmp_path, capsys):
     la = index[(index["subject"] == 0) & (index["view"] == VIEW_CODES["4CH"])]
     assert len(la) == 2  # ED and ES
     assert report["subjects"] == 2 and report["views"] == {"heart 4CH": 4, "heart SAX": int(report["slices"]) - 4}
+
+
+@pytest.mark.parametrize("fmt", ["ukbb", "mnms2"])
+def test_caches_from_layouts_are_byte_reproducible(fmt, trees, tmp_path):
+    digests = []
+    for name in ("a", "b"):
+        assert main(["prepare", "--data", f"{fmt}:{trees[fmt]}", "--out", str(tmp_path / name), *PREPARE]) == 0
+        cache = open_cache(tmp_path / name)
+        digests.append([(cache.path / f).read_bytes() for f in ("images.npy", "index.npy")] + [cache.key])
+    assert digests[0] == digests[1]
