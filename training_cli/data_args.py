@@ -28,9 +28,9 @@ def data_spec_from_args(args: argparse.Namespace, positional: Path | None, comma
                         allowed: tuple[str, ...] | None = None) -> DataSpec:
     """The resolved data set of a command: ``--data`` or the legacy positional folder (= ``dicom:FOLDER``)."""
     if args.data and positional is not None:
-        raise CLIError(f"planessl {command}: give the data set once, either as {positional} or as --data {args.data}")
+        raise CLIError(f"give the data set once, either as {positional} or as --data {args.data}")
     if not args.data and positional is None:
-        raise CLIError(f"planessl {command}: no data set (--data FORMAT:PATH; formats: {', '.join(DATA_FORMATS)})")
+        raise CLIError(f"no data set (--data FORMAT:PATH; formats: {', '.join(DATA_FORMATS)})")
     if positional is not None:
         if not Path(positional).exists():
             raise CLIError(f"{positional}: no such file or directory")
