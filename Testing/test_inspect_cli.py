@@ -71,7 +71,7 @@ def test_inspect_json_schema_and_series(mixed, json_and_text):
     assert data["schema_version"] == SCHEMA_VERSION
     assert data["root"] == str(mixed.root)
     assert set(data) == {"schema_version", "root", "files_seen", "images", "counts", "views_note", "studies",
-                         "problems", "ignored_summary"}
+                         "problems", "ignored_summary", "data_format", "layout_notes"}
     assert len(data["studies"]) == 2
     series = {}
     for study in data["studies"]:

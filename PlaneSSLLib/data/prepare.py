@@ -1,10 +1,10 @@
-"""``prepare_cache``: scan a DICOM tree, label views, resample every usable slice into the cache.
+"""``prepare_cache``: scan a data set (any layout of ``data.sources``), label views, resample every usable slice.
 
 Steps: list the files under DATA and fingerprint them (relative path, size, mtime); the cache
 key follows from that and the config, and an existing complete cache of that key is reused.
-Otherwise: ``preprocess.index.scan_slices`` (``dicom.scan.scan_tree``, ``dicom.views.identify_views``
-via ``dicom.report.apply_views``, then ``enumerate_slices``: stacks, anatomical slice order,
-relative locations), then each frame is decoded (``dicom.pixels.read_file_frames``),
+Otherwise: ``data.layout_scan.scan_dataset`` (``dicom.scan.scan_tree`` or the layout's NIfTI/NumPy
+reader, views labelled via ``dicom.report.apply_views``), then ``preprocess.index.enumerate_slices``
+(stacks, anatomical slice order, relative locations), then each frame is decoded (``dicom.pixels.read_file_frames``),
 normalised and resampled (``preprocess.resample.prepare_image``) — in ``jobs`` processes for large
 trees — into a memory-mapped array in a temporary folder, renamed into place when complete.
 A frame that cannot be decoded is skipped and named in the report; the scan's own problems
@@ -13,6 +13,7 @@ A frame that cannot be decoded is skipped and named in the report; the scan's ow
 
 from __future__ import annotations
 
+import hashlib
 import time
 import warnings
 from collections import Counter
@@ -29,7 +30,7 @@ from ..errors import PlaneSSLError
 from ..geometry.planes import ImagePlane
 from ..preprocess.codes import ANATOMIES, VIEW_CODES, VIEW_NAMES
 from ..preprocess.config import PrepareConfig
-from ..preprocess.index import SliceSource, SliceTable, scan_slices
+from ..preprocess.index import SliceSource, SliceTable, enumerate_slices
 from ..preprocess.resample import prepare_image
 from .cache import (
     IMAGES,
@@ -44,7 +45,9 @@ from .cache import (
     write_cache,
     write_meta,
 )
+from .layout_scan import scan_dataset
 from .pairs import PairConfig, line_targets, partner_summary
+from .sources import DataSpec
 
 __all__ = ["PrepareError", "PrepareReport", "expected_cache_key", "prepare_cache"]
 
@@ -74,51 +77,69 @@ class PrepareReport:
     scan_errors: list[tuple[str, str]] = field(default_factory=list)  # (file, reason) from the scan
     warnings: list[str] = field(default_factory=list)
     partners: list[str] = field(default_factory=list)  # line-target coverage summary (default pairs)
+    notes: list[str] = field(default_factory=list)  # layout quirks met and handled (naming folders; not cached)
+    format: str = ""  # the data-set layout read ("" for a reused cache)
     seconds: float = 0.0
 
 
 def prepare_cache(
-    data_dir: Path,
+    data_dir: Path | DataSpec,
     out_root: Path,
     config: PrepareConfig | None = None,
     jobs: int = 1,
     force: bool = False,
     progress: Progress | None = None,
 ) -> PrepareReport:
-    """Prepare (or reuse) the cache of ``data_dir`` under ``out_root/<key>``; returns a report.
+    """Prepare (or reuse) the cache of a data set under ``out_root/<key>``; returns a report.
 
-    Raises PrepareError when ``data_dir`` does not exist, holds no usable image of a labelled
-    view, or ``out_root`` cannot be written.
+    ``data_dir``: a :class:`data.sources.DataSpec` (any layout, format resolved) or a folder
+    (read as DICOM, today's reader). Raises PrepareError when the data do not exist, hold no
+    usable image of a labelled view, or ``out_root`` cannot be written.
     """
     start = time.perf_counter()
     config = config or PrepareConfig()
-    data_dir, out_root = Path(data_dir), Path(out_root)
+    spec = data_dir if isinstance(data_dir, DataSpec) else DataSpec("dicom", Path(data_dir))
+    data_dir, out_root = Path(spec.root), Path(out_root)
     if not data_dir.exists():
         raise PrepareError(f"{data_dir}: no such file or directory")
     files = _data_files(data_dir, out_root)
     if not files:
         raise PrepareError(f"{data_dir}: no files found")
-    fingerprint = data_fingerprint(files, data_dir if data_dir.is_dir() else data_dir.parent)
+    fingerprint = _fingerprint(spec, files)
     key = cache_key(config, fingerprint)
     cache = None if force else reuse_cache(out_root, key, "slices")
     if cache is not None:
         return _report_from_cache(cache, start)
 
-    table, scan_errors = scan_slices(data_dir, config, workers=max(1, jobs))
+    scan = scan_dataset(spec, workers=max(1, jobs), anatomy=None if config.anatomy == "auto" else config.anatomy,
+                        overrides=config.overrides or None)
+    table = enumerate_slices(scan.result)
+    scan_errors = [(str(p.path), p.message) for p in scan.result.problems if p.kind == "error"]
     if not table.slices:
         raise PrepareError(
-            f"{data_dir}: no usable image of a labelled view found ({len(files)} files; "
+            f"{data_dir}: no usable image of a labelled view found ({spec.format} layout, {len(files)} files; "
             f"{table.unusable_series} unusable and {table.unlabelled_series} unlabelled series; "
-            f"{len(scan_errors)} unreadable files) — see 'planessl inspect {data_dir}'"
+            f"{len(scan_errors)} unreadable files) — see 'planessl inspect --data {spec}'"
         )
     try:
         report = write_cache(out_root, key, lambda tmp: _write(tmp, table, config, key, fingerprint, jobs, progress))
     except CacheError as exc:  # out_root cannot be written
         raise PrepareError(str(exc)) from None
     report.scan_errors = scan_errors
+    report.notes = scan.notes
+    report.format = spec.format
     report.cache_dir = out_root / key
     report.seconds = time.perf_counter() - start
     return report
+
+
+def _fingerprint(spec: DataSpec, files: list[Path]) -> str:
+    """The data fingerprint; layouts other than a plain DICOM folder add their format (read differently)."""
+    root = spec.root if Path(spec.root).is_dir() else Path(spec.root).parent
+    fingerprint = data_fingerprint(files, root)
+    if spec.format in ("dicom", "phantom"):
+        return fingerprint
+    return hashlib.sha256(f"{spec.format}\0{fingerprint}".encode()).hexdigest()
 
 
 def _data_files(data_dir: Path, out_root: Path | None) -> list[Path]:
@@ -130,16 +151,16 @@ def _data_files(data_dir: Path, out_root: Path | None) -> list[Path]:
     return files
 
 
-def expected_cache_key(data_dir: Path, config: PrepareConfig, out_root: Path | None = None) -> str:
+def expected_cache_key(data_dir: Path | DataSpec, config: PrepareConfig, out_root: Path | None = None) -> str:
     """The key ``prepare_cache(data_dir, ..., config)`` would use now (files listed, not read).
 
     Pass it as ``open_cache(root, expect_key=...)`` to refuse a cache made from other data or settings.
     """
-    data_dir = Path(data_dir)
-    if not data_dir.exists():
-        raise PrepareError(f"{data_dir}: no such file or directory")
-    files = _data_files(data_dir, out_root)
-    return cache_key(config, data_fingerprint(files, data_dir if data_dir.is_dir() else data_dir.parent))
+    spec = data_dir if isinstance(data_dir, DataSpec) else DataSpec("dicom", Path(data_dir))
+    if not Path(spec.root).exists():
+        raise PrepareError(f"{spec.root}: no such file or directory")
+    files = _data_files(Path(spec.root), out_root)
+    return cache_key(config, _fingerprint(spec, files))
 
 
 # ----------------------------------------------------------------------------- workers

@@ -42,7 +42,7 @@ LAYOUTS = {
     "dicom": "a folder holding DICOM files (any nesting; one study per patient/study)",
     "phantom": "subjects.csv and subject_NNNN/ folders written by 'planessl phantom'",
     "kaggle-dsb": "<id>/study/sax_N/*.dcm (and 2ch_N, 4ch_N) per subject, under train/ or validate/",
-    "ukbb": "<eid>_20209_<i>_<j>.zip (SAX) and <eid>_20208_<i>_<j>.zip (LAX) per subject",
+    "ukbb": "<eid>_20209_<i>_<j>.zip (SAX) and <eid>_20208_<i>_<j>.zip (LAX) per subject, DICOM + manifest.csv inside",
     "acdc": "patientNNN/ folders with Info.cfg and patientNNN_frameNN[_gt].nii.gz",
     "mnms2": "NNN/ folders with NNN_SA_ED.nii.gz, NNN_LA_ED.nii.gz ... and dataset_information.csv",
     "mrnet": "train/ and valid/ with sagittal/, coronal/, axial/ .npy stacks and train-acl.csv",

@@ -25,7 +25,7 @@ from ..geometry.planes import ImagePlane
 from ..geometry.stacks import are_parallel, slice_locations_mm
 
 __all__ = ["stack_affine_ras", "stack_order", "write_label_nifti", "read_label_nifti", "planes_from_affine_ras",
-           "slice_image"]
+           "read_nifti_frames", "slice_image"]
 
 
 def stack_order(planes: Sequence[ImagePlane]) -> np.ndarray:
@@ -106,6 +106,32 @@ def planes_from_affine_ras(affine_ras: np.ndarray, shape: Sequence[int]) -> list
         origin = (a @ np.array([0.0, 0.0, float(k), 1.0]))[:3]
         planes.append(ImagePlane(origin, col / dc, row / dr, (dr, dc), (int(shape[1]), int(shape[0]))))
     return planes
+
+
+def read_nifti_frames(path: str | os.PathLike, frame_indices: Sequence[int]) -> list[np.ndarray]:
+    """Frames of a NIfTI volume ``(cols, rows, slices[, phases])``, each float32 ``(rows, cols)``.
+
+    ``frame_index = phase * slices + slice`` (``dicom.containers``); scaling (scl_slope/inter) applied.
+    Raises ValueError for an index out of range or a volume of fewer than 3 dimensions.
+    """
+    img = nib.load(str(path))
+    shape = img.shape
+    if len(shape) < 3:
+        raise ValueError(f"a volume of at least 3 dimensions is needed, got shape {tuple(shape)}")
+    n_slices = int(shape[2])
+    n_phases = int(np.prod(shape[3:])) if len(shape) > 3 else 1
+    # a gzip stream cannot seek: slicing it frame by frame inflates it again each time, so several
+    # frames are cut from the volume read once
+    source = np.asanyarray(img.dataobj) if len(frame_indices) > 1 else img.dataobj
+    out = []
+    for f in frame_indices:
+        k, t = int(f) % n_slices, int(f) // n_slices
+        if not 0 <= t < n_phases:
+            raise ValueError(f"frame {f} out of range ({n_slices} slices x {n_phases} phases)")
+        extra = tuple(int(v) for v in np.unravel_index(t, shape[3:])) if len(shape) > 3 else ()
+        index = (slice(None), slice(None), k) + extra
+        out.append(np.asarray(source[index], dtype=np.float32).T)
+    return out
 
 
 def slice_image(volume: np.ndarray, k: int) -> np.ndarray:

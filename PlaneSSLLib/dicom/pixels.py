@@ -13,6 +13,7 @@ Every failure raises ``PixelReadError`` whose message names the file.
 
 from __future__ import annotations
 
+import io
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -24,6 +25,8 @@ from pydicom.pixels import pixel_array
 from pydicom.uid import UID, ImplicitVRLittleEndian
 
 from ..errors import PlaneSSLError
+from .containers import is_nifti, is_npy, read_zip_member, zip_member
+from .nifti import read_nifti_frames
 from .planes import number_of_frames
 from .records import Frame, Position, Series
 from .scan import functional_item
@@ -82,8 +85,20 @@ def read_series_pixels(series: Series) -> np.ndarray:
 
 
 def read_file_frames(path: Path, frame_indices: Sequence[int]) -> list[np.ndarray]:
-    """Frames ``frame_indices`` (0-based) of the file at ``path``, each float32 ``(rows, cols)``."""
+    """Frames ``frame_indices`` (0-based) of the file at ``path``, each float32 ``(rows, cols)``.
+
+    ``path`` may also be a zip member ``ARCHIVE.zip/MEMBER``, a NIfTI volume or a NumPy stack
+    (``dicom.containers``: what ``frame_indices`` means there).
+    """
     path = Path(path)
+    if is_nifti(path) or is_npy(path):
+        try:
+            return read_nifti_frames(path, frame_indices) if is_nifti(path) else _npy_frames(path, frame_indices)
+        except (OSError, ValueError, IndexError, EOFError) as exc:
+            raise PixelReadError(f"{path}: cannot read ({type(exc).__name__}: {' '.join(str(exc).split())})") \
+                from None
+        except Exception as exc:  # noqa: BLE001 - nibabel/numpy raise many types for a damaged file
+            raise PixelReadError(f"{path}: cannot read ({type(exc).__name__}: {exc})") from None
     ds = _read_dataset(path)
     n = number_of_frames(ds)
     bad = [i for i in frame_indices if not 0 <= i < n]
@@ -123,12 +138,25 @@ def _read_frames(frames: Sequence[Frame]) -> np.ndarray:
     return np.stack([arrays[f.path][f.frame_index] for f in frames])
 
 
+def _npy_frames(path: Path, frame_indices: Sequence[int]) -> list[np.ndarray]:
+    """Slices of a ``(slices, rows, cols)`` NumPy stack (MRNet), float32."""
+    stack = np.load(path, mmap_mode="r", allow_pickle=False)
+    if stack.ndim != 3:
+        raise ValueError(f"expected a (slices, rows, cols) array, got shape {stack.shape}")
+    return [np.asarray(stack[i], dtype=np.float32) for i in frame_indices]
+
+
 def _read_dataset(path: Path) -> Dataset:
+    source: Path | io.BytesIO = path
     try:
+        if zip_member(path) is not None:
+            source = io.BytesIO(read_zip_member(path))
         try:
-            ds = pydicom.dcmread(path, force=False)
+            ds = pydicom.dcmread(source, force=False)
         except InvalidDicomError:
-            ds = pydicom.dcmread(path, force=True)  # no preamble: the scanner accepted it
+            if isinstance(source, io.BytesIO):
+                source.seek(0)
+            ds = pydicom.dcmread(source, force=True)  # no preamble: the scanner accepted it
     except FileNotFoundError as exc:
         raise PixelReadError(f"{path}: no such file") from exc
     except Exception as exc:  # noqa: BLE001 - any failure of the reader names the file

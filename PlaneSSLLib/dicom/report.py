@@ -38,7 +38,9 @@ JSON schema (``SCHEMA_VERSION`` 1; keys are always present, values may be null):
         }]
       }],
       "problems": [{"path": str, "kind": "error" | "ignored", "message": str}],  # path relative to root
-      "ignored_summary": [{"message": str, "count": int, "paths": [str]}]
+      "ignored_summary": [{"message": str, "count": int, "paths": [str]}],
+      "data_format": str,               # the data-set layout read (data.sources), "dicom" by default
+      "layout_notes": [str]             # layout quirks met and handled (e.g. Kaggle DSB duplicates)
     }
 
 No patient name, identifier, birth date or UID appears: studies, patients and series are
@@ -104,7 +106,8 @@ def apply_views(
 
 
 # ----------------------------------------------------------------------------- JSON
-def scan_to_dict(result: ScanResult, views_note: str | None = None, root_label: str | None = None) -> dict[str, Any]:
+def scan_to_dict(result: ScanResult, views_note: str | None = None, root_label: str | None = None,
+                 data_format: str = "dicom", layout_notes: list[str] | None = None) -> dict[str, Any]:
     """The inspect JSON object (module docstring) for ``result``."""
     root = result.root
     series = [s for st in result.studies for s in st.series]
@@ -129,6 +132,8 @@ def scan_to_dict(result: ScanResult, views_note: str | None = None, root_label: 
             {"message": message, "count": len(paths), "paths": paths}
             for message, paths in _ignored_groups(ignored, root)
         ],
+        "data_format": data_format,
+        "layout_notes": list(layout_notes or []),
     }
 
 

@@ -17,9 +17,11 @@ bad data: every problem names its file.
 from __future__ import annotations
 
 import functools
+import io
 import os
 import struct
 import warnings
+import zipfile
 import zlib
 from collections.abc import Callable, Iterable, Sequence
 from concurrent.futures import ProcessPoolExecutor
@@ -34,6 +36,7 @@ from pydicom.errors import InvalidDicomError
 from pydicom.uid import UID, DeflatedExplicitVRLittleEndian, ImplicitVRLittleEndian
 
 from ..geometry.planes import ImagePlane
+from .containers import MANIFEST_NAMES, manifest_filenames
 from .planes import GeometryError, plane_from_dataset
 from .records import FileHeader, FrameHeader, Problem, ScanResult, hash_identifier
 from .series import build_studies
@@ -42,7 +45,9 @@ __all__ = [
     "ProgressCallback",
     "list_files",
     "read_file_header",
+    "read_header_bytes",
     "read_headers",
+    "read_zip_headers",
     "scan_tree",
     "sop_class_name",
 ]
@@ -115,7 +120,22 @@ def read_file_header(path: Path) -> FileHeader | Problem:
         size = path.stat().st_size
         if size == 0:
             return Problem(path, "ignored", "empty file")
-        with open(path, "rb") as fp, warnings.catch_warnings():
+        with open(path, "rb") as fp:
+            return _header_from(path, fp, size)
+    except OSError as exc:
+        return Problem(path, "error", f"cannot read file: {exc.strerror or _clean(exc)}")
+
+
+def read_header_bytes(path: Path, data: bytes) -> FileHeader | Problem:
+    """``read_file_header`` of an in-memory file (a zip member); ``path`` names it in the results."""
+    if not data:
+        return Problem(path, "ignored", "empty file")
+    return _header_from(Path(path), io.BytesIO(data), len(data))
+
+
+def _header_from(path: Path, fp: BinaryIO, size: int) -> FileHeader | Problem:
+    try:
+        with warnings.catch_warnings():
             warnings.simplefilter("ignore")  # odd values are pydicom's warnings, not our problems
             parsed = _read_dataset_header(fp, size)
             if parsed is None:
@@ -129,6 +149,55 @@ def read_file_header(path: Path) -> FileHeader | Problem:
         return Problem(path, "error", f"cannot read file: {exc.strerror or _clean(exc)}")
     except Exception as exc:  # noqa: BLE001 - bad data must never end the scan with a traceback
         return Problem(path, "error", f"unreadable DICOM file ({type(exc).__name__}: {_clean(exc)})")
+
+
+def read_zip_headers(archive: Path) -> list[FileHeader | Problem]:
+    """The headers of every member of a zip archive (read in memory, never unpacked to disk).
+
+    Members are named ``ARCHIVE/MEMBER`` (``dicom.containers``). A UK Biobank manifest
+    (``manifest.csv`` or ``manifest.cvs``) is noted as ignored and its file list checked: a member
+    it lists but the archive lacks is an error naming both. An archive that cannot be opened, or
+    a member that cannot be inflated, is one error naming it; the other members are still read.
+    """
+    archive = Path(archive)
+    try:
+        zf = zipfile.ZipFile(archive)
+    except (zipfile.BadZipFile, OSError, EOFError, ValueError) as exc:
+        return [Problem(archive, "error", f"unreadable zip archive ({_clean(exc)})")]
+    out: list[FileHeader | Problem] = []
+    with zf:
+        infos = [i for i in zf.infolist() if not i.is_dir()]
+        names = {i.filename for i in infos}
+        for info in infos:
+            member = archive / info.filename
+            if info.filename.rsplit("/", 1)[-1].lower() in MANIFEST_NAMES:
+                out.append(Problem(member, "ignored", "zip manifest"))
+                try:
+                    listed = manifest_filenames(zf.read(info))
+                except (zipfile.BadZipFile, OSError, EOFError, zlib.error, ValueError) as exc:
+                    out.append(Problem(member, "error", f"damaged zip member ({_clean(exc)})"))
+                    continue
+                base = info.filename.rpartition("/")[0]
+                for name in listed:
+                    full = f"{base}/{name}" if base else name
+                    if full not in names:
+                        out.append(Problem(archive / full, "error", f"listed in {info.filename} but missing from "
+                                                                    "the archive"))
+                continue
+            try:
+                data = zf.read(info)
+            except (zipfile.BadZipFile, OSError, EOFError, zlib.error, ValueError) as exc:
+                out.append(Problem(member, "error", f"damaged zip member ({_clean(exc)})"))
+                continue
+            out.append(read_header_bytes(member, data))
+    return out
+
+
+def _read_any(path: Path) -> list[FileHeader | Problem]:
+    """One file's header, or the headers of a zip archive's members."""
+    if path.suffix.lower() == ".zip":
+        return read_zip_headers(path)
+    return [read_file_header(path)]
 
 
 @dataclass
@@ -519,7 +588,8 @@ def _check_fragments(fp: BinaryIO, start: int, size: int, n_frames: int) -> str 
 def read_headers(
     paths: Sequence[Path], progress: ProgressCallback | None = None, workers: int = 1
 ) -> list[FileHeader | Problem]:
-    """``read_file_header`` of every path, in order; ``workers > 1`` reads in a process pool.
+    """``read_file_header`` of every path, in order (a zip archive gives one item per member, see
+    ``read_zip_headers``); ``workers > 1`` reads in a process pool.
 
     The pool is only used for trees of at least a few hundred files per worker; results are
     identical either way.
@@ -527,16 +597,16 @@ def read_headers(
     total = len(paths)
     workers = max(1, min(int(workers), total // _MIN_FILES_PER_WORKER))
     results: list[FileHeader | Problem] = []
-    iterator: Iterable[FileHeader | Problem]
+    iterator: Iterable[list[FileHeader | Problem]]
     pool = None
     if workers > 1:
         pool = ProcessPoolExecutor(max_workers=workers)
-        iterator = pool.map(read_file_header, paths, chunksize=max(16, total // (workers * 16)))
+        iterator = pool.map(_read_any, paths, chunksize=max(16, total // (workers * 16)))
     else:
-        iterator = map(read_file_header, paths)
+        iterator = map(_read_any, paths)
     try:
-        for done, item in enumerate(iterator, start=1):
-            results.append(item)
+        for done, items in enumerate(iterator, start=1):
+            results.extend(items)
             if progress is not None:
                 progress(done, total)
     finally:

@@ -59,7 +59,11 @@ class DataConfig:
     """Where the slices come from and how targets are drawn."""
 
     source: str = "cache"  #: "cache" (the data layer's cache) or "synthetic" (tests, benchmarks)
-    cache: str | None = None  #: cache directory (required when source is "cache")
+    cache: str | None = None  #: cache directory (required when source is "cache", unless data.root is given)
+    #: a data set to prepare the cache from before training (data.sources layouts); the cache goes to
+    #: data.cache, else OUTPUT/cache, and is reused while the data and settings are unchanged
+    root: str | None = None
+    format: str = "auto"  #: layout of data.root: dicom, phantom, kaggle-dsb, ukbb, acdc, mnms2, mrnet or auto
     anatomy: str = "heart"  #: "heart" or "knee"
     #: view -> partner views (one heatmap channel each); empty = the data layer's default for the anatomy
     views: dict[str, list[str]] = field(default_factory=dict)
@@ -392,9 +396,20 @@ def _check_ranges(cfg: PretrainConfig, origin_of: typing.Callable[[str], str], p
     check_runtime(r, bad)
     if not cfg.output:
         bad("output", "must name a directory")
-    if d.source == "cache":
+    if d.root is not None:
+        from ..data.sources import DATA_FORMATS
+
+        check_choice(bad, "data.format", d.format, DATA_FORMATS)
+        if d.source != "cache":
+            bad("data.root", "only with data.source 'cache' (the data set is prepared into the cache)")
+        elif check_paths and not Path(d.root).is_dir():
+            bad("data.root", f"data set folder {str(d.root)!r} does not exist")
+        if isinstance(d.image_size, list) and len(set(d.image_size)) > 1:
+            bad("data.image_size", "must be square when the cache is prepared from data.root")
+    elif d.source == "cache":
         if not d.cache:
-            bad("data.cache", "required when data.source is 'cache' (the directory the data layer's cache is in)")
+            bad("data.cache", "required when data.source is 'cache' (the directory the data layer's cache is in), "
+                              "or give data.root (and data.format) to prepare it")
         elif check_paths:
             path = Path(d.cache)
             if not path.exists():

@@ -36,6 +36,7 @@ __all__ = [
     "SamplerFactory",
     "build_datasets",
     "check_data_source",
+    "ensure_cache",
     "subject_epoch_sampler",
 ]
 
@@ -76,6 +77,43 @@ def subject_epoch_sampler(subject_of_item: Sequence[int], slices_per_subject: in
         return [chosen[i] for i in rng.permutation(len(chosen))]
 
     return factory
+
+
+def ensure_cache(config: PretrainConfig, rank: int = 0, wait_s: float = 3600.0) -> Any:
+    """Prepare the cache from ``data.root`` (``data.format``) when the config names a data set.
+
+    The cache goes to ``data.cache``, else ``OUTPUT/cache``; ``config.data.cache`` is set to it (so
+    the resolved config saved beside the outputs names both). Rank 0 prepares (an up-to-date cache
+    is reused); other ranks wait for it. Returns the ``data.prepare.PrepareReport`` on rank 0, else
+    None (also when no ``data.root`` is given). Raises PlaneSSLError subclasses with the data set named.
+    """
+    import time
+
+    from ..data.prepare import expected_cache_key, prepare_cache
+    from ..data.sources import parse_data_spec, resolve_data_spec
+    from ..preprocess.config import PrepareConfig
+
+    d = config.data
+    if d.source != "cache" or not d.root:
+        return None
+    spec = resolve_data_spec(parse_data_spec(f"{d.format}:{d.root}"))
+    cache_root = Path(d.cache) if d.cache else Path(config.output) / "cache"
+    prepare = PrepareConfig(spacing_mm=d.spacing_mm, size_px=d.size_hw[0], anatomy=d.anatomy)
+    report = None
+    if rank == 0:
+        report = prepare_cache(spec, cache_root, prepare, jobs=1)
+    else:
+        from ..data.cache import reuse_cache
+
+        key = expected_cache_key(spec, prepare, cache_root)
+        deadline = time.monotonic() + wait_s
+        while reuse_cache(cache_root, key, "slices") is None:
+            if time.monotonic() > deadline:
+                raise ConfigError([f"data.root: {d.root}: rank {rank} waited {wait_s:.0f} s for rank 0 to prepare "
+                                   f"the cache in {cache_root}"])
+            time.sleep(2.0)
+    d.cache, d.format = str(cache_root), spec.format  # the saved config names the layout read
+    return report
 
 
 def check_data_source(config: PretrainConfig) -> None:

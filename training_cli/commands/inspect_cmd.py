@@ -1,4 +1,4 @@
-"""``planessl inspect DIR [--json] [--overrides FILE] [--anatomy auto|heart|knee]``.
+"""``planessl inspect (DIR | --data FORMAT:PATH) [--json] [--overrides FILE] [--anatomy auto|heart|knee]``.
 
 Scans a folder tree for DICOM images (headers only) and prints every study with its series
 (view, slices, phases, spacing, size, transfer syntaxes, usability) and every problem met,
@@ -17,10 +17,11 @@ import time
 from pathlib import Path
 from typing import Any
 
+from PlaneSSLLib.data.layout_scan import scan_dataset
 from PlaneSSLLib.dicom.records import VIEW_LABELS
-from PlaneSSLLib.dicom.report import apply_views, format_text, scan_to_dict
-from PlaneSSLLib.dicom.scan import scan_tree
+from PlaneSSLLib.dicom.report import format_text, scan_to_dict
 
+from ..data_args import add_data_argument, data_spec_from_args
 from ..errors import CLIError
 
 _KNOWN_VIEWS = {label for labels in VIEW_LABELS.values() for label in labels}
@@ -39,7 +40,9 @@ def register(sub: argparse._SubParsersAction) -> argparse.ArgumentParser:
             "(studies and series are shown by a short hash)."
         ),
     )
-    p.add_argument("dir", type=Path, metavar="DIR", help="folder to scan (or a single DICOM file)")
+    p.add_argument("dir", type=Path, metavar="DIR", nargs="?",
+                   help="folder to scan (or a single DICOM file); the same as --data dicom:DIR")
+    add_data_argument(p)
     p.add_argument("--json", action="store_true", help="print one JSON object (schema in PlaneSSLLib.dicom.report)")
     p.add_argument(
         "--overrides",
@@ -65,28 +68,31 @@ def register(sub: argparse._SubParsersAction) -> argparse.ArgumentParser:
 
 
 def run(args: argparse.Namespace) -> int:
-    root: Path = args.dir
-    if not root.exists():
-        raise CLIError(f"{root}: no such file or directory")
+    spec = data_spec_from_args(args, args.dir, "inspect")
+    root = spec.root
     overrides = load_overrides(args.overrides) if args.overrides else None
     workers = args.jobs if args.jobs > 0 else min(4, os.cpu_count() or 1)
     progress = _Progress() if sys.stderr.isatty() else None
+    anatomy = None if args.anatomy == "auto" else args.anatomy
     try:
-        result = scan_tree(root, progress=progress, workers=workers)
+        scan = scan_dataset(spec, workers=workers, anatomy=anatomy, overrides=overrides, progress=progress)
+    except ValueError as exc:  # e.g. an override naming an unknown view
+        raise CLIError(f"{args.overrides or root}: {exc}") from exc
     finally:
         if progress is not None:
             progress.close()
-    anatomy = None if args.anatomy == "auto" else args.anatomy
-    try:
-        views_note = apply_views(result, anatomy_hint=anatomy, overrides=overrides)
-    except ValueError as exc:  # e.g. an override naming an unknown view
-        raise CLIError(f"{args.overrides or root}: {exc}") from exc
+    result = scan.result
     if args.json:
-        print(json.dumps(scan_to_dict(result, views_note, root_label=str(root)), indent=2))
+        print(json.dumps(scan_to_dict(result, scan.views_note, root_label=str(root), data_format=spec.format,
+                                      layout_notes=scan.notes), indent=2))
     else:
-        print(format_text(result, views_note, root_label=str(root)), end="")
+        text = format_text(result, scan.views_note, root_label=str(root))
+        if scan.notes:
+            text += f"{spec.format} layout quirks (handled):\n" + "".join(f"  {n}\n" for n in scan.notes)
+        print(text, end="")
     if not any(s.n_images for st in result.studies for s in st.series):
-        raise CLIError(f"{root}: no DICOM image found ({result.files_seen} files seen)", exit_code=1)
+        what = "DICOM image" if spec.format in ("dicom", "phantom", "kaggle-dsb", "ukbb") else "image"
+        raise CLIError(f"{root}: no {what} found ({result.files_seen} files seen)", exit_code=1)
     return 0
 
 

@@ -1,4 +1,4 @@
-"""``planessl prepare DATA --out CACHE [--config FILE | --spacing MM --size PX ...]``.
+"""``planessl prepare (DATA | --data FORMAT:PATH) --out CACHE [--config FILE | --spacing MM --size PX ...]``.
 
 Scans DATA (headers), labels views, and writes every usable slice of a labelled view —
 resampled to the target spacing, cropped/padded to the target size around the image centre and
@@ -22,7 +22,7 @@ from pathlib import Path
 from PlaneSSLLib.data.prepare import PrepareError, PrepareReport, prepare_cache
 from PlaneSSLLib.preprocess.config import PrepareConfig, load_prepare_config
 
-from ..errors import CLIError
+from ..data_args import add_data_argument, data_spec_from_args
 
 _MAX_LISTED = 20
 
@@ -31,15 +31,18 @@ def register(sub: argparse._SubParsersAction) -> argparse.ArgumentParser:
     d = PrepareConfig()
     p = sub.add_parser(
         "prepare",
-        help="resample the labelled views of a DICOM folder into a training cache",
+        help="resample the labelled views of a data set into a training cache",
         description=(
-            "Scan DATA for DICOM images, label views (heart SAX/2CH/3CH/4CH, knee SAG/COR/AX), and write every "
+            "Scan DATA (a DICOM folder, or --data FORMAT:PATH for the public data-set layouts) for images, "
+            "label views (heart SAX/2CH/3CH/4CH, knee SAG/COR/AX), and write every "
             "usable slice resampled to a square pixel spacing, cropped/padded around the image centre and "
             "intensity-normalised per image into CACHE/<key>/ (images.npy memory map, index.npy geometry, "
             "meta.json). No patient identifier is stored. Settings on the command line override --config."
         ),
     )
-    p.add_argument("data", type=Path, metavar="DATA", help="folder of DICOM studies (any layout)")
+    p.add_argument("folder", type=Path, metavar="DATA", nargs="?",
+                   help="folder of DICOM studies (any nesting); the same as --data dicom:DATA")
+    add_data_argument(p)
     p.add_argument("--out", type=Path, required=True, metavar="CACHE", help="cache root folder")
     p.add_argument("--config", type=Path, metavar="FILE", help="YAML/JSON settings (top level or a 'prepare:' section)")
     p.add_argument("--spacing", type=float, metavar="MM", help=f"target pixel spacing in mm (default {d.spacing_mm})")
@@ -76,12 +79,11 @@ def config_from_args(args: argparse.Namespace) -> PrepareConfig:
 
 def run(args: argparse.Namespace) -> int:
     config = config_from_args(args)
-    if not args.data.exists():
-        raise CLIError(f"{args.data}: no such file or directory")
+    spec = data_spec_from_args(args, args.folder, "prepare")
     jobs = args.jobs if args.jobs > 0 else max(1, min(2, os.cpu_count() or 1))
     progress = None if args.quiet or not sys.stderr.isatty() else _Progress()
     try:
-        report = prepare_cache(args.data, args.out, config, jobs=jobs, force=args.force, progress=progress)
+        report = prepare_cache(spec, args.out, config, jobs=jobs, force=args.force, progress=progress)
     except PrepareError as exc:
         if "no usable image" in str(exc) or "no files found" in str(exc):
             exc.exit_code = 1  # DATA holds nothing to prepare (see the module docstring)
@@ -109,6 +111,8 @@ def report_dict(report: PrepareReport, config: PrepareConfig) -> dict:
         "skipped": [{"path": p, "reason": r} for p, r in report.skipped],
         "scan_errors": [{"path": p, "reason": r} for p, r in report.scan_errors],
         "warnings": report.warnings,
+        "data_format": report.format or None,
+        "layout_notes": report.notes,
         "line_targets": report.partners,
         "seconds": round(report.seconds, 3),
     }
@@ -129,6 +133,11 @@ def format_report(report: PrepareReport, config: PrepareConfig) -> str:
             lines += [f"  {p}: {r}" if r and not r.startswith(p) else f"  {r or p}" for p, r in items[:_MAX_LISTED]]
             if len(items) > _MAX_LISTED:
                 lines.append(f"  ... and {len(items) - _MAX_LISTED} more")
+    if report.notes:
+        lines.append(f"{report.format} layout quirks (handled): {len(report.notes)}")
+        lines += [f"  {n}" for n in report.notes[:_MAX_LISTED]]
+        if len(report.notes) > _MAX_LISTED:
+            lines.append(f"  ... and {len(report.notes) - _MAX_LISTED} more")
     lines += [f"warning: {w}" for w in report.warnings]
     return "\n".join(lines) + "\n"
 

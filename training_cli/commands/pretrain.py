@@ -22,6 +22,7 @@ examples:
   planessl pretrain --config Resources/Configs/pretrain_demo.yaml
   planessl pretrain --config cfg.yaml --set model.base_filters=8 optim.epochs=3 --out runs/try
   planessl pretrain --config cfg.yaml --out runs/try --resume
+  planessl pretrain --config cfg.yaml --data mnms2:/data/MnM2/dataset --out runs/mnms2   (prepares OUT/cache first)
   torchrun --nproc_per_node=4 -m training_cli pretrain --config cfg.yaml      (4 GPUs, DDP)
 
 outputs: OUT/config.yaml, OUT/checkpoints/{last,best}.safetensors (+ .json), OUT/metrics.csv,
@@ -45,6 +46,9 @@ def register(sub: argparse._SubParsersAction) -> argparse.ArgumentParser:
     add_overrides_argument(p, "model.base_filters=8 optim.epochs=3")
     p.add_argument("--out", type=Path, default=None, metavar="DIR", help="output directory (overrides 'output')")
     p.add_argument("--resume", action="store_true", help="continue the run in the output directory from 'last'")
+    p.add_argument("--data", metavar="FORMAT:PATH",
+                   help="prepare the cache from this data set first (= --set data.format=FORMAT data.root=PATH; "
+                        "the cache goes to data.cache, else OUT/cache, and is reused while unchanged)")
     p.set_defaults(func=run)
     return p
 
@@ -60,16 +64,26 @@ def _log_to_file(path: Path) -> logging.Handler:
 def run(args: argparse.Namespace) -> int:
     # imported here so that `planessl --help` and the other commands do not load torch
     from PlaneSSLLib.training.config import load_config, parse_overrides
-    from PlaneSSLLib.training.data_hooks import check_data_source
+    from PlaneSSLLib.training.data_hooks import check_data_source, ensure_cache
     from PlaneSSLLib.training.distributed import env_world
     from PlaneSSLLib.training.pretrain import last_checkpoint, train
     from PlaneSSLLib.training.signals import TrainingInterrupted
 
     rank, world, _ = env_world()
     overrides = parse_overrides(args.overrides)
+    if args.data:
+        from PlaneSSLLib.data.sources import parse_data_spec
+
+        spec = parse_data_spec(args.data)
+        overrides["data.root"], overrides["data.format"] = str(spec.root), spec.format
     if args.out is not None:
         overrides["output"] = str(args.out)
     config = load_config(args.config, overrides)
+    report = ensure_cache(config, rank=rank)
+    if report is not None:
+        print(f"planessl pretrain: {config.data.format}:{config.data.root} -> "
+              f"{'reused' if report.reused else 'prepared'} cache {report.cache_dir} ({report.n_slices} slices, "
+              f"{report.n_subjects} subjects)" + "".join(f"\n  {n}" for n in report.notes), file=sys.stderr, flush=True)
     check_data_source(config)
     out = Path(config.output)
     last = last_checkpoint(out)
