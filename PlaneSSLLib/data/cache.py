@@ -257,6 +257,8 @@ class SliceCache:
     n_subjects = property(lambda self: len(self.meta["subjects"]))
     subject_keys = property(lambda self: [s["key"] for s in self.meta["subjects"]],
                             doc="Hashed PatientID of each subject index.")
+    subject_groups = property(lambda self: [s.get("group") for s in self.meta["subjects"]],
+                              doc="Diagnosis group of each subject index (ACDC Group, M&Ms-2 DISEASE; None: unknown).")
 
     @property
     def config(self) -> PrepareConfig:
