@@ -7,9 +7,11 @@ import json
 import shutil
 from pathlib import Path
 
+import nibabel as nib
 import numpy as np
 import pytest
 import yaml
+from layouts import write_mnms2
 from layouts_labelled import write_acdc, write_mrnet
 
 from PlaneSSLLib.data.adapters.acdc import acdc_subjects
@@ -88,15 +90,93 @@ def test_acdc_broken_subject_is_named_and_the_rest_used(acdc, tmp_path, caplog):
     assert "patient00" not in (cache.path / "meta.json").read_text()
 
 
-def test_finetune_seg_on_acdc_cli(acdc, tmp_path, capsys):
-    code, out, err = _cli(capsys, "finetune", "seg", "--config", str(SEG_CONFIG), "--data", f"acdc:{acdc}",
+@pytest.fixture(scope="module")
+def acdc_run(acdc, tmp_path_factory) -> tuple[Path, str, str]:
+    """``planessl finetune seg --data acdc:...`` once for the module: (output folder, stdout, stderr)."""
+    out = tmp_path_factory.mktemp("acdc_run")
+    code = main(["finetune", "seg", "--config", str(SEG_CONFIG), "--data", f"acdc:{acdc}", "--out", str(out / "run"),
+                 "--set", *TINY_SEG, f"data.cache={out / 'cache'}"])
+    assert code == 0
+    return out / "run", (out / "run" / "result.json").read_text(), ""
+
+
+def test_finetune_seg_on_acdc_cli(acdc, acdc_run):
+    run, result, _ = acdc_run
+    assert json.loads(result)["evaluated_on"] == "test"
+    saved = yaml.safe_load((run / "config.yaml").read_text())
+    assert saved["data"]["format"] == "acdc" and saved["data"]["root"] == str(acdc) and saved["data"]["dicom"] is None
+    assert (run / "model" / "model.safetensors").is_file()
+    rows = (run / "test_metrics.csv").read_text()
+    assert "patient" not in rows and "dice" in rows.splitlines()[0]
+
+
+def test_finetune_seg_on_mnms2_cli(heart_cohort, tmp_path, capsys):
+    """M&Ms-2's labels (LV 1, RV 3) arrive in ACDC's convention: the cache equals the DICOM study's."""
+    mnms2 = write_mnms2(heart_cohort, tmp_path / "dataset", cine=False)
+    from_dicom = prepare_seg_cache(heart_cohort, tmp_path / "c1", PREP)
+    from_nifti = prepare_seg_cache(DataSpec("mnms2", mnms2), tmp_path / "c2", PREP)
+    assert from_nifti.subject_groups == ["NOR", "DLV"] and len(from_nifti.index) == len(from_dicom.index)
+    for kind in (0, 1):
+        a, b = (np.flatnonzero((c.index["phase_kind"] == kind) & (c.index["subject"] == 0))
+                for c in (from_dicom, from_nifti))
+        a = sorted(a, key=lambda i: from_dicom.index["location_mm"][i])
+        b = sorted(b, key=lambda i: from_nifti.index["location_mm"][i])
+        assert len(a) == len(b) > 0
+        for i, j in zip(a, b, strict=True):
+            assert np.array_equal(from_dicom.labels[i], from_nifti.labels[j])
+    code, out, err = _cli(capsys, "finetune", "seg", "--config", str(SEG_CONFIG), "--data", f"mnms2:{mnms2}",
                           "--out", str(tmp_path / "run"), "--set", *TINY_SEG, f"data.cache={tmp_path / 'cache'}")
     assert code == 0, err
-    summary = json.loads(out)
-    assert summary["task"] == "seg" and summary["metric"] == "dice mean" and summary["evaluated_on"] == "test"
-    saved = yaml.safe_load((tmp_path / "run" / "config.yaml").read_text())
-    assert saved["data"]["format"] == "acdc" and saved["data"]["root"] == str(acdc) and saved["data"]["dicom"] is None
-    assert (tmp_path / "run" / "model" / "model.safetensors").is_file()
+    assert json.loads(out)["task"] == "seg"
+
+
+def test_experiment_transfer_on_acdc(acdc, tmp_path, capsys):
+    exp = {"task": "seg", "finetune_config": str(SEG_CONFIG), "labeled_subjects": [1], "seeds": [0],
+           "inits": {"scratch": "scratch"},
+           "finetune_overrides": {"data.format": "acdc", "data.root": str(acdc), "data.cache": str(tmp_path / "c"),
+                                  **{k: yaml.safe_load(v) for k, v in (i.split("=", 1) for i in TINY_SEG)}}}
+    cfg = tmp_path / "exp.yaml"
+    cfg.write_text(yaml.safe_dump(exp))
+    code, out, err = _cli(capsys, "experiment", "transfer", "--config", str(cfg), "--out", str(tmp_path / "exp"))
+    assert code == 0, err
+    rows = (tmp_path / "exp" / "results.csv").read_text().splitlines()
+    assert rows[0] == "task,init,labeled_subjects,seed,metric,value" and any(",dice mean," in r for r in rows)
+
+
+def test_predict_seg_on_acdc_nifti(acdc, acdc_run, tmp_path, capsys):
+    weights = acdc_run[0] / "model"
+    frame = acdc / "patient001" / "patient001_frame01.nii.gz"
+    code, out, err = _cli(capsys, "predict", "seg", f"acdc:{frame}", "--weights", str(weights), "--out", str(tmp_path))
+    assert code == 0, err
+    result = json.loads(out)
+    assert result["input"] == "nifti" and "dicom_seg" not in out
+    src, pred = nib.load(frame), nib.load(result["frames"][0]["nifti"])
+    assert pred.shape == src.shape and np.allclose(pred.affine, src.affine) and pred.get_data_dtype() == np.uint8
+    assert set(np.unique(np.asarray(pred.dataobj)).tolist()) <= {0, 1, 2, 3}
+    assert not list(tmp_path.glob("*.dcm"))
+    # a 4D cine: every frame on its grid; --ed-es: the frames Info.cfg names
+    cine = acdc / "patient001" / "patient001_4d.nii.gz"
+    code, out, err = _cli(capsys, "predict", "seg", str(cine), "--weights", str(weights), "--out", str(tmp_path / "c"))
+    assert code == 0, err
+    pred = nib.load(json.loads(out)["frames"][0]["nifti"])
+    assert pred.shape == nib.load(cine).shape
+    code, out, err = _cli(capsys, "predict", "seg", str(cine), "--weights", str(weights), "--ed-es",
+                          "--out", str(tmp_path / "e"))
+    assert code == 0, err
+    assert [f["frame"] for f in json.loads(out)["frames"]] == [0, 1]
+
+
+def test_predict_seg_refuses_what_is_not_a_sax_volume(acdc, acdc_run, tmp_path, capsys):
+    weights = acdc_run[0] / "model"
+    flat = tmp_path / "flat.nii.gz"
+    nib.save(nib.Nifti1Image(np.ones((8, 8, 1), np.float32) * 100, np.eye(4)), flat)
+    text = tmp_path / "notes.nii.gz"
+    text.write_text("not an image")
+    label = acdc / "patient001" / "patient001_frame01_gt.nii.gz"
+    cases = ((flat, "a 2D image"), (text, "not a readable NIfTI volume"), (label, "looks like a label map"))
+    for path, message in cases:
+        code, out, err = _cli(capsys, "predict", "seg", str(path), "--weights", str(weights), "--out", str(tmp_path))
+        assert code == 2 and out == "" and message in err and str(path) in err and "Traceback" not in err
 
 
 def test_finetune_seg_mis_pointed_folder_is_one_clear_message(heart_cohort, tmp_path, capsys):

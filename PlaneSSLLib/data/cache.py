@@ -166,14 +166,14 @@ class Content:
 CONTENTS: dict[str, Content] = {
     "slices": Content("slices", "prepared slices of every labelled view", INDEX_DTYPE, False, "'planessl prepare'"),
     "seg": Content("seg", "SAX slices at ED/ES with ACDC labels", SEG_INDEX_DTYPE, True,
-                   "'planessl finetune seg' with data.dicom set"),
+                   "'planessl finetune seg' with data.root set"),
 }
 
 IMAGES, LABELS, INDEX, META, CURRENT = "images.npy", "labels.npy", "index.npy", "meta.json", "current.json"
 #: Keys every ``meta.json`` holds (``base_meta``), checked when a cache is opened.
 REQUIRED_META = ("format", "version", "key", "content", "created_by", "config", "normalisation", "n_slices",
                  "image_shape", "dtype", "spacing_mm", "data_fingerprint", "subjects")
-_ANY_REBUILD = ("re-run 'planessl prepare' (or, for a segmentation cache, 'planessl finetune seg' with data.dicom set) "
+_ANY_REBUILD = ("re-run 'planessl prepare' (or, for a segmentation cache, 'planessl finetune seg' with data.root set) "
                 "to rebuild it")
 
 T = TypeVar("T")
