@@ -199,3 +199,26 @@ def test_finetune_acl_on_mrnet_cli(mrnet, tmp_path, capsys):
     assert summary["task"] == "acl" and summary["metric"] == "auc"
     saved = yaml.safe_load((tmp_path / "acl" / "config.yaml").read_text())
     assert saved["data"]["format"] == "mrnet"
+    valid = sorted((mrnet / "valid" / "axial").glob("*.npy"))[0].stem
+    code, out, err = _cli(capsys, "predict", "acl", f"mrnet:{mrnet}", "--exam", f"valid/{valid}",
+                          "--weights", str(tmp_path / "acl" / "model"), "--json")
+    assert code == 0, err
+    result = json.loads(out)
+    assert 0.0 <= result["probability"] <= 1.0 and result["inputs"]["SAG"]["slices"] > 0
+    code, _, err = _cli(capsys, "predict", "acl", f"mrnet:{mrnet}", "--exam", "valid/9999",
+                        "--weights", str(tmp_path / "acl" / "model"))
+    assert code == 2 and "9999.npy" in err
+
+
+def test_mrnet_broken_exam_is_named_and_the_rest_used(mrnet, tmp_path, caplog):
+    from PlaneSSLLib.training.finetune_acl import AclDataConfig, load_exams
+
+    tree = tmp_path / "MRNet-v1.0"
+    shutil.copytree(mrnet, tree)
+    (tree / "train" / "coronal" / "0001.npy").unlink()
+    (tree / "train" / "axial" / "0002.npy").write_bytes(b"not numpy")
+    prep = PrepareConfig(spacing_mm=1.0, size_px=32, dtype="float32", anatomy="knee")
+    exams = load_exams(AclDataConfig(format="mrnet", root=str(tree)), prep, memo=False)
+    n_train = len(list((mrnet / "train" / "axial").glob("*.npy")))
+    assert len(exams) == n_train - 2 and "mrnet-train-0001" not in {e.key for e in exams}
+    assert "train/coronal/0001.npy: missing" in caplog.text and "train/axial/0002.npy: not a readable" in caplog.text
