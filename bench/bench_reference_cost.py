@@ -6,7 +6,7 @@ line heatmaps + location head) at batch 1 and 2 in float32: the FLOPs of one for
 (the bytes of the tensors saved for backward, counted with ``torch.autograd.graph.saved_tensors_hooks``).
 The README's GPU time and memory per stage are estimates made from these figures (no GPU measured them).
 
-Usage: python bench/estimate_reference.py [--size 224] [--base-filters 64] [--levels 5]
+Usage: python bench/bench_reference_cost.py [--size 224] [--base-filters 64] [--levels 5]
 """
 
 from __future__ import annotations
