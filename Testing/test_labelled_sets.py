@@ -187,6 +187,9 @@ def test_finetune_seg_mis_pointed_folder_is_one_clear_message(heart_cohort, tmp_
     code, _, err = _cli(capsys, "finetune", "seg", "--config", str(SEG_CONFIG), "--data", f"mrnet:{heart_cohort}",
                         "--out", str(tmp_path / "run"))
     assert code == 2 and "data.format: must be one of 'phantom', 'dicom', 'acdc', 'mnms2'" in err and "mrnet" in err
+    code, out, err = _cli(capsys, "finetune", "acl", "--config", str(ACL_CONFIG), "--data", f"mrnet:{heart_cohort}",
+                          "--out", str(tmp_path / "acl"))
+    assert code == 2 and out == "" and "does not hold the mrnet layout" in err and "Traceback" not in err
 
 
 def test_finetune_acl_on_mrnet_cli(mrnet, tmp_path, capsys):
