@@ -225,3 +225,37 @@ def test_mrnet_broken_exam_is_named_and_the_rest_used(mrnet, tmp_path, caplog):
     n_train = len(list((mrnet / "train" / "axial").glob("*.npy")))
     assert len(exams) == n_train - 2 and "mrnet-train-0001" not in {e.key for e in exams}
     assert "train/coronal/0001.npy: missing" in caplog.text and "train/axial/0002.npy: not a readable" in caplog.text
+
+
+def test_predict_lines_on_mnms2_nifti_equals_the_dicom_it_was_written_from(heart_cohort, tmp_path, capsys):
+    """The LA NIfTI slice (plane from the affine) gives the same predicted lines as its DICOM 4CH image."""
+    import pydicom
+
+    from PlaneSSLLib.dicom.nifti import slice_image
+    from PlaneSSLLib.inference.weights import build_manifest, export_weights
+    from PlaneSSLLib.models import PlaneSSLNet, UNetConfig
+
+    torch = pytest.importorskip("torch")
+    torch.manual_seed(0)
+    cfg = UNetConfig(base_filters=4, levels=3, line_channels=4, location_hidden=8)
+    manifest = build_manifest(cfg, "both", views={"4CH": ["2CH", "3CH", "SAX"], "SAX": ["2CH", "3CH", "4CH"]},
+                              channels=["2CH", "3CH", "4CH", "SAX"], input_size_hw=(64, 64), input_spacing_mm=3.0,
+                              intensity_normalisation=PREP.normalisation_record())
+    weights = export_weights(PlaneSSLNet(cfg), tmp_path / "w", manifest)
+    mnms2 = write_mnms2(heart_cohort, tmp_path / "dataset", cine=False)
+    la = mnms2 / "001" / "001_LA_ED.nii.gz"
+    la_pixels = slice_image(np.asarray(nib.load(la).dataobj), 0)
+    dicom = next(p for p in sorted((heart_cohort / "subject_0000" / "study").glob("4ch_*/*.dcm"))
+                 if np.array_equal(pydicom.dcmread(p).pixel_array.astype(np.int16), la_pixels))
+    results = []
+    for image in (f"mnms2:{la}", str(dicom)):
+        code, out, err = _cli(capsys, "predict", "lines", image, "--weights", str(weights), "--view", "4CH", "--json")
+        assert code == 0, err
+        results.append(json.loads(out))
+    assert results[0]["view"] == results[1]["view"] == "4CH"
+    for a, b in zip(results[0]["partners"], results[1]["partners"], strict=True):
+        assert a["view"] == b["view"] and abs(a["confidence"] - b["confidence"]) < 1e-3
+        assert (a["in_a"] is None) == (b["in_a"] is None)
+        if a["in_a"] is not None:
+            assert np.allclose(a["in_a"]["p0"], b["in_a"]["p0"], atol=0.1)
+            assert np.allclose(a["in_a"]["p1"], b["in_a"]["p1"], atol=0.1)

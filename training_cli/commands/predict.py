@@ -53,13 +53,16 @@ def _register_seg(tasks: argparse._SubParsersAction) -> None:
 
 
 def _register_lines(tasks: argparse._SubParsersAction) -> None:
-    p = tasks.add_parser("lines", help="predicted intersection lines in one DICOM image",
+    p = tasks.add_parser("lines", help="predicted intersection lines in one DICOM or NIfTI image",
                          description="Fit the pretrained network's line heatmaps and print them in the original "
                                      "image's pixel coordinates (x = column, y = row, 0-based).")
-    p.add_argument("image", type=Path, metavar="IMAGE.dcm")
+    p.add_argument("image", metavar="IMAGE.dcm|IMAGE.nii.gz",
+                   help="a DICOM image, or a NIfTI image/volume (optionally FORMAT:PATH, e.g. mnms2:001_LA_ED.nii.gz)")
     p.add_argument("--weights", type=Path, required=True, metavar="W", help="pretrained weights (dir or .zip)")
     p.add_argument("--view", default=None, help="the image's view (default: from the study's geometry)")
-    p.add_argument("--frame", type=int, default=0, help="frame of a multi-frame image (0-based)")
+    p.add_argument("--frame", type=int, default=0, help="frame of a multi-frame image or NIfTI cine (0-based)")
+    p.add_argument("--slice", type=int, default=None, dest="slice_index",
+                   help="NIfTI: the slice (0-based; default the middle one)")
     p.add_argument("--json", action="store_true", help="print one JSON object")
     p.set_defaults(func=run_lines)
 
@@ -156,9 +159,13 @@ def run_seg(args: argparse.Namespace) -> int:
 
 
 def run_lines(args: argparse.Namespace) -> int:
+    from PlaneSSLLib.data.sources import parse_data_spec
     from PlaneSSLLib.inference.predict_lines import predict_image_lines
 
-    result = predict_image_lines(args.weights, args.image, args.view, args.frame)
+    spec = parse_data_spec(args.image)
+    if spec.format not in ("auto", "dicom", "phantom", "kaggle-dsb", "ukbb", "mnms2", "acdc"):
+        raise CLIError(f"{args.image}: predict lines reads one DICOM or NIfTI image, not {spec.format} data")
+    result = predict_image_lines(args.weights, spec.root, args.view, args.frame, slice_index=args.slice_index)
     if args.json:
         print(json.dumps(result))
         return 0
