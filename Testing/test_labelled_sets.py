@@ -130,10 +130,11 @@ def test_finetune_seg_on_mnms2_cli(heart_cohort, tmp_path, capsys):
     assert json.loads(out)["task"] == "seg"
 
 
-def test_experiment_transfer_on_acdc(acdc, tmp_path, capsys):
+def test_experiment_transfer_on_acdc(acdc, acdc_run, tmp_path, capsys):
+    cache = acdc_run[0].parent / "cache"  # the seg cache of the same data and settings is reused by key
     exp = {"task": "seg", "finetune_config": str(SEG_CONFIG), "labeled_subjects": [1], "seeds": [0],
            "inits": {"scratch": "scratch"},
-           "finetune_overrides": {"data.format": "acdc", "data.root": str(acdc), "data.cache": str(tmp_path / "c"),
+           "finetune_overrides": {"data.format": "acdc", "data.root": str(acdc), "data.cache": str(cache),
                                   **{k: yaml.safe_load(v) for k, v in (i.split("=", 1) for i in TINY_SEG)}}}
     cfg = tmp_path / "exp.yaml"
     cfg.write_text(yaml.safe_dump(exp))
