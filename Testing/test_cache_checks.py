@@ -134,7 +134,7 @@ def test_old_formats_and_the_other_content_say_what_to_run(caches, tmp_path):
         open_cache(seg, content="seg")
     with pytest.raises(CacheError, match=r"content 'seg'\), but this needs .* made by 'planessl prepare'"):
         open_cache(caches["seg"])  # the default: pretraining slices
-    with pytest.raises(CacheError, match=r"made by 'planessl finetune seg' with data.dicom set"):
+    with pytest.raises(CacheError, match=r"made by 'planessl finetune seg' with data.root set"):
         open_cache(caches["slices"], content="seg")
     with pytest.raises(CacheError, match="without labels"):
         _ = open_cache(caches["slices"]).labels

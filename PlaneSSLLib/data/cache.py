@@ -166,14 +166,14 @@ class Content:
 CONTENTS: dict[str, Content] = {
     "slices": Content("slices", "prepared slices of every labelled view", INDEX_DTYPE, False, "'planessl prepare'"),
     "seg": Content("seg", "SAX slices at ED/ES with ACDC labels", SEG_INDEX_DTYPE, True,
-                   "'planessl finetune seg' with data.dicom set"),
+                   "'planessl finetune seg' with data.root set"),
 }
 
 IMAGES, LABELS, INDEX, META, CURRENT = "images.npy", "labels.npy", "index.npy", "meta.json", "current.json"
 #: Keys every ``meta.json`` holds (``base_meta``), checked when a cache is opened.
 REQUIRED_META = ("format", "version", "key", "content", "created_by", "config", "normalisation", "n_slices",
                  "image_shape", "dtype", "spacing_mm", "data_fingerprint", "subjects")
-_ANY_REBUILD = ("re-run 'planessl prepare' (or, for a segmentation cache, 'planessl finetune seg' with data.dicom set) "
+_ANY_REBUILD = ("re-run 'planessl prepare' (or, for a segmentation cache, 'planessl finetune seg' with data.root set) "
                 "to rebuild it")
 
 T = TypeVar("T")
@@ -257,6 +257,8 @@ class SliceCache:
     n_subjects = property(lambda self: len(self.meta["subjects"]))
     subject_keys = property(lambda self: [s["key"] for s in self.meta["subjects"]],
                             doc="Hashed PatientID of each subject index.")
+    subject_groups = property(lambda self: [s.get("group") for s in self.meta["subjects"]],
+                              doc="Diagnosis group of each subject index (ACDC Group, M&Ms-2 DISEASE; None: unknown).")
 
     @property
     def config(self) -> PrepareConfig:

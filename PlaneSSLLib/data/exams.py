@@ -148,15 +148,30 @@ def prepare_mrnet_stack(stack: np.ndarray, config: PrepareConfig) -> np.ndarray:
     return out
 
 
-def exams_from_mrnet(records: Iterable, config: PrepareConfig) -> list[Exam]:
-    """Exams from ``data.adapters.mrnet.MrnetExam`` records (stacks loaded and prepared here)."""
+def exams_from_mrnet(records: Iterable, config: PrepareConfig,
+                     broken: list[tuple[str, str]] | None = None) -> list[Exam]:
+    """Exams from ``data.adapters.mrnet.MrnetExam`` records (stacks loaded and prepared here).
+
+    ``broken``: when a list is given, an exam with an unreadable stack is left out and ``(exam id,
+    problem naming the file)`` appended to it instead of raising (ExamError when none is left).
+    """
+    from .adapters._common import AdapterError
     from .adapters.mrnet import load_mrnet_stacks
 
     exams = []
     for rec in records:
-        stacks = {v: prepare_mrnet_stack(a, config) for v, a in load_mrnet_stacks(rec).items()}
+        try:
+            loaded = load_mrnet_stacks(rec)
+        except AdapterError as exc:
+            if broken is None:
+                raise
+            broken.append((rec.exam_id, str(exc)))
+            continue
+        stacks = {v: prepare_mrnet_stack(a, config) for v, a in loaded.items()}
         exams.append(Exam(key=f"mrnet-{rec.split}-{rec.exam_id}", stacks=stacks, label=rec.label,
                           series={v: f"mrnet-{v.lower()}" for v in stacks}))
+    if not exams and broken:
+        raise ExamError("no MRNet exam could be read (" + "; ".join(m for _, m in broken[:3]) + ")")
     return exams
 
 

@@ -25,6 +25,12 @@ the same prepared grid by nearest neighbour (``resample_labels_to_plane``). Its 
 (0 = ED, 1 = ES), cine phase, slice ``k`` (along the DICOM normal, as in the NIfTI), the
 prepared plane and the source plane's spacing/shape — never a path or a patient identifier.
 Subject splits: ``data.splits``.
+
+NIfTI data sets (``acdc:PATH``, ``mnms2:PATH``; ``data.sources``) go through the same cache:
+their labelled SAX volumes (``data.seg_volumes``) give planes from the NIfTI affine and pixels
+from the volume, the subjects' groups (ACDC Group, M&Ms-2 DISEASE) are kept in
+``meta["subjects"][i]["group"]`` (``SliceCache.subject_groups``), and a subject whose files break
+the layout is left out and named in the cache's notes.
 """
 
 from __future__ import annotations
@@ -39,6 +45,7 @@ from pathlib import Path
 import numpy as np
 from scipy import ndimage
 
+from ..dicom.nifti import planes_from_affine_ras, slice_image
 from ..dicom.pixels import read_file_frames
 from ..dicom.report import apply_views
 from ..dicom.scan import list_files, scan_tree
@@ -63,6 +70,8 @@ from .cache import (
     write_cache,
     write_meta,
 )
+from .seg_volumes import NIFTI_SEG_FORMATS, LabelledVolume, labelled_files, labelled_volumes
+from .sources import DataSpec
 
 __all__ = [
     "PHASE_KINDS",
@@ -211,10 +220,12 @@ class _Item:
     k: int
     n_k: int
     location_mm: float
-    frame_path: Path
+    frame_path: Path | None  # DICOM: the file holding the slice's pixels (None: ``pixels`` holds them)
     frame_index: int
     plane: ImagePlane
     label: np.ndarray
+    pixels: np.ndarray | None = None  # NIfTI: the slice's pixels (rows, cols)
+    group: str | None = None  # the subject's diagnosis group, when the data set has one
 
 
 def _collect(data_dir: Path, config: PrepareConfig, require_labels: bool) -> tuple[list[_Item], list[str], list[Path]]:
@@ -256,29 +267,59 @@ def _collect(data_dir: Path, config: PrepareConfig, require_labels: bool) -> tup
     return items, notes, label_files
 
 
-def prepare_seg_cache(data_dir: Path, out_root: Path, config: PrepareConfig | None = None, force: bool = False,
-                      require_labels: bool = True) -> SliceCache:
+def _collect_volumes(volumes: Sequence[LabelledVolume]) -> list[_Item]:
+    """Every slice of NIfTI SAX volumes with its label slice (planes from the affine)."""
+    items: list[_Item] = []
+    subjects: dict[str, int] = {}
+    for v in volumes:
+        subject = subjects.setdefault(v.subject_key, len(subjects))
+        try:
+            planes = planes_from_affine_ras(v.affine_ras, v.image.shape)
+        except ValueError as exc:
+            raise SegDataError(f"subject {v.subject_key}: unusable NIfTI affine ({exc})") from None
+        s_mm = [float(planes[0].normal_lps @ p.origin_lps) for p in planes]
+        for k, plane in enumerate(planes):
+            items.append(_Item(subject, v.subject_key, v.subject_key, v.phase_kind, v.frame, k, len(planes), s_mm[k],
+                               None, 0, plane, slice_image(v.label, k), slice_image(v.image, k).astype(np.float32),
+                               v.group))
+    return items
+
+
+def prepare_seg_cache(data_dir: Path | DataSpec, out_root: Path, config: PrepareConfig | None = None,
+                      force: bool = False, require_labels: bool = True) -> SliceCache:
     """Build (or reuse) the seg cache (content ``"seg"``) of ``data_dir`` under ``out_root/<key>`` and open it.
 
-    The key hashes the preparation config and a fingerprint of every file under ``data_dir``
-    (DICOM and label files), so changed data or settings never read a stale cache.
-    ``require_labels``: a study without labels is an error (default) or skipped with a note.
+    ``data_dir``: a folder of DICOM studies with labels in the phantom layout, or a resolved
+    :class:`DataSpec` (``phantom``, ``dicom``, ``acdc`` or ``mnms2``). The key hashes the
+    preparation config and a fingerprint of every file the cache is made from (DICOM, NIfTI and
+    label files), so changed data or settings never read a stale cache.
+    ``require_labels``: a DICOM study without labels is an error (default) or skipped with a note.
     """
     config = config or PrepareConfig()
-    data_dir, out_root = Path(data_dir), Path(out_root)
+    spec = data_dir if isinstance(data_dir, DataSpec) else DataSpec("dicom", Path(data_dir))
+    data_dir, out_root = Path(spec.root), Path(out_root)
     if not data_dir.is_dir():
         raise SegDataError(f"{data_dir}: no such directory")
-    files, _ = list_files(data_dir)
     root_resolved = out_root.resolve()
+    if spec.format in NIFTI_SEG_FORMATS:
+        files = labelled_files(spec)
+        if not files:
+            raise SegDataError(f"{data_dir}: no {spec.format} image or label file found")
+    else:
+        files, _ = list_files(data_dir)
+        files += [p for p in data_dir.rglob("*") if p.name in ("sax_ed.nii.gz", "sax_es.nii.gz", "subjects.csv")]
     files = [f for f in files if root_resolved not in f.resolve().parents]
-    extra = sorted(p for p in data_dir.rglob("*") if p.name in ("sax_ed.nii.gz", "sax_es.nii.gz", "subjects.csv"))
-    fingerprint = data_fingerprint(sorted(set(files) | set(extra)), data_dir)
+    fingerprint = data_fingerprint(sorted(set(files)), data_dir)
     key = cache_key(config, fingerprint, "seg")
     cache = None if force else reuse_cache(out_root, key, "seg")
     if cache is not None:
         return cache
     start = time.perf_counter()
-    items, notes, _ = _collect(data_dir, config, require_labels)
+    if spec.format in NIFTI_SEG_FORMATS:
+        volumes, notes = labelled_volumes(spec)
+        items = _collect_volumes(volumes)
+    else:
+        items, notes, _ = _collect(data_dir, config, require_labels)
     write_cache(out_root, key, lambda tmp: _write_seg_cache(tmp, items, config, key, fingerprint, notes, start))
     return open_cache(out_root / key, expect_key=key, content="seg")
 
@@ -290,9 +331,12 @@ def _write_seg_cache(tmp: Path, items: list[_Item], config: PrepareConfig, key: 
     labels = np.lib.format.open_memmap(tmp / LABELS, mode="w+", dtype=np.uint8, shape=(n, size, size))
     index = np.zeros(n, dtype=SEG_INDEX_DTYPE)
     for i, it in enumerate(items):
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore")
-            pixels = read_file_frames(it.frame_path, [it.frame_index])[0]
+        if it.pixels is not None:
+            pixels = it.pixels
+        else:
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore")
+                pixels = read_file_frames(it.frame_path, [it.frame_index])[0]
         img, dst = prepare_image(pixels, it.plane, config.spacing_mm, size, config.normalisation,
                                  config.clip_percentiles, config.antialias)
         images[i] = img.astype(config.dtype)
@@ -305,7 +349,8 @@ def _write_seg_cache(tmp: Path, items: list[_Item], config: PrepareConfig, key: 
     del images, labels
     np.save(tmp / INDEX, index, allow_pickle=False)
     subject_keys: dict[int, str] = {it.subject: it.subject_key for it in items}
-    subjects = [{"key": subject_keys[s]} for s in sorted(subject_keys)]
+    groups: dict[int, str | None] = {it.subject: it.group for it in items}
+    subjects = [{"key": subject_keys[s]} | ({"group": groups[s]} if groups[s] else {}) for s in sorted(subject_keys)]
     write_meta(tmp, base_meta(key, "seg", config, n, fingerprint, subjects) | {
         "label_names": list(ACDC_LABEL_NAMES), "phase_kinds": list(PHASE_KINDS), "notes": notes,
         "label_resampling": "nearest neighbour onto the prepared grid", "seconds": time.perf_counter() - start,

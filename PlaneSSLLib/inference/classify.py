@@ -33,6 +33,7 @@ __all__ = [
     "export_classifier",
     "load_classifier",
     "exam_probability",
+    "classify_exam",
     "predict_exam",
     "prepare_config_from_manifest",
 ]
@@ -85,7 +86,13 @@ def predict_exam(exam_dir: str | Path, weights: str | Path, threshold: float | N
                         f"(see 'planessl inspect {exam_dir}')")
     if len(exams) > 1:
         raise ExamError(f"{exam_dir}: holds {len(exams)} exams; point at one exam's folder")
-    exam = exams[0]
+    return classify_exam(model, manifest, exams[0], threshold, device)
+
+
+def classify_exam(model: ExamClassifier, manifest: dict[str, Any], exam: Exam, threshold: float | None = None,
+                  device: str | torch.device = "cpu") -> dict[str, Any]:
+    """The prediction JSON (:func:`predict_exam`) of an exam already prepared with the model's settings
+    (``prepare_config_from_manifest``), e.g. an MRNet exam."""
     p = exam_probability(model, exam, device)
     t = float(manifest["decision"]["threshold"]) if threshold is None else float(threshold)
     return {

@@ -9,6 +9,11 @@ conventions of ``planessl lines`` (x = column, y = row, 0-based, integer at pixe
 
 The input image's view comes from ``view=``, else from view identification of the study folder
 that holds the image (the folder above its series folder), else from its SeriesDescription.
+
+A NIfTI image (M&Ms-2's ``NNN_SA_ED.nii.gz`` / ``NNN_LA_ED.nii.gz``, or any ``(x, y, slices[, time])``
+volume) is read as one slice ``slice_index`` (default the middle one) of time frame ``frame``, its
+plane taken from the affine (``dicom.nifti.planes_from_affine_ras``); its view from ``view=``, else
+from an M&Ms-2 file name (``_SA_`` → SAX, ``_LA_`` → 4CH).
 """
 
 from __future__ import annotations
@@ -20,6 +25,7 @@ from typing import Any
 import numpy as np
 import torch
 
+from ..dicom.nifti import planes_from_affine_ras, slice_image
 from ..dicom.pixels import read_file_frames
 from ..dicom.planes import plane_from_dataset
 from ..dicom.report import apply_views
@@ -63,8 +69,39 @@ def identify_image_view(path: Path, frame: int = 0) -> str | None:
     return hint_from_text(str(getattr(ds, "SeriesDescription", "")), path.parent.name)
 
 
+def _read_nifti_slice(image: Path, frame: int, slice_index: int | None) -> tuple[np.ndarray, ImagePlane, str | None]:
+    """(pixels, plane, view from an M&Ms-2 name) of one slice of a NIfTI image; InputError naming the file."""
+    import nibabel as nib
+
+    try:
+        img = nib.load(str(image))
+        vol = np.asanyarray(img.dataobj)
+    except Exception as exc:  # noqa: BLE001 - nibabel raises many types for a bad file
+        raise InputError(f"{image}: not a readable NIfTI image ({type(exc).__name__}: {exc})") from None
+    while vol.ndim > 3 and vol.shape[-1] == 1:
+        vol = vol[..., 0]
+    if vol.ndim == 2:
+        vol = vol[:, :, None]
+    if vol.ndim == 4:
+        if not 0 <= frame < vol.shape[3]:
+            raise InputError(f"{image}: frame {frame} out of range ({vol.shape[3]} frames)")
+        vol = vol[..., frame]
+    elif vol.ndim != 3 or frame != 0:
+        raise InputError(f"{image}: expected (x, y, slices[, time]), got shape {vol.shape} (frame {frame})")
+    k = vol.shape[2] // 2 if slice_index is None else int(slice_index)
+    if not 0 <= k < vol.shape[2]:
+        raise InputError(f"{image}: slice {k} out of range ({vol.shape[2]} slices)")
+    try:
+        plane = planes_from_affine_ras(img.affine, vol.shape)[k]
+    except ValueError as exc:
+        raise InputError(f"{image}: unusable affine ({exc})") from None
+    name = image.name.upper()
+    hint = "SAX" if "_SA_" in name else "4CH" if "_LA_" in name else None
+    return np.asarray(slice_image(vol, k), dtype=np.float32), plane, hint
+
+
 def predict_image_lines(weights: str | Path, image: str | Path, view: str | None = None, frame: int = 0,
-                        device: str = "cpu") -> dict[str, Any]:
+                        device: str = "cpu", slice_index: int | None = None) -> dict[str, Any]:
     """``{"view": V, "partners": [{"view": W, "in_a": {"p0", "p1"} | None, "confidence": float}, ...]}``.
 
     ``in_a`` is None when the network shows no line for that partner (confidence 0) or the line
@@ -76,15 +113,19 @@ def predict_image_lines(weights: str | Path, image: str | Path, view: str | None
     net, validated = load_validated(weights, device, expect_task=("lines", "both"))
     manifest, prep = validated.manifest, validated.preparation
     image = Path(image)
-    try:
-        ds = pydicom.dcmread(image, stop_before_pixels=True)
-        plane = plane_from_dataset(ds, frame)
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore")
-            pixels = read_file_frames(image, [frame])[0]
-    except Exception as exc:  # pydicom / geometry / pixel errors of a bad file
-        raise InputError(f"{image}: cannot read the image ({exc})") from None
-    view = view or identify_image_view(image, frame)
+    if image.name.lower().endswith((".nii", ".nii.gz")):
+        pixels, plane, hint = _read_nifti_slice(image, frame, slice_index)
+        view = view or hint
+    else:
+        try:
+            ds = pydicom.dcmread(image, stop_before_pixels=True)
+            plane = plane_from_dataset(ds, frame)
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore")
+                pixels = read_file_frames(image, [frame])[0]
+        except Exception as exc:  # pydicom / geometry / pixel errors of a bad file
+            raise InputError(f"{image}: cannot read the image ({exc})") from None
+        view = view or identify_image_view(image, frame)
     channels = list(manifest["channels"])
     partners_of = manifest.get("views") if isinstance(manifest.get("views"), dict) else {}
     if view is None or view not in partners_of:

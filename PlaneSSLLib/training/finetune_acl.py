@@ -98,6 +98,7 @@ class AclDataConfig:
     """Where the exams come from and how they are prepared, split and augmented."""
 
     source: str = "dicom"  #: "dicom" (tree + labels CSV), "cache" (prepared cache + labels) or "mrnet"
+    format: str | None = None  #: a data set's layout (ACL_DATA_FORMATS or auto, with data.root); decides data.source
     root: str | None = None  #: dicom: the data folder; mrnet: the MRNet-v1.0 folder
     labels: str | None = None  #: dicom: CSV subject,acl_tear (default ROOT/labels.csv); cache: CSV subject,acl_tear
     cache: str | None = None  #: cache: the prepared cache folder (subjects by hashed key)
@@ -165,12 +166,20 @@ class AclConfig(RunConfig):
     output: str = "runs/acl"
 
 
+#: the data-set formats ``finetune acl`` reads (``data.sources``): knee DICOM + labels CSV, or MRNet
+ACL_DATA_FORMATS = ("phantom", "dicom", "mrnet")
+
+
 def _check(cfg: AclConfig, bad) -> None:
     d, m, e = cfg.data, cfg.model, cfg.evaluation
     check_choice(bad, "data.source", d.source, ("dicom", "cache", "mrnet"))
-    if d.source in ("dicom", "mrnet") and not d.root:
+    if d.format is not None:
+        check_choice(bad, "data.format", d.format, (*ACL_DATA_FORMATS, "auto"))
+        if not d.root:
+            bad("data.root", "required with data.format")
+    elif d.source in ("dicom", "mrnet") and not d.root:
         bad("data.root", f"required when data.source is {d.source!r}")
-    if d.source == "cache" and not (d.cache and d.labels):
+    if d.format is None and d.source == "cache" and not (d.cache and d.labels):
         bad("data.cache", "data.cache and data.labels are required when data.source is 'cache'")
     if d.spacing_mm is not None and d.spacing_mm <= 0:
         bad("data.spacing_mm", f"must be > 0, got {d.spacing_mm}")
@@ -201,17 +210,30 @@ acl_config_from_dict, load_acl_config = run_config_loaders(AclConfig, _check)
 _EXAM_MEMO: dict[tuple, list[Exam]] = {}
 
 
+def data_source(data: AclDataConfig) -> str:
+    """``data.source`` as ``data.format`` decides it (``mrnet``, or ``dicom`` for a phantom/DICOM tree)."""
+    if data.format is None:
+        return data.source
+    from ..data.sources import DataSpec, resolve_data_spec
+
+    spec = resolve_data_spec(DataSpec(data.format, Path(data.root or "")), allowed=ACL_DATA_FORMATS)
+    if data.format == "auto":
+        log.info("data.root %s: detected the %s layout", spec.root, spec.format)
+    return "mrnet" if spec.format == "mrnet" else "dicom"
+
+
 def load_exams(data: AclDataConfig, prep: PrepareConfig, memo: bool = True) -> list[Exam]:
     """The labelled exams of ``data`` prepared with ``prep`` (memoised in-process per source and settings)."""
-    key = (data.source, data.root, data.labels, data.cache, prep.digest())
+    source = data_source(data)
+    key = (source, data.root, data.labels, data.cache, prep.digest())
     if memo and key in _EXAM_MEMO:
         return _EXAM_MEMO[key]
-    if data.source == "dicom":
+    if source == "dicom":
         root = Path(data.root or "")
         labels_path = Path(data.labels) if data.labels else root / "labels.csv"
         labels = read_labels_csv(labels_path)
         exams = attach_labels(exams_from_dicom(root, prep), labels, str(labels_path))
-    elif data.source == "cache":
+    elif source == "cache":
         from ..data.cache import open_cache
 
         labels = read_labels_csv(Path(data.labels or ""))
@@ -221,7 +243,10 @@ def load_exams(data: AclDataConfig, prep: PrepareConfig, memo: bool = True) -> l
     else:
         from ..data.adapters.mrnet import mrnet_exams
 
-        exams = exams_from_mrnet(mrnet_exams(Path(data.root or ""), "train", "acl"), prep)
+        broken: list[tuple[str, str]] = []
+        exams = exams_from_mrnet(mrnet_exams(Path(data.root or ""), "train", "acl", broken=broken), prep, broken)
+        for _, problem in broken:
+            log.warning("MRNet exam left out: %s", problem)
     if memo:
         _EXAM_MEMO[key] = exams
     return exams

@@ -4,10 +4,12 @@
 signals, DDP and logs); ``finetune_seg(config, init, labeled_subjects, seed)`` runs it
 (``planessl finetune seg`` and the transfer experiment call it through :data:`SEG_KIND`). Steps:
 
-1. data: the seg cache of ``data.dicom`` (``data.segmentation.prepare_seg_cache``; reused by key)
-   or an existing one (``data.cache``); subjects split into training pool / validation / test by
-   ``data.split_seed`` (independent of the labelled subset), then ``labeled_subjects`` of the pool
-   chosen by ``seed`` (``choose_labeled_subjects``; nested in N for one seed);
+1. data: the seg cache of the data set ``data.format``:``data.root`` (``phantom``, ``dicom`` with
+   labels in the phantom layout, ``acdc``, ``mnms2`` or ``auto``; ``data.dicom`` is the old name of
+   a ``dicom`` root; ``data.segmentation.prepare_seg_cache``; reused by key) or an existing one
+   (``data.cache``); subjects split into training pool / validation / test by ``data.split_seed``
+   (independent of the labelled subset), then ``labeled_subjects`` of the pool chosen by ``seed``
+   (``choose_labeled_subjects``; nested in N for one seed);
 2. network: ``PlaneSSLNet`` with ``line_channels`` = 4 classes (its decoder output = class
    logits) and no location head; initialised from scratch or by ``training.transfer`` (encoder
    and decoder but the last layer, or encoder only);
@@ -42,6 +44,7 @@ import torch.nn.functional as F
 from ..data.augment import AugmentConfig, augment_batch, normalised_from_pixel
 from ..data.cache import SliceCache, open_cache
 from ..data.segmentation import PHASE_KINDS, prepare_seg_cache
+from ..data.sources import DataSpec, resolve_data_spec
 from ..data.splits import choose_labeled_subjects, split_seg_subjects
 from ..inference.segment import keep_largest_component, predict_probabilities
 from ..inference.weights import build_manifest, export_weights
@@ -81,8 +84,10 @@ TEST_COLUMNS = ("subject", "phase", "structure", "label", "dice", "hd95_mm", "as
 class SegDataConfig:
     """Labelled data and its preparation (same meaning as ``planessl prepare``'s settings)."""
 
-    dicom: str | None = None  #: DICOM folder with labels (phantom layout); its seg cache is built/reused
-    cache: str | None = None  #: seg cache root (default: OUTPUT/../seg_cache when data.dicom is set)
+    format: str = "auto"  #: the data set's layout (SEG_DATA_FORMATS; auto: detected and logged)
+    root: str | None = None  #: the data set's folder; its seg cache is built/reused
+    dicom: str | None = None  #: the old name of data.root with data.format dicom (still read)
+    cache: str | None = None  #: seg cache root (default: OUTPUT/../seg_cache when data.root is set)
     spacing_mm: float = 1.26
     image_size: int = 224
     normalisation: str = "minmax"
@@ -134,10 +139,17 @@ class FinetuneSegConfig(RunConfig):
     output: str = "runs/finetune_seg"
 
 
+#: the data-set formats ``finetune seg`` reads (``data.sources``)
+SEG_DATA_FORMATS = ("phantom", "dicom", "acdc", "mnms2")
+
+
 def _check(cfg: FinetuneSegConfig, bad) -> None:
     d, m = cfg.data, cfg.model
-    if not d.dicom and not d.cache:
-        bad("data.dicom", "set data.dicom (a labelled DICOM folder) or data.cache (a seg cache)")
+    if not d.root and not d.dicom and not d.cache:
+        bad("data.root", "set data.root (a labelled data set, with data.format) or data.cache (a seg cache)")
+    if d.root and d.dicom:
+        bad("data.dicom", "the old name of data.root (with data.format dicom): set only data.root")
+    check_choice(bad, "data.format", d.format, (*SEG_DATA_FORMATS, "auto"))
     if d.spacing_mm <= 0:
         bad("data.spacing_mm", f"must be > 0, got {d.spacing_mm}")
     if d.image_size < 8 or d.image_size % 2 ** (m.levels - 1):
@@ -214,11 +226,15 @@ class FinetuneResult(FinetuneSummary):
 # ----------------------------------------------------------------------------- training pieces
 def _open_data(config: FinetuneSegConfig) -> SliceCache:
     d = config.data
-    if d.dicom:
+    if d.root or d.dicom:
+        spec = DataSpec(d.format, Path(d.root)) if d.root else DataSpec("dicom", Path(d.dicom or ""))
+        spec = resolve_data_spec(spec, allowed=SEG_DATA_FORMATS)
+        if d.format == "auto":
+            log.info("data.root %s: detected the %s layout", spec.root, spec.format)
         prep = PrepareConfig(spacing_mm=d.spacing_mm, size_px=d.image_size, normalisation=d.normalisation,
                              dtype="float32", anatomy="heart")
         root = Path(d.cache) if d.cache else Path(config.output).parent / "seg_cache"
-        cache = prepare_seg_cache(Path(d.dicom), root, prep)
+        cache = prepare_seg_cache(spec, root, prep)
     else:
         cache = open_cache(Path(d.cache), content="seg")
     h, w = cache.image_shape

@@ -208,7 +208,7 @@ def _transfer_experiment(cfg: DemoConfig, out: Path) -> str:
     exp_out = out / "transfer" / "heart"
     weights = out / "pretrain" / "heart" / "model"
     overrides = [f"inits.pretrained={weights}", f"inits.encoder-only.weights={weights}",
-                 f"finetune_overrides.data.dicom={out / 'data' / 'heart'}",
+                 f"finetune_overrides.data.root={out / 'data' / 'heart'}",
                  f"finetune_overrides.data.cache={out / 'seg_cache'}",
                  f"finetune_overrides.data.split_seed={cfg.seed}"]
     _planessl(["experiment", "transfer", "--config", cfg.transfer_config, "--out", str(exp_out),

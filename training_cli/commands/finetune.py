@@ -36,6 +36,7 @@ TASKS = {
                        "the best validation Dice, then report Dice/HD95/ASSD on the test subjects.",
         "anatomy": "heart", "example": "optim.epochs=3 model.base_filters=8",
         "outputs": "OUT/test_metrics.csv (Dice, HD95, ASSD per subject, phase and structure), OUT/result.json",
+        "formats": "phantom, dicom (labels in the phantom layout), acdc, mnms2",
     },
     "acl": {
         "help": "exam-level ACL-tear classification (knee SAG/COR/AX stacks)",
@@ -43,6 +44,7 @@ TASKS = {
                        "intact: a shared encoder over every slice, pooling over slices, fusion of the planes.",
         "anatomy": "knee", "example": "optim.epochs=3 data.max_slices=8",
         "outputs": "OUT/metrics.json (AUC, accuracy, sensitivity, specificity with bootstrap CIs)",
+        "formats": "phantom or dicom (knee studies + ROOT/labels.csv), mrnet",
     },
 }
 
@@ -56,6 +58,9 @@ def register(sub: argparse._SubParsersAction) -> argparse.ArgumentParser:
                              epilog=EPILOG.format(task=name, anatomy=text["anatomy"], outputs=text["outputs"]),
                              formatter_class=argparse.RawDescriptionHelpFormatter)
         t.add_argument("--config", type=Path, required=True, metavar="FILE", help="YAML configuration")
+        t.add_argument("--data", default=None, metavar="FORMAT:PATH",
+                       help=f"the labelled data set (overrides data.format and data.root): {text['formats']}, "
+                            "or auto (the layout is detected and logged)")
         add_overrides_argument(t, text["example"])
         t.add_argument("--init", default=None, metavar="scratch|WEIGHTS",
                        help="'scratch' or a pretrained weights directory/.zip (overrides init.init)")
@@ -80,6 +85,13 @@ def run(args: argparse.Namespace) -> int:
     kind = FINETUNE_KINDS[args.finetune_task]
     overrides = run_overrides(args.overrides, init=args.init, transfer=args.transfer,
                               labeled_subjects=args.labeled_subjects, seed=args.seed, output=args.out)
+    if args.data:
+        from PlaneSSLLib.data.sources import parse_data_spec
+
+        spec = parse_data_spec(args.data)
+        overrides |= {"data.format": spec.format, "data.root": str(spec.root)}
+        if kind.name == "seg":
+            overrides["data.dicom"] = None  # the old name of data.root, when the config file still uses it
     config = kind.load_config(args.config, overrides)
     verb = "resuming" if args.resume else "writing"
     print(f"planessl finetune {kind.name}: {verb} {args.out} (init {config.init.init})", file=sys.stderr, flush=True)

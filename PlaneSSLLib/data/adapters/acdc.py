@@ -100,10 +100,13 @@ def _phase(folder: Path, subject: str, frame: int, with_labels: bool) -> AcdcPha
     return AcdcPhase(frame, np.asarray(image, dtype=np.float32), label, affine, spacing, image_path, label_path)
 
 
-def acdc_subjects(root: Path, with_labels: bool = True) -> list[AcdcSubject]:
+def acdc_subjects(root: Path, with_labels: bool = True,
+                  broken: list[tuple[str, str]] | None = None) -> list[AcdcSubject]:
     """Every ``patientXXX`` folder under ``root``, sorted, with its ED and ES phases loaded.
 
     ``with_labels=False`` accepts subjects without ``_gt`` files (their ``label`` is None).
+    ``broken``: when a list is given, a subject whose files break the layout is left out and the
+    ``(subject, problem naming the file)`` appended to it, instead of raising; AdapterError when none is left.
     """
     root = require_dir(root, "ACDC training or testing folder")
     folders = sorted(p for p in root.iterdir() if p.is_dir() and _SUBJECT_RE.match(p.name))
@@ -111,12 +114,24 @@ def acdc_subjects(root: Path, with_labels: bool = True) -> list[AcdcSubject]:
         raise AdapterError(f"{root}: no patientXXX folder (is this ACDC's database/training?)")
     subjects = []
     for folder in folders:
-        info = read_info_cfg(folder / "Info.cfg")
-        name = folder.name
-        ed, es = int(info["ED"]), int(info["ES"])
-        cine = folder / f"{name}_4d.nii.gz"
-        subject = AcdcSubject(name, str(info["Group"]), float(info["Height"]), float(info["Weight"]),
-                              int(info["NbFrame"]), ed, es, cine_path=cine if cine.is_file() else None)
-        subject.phases = {"ED": _phase(folder, name, ed, with_labels), "ES": _phase(folder, name, es, with_labels)}
-        subjects.append(subject)
+        try:
+            subjects.append(_subject(folder, with_labels))
+        except AdapterError as exc:
+            if broken is None:
+                raise
+            broken.append((folder.name, str(exc)))
+    if not subjects:
+        raise AdapterError(f"{root}: no usable patientXXX folder ({len(folders)} found; "
+                           + "; ".join(m for _, m in (broken or [])[:3]) + ")")
     return subjects
+
+
+def _subject(folder: Path, with_labels: bool) -> AcdcSubject:
+    info = read_info_cfg(folder / "Info.cfg")
+    name = folder.name
+    ed, es = int(info["ED"]), int(info["ES"])
+    cine = folder / f"{name}_4d.nii.gz"
+    subject = AcdcSubject(name, str(info["Group"]), float(info["Height"]), float(info["Weight"]),
+                          int(info["NbFrame"]), ed, es, cine_path=cine if cine.is_file() else None)
+    subject.phases = {"ED": _phase(folder, name, ed, with_labels), "ES": _phase(folder, name, es, with_labels)}
+    return subject

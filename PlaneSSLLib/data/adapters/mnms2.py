@@ -86,11 +86,14 @@ def _image(folder: Path, subject: str, view: str, phase: str) -> Mnms2Image:
 
 
 def mnms2_subjects(root: Path, info_csv: Path | None = None, views: tuple[str, ...] = ("SA", "LA"),
-                   phases: tuple[str, ...] = ("ED", "ES")) -> list[Mnms2Subject]:
+                   phases: tuple[str, ...] = ("ED", "ES"),
+                   broken: list[tuple[str, str]] | None = None) -> list[Mnms2Subject]:
     """Every ``NNN`` subject folder under ``root``, sorted, with its images (labels in ACDC convention).
 
     ``info_csv`` defaults to ``root/dataset_information.csv`` when present (else the single
     ``*.csv`` in ``root``, else no subject info); a subject missing from it gets empty info.
+    ``broken``: when a list is given, a subject with a missing or unreadable file is left out and
+    the ``(subject, problem naming the file)`` appended to it, instead of raising; AdapterError when none is left.
     """
     root = require_dir(root, "M&Ms-2 dataset folder")
     folders = sorted(p for p in root.iterdir() if p.is_dir() and _SUBJECT_RE.match(p.name))
@@ -104,8 +107,17 @@ def mnms2_subjects(root: Path, info_csv: Path | None = None, views: tuple[str, .
     subjects = []
     for folder in folders:
         s = Mnms2Subject(folder.name, info.get(folder.name, {}))
-        for view in views:
-            for phase in phases:
-                s.images[(view, phase)] = _image(folder, folder.name, view, phase)
+        try:
+            for view in views:
+                for phase in phases:
+                    s.images[(view, phase)] = _image(folder, folder.name, view, phase)
+        except AdapterError as exc:
+            if broken is None:
+                raise
+            broken.append((folder.name, str(exc)))
+            continue
         subjects.append(s)
+    if not subjects:
+        raise AdapterError(f"{root}: no usable NNN subject folder ({len(folders)} found; "
+                           + "; ".join(m for _, m in (broken or [])[:3]) + ")")
     return subjects

@@ -60,10 +60,13 @@ def _read_labels(path: Path) -> dict[str, int]:
     return labels
 
 
-def mrnet_exams(root: Path, split: str = "train", task: str = "acl") -> list[MrnetExam]:
+def mrnet_exams(root: Path, split: str = "train", task: str = "acl",
+                broken: list[tuple[str, str]] | None = None) -> list[MrnetExam]:
     """The exams of ``split`` listed in ``<split>-<task>.csv``, each with its three ``.npy`` files.
 
     Raises AdapterError naming the file for a missing plane folder or stack, or a malformed CSV.
+    ``broken``: when a list is given, an exam with a missing stack is left out and the problem
+    ``(exam id, problem naming the file)`` appended to it instead (AdapterError when no exam is left).
     """
     if split not in ("train", "valid"):
         raise AdapterError(f"split must be 'train' or 'valid', got {split!r}")
@@ -76,9 +79,18 @@ def mrnet_exams(root: Path, split: str = "train", task: str = "acl") -> list[Mrn
     exams = []
     for exam_id, label in sorted(labels.items()):
         paths = {}
-        for view, folder in folders.items():
-            paths[view] = require_file(folder / f"{exam_id}.npy", f"exam {exam_id} listed in {split}-{task}.csv")
+        try:
+            for view, folder in folders.items():
+                paths[view] = require_file(folder / f"{exam_id}.npy", f"exam {exam_id} listed in {split}-{task}.csv")
+        except AdapterError as exc:
+            if broken is None:
+                raise
+            broken.append((exam_id, str(exc)))
+            continue
         exams.append(MrnetExam(split, exam_id, label, paths))
+    if not exams:
+        raise AdapterError(f"{root / split}: no exam of {split}-{task}.csv has its three stacks ("
+                           + "; ".join(m for _, m in (broken or [])[:3]) + ")")
     return exams
 
 
