@@ -454,7 +454,7 @@ def plan_clinical_views(
     first = -_u(rng, 0.0, 15.0)
     apex = a.lv_length_ed_mm + a.wall_ed_mm * a.apex_wall_ratio
     last = apex + _u(rng, -15.0, 15.0)
-    n = int(np.clip(int(np.floor((last - first) / gap)) + 1, 6, 20))
+    n = int(np.clip(round((last - first) / gap) + 1, 6, 20))  # the last slice within half a spacing of ``last``
     levels = [round(first + k * gap, 4) for k in range(n)]
     x0, y0 = plane_axes(w, [1.0, 0.0, 0.0], np.cross([1.0, 0.0, 0.0], w))
     xs, ys = rotate_in_plane(x0, y0, _u(rng, -20, 20))
