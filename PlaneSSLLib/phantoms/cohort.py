@@ -81,8 +81,9 @@ REALISMS = ("simple", "clinical")
 #: Cine phases per cardiac cycle by default (ED = phase 0; ES near 30–40 % of the cycle).
 DEFAULT_PHASES = 8
 GENERATOR = "planessl-phantom"
-#: Bumped whenever the same seed would give different files.
-GENERATOR_VERSION = 1
+#: Bumped whenever the same seed would give different files (2: subjects.csv gained pathology, site,
+#: sequence and field strength, cohort.json the realism and its settings; simple images and labels unchanged).
+GENERATOR_VERSION = 2
 
 _SUBJECT_RE = re.compile(r"^subject_\d{4,}$")
 _TMP_PREFIX = ".tmp-"
