@@ -3,7 +3,7 @@
 On-disk layout (``OUT`` = the cohort directory)::
 
     OUT/cohort.json                  anatomy, seed, layout, options, generator version, summaries
-    OUT/subjects.csv                 heart: subject,ed_phase,es_phase,n_sax
+    OUT/subjects.csv                 heart: subject,ed_phase,es_phase,n_sax,pathology,site,sequence,field_strength_t
     OUT/labels.csv                   knee:  subject,acl_tear
     OUT/subject_0003/study/...       DICOM files, one folder per series
     OUT/subject_0003/labels/sax_ed.nii.gz, sax_es.nii.gz   heart: ACDC labels of the SAX stack
@@ -11,7 +11,11 @@ On-disk layout (``OUT`` = the cohort directory)::
 Heart series folders: layout ``kaggle`` (Data Science Bowl style): ``sax_N`` (one series per
 SAX slice holding its cine frames), ``2ch_N``, ``3ch_N``, ``4ch_N``; layout ``ukbb`` (UK Biobank
 style): ``cine_sax`` (all slices × phases in one series), ``cine_2ch``, ``cine_3ch``, ``cine_4ch``.
-Knee: ``sag_N``, ``cor_N``, ``ax_N``. Files are ``IM-<series number>-<instance number>.dcm``.
+Knee: ``sag_N``, ``cor_N``, ``ax_N``. Heart realism ``simple`` is the original look (one bSSFP
+site, normal hearts; the same files as before for a seed); ``clinical`` (``heart_clinical.py``,
+``sites.py``) adds pathology, surrounding anatomy, sites and sequences, artefacts and breath-hold
+misregistration, and writes every setting it drew from into ``cohort.json`` (``phantom_settings``).
+Files are ``IM-<series number>-<instance number>.dcm``.
 
 Determinism: subject ``k`` depends only on (seed, k) — its random generators are
 ``np.random.default_rng([seed, k, stream])`` — and every UID is a hash of the seed,
@@ -42,12 +46,22 @@ from ..dicom.write import SeriesInfo, StudyInfo, build_mr_dataset, uid_from, wri
 from ..errors import PlaneSSLError
 from ..geometry.planes import ImagePlane
 from .heart import plan_heart_views, render_heart_cine, sample_heart
+from .heart_clinical import (
+    clinical_settings,
+    draw_breath_holds,
+    draw_pathology,
+    plan_clinical_views,
+    render_clinical_cine,
+    sample_clinical_heart,
+)
 from .knee import acl_torn, plan_knee_stacks, render_knee_slice, sample_knee
 from .render import display_window, random_look
+from .sites import draw_site, parse_site_weights, random_site_look, site_settings
 
 __all__ = [
     "ANATOMIES",
     "LAYOUTS",
+    "REALISMS",
     "DEFAULT_PHASES",
     "GENERATOR",
     "GENERATOR_VERSION",
@@ -62,11 +76,14 @@ __all__ = [
 
 ANATOMIES = ("heart", "knee")
 LAYOUTS = ("kaggle", "ukbb")
+#: Heart looks: the original easy phantom, and the clinically realistic one.
+REALISMS = ("simple", "clinical")
 #: Cine phases per cardiac cycle by default (ED = phase 0; ES near 30–40 % of the cycle).
 DEFAULT_PHASES = 8
 GENERATOR = "planessl-phantom"
-#: Bumped whenever the same seed would give different files.
-GENERATOR_VERSION = 1
+#: Bumped whenever the same seed would give different files (2: subjects.csv gained pathology, site,
+#: sequence and field strength, cohort.json the realism and its settings; simple images and labels unchanged).
+GENERATOR_VERSION = 2
 
 _SUBJECT_RE = re.compile(r"^subject_\d{4,}$")
 _TMP_PREFIX = ".tmp-"
@@ -81,7 +98,10 @@ class CohortError(PlaneSSLError, ValueError):
 
 @dataclass(frozen=True)
 class CohortOptions:
-    """What to generate. ``phases`` and ``layout`` apply to the heart; ``matrix`` overrides image size."""
+    """What to generate. ``phases``, ``layout``, ``realism`` and ``sites`` apply to the heart; ``matrix``
+    overrides image size. ``sites``: site weights (``sites.parse_site_weights`` text, e.g. "A=2,B=1";
+    None = every site equally), clinical realism only.
+    """
 
     anatomy: str
     subjects: int
@@ -89,6 +109,8 @@ class CohortOptions:
     layout: str = "kaggle"
     phases: int = DEFAULT_PHASES
     matrix: int | None = None
+    realism: str = "simple"
+    sites: str | None = None
 
     def validate(self) -> None:
         """Raise CohortError naming the first bad option."""
@@ -106,6 +128,17 @@ class CohortOptions:
             raise CohortError(f"the number of cine phases must be between 2 and 50 (ED and ES), got {self.phases}")
         if self.matrix is not None and not 32 <= self.matrix <= 1024:
             raise CohortError(f"the image matrix must be between 32 and 1024 pixels, got {self.matrix}")
+        if self.realism not in REALISMS:
+            raise CohortError(f"realism must be one of {', '.join(REALISMS)}, got {self.realism!r}")
+        if self.anatomy == "knee" and self.realism != "simple":
+            raise CohortError("--realism applies to heart cohorts only")
+        if self.sites is not None:
+            if self.realism != "clinical":
+                raise CohortError("--sites applies to clinical heart cohorts only (--realism clinical)")
+            try:
+                parse_site_weights(self.sites)
+            except ValueError as exc:
+                raise CohortError(f"--sites {self.sites!r}: {exc}") from None
 
 
 def subject_name(index: int) -> str:
@@ -222,11 +255,120 @@ def _write_heart(root: Path, options: CohortOptions, index: int) -> dict:
     return {
         "subject": subject_name(index),
         "n_sax": len(views.sax),
+        "pathology": "NOR",
+        "site": "simple",
+        "sequence": "bSSFP",
+        "field_strength_t": 1.5,
         "phases": n_phases,
         "ed_phase": 0,
         "es_phase": es,
         "sax_gap_mm": views.sax_gap_mm,
         "sax_thickness_mm": views.sax_thickness_mm,
+        "lax_theta_deg": {k: round(v, 3) for k, v in views.lax_theta_deg.items()},
+        "series_folders": folders,
+    }
+
+
+def _write_heart_clinical(root: Path, options: CohortOptions, index: int) -> dict:
+    """A clinical heart subject (``heart_clinical.py``): same files and layouts as ``_write_heart``."""
+    site, sequence = draw_site(_rng(options, index, 3), parse_site_weights(options.sites))
+    pathology = draw_pathology(options.seed, index)
+    anatomy = sample_clinical_heart(_rng(options, index, 0), pathology, sequence.name)
+    views = plan_clinical_views(anatomy, _rng(options, index, 1), site, options.matrix)
+    look = random_site_look(_rng(options, index, 3), site, sequence, anatomy.frame_to_lps([0, 0, 40.0]))
+    sax_shifts, lax_shifts, breath_sigma = draw_breath_holds(_rng(options, index, 4), len(views.sax))
+    rng = _rng(options, index, 2)
+    n_phases = options.phases
+    es = anatomy.es_phase(n_phases)
+    trigger = anatomy.trigger_times_ms(n_phases)
+    study = _study(options, index, "HEART", "PlaneSSL synthetic cardiac cine")
+    study_dir = root / "study"
+    folders: list[str] = []
+    acquisition = {
+        "scanning_sequence": sequence.scanning_sequence, "sequence_variant": sequence.sequence_variant,
+        "repetition_time_ms": sequence.repetition_time_ms, "echo_time_ms": sequence.echo_time_ms,
+        "flip_angle_deg": look.flip_angle_deg, "field_strength_t": site.field_strength_t, "cardiac": True,
+        "extra": {
+            "Manufacturer": site.manufacturer, "ManufacturerModelName": site.model,
+            "InstitutionName": site.institution, "SequenceName": sequence.sequence_name,
+        },
+    }
+
+    def cine_kwargs(phase: int) -> dict:
+        return {"trigger_time_ms": trigger[phase], "cardiac_phases": n_phases, "temporal_position": phase + 1}
+
+    for view in ("2CH", "3CH", "4CH"):
+        number = _LAX_SERIES[view]
+        key = view.lower()
+        folder = f"{key}_{number}" if options.layout == "kaggle" else f"cine_{key}"
+        series = SeriesInfo(
+            series_uid=_uid(options, index, "series", view), series_number=number,
+            description=f"CINE {view}", protocol_name=f"cine_{key}", **acquisition,
+        )
+        plane = views.lax[view]
+        frames, _ = render_clinical_cine(
+            anatomy, plane, views.lax_thickness_mm[view], n_phases, rng, look, lax_shifts[view]
+        )
+        for phase, px in enumerate(frames):
+            _write_image(
+                study_dir / folder / f"IM-{number:04d}-{phase + 1:04d}.dcm", px, plane, study, series, phase + 1,
+                _uid(options, index, "image", view, phase), views.lax_thickness_mm[view], **cine_kwargs(phase),
+            )
+        folders.append(folder)
+
+    labels: dict[int, list[np.ndarray]] = {0: [], es: []}
+    ukbb_series = SeriesInfo(
+        series_uid=_uid(options, index, "series", "SAX"), series_number=_SAX_FIRST_SERIES,
+        description="CINE SAX", protocol_name="cine_sax", **acquisition,
+    )
+    for k, plane in enumerate(views.sax):
+        frames, lab = render_clinical_cine(
+            anatomy, plane, views.sax_thickness_mm, n_phases, rng, look, sax_shifts[k], label_phases=(0, es)
+        )
+        labels[0].append(lab[0])
+        labels[es].append(lab[es])
+        if options.layout == "kaggle":
+            number = _SAX_FIRST_SERIES + k
+            folder = f"sax_{number}"
+            series = SeriesInfo(
+                series_uid=_uid(options, index, "series", "SAX", k), series_number=number,
+                description="CINE SAX", protocol_name="cine_sax", **acquisition,
+            )
+            instances = [phase + 1 for phase in range(n_phases)]
+        else:
+            number, folder, series = _SAX_FIRST_SERIES, "cine_sax", ukbb_series
+            instances = [k * n_phases + phase + 1 for phase in range(n_phases)]
+        for phase, px in enumerate(frames):
+            inst = instances[phase]
+            _write_image(
+                study_dir / folder / f"IM-{number:04d}-{inst:04d}.dcm", px, plane, study, series, inst,
+                _uid(options, index, "image", "SAX", k, phase), views.sax_thickness_mm, **cine_kwargs(phase),
+            )
+        if folder not in folders:
+            folders.append(folder)
+
+    write_label_nifti(root / "labels" / "sax_ed.nii.gz", labels[0], views.sax)
+    write_label_nifti(root / "labels" / "sax_es.nii.gz", labels[es], views.sax)
+    return {
+        "subject": subject_name(index),
+        "n_sax": len(views.sax),
+        "pathology": pathology,
+        "site": site.code,
+        "sequence": sequence.name,
+        "field_strength_t": site.field_strength_t,
+        "phases": n_phases,
+        "ed_phase": 0,
+        "es_phase": es,
+        "sax_gap_mm": views.sax_gap_mm,
+        "sax_thickness_mm": views.sax_thickness_mm,
+        "sax_first_level_mm": views.sax_levels_mm[0],
+        "sax_last_level_past_apex_mm": round(
+            views.sax_levels_mm[-1] - anatomy.lv_length_ed_mm - anatomy.wall_ed_mm * anatomy.apex_wall_ratio, 2
+        ),
+        "base_descent_mm": round(anatomy.descent_mm, 2),
+        "breath_hold_sigma_mm": breath_sigma,
+        "effusion_mm": round(anatomy.effusion_mm, 2),
+        "stomach_fluid": anatomy.stomach is not None,
         "lax_theta_deg": {k: round(v, 3) for k, v in views.lax_theta_deg.items()},
         "series_folders": folders,
     }
@@ -281,7 +423,12 @@ def write_subject(out_dir: str | os.PathLike, options: CohortOptions, index: int
         shutil.rmtree(tmp)
     tmp.mkdir(parents=True)
     try:
-        summary = _write_heart(tmp, options, index) if options.anatomy == "heart" else _write_knee(tmp, options, index)
+        if options.anatomy == "knee":
+            summary = _write_knee(tmp, options, index)
+        elif options.realism == "clinical":
+            summary = _write_heart_clinical(tmp, options, index)
+        else:
+            summary = _write_heart(tmp, options, index)
         final = out / name
         if final.exists():
             shutil.rmtree(final)
@@ -332,15 +479,26 @@ def _cohort_json(options: CohortOptions, summaries: list[dict], complete: bool) 
         "seed": options.seed,
         "subjects": options.subjects,
         "layout": options.layout if options.anatomy == "heart" else None,
-        "options": {k: v for k, v in asdict(options).items() if k in ("phases", "matrix")},
+        "options": {k: v for k, v in asdict(options).items() if k in ("phases", "matrix", "realism", "sites")},
         "label_convention": (
             {"RV": 1, "Myo": 2, "LV": 3, "voxel": "i=column, j=row, k=SAX slice ordered along the DICOM normal"}
             if options.anatomy == "heart" else {"acl_tear": "1 = torn, 0 = intact"}
         ),
         "complete": complete,
+        "phantom_settings": _phantom_settings(options),
         "subject_summaries": summaries,
     }
     return json.dumps(meta, indent=2, sort_keys=False) + "\n"
+
+
+def _phantom_settings(options: CohortOptions) -> dict | None:
+    """Every setting a clinical heart cohort drew from (None for the simple looks, fully given by the code)."""
+    if options.anatomy != "heart" or options.realism != "clinical":
+        return None
+    settings = clinical_settings()
+    settings["site_weights"] = dict(parse_site_weights(options.sites))
+    settings.update(site_settings())
+    return settings
 
 
 def _csv(rows: list[list[object]]) -> str:
@@ -394,8 +552,8 @@ def write_cohort(
                 raise
     summaries = [results[i] for i in range(n)]
     if options.anatomy == "heart":
-        rows: list[list[object]] = [["subject", "ed_phase", "es_phase", "n_sax"]]
-        rows += [[s["subject"], s["ed_phase"], s["es_phase"], s["n_sax"]] for s in summaries]
+        columns = ["subject", "ed_phase", "es_phase", "n_sax", "pathology", "site", "sequence", "field_strength_t"]
+        rows: list[list[object]] = [columns] + [[s[c] for c in columns] for s in summaries]
         atomic_write_text(out / "subjects.csv", _csv(rows))
     else:
         rows = [["subject", "acl_tear"]] + [[s["subject"], int(s["acl_tear"])] for s in summaries]

@@ -5,9 +5,10 @@ from __future__ import annotations
 import argparse
 import sys
 import time
+from collections import Counter
 from pathlib import Path
 
-from PlaneSSLLib.phantoms import DEFAULT_PHASES, CohortOptions, default_workers, write_cohort
+from PlaneSSLLib.phantoms import DEFAULT_PHASES, REALISMS, CohortOptions, default_workers, write_cohort
 
 from ..errors import CLIError
 
@@ -43,6 +44,21 @@ def register(sub: argparse._SubParsersAction) -> argparse.ArgumentParser:
         "--workers", type=int, default=None, metavar="W",
         help=f"subjects written in parallel processes (default min(2, CPUs) = {default_workers()})",
     )
+    p.add_argument(
+        "--realism", choices=REALISMS, default=None,
+        help="heart only. 'clinical' (default): ACDC-like pathology mix (subjects.csv column 'pathology'), "
+        "atria, outflow tracts and venae cavae entering the basal slices, base descent, patchy fat, liver, "
+        "effusion, four sites with 1.5 T/3 T bSSFP (banding) or spoiled gradient echo, coil bias, noise, ghosts, "
+        "breath-hold misregistration; the default because a method judged on it is judged on the difficulties of "
+        "real cine MR. 'simple': the original easy look (one bSSFP site, normal hearts; same files as before "
+        "for a seed), for quick checks of the geometry",
+    )
+    p.add_argument(
+        "--sites", default=None, metavar="W",
+        help="clinical heart only: site mix as weights, e.g. 'A=2,B=1,C=0,D=1' (sites A 1.5 T, B 3 T, C 1.5 T, "
+        "D 3 T; default all equal); recorded in OUT/cohort.json. A study's separate pretraining cohort can use "
+        "a different mix from its target cohort",
+    )
     p.add_argument("--force", action="store_true", help="write into a non-empty directory that is not a cohort")
     p.add_argument("--quiet", action="store_true", help="no progress messages")
     p.set_defaults(func=run)
@@ -54,9 +70,14 @@ def run(args: argparse.Namespace) -> int:
         raise CLIError("--layout applies to heart cohorts only")
     if args.anatomy == "knee" and args.phases != DEFAULT_PHASES:
         raise CLIError("--phases applies to heart cohorts only")
+    if args.anatomy == "knee" and args.realism not in (None, "simple"):
+        raise CLIError("--realism applies to heart cohorts only")
+    if args.anatomy == "knee" and args.sites is not None:
+        raise CLIError("--sites applies to clinical heart cohorts only")
+    realism = args.realism or ("clinical" if args.anatomy == "heart" else "simple")
     options = CohortOptions(
         anatomy=args.anatomy, subjects=args.subjects, seed=args.seed, layout=args.layout or "kaggle",
-        phases=args.phases, matrix=args.matrix,
+        phases=args.phases, matrix=args.matrix, realism=realism, sites=args.sites,
     )
     start = time.perf_counter()
 
@@ -70,6 +91,9 @@ def run(args: argparse.Namespace) -> int:
         raise CLIError(f"{args.out}: cannot write the cohort ({exc})") from exc
     elapsed = time.perf_counter() - start
     extra = ""
+    if args.anatomy == "heart":
+        groups = Counter(s["pathology"] for s in meta["subject_summaries"])
+        extra = f" ({realism}: " + ", ".join(f"{n} {g}" for g, n in sorted(groups.items())) + ")"
     if args.anatomy == "knee":
         torn = sum(1 for s in meta["subject_summaries"] if s["acl_tear"])
         extra = f", {torn} with a torn ACL"
