@@ -65,6 +65,8 @@ log = logging.getLogger(__name__)
 RESULT_COLUMNS = ("task", "init", "labeled_subjects", "seed", "metric", "value")
 #: task -> (metric name in results_rows, description)
 HEADLINE_METRICS = {name: (kind.headline, kind.description) for name, kind in FINETUNE_KINDS.items()}
+#: an init's weights "pretrained:<name>": the study's pretraining run <name> (training/study.py)
+PRETRAINED_PREFIX = "pretrained:"
 _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.+-]*$")
 
 
@@ -109,6 +111,16 @@ def init_spec(value: Any) -> tuple[str, str | None]:
     return str(value or ""), None
 
 
+def pretraining_names(inits: dict[str, Any]) -> list[str]:
+    """The study's pretraining runs the inits use (``pretrained:<name>``), in order of first use."""
+    names: list[str] = []
+    for value in inits.values():
+        weights, _ = init_spec(value)
+        if weights.startswith(PRETRAINED_PREFIX) and weights[len(PRETRAINED_PREFIX):] not in names:
+            names.append(weights[len(PRETRAINED_PREFIX):])
+    return names
+
+
 def _load_finetune(cfg: ExperimentConfig, init: Any = None, **run: Any) -> Any:
     """The validated fine-tuning config with the experiment's overrides, ``init``'s weights and transfer mode (the
     entry's own, else the experiment's ``transfer``, else the fine-tuning config's) and the run's own settings
@@ -126,8 +138,6 @@ def labeled_count(value: Any) -> int | None:
 
 def _check_study(cfg: ExperimentConfig, bad) -> None:
     """The sections of a whole study (``training/study.py``)."""
-    from .study import PRETRAINED_PREFIX, pretraining_names
-
     study = bool(cfg.cohorts)
     if not study:
         for key in ("pretraining", "protocols"):
@@ -174,8 +184,6 @@ def _check_study(cfg: ExperimentConfig, bad) -> None:
 
 
 def _check(cfg: ExperimentConfig, origin_of, problems: list[str]) -> None:
-    from .study import PRETRAINED_PREFIX
-
     bad = problem_reporter(origin_of, problems)
     if cfg.task not in FINETUNE_KINDS:
         bad("task", f"must be one of {', '.join(FINETUNE_KINDS)}, got {cfg.task!r}")

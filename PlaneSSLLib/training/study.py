@@ -46,12 +46,12 @@ import yaml
 
 from ..atomic import atomic_write_text
 from .config import ConfigError
+from .experiment import PRETRAINED_PREFIX, experiment_config_from_dict, pretraining_names, run_transfer_experiment
 
 __all__ = ["CohortSpec", "StudyStages", "PRETRAINED_PREFIX", "run_study", "cohort_flags"]
 
 log = logging.getLogger(__name__)
 
-PRETRAINED_PREFIX = "pretrained:"
 STAMP = "stage.json"
 #: cohort names a study uses: the target (labelled, split into pool / validation / test) and the pretraining one
 COHORT_NAMES = ("target", "pretrain")
@@ -126,18 +126,6 @@ def _cohort_stage(specs: dict[str, CohortSpec], out: Path, stages: StudyStages) 
             _write_stamp(folder, wanted)
         folders[name] = folder
     return folders
-
-
-def pretraining_names(inits: dict[str, Any]) -> list[str]:
-    """The study's pretraining runs the inits use (``pretrained:<name>``), in order of first use."""
-    from .experiment import init_spec
-
-    names: list[str] = []
-    for value in inits.values():
-        weights, _ = init_spec(value)
-        if weights.startswith(PRETRAINED_PREFIX) and weights[len(PRETRAINED_PREFIX):] not in names:
-            names.append(weights[len(PRETRAINED_PREFIX):])
-    return names
 
 
 def _pretrain_stage(pretraining: dict[str, Any], cohort: Path, out: Path, names: list[str]) -> dict[str, Path]:
@@ -228,7 +216,6 @@ def _resolve_inits(inits: dict[str, Any], weights: dict[str, Path]) -> dict[str,
 
 def run_study(config: Any, out: str | Path, stages: StudyStages) -> dict[str, Any]:
     """Every stage of a study (module docstring); returns the report's summary."""
-    from .experiment import experiment_config_from_dict, run_transfer_experiment
     from .study_report import write_study_report
 
     out = Path(out)

@@ -1,0 +1,94 @@
+"""``planessl experiment transfer`` running a whole study on a tiny config: cohorts, one pretraining, a 2-count x
+2-seed x 2-init grid, the report (paired gains, thirds), and a rerun that reuses every finished stage."""
+
+from __future__ import annotations
+
+import csv
+import json
+import logging
+from pathlib import Path
+
+import pytest
+import yaml
+
+from training_cli.main import main
+
+REPO = Path(__file__).resolve().parents[1]
+CONFIGS = REPO / "Resources" / "Configs"
+
+
+def _tiny_study(tmp: Path) -> Path:
+    size = {"data.image_size": 32, "data.spacing_mm": 9.0}
+    raw = {
+        "task": "seg",
+        "cohorts": {"target": {"anatomy": "heart", "subjects": 5, "seed": 31, "options": {"matrix": 64}},
+                    "pretrain": {"anatomy": "heart", "subjects": 3, "seed": 32, "options": {"matrix": 64}}},
+        "pretraining": {"config": str(CONFIGS / "pretrain_demo.yaml"), "tasks": {"lines": "lines"},
+                        "overrides": {**size, "data.sigma_px": 1.0, "optim.epochs": 1, "optim.slices_per_subject": 2,
+                                      "runtime.progress": "none", "runtime.plot": False}},
+        "protocols": {"paper": {"config": str(CONFIGS / "finetune_seg_paper.yaml"),
+                                "overrides": {"split.test_subjects": 2, "split.val_subjects": 1}}},
+        "labeled_subjects": [1, "all"], "seeds": [0, 1],
+        "inits": {"scratch": "scratch", "lines": "pretrained:lines"},
+        "finetune_overrides": {**size, "optim.epochs": 1, "optim.steps_per_epoch": 2},
+        "report": {"bootstrap": 200},
+    }
+    path = tmp / "study.yaml"
+    path.write_text(yaml.safe_dump(raw))
+    return path
+
+
+def test_study_end_to_end_then_resumes(tmp_path, caplog):
+    config, out = _tiny_study(tmp_path), tmp_path / "study"
+    caplog.set_level(logging.INFO)
+    assert main(["experiment", "transfer", "--config", str(config), "--out", str(out)]) == 0
+    assert (out / "cohorts" / "target" / "subjects.csv").is_file() and (out / "pretrain" / "lines" / "model").is_dir()
+    runs = sorted(p.name for p in (out / "runs" / "paper" / "runs").iterdir())
+    assert runs == [f"{i}_n{n}_s{s}" for i in ("lines", "scratch") for n in ("1", "all") for s in (0, 1)]
+    with open(out / "results.csv", newline="") as fh:
+        rows = list(csv.DictReader(fh))
+    assert list(rows[0]) == ["task", "init", "labeled_subjects", "seed", "metric", "value"]
+    head = {(r["init"], r["labeled_subjects"], r["seed"]) for r in rows if r["metric"] == "dice mean"}
+    assert head == {(f"paper/{i}", n, s) for i in ("scratch", "lines") for n in ("1", "2") for s in ("0", "1")}
+    assert {"dice basal", "dice mid", "dice apical"} <= {r["metric"] for r in rows}
+    md = (out / "results.md").read_text()
+    assert "gain over scratch [95 % CI]" in md and "all (2) labelled" in md and "| lines |" in md
+    assert (out / "results.png").stat().st_size > 1000
+    settings = out / "settings"
+    assert {"study.yaml", "protocol_paper.yaml", "pretraining.yaml", "software.json", "cohort_target.json"} <= {
+        p.name for p in settings.iterdir()}
+    assert "torch" in json.loads((settings / "software.json").read_text())
+    before = (out / "results.csv").read_bytes()
+
+    # a rerun reuses cohorts, pretraining and finished runs; a run without its results file is run again
+    (out / "runs" / "paper" / "runs" / "lines_n1_s1" / "results_rows.json").unlink()
+    stamp = (out / "pretrain" / "lines" / "model" / "model.safetensors").stat().st_mtime_ns
+    caplog.clear()
+    assert main(["experiment", "transfer", "--config", str(config), "--out", str(out)]) == 0
+    text = caplog.text
+    assert "cohort target: reusing" in text and "pretraining lines: reusing" in text
+    assert text.count("fine-tuning seg") == 1 and "lines_n1_s1: removing an unfinished" in text
+    assert (out / "pretrain" / "lines" / "model" / "model.safetensors").stat().st_mtime_ns == stamp
+    assert (out / "results.csv").read_bytes() == before  # deterministic runs: the same numbers again
+
+
+def test_study_config_problems_are_named(tmp_path, capsys):
+    raw = yaml.safe_load(_tiny_study(tmp_path).read_text())
+    raw["cohorts"]["pretrain"]["seed"] = 31
+    raw["inits"]["other"] = "pretrained:missing"
+    bad = tmp_path / "bad.yaml"
+    bad.write_text(yaml.safe_dump(raw))
+    assert main(["experiment", "transfer", "--config", str(bad), "--out", str(tmp_path / "o")]) != 0
+    err = capsys.readouterr().err
+    assert "cohorts.pretrain.seed" in err and "pretraining.tasks.missing" in err and "Traceback" not in err
+    assert not (tmp_path / "o").exists()
+
+
+@pytest.mark.parametrize("counts", [[1, 1], [0], ["some"]])
+def test_labelled_counts_are_checked(tmp_path, capsys, counts):
+    raw = yaml.safe_load(_tiny_study(tmp_path).read_text())
+    raw["labeled_subjects"] = counts
+    bad = tmp_path / "bad.yaml"
+    bad.write_text(yaml.safe_dump(raw))
+    assert main(["experiment", "transfer", "--config", str(bad), "--out", str(tmp_path / "o")]) != 0
+    assert "labeled_subjects" in capsys.readouterr().err
