@@ -34,11 +34,32 @@ def _tiny_study(tmp: Path) -> Path:
         "report": {"bootstrap": 200},
     }
     path = tmp / "study.yaml"
-    path.write_text(yaml.safe_dump(raw))
+    path.write_text(yaml.safe_dump(raw, sort_keys=False))
     return path
 
 
-def test_study_end_to_end_then_resumes(tmp_path, caplog):
+def _with_pathology(write):
+    """The cohort stage as the clinical phantom will do it: subjects.csv gains a ``pathology`` column."""
+
+    def wrapped(spec, folder):
+        write(spec, folder)
+        table = folder / "subjects.csv"
+        with open(table, newline="") as fh:
+            rows = list(csv.DictReader(fh))
+        for i, r in enumerate(rows):
+            r["pathology"] = ("NOR", "DCM")[i % 2]
+        with open(table, "w", newline="") as fh:
+            writer = csv.DictWriter(fh, fieldnames=list(rows[0]))
+            writer.writeheader()
+            writer.writerows(rows)
+
+    return wrapped
+
+
+def test_study_end_to_end_then_resumes(tmp_path, caplog, monkeypatch):
+    from training_cli.commands import experiment as command
+
+    monkeypatch.setattr(command, "_write_cohort", _with_pathology(command._write_cohort))
     config, out = _tiny_study(tmp_path), tmp_path / "study"
     caplog.set_level(logging.INFO)
     assert main(["experiment", "transfer", "--config", str(config), "--out", str(out)]) == 0
@@ -50,9 +71,13 @@ def test_study_end_to_end_then_resumes(tmp_path, caplog):
     assert list(rows[0]) == ["task", "init", "labeled_subjects", "seed", "metric", "value"]
     head = {(r["init"], r["labeled_subjects"], r["seed"]) for r in rows if r["metric"] == "dice mean"}
     assert head == {(f"paper/{i}", n, s) for i in ("scratch", "lines") for n in ("1", "2") for s in ("0", "1")}
-    assert {"dice basal", "dice mid", "dice apical"} <= {r["metric"] for r in rows}
+    metrics = {r["metric"] for r in rows}
+    assert {"dice basal", "dice mid", "dice apical"} <= metrics
+    # 5 subjects NOR/DCM/NOR/DCM/NOR: the 2 test subjects are one of each group
+    assert {"dice pathology NOR", "dice pathology DCM"} <= metrics
     md = (out / "results.md").read_text()
     assert "gain over scratch [95 % CI]" in md and "all (2) labelled" in md and "| lines |" in md
+    assert "| apical | DCM | NOR |" in md  # pathology columns
     assert (out / "results.png").stat().st_size > 1000
     settings = out / "settings"
     assert {"study.yaml", "protocol_paper.yaml", "pretraining.yaml", "software.json", "cohort_target.json"} <= {

@@ -5,7 +5,8 @@ Where they are read:
 - the phantom layout (``planessl phantom heart``): ``COHORT/subjects.csv`` with a ``subject`` column (the
   folder ``COHORT/<subject>/``) and any attribute columns (``pathology``, ``site``, ``sequence``...);
 - ACDC: ``patientNNN/Info.cfg`` lines ``Group: DCM`` (the same five codes as the phantom's ``pathology``),
-  returned under the attribute ``pathology``.
+  returned under the attribute ``pathology``, for folders that also hold the subject's DICOM (a NIfTI-only
+  folder has no PatientID to key it by and is left out: its key is the data adapter's to give).
 
 A subject's key is ``dicom.records.hash_identifier`` of the PatientID of the first DICOM file under its
 folder (the key the seg cache stores), so no identifier is kept. Used to stratify the test split by
