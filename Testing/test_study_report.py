@@ -83,3 +83,21 @@ def test_region_dice_skips_structures_absent_from_both():
     pred[2, 0, 0] = 1  # apical RV predicted, absent from the reference
     out = region_dice(pred, ref, np.array([0, 1, 2]))
     assert out == {"basal": pytest.approx(2 * 2 / 6), "apical": 0.0}
+
+
+def test_best_pretrained_against_best_scratch_across_protocols():
+    from PlaneSSLLib.training.study_report import best_against_best
+
+    def row(protocol, init, seed, value):
+        return {"protocol": protocol, "init": init, "labeled_subjects": 1, "seed": seed, "metric": "dice mean",
+                "value": value}
+
+    rows = [row("paper", "scratch", s, 0.60 + 0.01 * s) for s in range(3)]
+    rows += [row("strong", "scratch", s, 0.65 + 0.01 * s) for s in range(3)]
+    rows += [row("paper", "enc", s, 0.70 + 0.01 * s) for s in range(3)]
+    rows += [row("strong", "enc", s, 0.72 + 0.02 * s) for s in range(3)]
+    (entry,) = best_against_best(rows, "dice mean", ["paper", "strong"], "scratch", resamples=500)
+    assert entry["best"] == "strong/enc" and entry["scratch"] == "strong/scratch" and entry["pairs"] == 3
+    assert entry["gain"] == pytest.approx(0.08)  # per-seed differences 0.07, 0.08, 0.09
+    exact = np.quantile([np.mean(c) for c in itertools.product([0.07, 0.08, 0.09], repeat=3)], [0.025, 0.975])
+    assert entry["low"] == pytest.approx(exact[0], abs=0.002) and entry["high"] == pytest.approx(exact[1], abs=0.002)
