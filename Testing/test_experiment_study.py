@@ -117,3 +117,28 @@ def test_labelled_counts_are_checked(tmp_path, capsys, counts):
     bad.write_text(yaml.safe_dump(raw))
     assert main(["experiment", "transfer", "--config", str(bad), "--out", str(tmp_path / "o")]) != 0
     assert "labeled_subjects" in capsys.readouterr().err
+
+
+def test_a_stopped_pretraining_resumes_and_a_changed_one_restarts(heart_cohort, tmp_path, caplog):
+    from PlaneSSLLib.training.study import _pretrain_stage
+
+    caplog.set_level(logging.INFO)
+    overrides = {"data.image_size": 32, "data.spacing_mm": 9.0, "data.sigma_px": 1.0, "optim.epochs": 2,
+                 "optim.slices_per_subject": 2, "runtime.progress": "none", "runtime.plot": False}
+    stage = {"config": str(CONFIGS / "pretrain_demo.yaml"), "tasks": {"lines": "lines"}, "overrides": overrides}
+    out = tmp_path / "study"
+    run = out / "pretrain" / "lines"
+    assert _pretrain_stage(stage, heart_cohort, out, ["lines"]) == {"lines": run / "model"}
+    # what a kill after the last checkpoint leaves: no model, no done.json
+    (run / "done.json").unlink()
+    for f in (run / "model").iterdir():
+        f.unlink()
+    (run / "model").rmdir()
+    caplog.clear()
+    _pretrain_stage(stage, heart_cohort, out, ["lines"])
+    assert "resuming" in caplog.text and (run / "model" / "manifest.json").is_file()
+    # other settings: the run starts again from scratch
+    caplog.clear()
+    _pretrain_stage({**stage, "overrides": {**overrides, "optim.epochs": 1}}, heart_cohort, out, ["lines"])
+    assert "resuming" not in caplog.text and "reusing" not in caplog.text
+    assert json.loads((run / "done.json").read_text())["epochs"] == 1
