@@ -355,11 +355,9 @@ def _fingerprint(task: str, finetune: Any, init: str, n: int | str, seed: int) -
 def _run_one(cfg: ExperimentConfig, name: str, init: Any, n: int | str, seed: int,
              run_dir: Path) -> list[dict[str, Any]]:
     count = labeled_count(n)
-    config = _load_finetune(cfg, init, seed=seed, output=run_dir)
-    if count is None:
+    config = _load_finetune(cfg, init, labeled_subjects=count, seed=seed, output=run_dir)
+    if count is None:  # 'all', whatever finetune_overrides say
         config.data.labeled_subjects = None
-    else:
-        config = _load_finetune(cfg, init, labeled_subjects=count, seed=seed, output=run_dir)
     rows = FINETUNE_KINDS[cfg.task].run(config).results_rows()
     # 'all': the rows keep the pool's size that the run reports
     return [{**r, "init": name, "labeled_subjects": count if count is not None else r["labeled_subjects"],
