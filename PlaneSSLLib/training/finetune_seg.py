@@ -6,7 +6,9 @@ signals, DDP and logs); ``finetune_seg(config, init, labeled_subjects, seed)`` r
 
 1. data: the seg cache of ``data.dicom`` (``data.segmentation.prepare_seg_cache``; reused by key)
    or an existing one (``data.cache``); subjects split into training pool / validation / test by
-   ``data.split_seed`` (independent of the labelled subset), then ``labeled_subjects`` of the pool
+   ``data.split_seed`` (independent of the labelled subset; ``split.test_subjects`` / ``split.val_subjects``
+   fix the counts and ``split.stratify_by`` stratifies both by a ``subjects.csv`` column such as
+   ``pathology``: ``split_seg_subjects_stratified``), then ``labeled_subjects`` of the pool
    chosen by ``seed`` (``choose_labeled_subjects``; nested in N for one seed);
 2. network: ``PlaneSSLNet`` with ``line_channels`` = 4 classes (its decoder output = class
    logits) and no location head; initialised from scratch or by ``training.transfer`` (encoder
@@ -19,7 +21,9 @@ signals, DDP and logs); ``finetune_seg(config, init, labeled_subjects, seed)`` r
    component post-processing, selects the best weights (training loss without validation subjects);
 4. evaluation of the best weights on the test subjects (validation subjects when there is no test
    split): Dice, HD95, ASSD per structure at ED and ES (``training.seg_metrics``), on the prepared
-   grid with voxel spacing (slice gap, pixel, pixel) in mm;
+   grid with voxel spacing (slice gap, pixel, pixel) in mm; and the mean Dice by basal / mid / apical
+   third of each stack and by the subjects' ``pathology`` (``region_dice``, extra result rows ``dice basal``,
+   ``dice pathology NOR``...);
 5. outputs under ``output``: ``config.yaml``, ``checkpoints/{best,last}.safetensors``,
    ``metrics.csv`` (per epoch), ``progress.png``, ``tensorboard/``, ``test_metrics.csv`` (per subject, phase and
    structure; subjects by hashed id), ``result.json`` and ``model/`` (``model.safetensors`` +
@@ -325,6 +329,9 @@ class SegTask(Task):
             n_test = sp.test_subjects if sp.test_subjects is not None else int(round(d.test_fraction * n))
             n_val = sp.val_subjects if sp.val_subjects is not None else int(round(d.val_fraction * n))
             strata = self.groups if sp.stratify_by else [None] * n
+            if sp.stratify_by and not any(strata):
+                log.warning("split.stratify_by: no subject of %s has a '%s' (subjects.csv); the split is not "
+                            "stratified", d.dicom, sp.stratify_by)
             try:
                 pool, self.val, self.test = split_seg_subjects_stratified(keys, strata, n_test, n_val, d.split_seed)
             except ValueError as exc:
