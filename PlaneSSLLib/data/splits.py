@@ -38,7 +38,9 @@ __all__ = [
     "split_exams",
     "split_ids_permuted",
     "split_seg_subjects",
+    "split_seg_subjects_stratified",
     "split_subjects",
+    "stratified_counts",
 ]
 
 
@@ -114,6 +116,60 @@ def split_seg_subjects(subject_keys: Sequence[str], val_fraction: float, test_fr
     n_test = min(n_test, max(0, n - 1 - n_val))
     test, val = sorted(ranked[:n_test]), sorted(ranked[n_test:n_test + n_val])
     return sorted(ranked[n_test + n_val:]), val, test
+
+
+def stratified_counts(sizes: dict[str, int], k: int) -> dict[str, int]:
+    """``k`` spread over groups of ``sizes`` in proportion (largest remainder; ties by larger group, then name).
+
+    A group of two or more keeps at least one member outside the ``k`` while another group has room, so
+    every pathology stays in the rest too; SplitError when ``k`` exceeds the total."""
+    total = sum(sizes.values())
+    if not 0 <= k <= total:
+        raise SplitError(f"cannot take {k} of {total} subjects")
+    if k == 0 or total == 0:
+        return dict.fromkeys(sizes, 0)
+    quota = {g: k * c / total for g, c in sizes.items()}
+    counts = {g: min(int(math.floor(q)), c) for (g, q), c in zip(quota.items(), sizes.values(), strict=True)}
+    soft_cap = {g: c - 1 if c >= 2 else c for g, c in sizes.items()}
+    for cap in (soft_cap, sizes):
+        order = sorted(sizes, key=lambda g: (-(quota[g] - counts[g]), -sizes[g], g))
+        while sum(counts.values()) < k:
+            room = [g for g in order if counts[g] < cap[g]]
+            if not room:
+                break
+            for g in room:
+                if sum(counts.values()) == k:
+                    break
+                counts[g] += 1
+    return counts
+
+
+def split_seg_subjects_stratified(subject_keys: Sequence[str], groups: Sequence[str | None], n_test: int,
+                                  n_val: int, split_seed: int = 0) -> tuple[list[int], list[int], list[int]]:
+    """``(train pool, validation, test)`` subject indices with the test and validation sets stratified by
+    ``groups`` (e.g. the pathology of each subject; None: one unknown group).
+
+    Within each group subjects are taken in hash order (salt ``split``, as :func:`split_seg_subjects`), the
+    test set first (:func:`stratified_counts` of ``n_test``), then the validation set from the rest.
+    SplitError unless at least one subject is left for the training pool.
+    """
+    n = len(subject_keys)
+    if len(groups) != n:
+        raise SplitError(f"{len(groups)} group labels for {n} subjects")
+    if n_test < 0 or n_val < 0 or n_test + n_val > n - 1:
+        raise SplitError(f"{n_test} test + {n_val} validation subjects leave no training pool of {n} subjects")
+    by_group: dict[str, list[int]] = {}
+    for i, g in enumerate(groups):
+        by_group.setdefault(g or "", []).append(i)
+    ranked = {g: [idx[j] for j in hash_order([subject_keys[i] for i in idx], split_seed, "split")]
+              for g, idx in sorted(by_group.items())}
+    take_test = stratified_counts({g: len(v) for g, v in ranked.items()}, n_test)
+    test = [i for g, v in ranked.items() for i in v[:take_test[g]]]
+    rest = {g: v[take_test[g]:] for g, v in ranked.items()}
+    take_val = stratified_counts({g: len(v) for g, v in rest.items()}, n_val)
+    val = [i for g, v in rest.items() for i in v[:take_val[g]]]
+    pool = [i for g, v in rest.items() for i in v[take_val[g]:]]
+    return sorted(pool), sorted(val), sorted(test)
 
 
 def choose_labeled_subjects(pool: Sequence[int], subject_keys: Sequence[str], n: int | None, seed: int) -> list[int]:

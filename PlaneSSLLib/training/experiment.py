@@ -25,6 +25,10 @@ directory is removed and run again. Outputs::
     OUT/results.md        headline metric, mean ± std over seeds: rows = labelled subjects, columns = inits
     OUT/results.png       headline metric vs labelled subjects (log2 axis), one line per init, ±std band
 
+A config with a ``cohorts`` section is a whole study (``training/study.py``: cohorts, pretraining, one grid per
+fine-tuning protocol, ``training/study_report.py``'s report); ``labeled_subjects`` may then, as here, hold
+``all`` (the whole training pool; its rows carry the pool's size).
+
 Headline metrics: seg -> ``"dice mean"`` (finetune_seg's mean Dice over every structure and phase of
 the evaluation subjects); acl -> ``"auc"`` (ROC AUC on the test exams; the validation exams, which also
 select the epoch, when the fine-tuning config has no ``data.test_fraction``).
@@ -61,6 +65,8 @@ log = logging.getLogger(__name__)
 RESULT_COLUMNS = ("task", "init", "labeled_subjects", "seed", "metric", "value")
 #: task -> (metric name in results_rows, description)
 HEADLINE_METRICS = {name: (kind.headline, kind.description) for name, kind in FINETUNE_KINDS.items()}
+#: an init's weights "pretrained:<name>": the study's pretraining run <name> (training/study.py)
+PRETRAINED_PREFIX = "pretrained:"
 _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.+-]*$")
 
 
@@ -68,12 +74,20 @@ _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.+-]*$")
 class ExperimentConfig:
     task: str = "seg"  #: "seg" or "acl"
     finetune_config: str = ""  #: the fine-tuning YAML (finetune_seg_demo.yaml / finetune_acl_demo.yaml style)
-    labeled_subjects: list[int] = field(default_factory=list)
+    labeled_subjects: list[Any] = field(default_factory=list)  #: counts >= 1, or "all" (the whole pool)
     seeds: list[int] = field(default_factory=list)
     #: name -> "scratch", pretrained weights dir/.zip, or ``{weights: ..., transfer: encoder | encoder+decoder}``
     inits: dict[str, Any] = field(default_factory=dict)
     finetune_overrides: dict[str, Any] = field(default_factory=dict)  #: dotted key -> value (like --set)
     transfer: str | None = None  #: what to transfer (null: the fine-tuning config's init.transfer)
+    #: a study (training/study.py): cohort name (target, pretrain) -> {anatomy, subjects, seed, options}
+    cohorts: dict[str, Any] = field(default_factory=dict)
+    #: a study's pretraining: {config, tasks: {name: lines|location|both}, overrides}
+    pretraining: dict[str, Any] = field(default_factory=dict)
+    #: a study's fine-tuning protocols: name -> {config, overrides}; empty: finetune_config alone
+    protocols: dict[str, Any] = field(default_factory=dict)
+    #: a study's report: {bootstrap: resamples, confidence: 0.95, seed: 0}
+    report: dict[str, Any] = field(default_factory=dict)
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -97,6 +111,16 @@ def init_spec(value: Any) -> tuple[str, str | None]:
     return str(value or ""), None
 
 
+def pretraining_names(inits: dict[str, Any]) -> list[str]:
+    """The study's pretraining runs the inits use (``pretrained:<name>``), in order of first use."""
+    names: list[str] = []
+    for value in inits.values():
+        weights, _ = init_spec(value)
+        if weights.startswith(PRETRAINED_PREFIX) and weights[len(PRETRAINED_PREFIX):] not in names:
+            names.append(weights[len(PRETRAINED_PREFIX):])
+    return names
+
+
 def _load_finetune(cfg: ExperimentConfig, init: Any = None, **run: Any) -> Any:
     """The validated fine-tuning config with the experiment's overrides, ``init``'s weights and transfer mode (the
     entry's own, else the experiment's ``transfer``, else the fine-tuning config's) and the run's own settings
@@ -107,20 +131,75 @@ def _load_finetune(cfg: ExperimentConfig, init: Any = None, **run: Any) -> Any:
     return FINETUNE_KINDS[cfg.task].load_config(cfg.finetune_config, overrides)
 
 
+def labeled_count(value: Any) -> int | None:
+    """A ``labeled_subjects`` entry as the fine-tuning config takes it: an int, or None for ``all``."""
+    return None if value == "all" else int(value)
+
+
+def _check_study(cfg: ExperimentConfig, bad) -> None:
+    """The sections of a whole study (``training/study.py``)."""
+    study = bool(cfg.cohorts)
+    if not study:
+        for key in ("pretraining", "protocols"):
+            if getattr(cfg, key):
+                bad(key, "needs a cohorts section (a study: training/study.py)")
+        return
+    for name in ("target", "pretrain"):
+        c = cfg.cohorts.get(name)
+        if not isinstance(c, dict):
+            bad(f"cohorts.{name}", "required: {anatomy, subjects, seed, options}")
+            continue
+        extra = set(c) - {"anatomy", "subjects", "seed", "options"}
+        if extra:
+            bad(f"cohorts.{name}", f"unknown key(s) {sorted(extra)} (anatomy, subjects, seed, options)")
+        for key in ("subjects", "seed"):
+            if not isinstance(c.get(key), int) or c[key] < 0:
+                bad(f"cohorts.{name}.{key}", f"must be an integer >= 0, got {c.get(key)!r}")
+        if c.get("options") is not None and not isinstance(c["options"], dict):
+            bad(f"cohorts.{name}.options", "must map phantom options to values (passed as --key value)")
+    extra = set(cfg.cohorts) - {"target", "pretrain"}
+    if extra:
+        bad("cohorts", f"unknown cohort(s) {sorted(extra)} (target, pretrain)")
+    t, p = cfg.cohorts.get("target"), cfg.cohorts.get("pretrain")
+    if isinstance(t, dict) and isinstance(p, dict) and t.get("seed") == p.get("seed"):
+        bad("cohorts.pretrain.seed", "must differ from the target cohort's (pretraining never sees the target images)")
+    names = pretraining_names(cfg.inits)
+    if names:
+        pt = cfg.pretraining
+        if not pt.get("config") or not Path(str(pt.get("config"))).is_file():
+            bad("pretraining.config", f"{pt.get('config')!r}: no such pretraining config file")
+        tasks = pt.get("tasks") or {}
+        for name in names:
+            if tasks.get(name) not in ("lines", "location", "both"):
+                bad(f"pretraining.tasks.{name}", f"the inits use {PRETRAINED_PREFIX}{name}: map it to lines, location "
+                                                 f"or both, got {tasks.get(name)!r}")
+    for name, entry in cfg.protocols.items():
+        if not _NAME.match(name):
+            bad(f"protocols.{name}", "name must be letters, digits, '_', '-', '.' or '+' (it names a directory)")
+        if not isinstance(entry, dict) or not entry.get("config") or not Path(str(entry["config"])).is_file():
+            bad(f"protocols.{name}.config", "must name an existing fine-tuning config file")
+        elif set(entry) - {"config", "overrides"}:
+            bad(f"protocols.{name}", f"unknown key(s) {sorted(set(entry) - {'config', 'overrides'})} (config, "
+                                     "overrides)")
+
+
 def _check(cfg: ExperimentConfig, origin_of, problems: list[str]) -> None:
     bad = problem_reporter(origin_of, problems)
     if cfg.task not in FINETUNE_KINDS:
         bad("task", f"must be one of {', '.join(FINETUNE_KINDS)}, got {cfg.task!r}")
         return
     modes = FINETUNE_KINDS[cfg.task].transfer_modes
-    if not cfg.finetune_config:
+    _check_study(cfg, bad)
+    if not cfg.finetune_config and not cfg.protocols:
         bad("finetune_config", "required: the fine-tuning YAML (e.g. Resources/Configs/finetune_seg_demo.yaml)")
-    elif not Path(cfg.finetune_config).is_file():
+    elif cfg.finetune_config and not Path(cfg.finetune_config).is_file():
         bad("finetune_config", f"{cfg.finetune_config}: no such file")
+    counts = [n for n in cfg.labeled_subjects if n != "all"]
     if not cfg.labeled_subjects:
         bad("labeled_subjects", "must list at least one number of labelled subjects, e.g. [1, 2, 4]")
-    elif any(n < 1 for n in cfg.labeled_subjects) or len(set(cfg.labeled_subjects)) != len(cfg.labeled_subjects):
-        bad("labeled_subjects", f"must be distinct integers >= 1, got {cfg.labeled_subjects}")
+    elif (any(not isinstance(n, int) or n < 1 for n in counts)
+          or len(set(map(str, cfg.labeled_subjects))) != len(cfg.labeled_subjects)):
+        bad("labeled_subjects", f"must be distinct integers >= 1 or 'all', got {cfg.labeled_subjects}")
     if not cfg.seeds:
         bad("seeds", "must list at least one seed, e.g. [0, 1, 2]")
     elif any(s < 0 for s in cfg.seeds) or len(set(cfg.seeds)) != len(cfg.seeds):
@@ -143,11 +222,14 @@ def _check(cfg: ExperimentConfig, origin_of, problems: list[str]) -> None:
         init, _ = init_spec(value)
         if not init:
             bad(f"inits.{name}", "must be 'scratch' or a pretrained weights directory/.zip")
+        elif init.startswith(PRETRAINED_PREFIX):
+            if not cfg.cohorts:
+                bad(f"inits.{name}", f"{init}: '{PRETRAINED_PREFIX}NAME' names a study's pretraining (needs cohorts)")
         elif init != "scratch" and not Path(init).exists():
             bad(f"inits.{name}", f"{init}: no such weights directory or archive (or 'scratch')")
     if cfg.transfer is not None and cfg.transfer not in modes:
         bad("transfer", f"must be one of {', '.join(modes)} for task {cfg.task} or null, got {cfg.transfer!r}")
-    if problems:
+    if problems or cfg.cohorts:  # a study checks each protocol's config when it runs it (its data is written first)
         return
     # the fine-tuning config itself, with the overrides (its own messages name its keys)
     try:
@@ -263,17 +345,23 @@ def plot_summary(table: SummaryTable, path: Path, title: str = "") -> Path:
 
 
 # ----------------------------------------------------------------------------- running
-def _fingerprint(task: str, finetune: Any, init: str, n: int, seed: int) -> str:
+def _fingerprint(task: str, finetune: Any, init: str, n: int | str, seed: int) -> str:
     settings = finetune.to_dict()
     settings.pop("output", None)
     data = {"task": task, "finetune": settings, "init": init, "labeled_subjects": n, "seed": seed}
     return hashlib.sha256(json.dumps(data, sort_keys=True, default=str).encode("utf-8")).hexdigest()
 
 
-def _run_one(cfg: ExperimentConfig, name: str, init: Any, n: int, seed: int, run_dir: Path) -> list[dict[str, Any]]:
-    config = _load_finetune(cfg, init, labeled_subjects=n, seed=seed, output=run_dir)
+def _run_one(cfg: ExperimentConfig, name: str, init: Any, n: int | str, seed: int,
+             run_dir: Path) -> list[dict[str, Any]]:
+    count = labeled_count(n)
+    config = _load_finetune(cfg, init, labeled_subjects=count, seed=seed, output=run_dir)
+    if count is None:  # 'all', whatever finetune_overrides say
+        config.data.labeled_subjects = None
     rows = FINETUNE_KINDS[cfg.task].run(config).results_rows()
-    return [{**r, "init": name, "labeled_subjects": n, "seed": seed} for r in rows]
+    # 'all': the rows keep the pool's size that the run reports
+    return [{**r, "init": name, "labeled_subjects": count if count is not None else r["labeled_subjects"],
+             "seed": seed, "labeled_setting": n} for r in rows]
 
 
 def _csv_value(value: Any) -> Any:
@@ -291,7 +379,7 @@ def run_transfer_experiment(config: ExperimentConfig, out: str | Path) -> dict[s
     all_rows: list[dict[str, Any]] = []
     ran = reused = 0
     for i, (name, init, n, seed) in enumerate(combos, 1):
-        run_dir = out / "runs" / f"{name}_n{n}_s{seed}"
+        run_dir = out / "runs" / f"{name}_n{n}_s{seed}"  # n: a count or "all"
         rows_file = run_dir / "results_rows.json"
         finetune = _load_finetune(config, init)
         fp = _fingerprint(config.task, finetune, init, n, seed)
@@ -303,14 +391,14 @@ def run_transfer_experiment(config: ExperimentConfig, out: str | Path) -> dict[s
                 saved = None
         if isinstance(saved, dict) and saved.get("fingerprint") == fp:
             log.info("[%d/%d] %s: reusing %s", i, len(combos), run_dir.name, rows_file)
-            rows = [{**r, "init": name} for r in saved["rows"]]
+            rows = [{**r, "init": name, "labeled_setting": n} for r in saved["rows"]]
             reused += 1
         else:
             if run_dir.exists():
                 log.info("[%d/%d] %s: removing an unfinished or stale run", i, len(combos), run_dir.name)
                 shutil.rmtree(run_dir)
             weights, transfer = init_spec(init)
-            log.info("[%d/%d] %s: fine-tuning %s (init %s%s, %d labelled, seed %d)", i, len(combos), run_dir.name,
+            log.info("[%d/%d] %s: fine-tuning %s (init %s%s, %s labelled, seed %d)", i, len(combos), run_dir.name,
                      config.task, weights, f", transfer {transfer}" if transfer else "", n, seed)
             rows = _run_one(config, name, init, n, seed, run_dir)
             payload = {"fingerprint": fp, "init": init, "rows": rows}
@@ -329,11 +417,11 @@ def run_transfer_experiment(config: ExperimentConfig, out: str | Path) -> dict[s
     table = summarise(all_rows, metric)
     # keep the config's order of inits and labelled subjects
     table.inits = list(config.inits)
-    table.labeled_subjects = sorted(config.labeled_subjects)
+    table.labeled_subjects = sorted({int(r["labeled_subjects"]) for r in all_rows})
     markdown = table.to_markdown()
     atomic_write_text(out / "results.md", f"{markdown}\n`{metric}`: {description}.\n")
     plot_summary(table, out / "results.png", f"{config.task}: {metric} vs labelled subjects")
     return {"output": str(out), "task": config.task, "metric": metric, "metric_description": description,
             "runs": len(combos), "ran": ran, "reused": reused, "results_csv": str(out / "results.csv"),
             "results_md": str(out / "results.md"), "results_png": str(out / "results.png"),
-            "table": table, "markdown": markdown}
+            "table": table, "markdown": markdown, "rows": all_rows}

@@ -8,7 +8,9 @@ signals, DDP and logs); ``finetune_seg(config, init, labeled_subjects, seed)`` r
    labels in the phantom layout, ``acdc``, ``mnms2`` or ``auto``; ``data.dicom`` is the old name of
    a ``dicom`` root; ``data.segmentation.prepare_seg_cache``; reused by key) or an existing one
    (``data.cache``); subjects split into training pool / validation / test by ``data.split_seed``
-   (independent of the labelled subset), then ``labeled_subjects`` of the pool chosen by ``seed``
+   (independent of the labelled subset; ``split.test_subjects`` / ``split.val_subjects`` fix the
+   counts and ``split.stratify_by`` stratifies both by a subject attribute such as ``pathology``:
+   ``split_seg_subjects_stratified``), then ``labeled_subjects`` of the pool chosen by ``seed``
    (``choose_labeled_subjects``; nested in N for one seed);
 2. network: ``PlaneSSLNet`` with ``line_channels`` = 4 classes (its decoder output = class
    logits) and no location head; initialised from scratch or by ``training.transfer`` (encoder
@@ -21,7 +23,9 @@ signals, DDP and logs); ``finetune_seg(config, init, labeled_subjects, seed)`` r
    component post-processing, selects the best weights (training loss without validation subjects);
 4. evaluation of the best weights on the test subjects (validation subjects when there is no test
    split): Dice, HD95, ASSD per structure at ED and ES (``training.seg_metrics``), on the prepared
-   grid with voxel spacing (slice gap, pixel, pixel) in mm;
+   grid with voxel spacing (slice gap, pixel, pixel) in mm; and the mean Dice by basal / mid / apical
+   third of each stack and by the subjects' ``pathology`` (``region_dice``, extra result rows ``dice basal``,
+   ``dice pathology NOR``...);
 5. outputs under ``output``: ``config.yaml``, ``checkpoints/{best,last}.safetensors``,
    ``metrics.csv`` (per epoch), ``progress.png``, ``tensorboard/``, ``test_metrics.csv`` (per subject, phase and
    structure; subjects by hashed id), ``result.json`` and ``model/`` (``model.safetensors`` +
@@ -45,7 +49,8 @@ from ..data.augment import AugmentConfig, augment_batch, normalised_from_pixel
 from ..data.cache import SliceCache, open_cache
 from ..data.segmentation import PHASE_KINDS, prepare_seg_cache
 from ..data.sources import DataSpec, resolve_data_spec
-from ..data.splits import choose_labeled_subjects, split_seg_subjects
+from ..data.splits import choose_labeled_subjects, split_seg_subjects, split_seg_subjects_stratified
+from ..data.subject_groups import read_subject_attributes, subject_groups
 from ..inference.segment import keep_largest_component, predict_probabilities
 from ..inference.weights import build_manifest, export_weights
 from ..models import PlaneSSLNet, UNetConfig
@@ -56,7 +61,7 @@ from .distributed import DistInfo, barrier
 from .engine import Engine, Task
 from .finetune import FinetuneKind, FinetuneSummary, InitConfig, check_finetune, run_overrides, write_result_json
 from .progress import write_metrics_csv
-from .seg_metrics import one_hot_volume, structure_metrics, summarise
+from .seg_metrics import one_hot_volume, region_dice, stack_thirds, structure_metrics, summarise
 from .signals import GracefulStop
 from .transfer import TRANSFER_MODES, TransferReport, load_pretrained, transfer_keys
 
@@ -129,8 +134,18 @@ class SegRuntimeConfig(TrainRuntime):
 
 
 @dataclass
+class SegSplitConfig:
+    """Who is tested and who validates, when counts or strata are wanted (all null: ``data.*_fraction``'s split)."""
+
+    test_subjects: int | None = None  #: test subjects (null: round(data.test_fraction * n))
+    val_subjects: int | None = None  #: validation subjects, which choose the epoch (null: data.val_fraction)
+    stratify_by: str | None = None  #: subjects.csv column (e.g. pathology) the test/validation sets follow
+
+
+@dataclass
 class FinetuneSegConfig(RunConfig):
     data: SegDataConfig = field(default_factory=SegDataConfig)
+    split: SegSplitConfig = field(default_factory=SegSplitConfig)
     model: SegModelConfig = field(default_factory=SegModelConfig)
     init: InitConfig = field(default_factory=InitConfig)
     optim: SegOptimConfig = field(default_factory=SegOptimConfig)
@@ -141,6 +156,19 @@ class FinetuneSegConfig(RunConfig):
 
 #: the data-set formats ``finetune seg`` reads (``data.sources``)
 SEG_DATA_FORMATS = ("phantom", "dicom", "acdc", "mnms2")
+
+
+def _subject_attributes(config: FinetuneSegConfig, cache: SliceCache) -> dict[str, dict[str, str]]:
+    """Per-subject attributes by cache key: the cohort's ``subjects.csv`` (phantom, DICOM trees) and the
+    groups the data set records itself (ACDC ``Group``, M&Ms-2 ``DISEASE``, kept in the seg cache) as
+    ``pathology``."""
+    d = config.data
+    root = d.root or d.dicom
+    attributes = read_subject_attributes(root) if root and Path(root).is_dir() else {}
+    for key, group in zip(cache.subject_keys, cache.subject_groups, strict=True):
+        if group:
+            attributes.setdefault(key, {}).setdefault("pathology", str(group))
+    return attributes
 
 
 def _check(cfg: FinetuneSegConfig, bad) -> None:
@@ -159,6 +187,12 @@ def _check(cfg: FinetuneSegConfig, bad) -> None:
         if not 0.0 <= getattr(d, key) < 1.0:
             bad(f"data.{key}", f"must be in [0, 1), got {getattr(d, key)}")
     check_minimums(bad, "model", m, in_channels=1)
+    for key in ("test_subjects", "val_subjects"):
+        value = getattr(cfg.split, key)
+        if value is not None and value < 0:
+            bad(f"split.{key}", f"must be >= 0 or null, got {value}")
+    if cfg.split.stratify_by is not None and not (d.root or d.dicom):
+        bad("split.stratify_by", "needs data.root (its subjects.csv or the data set's own records hold the groups)")
     if cfg.loss.dice_weight < 0 or cfg.loss.ce_weight < 0 or cfg.loss.dice_weight + cfg.loss.ce_weight == 0:
         bad("loss", "weights must be >= 0 and not both 0")
     check_finetune(cfg, bad, TRANSFER_MODES)
@@ -194,6 +228,8 @@ class FinetuneResult(FinetuneSummary):
     summary_metrics: dict[str, dict[str, Any]]
     evaluated_on: str  # "test" or "val"
     seconds: float
+    #: mean Dice by region of the stack ("basal", "mid", "apical") and by subject group ("pathology NOR")
+    region_dice: dict[str, float] = field(default_factory=dict)
     history: list[dict[str, Any]] = field(default_factory=list)
     transfer_report: dict[str, Any] | None = None
     task: str = "seg"
@@ -212,6 +248,9 @@ class FinetuneResult(FinetuneSummary):
             for m in ("dice", "hd95_mm", "assd_mm", "n_empty_pred"):
                 out.append({"task": self.task, "init": init, "labeled_subjects": self.labeled_subjects,
                             "seed": self.seed, "metric": f"{m} {key}", "value": entry[m]})
+        for key, value in self.region_dice.items():
+            out.append({"task": self.task, "init": init, "labeled_subjects": self.labeled_subjects,
+                        "seed": self.seed, "metric": f"dice {key}", "value": value})
         return out
 
     def as_dict(self) -> dict[str, Any]:
@@ -219,7 +258,7 @@ class FinetuneResult(FinetuneSummary):
             "output": str(self.output), "weights": str(self.weights), "init": self.init, "transfer": self.transfer,
             "labeled_subjects": self.labeled_subjects, "seed": self.seed, "best_epoch": self.best_epoch,
             "best_val_dice": self.best_val_dice, "evaluated_on": self.evaluated_on, "summary": self.summary_metrics,
-            "seconds": self.seconds, "transfer_report": self.transfer_report,
+            "seconds": self.seconds, "transfer_report": self.transfer_report, "region_dice": self.region_dice,
         }
 
 
@@ -308,9 +347,24 @@ class SegTask(Task):
         self.cache = _open_data(config)
         if dist.distributed and dist.is_main:
             barrier(dist)
-        d = config.data
+        d, sp = config.data, config.split
         keys = self.cache.subject_keys
-        pool, self.val, self.test = split_seg_subjects(keys, d.val_fraction, d.test_fraction, d.split_seed)
+        attributes = _subject_attributes(config, self.cache)
+        self.groups = subject_groups(list(keys), attributes, sp.stratify_by or "pathology")
+        if sp.test_subjects is None and sp.val_subjects is None and sp.stratify_by is None:
+            pool, self.val, self.test = split_seg_subjects(keys, d.val_fraction, d.test_fraction, d.split_seed)
+        else:
+            n = len(keys)
+            n_test = sp.test_subjects if sp.test_subjects is not None else int(round(d.test_fraction * n))
+            n_val = sp.val_subjects if sp.val_subjects is not None else int(round(d.val_fraction * n))
+            strata = self.groups if sp.stratify_by else [None] * n
+            if sp.stratify_by and not any(strata):
+                log.warning("split.stratify_by: no subject of %s has a '%s' (subjects.csv); the split is not "
+                            "stratified", d.root or d.dicom, sp.stratify_by)
+            try:
+                pool, self.val, self.test = split_seg_subjects_stratified(keys, strata, n_test, n_val, d.split_seed)
+            except ValueError as exc:
+                raise ConfigError([f"split: {exc}"]) from None
         try:
             self.labeled = choose_labeled_subjects(pool, keys, d.labeled_subjects, config.runtime.seed)
         except ValueError as exc:
@@ -429,15 +483,26 @@ class SegTask(Task):
         return f"train {row['train_loss']:.4g}{dice}"
 
     def evaluate(self, model: torch.nn.Module, volumes: dict[tuple[int, int], np.ndarray]) -> list[dict[str, Any]]:
-        """Per (subject, phase, structure) metrics of the model's weights."""
+        """Per (subject, phase, structure) metrics of the model's weights; ``self.region_dice`` (mean Dice by
+        basal / mid / apical third of each stack, and by subject group) as a side result."""
         rows: list[dict[str, Any]] = []
         keys = self.cache.subject_keys
+        regions: dict[str, list[float]] = {}
         for (subject, kind), idx in volumes.items():
             x = np.asarray(self.cache.images[idx], dtype=np.float32)
             ref = np.asarray(self.cache.labels[idx])
             pred = _predict_volume(model, x, self.config.runtime.lcc, self.config.optim.batch_size)
-            for r in structure_metrics(pred, ref, self.cache.volume_spacing_mm(idx)):
+            volume_rows = structure_metrics(pred, ref, self.cache.volume_spacing_mm(idx))
+            for r in volume_rows:
                 rows.append({"subject": keys[subject], "phase": PHASE_KINDS[kind], **r})
+            idx_rows = self.cache.index[idx]
+            thirds = stack_thirds(idx_rows["location_mm"], idx_rows["x_dir_lps"][0], idx_rows["y_dir_lps"][0])
+            for name, value in region_dice(pred, ref, thirds).items():
+                regions.setdefault(name, []).append(value)
+            group = self.groups[subject] if subject < len(self.groups) else None
+            if group:
+                regions.setdefault(f"pathology {group}", []).append(float(np.mean([r["dice"] for r in volume_rows])))
+        self.region_dice = {k: float(np.mean(v)) for k, v in regions.items() if v}
         return rows
 
     def finish(self, model: torch.nn.Module, state: dict[str, Any]) -> FinetuneResult:
@@ -467,6 +532,7 @@ class SegTask(Task):
             labeled_subjects=len(self.labeled), seed=config.runtime.seed, best_epoch=best,
             best_val_dice=best_row.get("val_dice"), rows=rows, summary_metrics=summary, evaluated_on=on,
             seconds=time.perf_counter() - self.start, history=history, transfer_report=transfer,
+            region_dice=self.region_dice,
         )
         write_result_json(out / "result.json", result.as_dict())
         return result

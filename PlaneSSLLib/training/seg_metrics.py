@@ -18,6 +18,13 @@ Empty masks are never dropped silently. Each row has ``status``:
   mean distances are reported over the defined cases *beside* that count;
 - ``"empty_ref"``: the structure is absent from the reference but predicted: Dice 0, distances NaN;
 - ``"both_empty"``: Dice 1, HD95 and ASSD 0 (perfect agreement on absence).
+
+Regions of a SAX stack (:func:`stack_thirds`, :func:`region_dice`): each stack's slices ranked from base
+to apex (the stack normal oriented by the LV long-axis prior, as ``preprocess.index`` orients it) and cut
+into basal, mid and apical thirds (slice rank ``r`` of ``n`` in third ``min(2, 3r // n)``, so 8 slices
+give 3 / 3 / 2). The Dice of a third is the mean over the structures present in the prediction or the
+reference of that third (3D Dice over the third's slices); a structure absent from both is skipped
+(not counted as 1), one present in only one of them counts 0.
 """
 
 from __future__ import annotations
@@ -29,11 +36,46 @@ from typing import Any
 
 import numpy as np
 
+from ..dicom.views import APEX_PRIOR_LPS
 from ..preprocess.labels import ACDC_STRUCTURES
 
-__all__ = ["METRIC_NAMES", "structure_metrics", "summarise", "one_hot_volume"]
+__all__ = ["METRIC_NAMES", "REGIONS", "structure_metrics", "summarise", "one_hot_volume", "stack_thirds",
+           "region_dice"]
 
 METRIC_NAMES = ("dice", "hd95_mm", "assd_mm")
+#: thirds of a SAX stack, base to apex
+REGIONS = ("basal", "mid", "apical")
+
+
+def stack_thirds(location_mm: np.ndarray, x_dir_lps: np.ndarray, y_dir_lps: np.ndarray) -> np.ndarray:
+    """Third (0 basal, 1 mid, 2 apical) of each slice of one SAX stack, from each slice's position along the
+    DICOM normal ``x × y`` (``location_mm``) and the in-plane axes (module docstring)."""
+    loc = np.asarray(location_mm, dtype=np.float64)
+    normal = np.cross(np.asarray(x_dir_lps, dtype=np.float64), np.asarray(y_dir_lps, dtype=np.float64))
+    towards_apex = loc if float(normal @ APEX_PRIOR_LPS) >= 0 else -loc
+    rank = np.empty(len(loc), dtype=np.int64)
+    rank[np.argsort(towards_apex, kind="stable")] = np.arange(len(loc))
+    return np.minimum(2, 3 * rank // max(len(loc), 1))
+
+
+def region_dice(pred: np.ndarray, ref: np.ndarray, thirds: np.ndarray,
+                classes: Sequence[int] | None = None) -> dict[str, float]:
+    """``{"basal"|"mid"|"apical": Dice}`` of one volume ``(k, H, W)`` whose slices fall in ``thirds``
+    (:func:`stack_thirds`); a third with no structure in prediction or reference is left out."""
+    pred, ref, thirds = np.asarray(pred), np.asarray(ref), np.asarray(thirds)
+    classes = list(classes) if classes is not None else [s.label for s in ACDC_STRUCTURES]
+    out: dict[str, float] = {}
+    for t, name in enumerate(REGIONS):
+        sel = thirds == t
+        scores = []
+        for c in classes:
+            p, r = pred[sel] == c, ref[sel] == c
+            size = int(p.sum()) + int(r.sum())
+            if size:
+                scores.append(2.0 * float(np.logical_and(p, r).sum()) / size)
+        if scores:
+            out[name] = float(np.mean(scores))
+    return out
 
 
 def one_hot_volume(labels: np.ndarray, classes: Sequence[int]) -> np.ndarray:

@@ -7,6 +7,7 @@ import sys
 from pathlib import Path
 
 from ..arguments import add_overrides_argument, add_task_group
+from ..errors import CLIError
 
 TRANSFER_EPILOG = """\
 examples:
@@ -14,6 +15,9 @@ examples:
   planessl experiment transfer --config exp.yaml --set seeds=[0] finetune_overrides.optim.epochs=2 --out runs/exp
 
 A rerun with the same --out reuses every finished combination (OUT/runs/<init>_n<N>_s<seed>/results_rows.json).
+A config with a 'cohorts' section runs a whole study (cohorts written by 'planessl phantom', pretraining,
+one grid per fine-tuning protocol; every finished stage reused), e.g.
+  planessl experiment transfer --config Resources/Configs/experiment_transfer_clinical.yaml --out runs/study
 outputs: OUT/experiment.yaml, OUT/runs/..., OUT/results.csv (task,init,labeled_subjects,seed,metric,value),
 OUT/results.md (headline metric, mean ± std over seeds), OUT/results.png.
 """
@@ -36,11 +40,38 @@ def register(sub: argparse._SubParsersAction) -> argparse.ArgumentParser:
     return p
 
 
+def _write_cohort(spec, folder: Path) -> None:
+    """A study's cohort stage: ``planessl phantom`` in-process, the config's options as flags."""
+    from PlaneSSLLib.training.study import cohort_flags
+
+    from ..main import main
+
+    argv = ["phantom", *cohort_flags(spec), "--out", str(folder), "--force", "--quiet"]
+    code = main(argv)
+    if code != 0:
+        raise CLIError(f"study cohort '{spec.name}': 'planessl {' '.join(argv)}' failed (exit {code})",
+                       exit_code=code)
+
+
+def run_study(config, out: Path) -> int:
+    from PlaneSSLLib.training.study import StudyStages
+    from PlaneSSLLib.training.study import run_study as run
+
+    print(f"planessl experiment transfer: study into {out} (cohorts, pretraining, "
+          f"{max(1, len(config.protocols))} fine-tuning grid(s))", file=sys.stderr, flush=True)
+    summary = run(config, out, StudyStages(write_cohort=_write_cohort))
+    print(f"wrote {summary['results_csv']}, {summary['results_md']}, {summary['results_png']}", file=sys.stderr)
+    print(summary["markdown"], end="")
+    return 0
+
+
 def run_transfer(args: argparse.Namespace) -> int:
     from PlaneSSLLib.training.config import parse_overrides
     from PlaneSSLLib.training.experiment import load_experiment_config, run_transfer_experiment
 
     config = load_experiment_config(args.config, parse_overrides(args.overrides))
+    if config.cohorts:
+        return run_study(config, args.out)
     n = len(config.inits) * len(config.labeled_subjects) * len(config.seeds)
     print(f"planessl experiment transfer: {n} runs ({config.task}) into {args.out}", file=sys.stderr, flush=True)
     summary = run_transfer_experiment(config, args.out)

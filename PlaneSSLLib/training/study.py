@@ -1,0 +1,244 @@
+"""A whole transfer study from one config: cohorts, pretraining, the fine-tuning grid, the report.
+
+``planessl experiment transfer --config FILE --out DIR`` runs a study when the experiment config
+(``training.experiment``) has a ``cohorts`` section; the stages, each reused when finished (a stage
+writes its stamp ``stage.json`` last, atomically, so a killed study resumes where it stopped)::
+
+    cohorts:                          # written by 'planessl phantom ANATOMY' with options as flags
+      target:   {anatomy: heart, subjects: 48, seed: 101, options: {realism: clinical}}
+      pretrain: {anatomy: heart, subjects: 120, seed: 202, options: {realism: clinical}}
+    pretraining:                      # on the pretrain cohort only, never on the target's images
+      config: Resources/Configs/pretrain_demo.yaml
+      tasks: {lines: lines, location: location, multitask: both}   # name -> task.name
+      overrides: {optim.epochs: 40}
+    protocols:                        # name -> fine-tuning config (+ overrides); one grid each
+      paper:  {config: Resources/Configs/finetune_seg_paper.yaml}
+      strong: {config: Resources/Configs/finetune_seg_strong.yaml, overrides: {}}
+    labeled_subjects: [1, 2, 4, 8, all]
+    seeds: [0, 1, 2, 3, 4]
+    inits: {scratch: scratch, lines: pretrained:lines, lines-enc: {weights: pretrained:lines, transfer: encoder}}
+
+Outputs under ``OUT``: ``cohorts/<name>/`` (DICOM cohorts), ``pretrain_cache/`` (the pretraining
+cohort prepared as the pretraining config asks), ``pretrain/<name>/`` (pretraining runs; weights in
+``model/``), ``seg_cache/`` (the target cohort's seg cache), ``runs/<protocol>/`` (one transfer
+experiment per protocol: ``runs/<protocol>/runs/<init>_n<N>_s<seed>/``), and the report
+(``training.study_report``): ``results.csv``, ``results.md``, ``results.png``, and ``settings/``
+(every config file the study read, the resolved study, the cohorts' own records, software versions).
+
+An init's weights ``pretrained:<name>`` name the study's pretraining run ``<name>``. The target
+cohort reaches every protocol as ``data.dicom`` (its seg cache in ``OUT/seg_cache``), so the
+protocols' own data paths are replaced.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import platform
+import shutil
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from ..atomic import atomic_write_text
+from .config import ConfigError
+from .experiment import PRETRAINED_PREFIX, experiment_config_from_dict, pretraining_names, run_transfer_experiment
+
+__all__ = ["CohortSpec", "StudyStages", "PRETRAINED_PREFIX", "run_study", "cohort_flags"]
+
+log = logging.getLogger(__name__)
+
+STAMP = "stage.json"
+#: cohort names a study uses: the target (labelled, split into pool / validation / test) and the pretraining one
+COHORT_NAMES = ("target", "pretrain")
+
+
+@dataclass(frozen=True)
+class CohortSpec:
+    """One synthetic cohort: ``planessl phantom ANATOMY --subjects N --seed S`` plus ``options`` as flags."""
+
+    name: str
+    anatomy: str
+    subjects: int
+    seed: int
+    options: dict[str, Any]
+
+    def as_dict(self) -> dict[str, Any]:
+        return {"anatomy": self.anatomy, "subjects": self.subjects, "seed": self.seed, "options": dict(self.options)}
+
+
+def cohort_flags(spec: CohortSpec) -> list[str]:
+    """The ``planessl phantom`` arguments of a cohort (options as ``--key value``; ``true`` as a bare flag)."""
+    argv = [spec.anatomy, "--subjects", str(spec.subjects), "--seed", str(spec.seed)]
+    for key, value in spec.options.items():
+        flag = "--" + str(key).replace("_", "-")
+        if value is True:
+            argv.append(flag)
+        elif value is not False and value is not None:
+            argv += [flag, str(value)]
+    return argv
+
+
+@dataclass
+class StudyStages:
+    """What the study needs from outside the library: writing a cohort (the ``planessl phantom`` command)."""
+
+    write_cohort: Callable[[CohortSpec, Path], None]
+
+
+def _stamp_matches(folder: Path, wanted: dict[str, Any]) -> bool:
+    stamp = folder / STAMP
+    if not stamp.is_file():
+        return False
+    try:
+        return json.loads(stamp.read_text(encoding="utf-8")) == json.loads(json.dumps(wanted, default=str))
+    except (OSError, ValueError):
+        return False
+
+
+def _write_stamp(folder: Path, wanted: dict[str, Any]) -> None:
+    atomic_write_text(folder / STAMP, json.dumps(wanted, indent=1, sort_keys=True, default=str) + "\n")
+
+
+def cohort_specs(cohorts: dict[str, Any]) -> dict[str, CohortSpec]:
+    return {name: CohortSpec(name, str(c.get("anatomy", "heart")), int(c["subjects"]), int(c["seed"]),
+                             dict(c.get("options") or {}))
+            for name, c in cohorts.items()}
+
+
+def _cohort_stage(specs: dict[str, CohortSpec], out: Path, stages: StudyStages) -> dict[str, Path]:
+    folders = {}
+    for name, spec in specs.items():
+        folder = out / "cohorts" / name
+        wanted = {"stage": "cohort", **spec.as_dict()}
+        if _stamp_matches(folder, wanted):
+            log.info("cohort %s: reusing %s", name, folder)
+        else:
+            if folder.exists():
+                shutil.rmtree(folder)
+            log.info("cohort %s: writing %d %s subjects (seed %d) to %s", name, spec.subjects, spec.anatomy,
+                     spec.seed, folder)
+            stages.write_cohort(spec, folder)
+            _write_stamp(folder, wanted)
+        folders[name] = folder
+    return folders
+
+
+def _pretrain_stage(pretraining: dict[str, Any], cohort: Path, out: Path, names: list[str]) -> dict[str, Path]:
+    """Prepare the pretraining cohort and pretrain each named task on it (resumed after a stop)."""
+    from ..data.prepare import prepare_cache
+    from ..preprocess.config import PrepareConfig
+    from .config import load_config
+    from .pretrain import train
+
+    if not names:
+        return {}
+    config_path = str(pretraining["config"])
+    # the preparation the pretraining config asks for (its cache does not exist yet: read as a synthetic run)
+    base = load_config(config_path, {**dict(pretraining.get("overrides") or {}), "data.source": "synthetic"})
+    d = base.data
+    prep = PrepareConfig(spacing_mm=d.spacing_mm, size_px=d.image_size, anatomy=d.anatomy)
+    report = prepare_cache(cohort, out / "pretrain_cache", prep)
+    weights = {}
+    for name in names:
+        task = str(pretraining["tasks"][name])
+        run_dir = out / "pretrain" / name
+        overrides = {**dict(pretraining.get("overrides") or {}), "data.source": "cache",
+                     "data.cache": str(report.cache_dir), "task.name": task, "output": str(run_dir)}
+        wanted = {"stage": "pretrain", "config": Path(config_path).read_text(encoding="utf-8"), "overrides": overrides,
+                  "cache": report.cache_dir.name}
+        done = run_dir / "done.json"
+        if _stamp_matches(run_dir, wanted) and done.is_file() and (run_dir / "model" / "manifest.json").is_file():
+            log.info("pretraining %s: reusing %s", name, run_dir)
+        else:
+            resume = _stamp_matches(run_dir, wanted) and (run_dir / "checkpoints" / "last.safetensors").is_file()
+            if not resume and run_dir.exists():
+                shutil.rmtree(run_dir)
+            if not resume:
+                run_dir.mkdir(parents=True)
+                _write_stamp(run_dir, wanted)  # the plan first: a stopped run resumes under the same settings
+            log.info("pretraining %s (task %s) on %s%s", name, task, cohort, ", resuming" if resume else "")
+            result = train(load_config(config_path, overrides), resume=resume)
+            atomic_write_text(done, json.dumps({"epochs": result.epochs, "best_epoch": result.best_epoch,
+                                                "best_metric": result.best_metric}, default=str) + "\n")
+        weights[name] = run_dir / "model"
+    return weights
+
+
+def software_versions() -> dict[str, str]:
+    """Versions of Python and the packages a study's numbers depend on, and the CPU threads used."""
+    from importlib import metadata
+
+    out = {"python": platform.python_version(), "platform": platform.platform()}
+    for name in ("planessl", "torch", "monai", "numpy", "scipy", "pydicom", "nibabel"):
+        try:
+            out[name] = metadata.version(name)
+        except metadata.PackageNotFoundError:
+            out[name] = "not installed"
+    import torch
+
+    out["torch_threads"] = str(torch.get_num_threads())
+    out["cpu_count"] = str(os.cpu_count())
+    return out
+
+
+def _record_settings(config: Any, out: Path, folders: dict[str, Path]) -> None:
+    """``settings/``: the resolved study, every config file it read, the cohorts' records, software versions."""
+    settings = out / "settings"
+    settings.mkdir(parents=True, exist_ok=True)
+    atomic_write_text(settings / "study.yaml", yaml.safe_dump(config.to_dict(), sort_keys=False))
+    files = {"finetune_config": config.finetune_config}
+    files |= {f"protocol_{name}": str(p["config"]) for name, p in config.protocols.items()}
+    if config.pretraining:
+        files["pretraining"] = str(config.pretraining["config"])
+    for label, path in files.items():
+        if path and Path(path).is_file():
+            text = Path(path).read_text(encoding="utf-8")
+            atomic_write_text(settings / f"{label}.yaml", f"# copy of {path}\n{text}")
+    for name, folder in folders.items():
+        record = folder / "cohort.json"
+        if record.is_file():
+            atomic_write_text(settings / f"cohort_{name}.json", record.read_text(encoding="utf-8"))
+    atomic_write_text(settings / "software.json", json.dumps(software_versions(), indent=1) + "\n")
+
+
+def _resolve_inits(inits: dict[str, Any], weights: dict[str, Path]) -> dict[str, Any]:
+    def resolve(value: str) -> str:
+        return str(weights[value[len(PRETRAINED_PREFIX):]]) if value.startswith(PRETRAINED_PREFIX) else value
+
+    return {name: ({**v, "weights": resolve(str(v.get("weights") or ""))} if isinstance(v, dict) else resolve(str(v)))
+            for name, v in inits.items()}
+
+
+def run_study(config: Any, out: str | Path, stages: StudyStages) -> dict[str, Any]:
+    """Every stage of a study (module docstring); returns the report's summary."""
+    from .study_report import write_study_report
+
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    specs = cohort_specs(config.cohorts)
+    folders = _cohort_stage(specs, out, stages)
+    _record_settings(config, out, folders)
+    names = pretraining_names(config.inits)
+    weights = _pretrain_stage(config.pretraining, folders["pretrain"], out, names) if names else {}
+    protocols = config.protocols or {"default": {"config": config.finetune_config}}
+    rows: list[dict[str, Any]] = []
+    for protocol, entry in protocols.items():
+        overrides = {**config.finetune_overrides, **dict(entry.get("overrides") or {}),
+                     "data.dicom": str(folders["target"]), "data.cache": str(out / "seg_cache")}
+        raw = {"task": config.task, "finetune_config": str(entry["config"]),
+               "labeled_subjects": list(config.labeled_subjects), "seeds": list(config.seeds),
+               "inits": _resolve_inits(config.inits, weights), "finetune_overrides": overrides,
+               "transfer": config.transfer}
+        try:
+            sub = experiment_config_from_dict(raw, f"protocols.{protocol}")
+        except ConfigError as exc:
+            raise ConfigError([f"protocol {protocol}: {p}" for p in exc.problems]) from None
+        log.info("protocol %s: fine-tuning grid in %s", protocol, out / "runs" / protocol)
+        summary = run_transfer_experiment(sub, out / "runs" / protocol)
+        rows += [{**r, "protocol": protocol} for r in summary["rows"]]
+    return write_study_report(rows, out, config, list(protocols))

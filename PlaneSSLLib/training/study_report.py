@@ -1,0 +1,242 @@
+"""The report of a transfer study (``training/study.py``): results.csv, results.md, results.png.
+
+- ``results.csv``: ``task,init,labeled_subjects,seed,metric,value`` (docs/conventions.md, 'Results CSV'); ``init``
+  is ``<protocol>/<init>`` (each fine-tuning protocol is its own grid), ``labeled_subjects`` the number of
+  labelled subjects the run trained on (``all``: the pool's size). Beside the task's own metrics, seg runs give
+  ``dice basal|mid|apical`` (thirds of each test stack, ``training.seg_metrics.region_dice``) and
+  ``dice pathology <GROUP>`` (mean Dice of the test subjects of that group).
+- ``results.md``: per protocol and labelled count, per initialisation: the headline metric's mean ± std over
+  seeds, the **paired gain over scratch** (same protocol, same seeds: the same labelled subjects, as
+  ``data.splits.choose_labeled_subjects`` draws them from the seed alone) with a percentile bootstrap
+  interval (:func:`paired_bootstrap_ci`: the per-seed differences resampled with replacement; the test
+  subjects stay fixed, so the interval covers the spread over labelled subsets and training randomness,
+  not over patients), and the mean Dice by third and by pathology; then, per labelled count, the best
+  pretrained (protocol, init) against the best scratch protocol (:func:`best_against_best`).
+- ``results.png``: label-efficiency curves (headline metric vs labelled subjects, log2 axis), one panel
+  per protocol, one line per initialisation with a ± std band.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import math
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from ..atomic import atomic_path, atomic_write_bytes, atomic_write_text
+
+__all__ = ["paired_bootstrap_ci", "paired_gains", "study_table", "best_against_best", "write_study_report"]
+
+RESULT_COLUMNS = ("task", "init", "labeled_subjects", "seed", "metric", "value")
+REGION_METRICS = ("dice basal", "dice mid", "dice apical")
+PATHOLOGY_PREFIX = "dice pathology "
+
+
+def paired_bootstrap_ci(differences: Sequence[float], confidence: float = 0.95, resamples: int = 10000,
+                        seed: int = 0) -> tuple[float, float, float]:
+    """``(mean, low, high)`` of paired differences: the mean, and the percentile bootstrap interval of the mean
+    (``resamples`` draws of ``len(differences)`` differences with replacement, numpy generator seeded by
+    ``seed``; percentiles ``(1 ± confidence) / 2``). One difference: ``(d, nan, nan)``; none: all nan."""
+    d = np.asarray([x for x in differences if math.isfinite(x)], dtype=np.float64)
+    if len(d) == 0:
+        return math.nan, math.nan, math.nan
+    mean = float(d.mean())
+    if len(d) == 1:
+        return mean, math.nan, math.nan
+    rng = np.random.default_rng([seed, 0xB007])
+    means = d[rng.integers(0, len(d), size=(resamples, len(d)))].mean(axis=1)
+    alpha = (1.0 - confidence) / 2.0
+    low, high = np.quantile(means, [alpha, 1.0 - alpha])
+    return mean, float(low), float(high)
+
+
+def _values(rows: list[dict[str, Any]], metric: str) -> dict[tuple[str, str, int], dict[int, float]]:
+    """``{(protocol, init, labelled): {seed: value}}`` of one metric."""
+    out: dict[tuple[str, str, int], dict[int, float]] = {}
+    for r in rows:
+        if r["metric"] == metric:
+            v = float(r["value"]) if r["value"] is not None else math.nan
+            out.setdefault((r.get("protocol", ""), r["init"], int(r["labeled_subjects"])), {})[int(r["seed"])] = v
+    return out
+
+
+def paired_gains(by_seed: dict[int, float], reference: dict[int, float], **bootstrap: Any) -> tuple[float, float,
+                                                                                                        float, int]:
+    """``(mean gain, low, high, pairs)`` of ``by_seed`` over ``reference`` on the seeds both have."""
+    seeds = sorted(set(by_seed) & set(reference))
+    diffs = [by_seed[s] - reference[s] for s in seeds]
+    diffs = [x for x in diffs if math.isfinite(x)]
+    return (*paired_bootstrap_ci(diffs, **bootstrap), len(diffs))
+
+
+def _mean_std(values: list[float]) -> tuple[float, float, int]:
+    v = [x for x in values if math.isfinite(x)]
+    if not v:
+        return math.nan, math.nan, 0
+    mean = sum(v) / len(v)
+    std = math.sqrt(sum((x - mean) ** 2 for x in v) / (len(v) - 1)) if len(v) > 1 else 0.0
+    return mean, std, len(v)
+
+
+def study_table(rows: list[dict[str, Any]], metric: str, inits: list[str], protocols: list[str], scratch: str | None,
+                confidence: float = 0.95, resamples: int = 10000, seed: int = 0) -> list[dict[str, Any]]:
+    """One entry per (protocol, labelled count, init): mean/std/n of ``metric``, the paired gain over
+    ``scratch`` with its interval, and the mean by region and pathology."""
+    head = _values(rows, metric)
+    regions = {m: _values(rows, m) for m in REGION_METRICS}
+    groups = sorted({r["metric"][len(PATHOLOGY_PREFIX):] for r in rows if r["metric"].startswith(PATHOLOGY_PREFIX)})
+    by_group = {g: _values(rows, PATHOLOGY_PREFIX + g) for g in groups}
+    settings = {int(r["labeled_subjects"]): r.get("labeled_setting", r["labeled_subjects"]) for r in rows}
+    out = []
+    for protocol in protocols:
+        for n in sorted(settings):
+            ref = head.get((protocol, scratch, n), {}) if scratch else {}
+            for init in inits:
+                values = head.get((protocol, init, n))
+                if not values:
+                    continue
+                mean, std, count = _mean_std(list(values.values()))
+                entry: dict[str, Any] = {"protocol": protocol, "labeled_subjects": n, "setting": settings[n],
+                                         "init": init, "mean": mean, "std": std, "n": count}
+                if scratch and init != scratch and ref:
+                    g, lo, hi, pairs = paired_gains(values, ref, confidence=confidence, resamples=resamples, seed=seed)
+                    entry |= {"gain": g, "low": lo, "high": hi, "pairs": pairs}
+                for m in REGION_METRICS:
+                    entry[m.split()[1]] = _mean_std(list(regions[m].get((protocol, init, n), {}).values()))[0]
+                for g in groups:
+                    entry[f"pathology {g}"] = _mean_std(list(by_group[g].get((protocol, init, n), {}).values()))[0]
+                out.append(entry)
+    return out
+
+
+def best_against_best(rows: list[dict[str, Any]], metric: str, protocols: list[str], scratch: str | None,
+                      confidence: float = 0.95, resamples: int = 10000, seed: int = 0) -> list[dict[str, Any]]:
+    """Per labelled count: the best pretrained (protocol, init) against the best scratch protocol (best = highest
+    mean over seeds), with the paired gain and its interval. Chosen on the same test numbers, so optimistic."""
+    head = _values(rows, metric)
+    out = []
+    for n in sorted({k[2] for k in head}):
+        cells = {(p, i): v for (p, i, m), v in head.items() if m == n and p in protocols}
+
+        def mean_of(values: dict[int, float]) -> float:
+            m = _mean_std(list(values.values()))[0]
+            return m if math.isfinite(m) else -math.inf
+
+        pre = [k for k in cells if k[1] != scratch]
+        ref = [k for k in cells if k[1] == scratch]
+        if not pre or not ref:
+            continue
+        best = max(pre, key=lambda k: mean_of(cells[k]))
+        base = max(ref, key=lambda k: mean_of(cells[k]))
+        g, lo, hi, pairs = paired_gains(cells[best], cells[base], confidence=confidence, resamples=resamples,
+                                        seed=seed)
+        out.append({"labeled_subjects": n, "best": "/".join(best), "scratch": "/".join(base), "gain": g, "low": lo,
+                    "high": hi, "pairs": pairs})
+    return out
+
+
+def _fmt(x: float, digits: int = 3) -> str:
+    return "–" if x is None or not math.isfinite(x) else f"{x:.{digits}f}"
+
+
+def _markdown(table: list[dict[str, Any]], metric: str, description: str, scratch: str | None, confidence: float,
+              resamples: int, best: list[dict[str, Any]]) -> str:
+    groups = sorted({k for e in table for k in e if k.startswith("pathology ")})
+    pct = f"{confidence * 100:g} %"
+    lines = [f"# Transfer study: `{metric}` ({description})", "",
+             f"Mean ± std over seeds; gain = paired difference from `{scratch}` (same protocol, same seed, so the "
+             f"same labelled subjects), mean and {pct} percentile bootstrap interval of the mean ({resamples} "
+             "resamples of the per-seed differences with replacement; the test subjects are fixed, so the interval "
+             "reflects labelled-subset and training randomness, not patient sampling). Thirds: basal / mid / apical "
+             "third of each test SAX stack (structures absent from both prediction and reference skipped); "
+             "pathology columns: mean Dice of the test subjects of that group.", ""]
+    cols = ["init", "mean ± std (seeds)", f"gain over {scratch} [{pct} CI]", "basal", "mid", "apical",
+            *[g.split(" ", 1)[1] for g in groups]]
+    current = None
+    for e in table:
+        key = (e["protocol"], e["labeled_subjects"])
+        if key != current:
+            current = key
+            setting = e["setting"]
+            count = f"all ({e['labeled_subjects']})" if setting == "all" else str(e["labeled_subjects"])
+            lines += ["", f"## Protocol `{e['protocol']}`, {count} labelled subject(s)", "",
+                      "| " + " | ".join(cols) + " |", "|---|" + "---:|" * (len(cols) - 1)]
+        gain = "–"
+        if "gain" in e:
+            gain = f"{e['gain']:+.3f} [{_fmt(e['low'])}, {_fmt(e['high'])}] (n={e['pairs']})"
+        cells = [e["init"], f"{_fmt(e['mean'])} ± {_fmt(e['std'])} (n={e['n']})", gain, _fmt(e["basal"]),
+                 _fmt(e["mid"]), _fmt(e["apical"]), *[_fmt(e.get(g, math.nan)) for g in groups]]
+        lines.append("| " + " | ".join(cells) + " |")
+    if best:
+        lines += ["", "## Best pretrained against best scratch", "",
+                  "Per labelled count, the pretrained (protocol/init) and the scratch protocol with the highest mean, "
+                  "paired by seed; chosen on these same test numbers, so the gain is optimistic.", "",
+                  f"| labelled subjects | best pretrained | best scratch | gain [{pct} CI] |", "|---:|---|---|---:|"]
+        for b in best:
+            lines.append(f"| {b['labeled_subjects']} | {b['best']} | {b['scratch']} | {b['gain']:+.3f} "
+                         f"[{_fmt(b['low'])}, {_fmt(b['high'])}] (n={b['pairs']}) |")
+    return "\n".join(lines) + "\n"
+
+
+def _plot(table: list[dict[str, Any]], protocols: list[str], metric: str, path: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, axes = plt.subplots(1, len(protocols), figsize=(6 * len(protocols), 4.2), squeeze=False, sharey=True)
+    try:
+        counts = sorted({e["labeled_subjects"] for e in table})
+        for ax, protocol in zip(axes[0], protocols, strict=True):
+            entries = [e for e in table if e["protocol"] == protocol and e["n"] > 0]
+            for init in dict.fromkeys(e["init"] for e in entries):
+                pts = sorted((e["labeled_subjects"], e["mean"], e["std"]) for e in entries if e["init"] == init)
+                xs, means, stds = (np.array(v) for v in zip(*pts, strict=True))
+                line = ax.plot(xs, means, marker="o", label=init)[0]
+                ax.fill_between(xs, means - stds, means + stds, color=line.get_color(), alpha=0.15)
+            ax.set_xscale("log", base=2)
+            ax.set_xticks(counts)
+            ax.set_xticklabels([str(c) for c in counts])
+            ax.set_xlabel("labelled subjects")
+            ax.set_title(f"protocol {protocol}")
+            ax.grid(True, alpha=0.3)
+            ax.legend(fontsize=7)
+        axes[0][0].set_ylabel(f"{metric} (mean ± std over seeds)")
+        fig.tight_layout()
+        with atomic_path(path) as tmp:
+            fig.savefig(tmp, format="png", dpi=100)
+    finally:
+        plt.close(fig)
+
+
+def write_study_report(rows: list[dict[str, Any]], out: Path, config: Any, protocols: list[str]) -> dict[str, Any]:
+    """results.csv, results.md, results.png of a study (module docstring); returns a summary dict."""
+    from .experiment import HEADLINE_METRICS, init_spec
+
+    metric, description = HEADLINE_METRICS[config.task]
+    inits = list(config.inits)
+    scratch = next((name for name, v in config.inits.items() if init_spec(v)[0] == "scratch"), None)
+    rep = config.report or {}
+    confidence, resamples, seed = float(rep.get("confidence", 0.95)), int(rep.get("bootstrap", 10000)), \
+        int(rep.get("seed", 0))
+    table = study_table(rows, metric, inits, protocols, scratch, confidence, resamples, seed)
+    buffer = io.StringIO()
+    writer = csv.DictWriter(buffer, fieldnames=list(RESULT_COLUMNS), extrasaction="ignore", lineterminator="\n")
+    writer.writeheader()
+    for r in rows:
+        value = r.get("value")
+        writer.writerow({**{k: r.get(k) for k in RESULT_COLUMNS}, "init": f"{r.get('protocol', '')}/{r['init']}",
+                         "value": "nan" if value is None else value})
+    atomic_write_bytes(out / "results.csv", buffer.getvalue().encode("utf-8"))
+    best = best_against_best(rows, metric, protocols, scratch, confidence, resamples, seed)
+    markdown = _markdown(table, metric, description, scratch, confidence, resamples, best)
+    atomic_write_text(out / "results.md", markdown)
+    _plot(table, protocols, metric, out / "results.png")
+    return {"output": str(out), "task": config.task, "metric": metric, "metric_description": description,
+            "runs": len({(r.get("protocol"), r["init"], r["labeled_subjects"], r["seed"]) for r in rows}),
+            "results_csv": str(out / "results.csv"), "results_md": str(out / "results.md"),
+            "results_png": str(out / "results.png"), "table": table, "markdown": markdown}

@@ -1,0 +1,144 @@
+"""``planessl experiment transfer`` running a whole study on a tiny config: cohorts, one pretraining, a 2-count x
+2-seed x 2-init grid, the report (paired gains, thirds), and a rerun that reuses every finished stage."""
+
+from __future__ import annotations
+
+import csv
+import json
+import logging
+from pathlib import Path
+
+import pytest
+import yaml
+
+from training_cli.main import main
+
+REPO = Path(__file__).resolve().parents[1]
+CONFIGS = REPO / "Resources" / "Configs"
+
+
+def _tiny_study(tmp: Path) -> Path:
+    size = {"data.image_size": 32, "data.spacing_mm": 9.0}
+    raw = {
+        "task": "seg",
+        "cohorts": {"target": {"anatomy": "heart", "subjects": 5, "seed": 31, "options": {"matrix": 64}},
+                    "pretrain": {"anatomy": "heart", "subjects": 3, "seed": 32, "options": {"matrix": 64}}},
+        "pretraining": {"config": str(CONFIGS / "pretrain_demo.yaml"), "tasks": {"lines": "lines"},
+                        "overrides": {**size, "data.sigma_px": 1.0, "optim.epochs": 1, "optim.slices_per_subject": 2,
+                                      "runtime.progress": "none", "runtime.plot": False}},
+        "protocols": {"paper": {"config": str(CONFIGS / "finetune_seg_paper.yaml"),
+                                "overrides": {"split.test_subjects": 2, "split.val_subjects": 1}}},
+        "labeled_subjects": [1, "all"], "seeds": [0, 1],
+        "inits": {"scratch": "scratch", "lines": "pretrained:lines"},
+        "finetune_overrides": {**size, "optim.epochs": 1, "optim.steps_per_epoch": 2},
+        "report": {"bootstrap": 200},
+    }
+    path = tmp / "study.yaml"
+    path.write_text(yaml.safe_dump(raw, sort_keys=False))
+    return path
+
+
+def _with_pathology(write):
+    """The cohort stage as the clinical phantom will do it: subjects.csv gains a ``pathology`` column."""
+
+    def wrapped(spec, folder):
+        write(spec, folder)
+        table = folder / "subjects.csv"
+        with open(table, newline="") as fh:
+            rows = list(csv.DictReader(fh))
+        for i, r in enumerate(rows):
+            r["pathology"] = ("NOR", "DCM")[i % 2]
+        with open(table, "w", newline="") as fh:
+            writer = csv.DictWriter(fh, fieldnames=list(rows[0]))
+            writer.writeheader()
+            writer.writerows(rows)
+
+    return wrapped
+
+
+def test_study_end_to_end_then_resumes(tmp_path, caplog, monkeypatch):
+    from training_cli.commands import experiment as command
+
+    monkeypatch.setattr(command, "_write_cohort", _with_pathology(command._write_cohort))
+    config, out = _tiny_study(tmp_path), tmp_path / "study"
+    caplog.set_level(logging.INFO)
+    assert main(["experiment", "transfer", "--config", str(config), "--out", str(out)]) == 0
+    assert (out / "cohorts" / "target" / "subjects.csv").is_file() and (out / "pretrain" / "lines" / "model").is_dir()
+    runs = sorted(p.name for p in (out / "runs" / "paper" / "runs").iterdir())
+    assert runs == [f"{i}_n{n}_s{s}" for i in ("lines", "scratch") for n in ("1", "all") for s in (0, 1)]
+    with open(out / "results.csv", newline="") as fh:
+        rows = list(csv.DictReader(fh))
+    assert list(rows[0]) == ["task", "init", "labeled_subjects", "seed", "metric", "value"]
+    head = {(r["init"], r["labeled_subjects"], r["seed"]) for r in rows if r["metric"] == "dice mean"}
+    assert head == {(f"paper/{i}", n, s) for i in ("scratch", "lines") for n in ("1", "2") for s in ("0", "1")}
+    metrics = {r["metric"] for r in rows}
+    assert {"dice basal", "dice mid", "dice apical"} <= metrics
+    # 5 subjects NOR/DCM/NOR/DCM/NOR: the 2 test subjects are one of each group
+    assert {"dice pathology NOR", "dice pathology DCM"} <= metrics
+    md = (out / "results.md").read_text()
+    assert "gain over scratch [95 % CI]" in md and "all (2) labelled" in md and "| lines |" in md
+    assert "| apical | DCM | NOR |" in md  # pathology columns
+    assert (out / "results.png").stat().st_size > 1000
+    settings = out / "settings"
+    assert {"study.yaml", "protocol_paper.yaml", "pretraining.yaml", "software.json", "cohort_target.json"} <= {
+        p.name for p in settings.iterdir()}
+    assert "torch" in json.loads((settings / "software.json").read_text())
+    before = (out / "results.csv").read_bytes()
+
+    # a rerun reuses cohorts, pretraining and finished runs; a run without its results file is run again
+    (out / "runs" / "paper" / "runs" / "lines_n1_s1" / "results_rows.json").unlink()
+    stamp = (out / "pretrain" / "lines" / "model" / "model.safetensors").stat().st_mtime_ns
+    caplog.clear()
+    assert main(["experiment", "transfer", "--config", str(config), "--out", str(out)]) == 0
+    text = caplog.text
+    assert "cohort target: reusing" in text and "pretraining lines: reusing" in text
+    assert text.count("fine-tuning seg") == 1 and "lines_n1_s1: removing an unfinished" in text
+    assert (out / "pretrain" / "lines" / "model" / "model.safetensors").stat().st_mtime_ns == stamp
+    assert (out / "results.csv").read_bytes() == before  # deterministic runs: the same numbers again
+
+
+def test_study_config_problems_are_named(tmp_path, capsys):
+    raw = yaml.safe_load(_tiny_study(tmp_path).read_text())
+    raw["cohorts"]["pretrain"]["seed"] = 31
+    raw["inits"]["other"] = "pretrained:missing"
+    bad = tmp_path / "bad.yaml"
+    bad.write_text(yaml.safe_dump(raw))
+    assert main(["experiment", "transfer", "--config", str(bad), "--out", str(tmp_path / "o")]) != 0
+    err = capsys.readouterr().err
+    assert "cohorts.pretrain.seed" in err and "pretraining.tasks.missing" in err and "Traceback" not in err
+    assert not (tmp_path / "o").exists()
+
+
+@pytest.mark.parametrize("counts", [[1, 1], [0], ["some"]])
+def test_labelled_counts_are_checked(tmp_path, capsys, counts):
+    raw = yaml.safe_load(_tiny_study(tmp_path).read_text())
+    raw["labeled_subjects"] = counts
+    bad = tmp_path / "bad.yaml"
+    bad.write_text(yaml.safe_dump(raw))
+    assert main(["experiment", "transfer", "--config", str(bad), "--out", str(tmp_path / "o")]) != 0
+    assert "labeled_subjects" in capsys.readouterr().err
+
+
+def test_a_stopped_pretraining_resumes_and_a_changed_one_restarts(heart_cohort, tmp_path, caplog):
+    from PlaneSSLLib.training.study import _pretrain_stage
+
+    caplog.set_level(logging.INFO)
+    overrides = {"data.image_size": 32, "data.spacing_mm": 9.0, "data.sigma_px": 1.0, "optim.epochs": 2,
+                 "optim.slices_per_subject": 2, "runtime.progress": "none", "runtime.plot": False}
+    stage = {"config": str(CONFIGS / "pretrain_demo.yaml"), "tasks": {"lines": "lines"}, "overrides": overrides}
+    out = tmp_path / "study"
+    run = out / "pretrain" / "lines"
+    assert _pretrain_stage(stage, heart_cohort, out, ["lines"]) == {"lines": run / "model"}
+    # what a kill after the last checkpoint leaves: no model, no done.json
+    (run / "done.json").unlink()
+    for f in (run / "model").iterdir():
+        f.unlink()
+    (run / "model").rmdir()
+    caplog.clear()
+    _pretrain_stage(stage, heart_cohort, out, ["lines"])
+    assert "resuming" in caplog.text and (run / "model" / "manifest.json").is_file()
+    # other settings: the run starts again from scratch
+    caplog.clear()
+    _pretrain_stage({**stage, "overrides": {**overrides, "optim.epochs": 1}}, heart_cohort, out, ["lines"])
+    assert "resuming" not in caplog.text and "reusing" not in caplog.text
+    assert json.loads((run / "done.json").read_text())["epochs"] == 1

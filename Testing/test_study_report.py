@@ -1,0 +1,103 @@
+"""The study's statistics and splits on known numbers: paired bootstrap interval, stratified test split, thirds."""
+
+from __future__ import annotations
+
+import itertools
+import math
+
+import numpy as np
+import pytest
+
+from PlaneSSLLib.data.splits import SplitError, split_seg_subjects_stratified, stratified_counts
+from PlaneSSLLib.dicom.views import APEX_PRIOR_LPS
+from PlaneSSLLib.training.seg_metrics import region_dice, stack_thirds
+from PlaneSSLLib.training.study_report import paired_bootstrap_ci, paired_gains
+
+
+def test_bootstrap_interval_of_constant_and_two_point_differences():
+    assert paired_bootstrap_ci([0.05] * 5) == pytest.approx((0.05, 0.05, 0.05))
+    # two differences 0 and 1: resampled means are 0, 0.5, 1 with probabilities 1/4, 1/2, 1/4
+    mean, low, high = paired_bootstrap_ci([0.0, 1.0], resamples=4000)
+    assert (mean, low, high) == (0.5, 0.0, 1.0)
+    mean, low, high = paired_bootstrap_ci([0.0, 1.0], confidence=0.4, resamples=4000)
+    assert low == high == 0.5  # the middle 40 % lies on the atom at 0.5
+    assert all(math.isnan(x) for x in paired_bootstrap_ci([0.2])[1:])
+
+
+def test_bootstrap_interval_matches_the_exact_bootstrap_distribution():
+    d = [0.10, -0.02, 0.04, 0.07]
+    means = np.array(sorted(np.mean(c) for c in itertools.product(d, repeat=len(d))))  # all 256 equally likely
+    exact = np.quantile(means, [0.025, 0.975])
+    mean, low, high = paired_bootstrap_ci(d, resamples=20000, seed=3)
+    assert mean == pytest.approx(np.mean(d))
+    assert low == pytest.approx(exact[0], abs=0.006) and high == pytest.approx(exact[1], abs=0.006)
+    assert paired_bootstrap_ci(d, resamples=2000, seed=1) == paired_bootstrap_ci(d, resamples=2000, seed=1)
+
+
+def test_paired_gains_pair_by_seed():
+    gain, low, high, pairs = paired_gains({0: 0.8, 1: 0.7, 2: 0.9}, {0: 0.6, 1: 0.5, 3: 0.1}, resamples=500)
+    assert pairs == 2 and gain == pytest.approx(0.2) and low == pytest.approx(0.2) and high == pytest.approx(0.2)
+
+
+def test_stratified_counts_proportional_and_keeping_each_group():
+    assert stratified_counts({"NOR": 10, "DCM": 10, "HCM": 10, "MINF": 10, "ARV": 10}, 10) == dict.fromkeys(
+        ("NOR", "DCM", "HCM", "MINF", "ARV"), 2)
+    counts = stratified_counts({"a": 6, "b": 3, "c": 1}, 5)
+    assert sum(counts.values()) == 5 and counts["a"] == 3 and counts["b"] in (1, 2)
+    assert stratified_counts({"a": 2, "b": 2}, 3) in ({"a": 2, "b": 1}, {"a": 1, "b": 2})
+    with pytest.raises(SplitError):
+        stratified_counts({"a": 2}, 3)
+
+
+def test_stratified_split_is_deterministic_disjoint_and_stratified():
+    groups = ["NOR", "DCM", "HCM", "MINF", "ARV"] * 8
+    keys = [f"k{i:03d}" for i in range(len(groups))]
+    pool, val, test = split_seg_subjects_stratified(keys, groups, 10, 5, split_seed=0)
+    assert len(test) == 10 and len(val) == 5 and len(pool) == 25
+    assert set(pool) | set(val) | set(test) == set(range(40)) and not set(pool) & set(test)
+    assert sorted(groups[i] for i in test) == sorted(["NOR", "DCM", "HCM", "MINF", "ARV"] * 2)
+    assert {groups[i] for i in val} == {"NOR", "DCM", "HCM", "MINF", "ARV"}
+    assert split_seg_subjects_stratified(keys, groups, 10, 5, 0) == (pool, val, test)
+    assert split_seg_subjects_stratified(keys, groups, 10, 5, 1)[2] != test
+    # a subject's side depends on its own key within its group, not on the others' order
+    assert split_seg_subjects_stratified(keys[::-1], groups[::-1], 10, 5, 0)[2] == sorted(39 - i for i in test)
+    with pytest.raises(SplitError, match="no training pool"):
+        split_seg_subjects_stratified(keys, groups, 30, 10, 0)
+
+
+def test_thirds_run_from_base_to_apex_whatever_the_normal_sign():
+    x = np.array([1.0, 0.0, 0.0])
+    y = np.cross(APEX_PRIOR_LPS, x)
+    y /= np.linalg.norm(y)
+    x = np.cross(y, APEX_PRIOR_LPS)  # x × y = the apex prior
+    loc = np.arange(8) * 8.0  # increasing towards the apex
+    assert stack_thirds(loc, x, y).tolist() == [0, 0, 0, 1, 1, 1, 2, 2]
+    assert stack_thirds(loc, -x, y).tolist() == [2, 2, 1, 1, 1, 0, 0, 0]  # flipped normal: k = 0 is apical
+
+
+def test_region_dice_skips_structures_absent_from_both():
+    ref = np.zeros((3, 4, 4), np.uint8)
+    pred = np.zeros_like(ref)
+    ref[0, :2, :2] = 3  # basal LV
+    pred[0, :2, :1] = 3
+    pred[2, 0, 0] = 1  # apical RV predicted, absent from the reference
+    out = region_dice(pred, ref, np.array([0, 1, 2]))
+    assert out == {"basal": pytest.approx(2 * 2 / 6), "apical": 0.0}
+
+
+def test_best_pretrained_against_best_scratch_across_protocols():
+    from PlaneSSLLib.training.study_report import best_against_best
+
+    def row(protocol, init, seed, value):
+        return {"protocol": protocol, "init": init, "labeled_subjects": 1, "seed": seed, "metric": "dice mean",
+                "value": value}
+
+    rows = [row("paper", "scratch", s, 0.60 + 0.01 * s) for s in range(3)]
+    rows += [row("strong", "scratch", s, 0.65 + 0.01 * s) for s in range(3)]
+    rows += [row("paper", "enc", s, 0.70 + 0.01 * s) for s in range(3)]
+    rows += [row("strong", "enc", s, 0.72 + 0.02 * s) for s in range(3)]
+    (entry,) = best_against_best(rows, "dice mean", ["paper", "strong"], "scratch", resamples=20000)
+    assert entry["best"] == "strong/enc" and entry["scratch"] == "strong/scratch" and entry["pairs"] == 3
+    assert entry["gain"] == pytest.approx(0.08)  # per-seed differences 0.07, 0.08, 0.09
+    # resampled means of 3 differences: 0.07 and 0.09 each have probability 1/27 > 2.5 %, so they are the bounds
+    assert entry["low"] == pytest.approx(0.07) and entry["high"] == pytest.approx(0.09)
