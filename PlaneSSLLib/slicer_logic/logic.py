@@ -57,6 +57,8 @@ __all__ = [
 
 #: Devices offered in the GUI.
 DEVICES = ("auto", "cuda", "cpu", "mps")
+#: The sample study of "Load sample" (and the self-test), the cohort the sample weights were trained on.
+SAMPLE_COHORT_ARGS = {"anatomy": "heart", "subjects": 1, "seed": 7, "phases": 2, "matrix": 64}
 #: Views each task reads.
 TASK_VIEWS = {"segment_heart": ("SAX",), "classify_knee": VIEW_LABELS["knee"], "lines": ()}
 
@@ -177,6 +179,16 @@ class Logic:
             raise ValueError(f"{folder}: study {study_index} asked for, {len(studies)} found")
         return self.load_study(studies[study_index], phase)
 
+    def load_sample(self, folder: str | os.PathLike) -> StudyScene:
+        """The sample: one synthetic heart subject (SAX/2CH/3CH/4CH cine, 2 phases, 64 px; seed 7),
+        written once as DICOM into ``folder`` (``phantoms.cohort``; reused when complete), then loaded."""
+        from ..phantoms.cohort import CohortOptions, write_cohort
+
+        root = Path(folder) / "heart"
+        if not (root / "subjects.csv").is_file():
+            write_cohort(root, CohortOptions(**SAMPLE_COHORT_ARGS), workers=1, force=True)
+        return self.load_dicom_folder(root)
+
     def study_volumes(self, volume_node) -> dict[str, Any]:
         """View label → volume node for the study of ``volume_node``.
 
@@ -236,6 +248,10 @@ class Logic:
                 display = node.GetDisplayNode()
                 if display is not None:
                     display.SetVisibility(bool(visible))
+
+    def draw_ready_lines(self) -> int:
+        """Draw predicted lines the overlay's background prefetch has finished (GUI thread, no network)."""
+        return 0 if self.overlay is None else self.overlay.draw_ready()
 
     def remove_predicted_lines(self) -> None:
         if self.overlay is not None:
@@ -392,7 +408,7 @@ class Logic:
         except BaseException:
             overlay.remove()
             raise
-        overlay.observe()
+        overlay.observe(background=True)  # scrolling reads the cache; a thread fills it
         self.overlay = overlay
         return RunResults("lines", model.source, device, note, nodes=list(overlay.models.values()),
                           comparisons=dict(overlay.comparisons))

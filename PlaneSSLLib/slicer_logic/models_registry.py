@@ -47,6 +47,7 @@ from ..errors import PlaneSSLError
 
 __all__ = [
     "REGISTRY_FORMAT",
+    "entry_available",
     "REGISTRY_FORMAT_VERSION",
     "TASKS",
     "MANIFEST_TASKS",
@@ -424,6 +425,15 @@ def validate_model_folder(path: str | os.PathLike, task: str | None = None, sour
             f"({MANIFEST_TASK_SPECS[validated.task].description}), not for {TASKS[task]} "
             f"(expected manifest task {' or '.join(repr(t) for t in MANIFEST_TASKS[task])})")
     return LocalModel(path, manifest, task or validated.task, source)
+
+
+def entry_available(entry: ModelEntry, cache_dir: str | os.PathLike | None = None) -> bool:
+    """Whether ``entry`` can be used without the user providing weights: published (downloadable)
+    or already installed in the cache."""
+    if entry.published:
+        return True
+    cache = Path(cache_dir) if cache_dir is not None else default_cache_dir()
+    return (cache / "models" / entry.id / entry.version / MANIFEST_FILE).is_file()
 
 
 def resolve_model(model: str, task: str, entries: Sequence[ModelEntry] | None = None,
