@@ -764,9 +764,9 @@ class PlaneSSLLogic(ScriptedLoadableModuleLogic):
         path = cls.requirementsFile()
         requirements = dependencies.read_requirements(path)
         try:
-            import slicer.packaging
+            import importlib
 
-            pipEnsure = getattr(slicer.packaging, "pip_ensure", None)
+            pipEnsure = getattr(importlib.import_module("slicer.packaging"), "pip_ensure", None)  # Slicer 5.12+
         except ImportError:
             pipEnsure = None
         if pipEnsure is not None:
