@@ -14,7 +14,6 @@ instead of failing inside an import (``versionProblem``).
 
 import logging
 import os
-import sys
 from typing import Annotated
 
 import qt
@@ -34,6 +33,10 @@ from slicer.util import VTKObservationMixin
 
 #: The oldest Python the library runs on; Slicer 5.10.0 is the first release on a newer one (3.12).
 MIN_PYTHON = (3, 10)
+#: The sample study of "Load sample" and the self-test (phantoms.cohort options).
+SAMPLE_COHORT = {"anatomy": "heart", "subjects": 1, "seed": 7, "phases": 2, "matrix": 64}
+#: Bundled sample weights (Resources/Models.json ids): trained on synthetic data, not for clinical use.
+SAMPLE_MODELS = {"lines": "heart-plane-lines-sample", "segment_heart": "heart-segmentation-sample"}
 #: The Slicer releases the extension targets (README, PlaneSSL.json description, the message below).
 SUPPORTED_SLICER = "5.10 and 5.12"
 
@@ -48,10 +51,16 @@ CITATION = (
 )
 
 
+def _pythonVersion() -> tuple:
+    import sys
+
+    return tuple(sys.version_info)[:3]
+
+
 def versionProblem(versionInfo=None) -> str:
     """Why this Slicer cannot run PlaneSSL ("" when it can): its Python is older than ``MIN_PYTHON``
     (Slicer 5.6 and 5.8 run Python 3.9.10; the library needs 3.10+ syntax and pydicom 3)."""
-    version = tuple(versionInfo if versionInfo is not None else sys.version_info)[:3]
+    version = tuple(versionInfo if versionInfo is not None else _pythonVersion())[:3]
     if version >= MIN_PYTHON:
         return ""
     return _(
@@ -72,6 +81,8 @@ def _ensureLibImportable() -> None:
     checkout (module path = ``<repo>/PlaneSSL``) it is one folder up. Raises
     ``UnsupportedSlicerError`` first on a Slicer that cannot run the library.
     """
+    import sys
+
     problem = versionProblem()
     if problem:
         raise UnsupportedSlicerError(problem)
@@ -166,6 +177,8 @@ class RunCancelled(RuntimeError):
 def purgeLibModules(modules=None) -> list:
     """Drop ``PlaneSSLLib`` and its submodules from ``modules`` (``sys.modules``), so that Reload
     imports the library afresh (``slicer.util.reloadScriptedModule`` reloads only this file)."""
+    import sys
+
     modules = sys.modules if modules is None else modules
     names = [n for n in list(modules) if n == "PlaneSSLLib" or n.startswith("PlaneSSLLib.")]
     for name in names:
@@ -704,9 +717,17 @@ class PlaneSSLLogic(ScriptedLoadableModuleLogic):
         lib = self.__dict__.get("_lib")
         return 0 if lib is None else lib.draw_ready_lines()
 
-    def loadSample(self):
-        """The synthetic sample heart study (written once into the cache as DICOM) in the scene."""
-        return self.lib.load_sample(os.path.join(self.cacheDir(), "sample"))
+    def loadSample(self, folder=None):
+        """The sample heart study in the scene: one synthetic subject (``SAMPLE_COHORT``: SAX/2CH/3CH/4CH
+        cine, 2 phases, 64 px, seed 7; not among the sample weights' training subjects) written once as
+        DICOM into ``folder`` (default ``<cache>/sample``) and loaded like any study."""
+        _ensureLibImportable()
+        from PlaneSSLLib.phantoms.cohort import CohortOptions, write_cohort
+
+        root = os.path.join(folder or os.path.join(self.cacheDir(), "sample"), "heart")
+        if not os.path.isfile(os.path.join(root, "subjects.csv")):
+            write_cohort(root, CohortOptions(**SAMPLE_COHORT), workers=1, force=True)
+        return self.lib.load_dicom_folder(root)
 
     # ------------------------------------------------------------------ dependencies
     @staticmethod
@@ -816,44 +837,53 @@ class PlaneSSLLogic(ScriptedLoadableModuleLogic):
 
 
 def runWholePath(logic, workdir: str, layoutNode=None, message=logging.info) -> dict:
-    """Phantom heart study → volumes → plane views → random weights → segmentation and lines.
+    """Load sample → plane views → segmentation and predicted lines with the bundled sample weights →
+    a second segmentation cancelled mid-run, leaving the scene as it was.
 
     ``logic`` is a ``PlaneSSLLogic``. Returns ``{"volumes", "views", "segmentation", "lines"}``;
     raises AssertionError when the scene is not what it should be.
     """
     _ensureLibImportable()
-    from PlaneSSLLib.phantoms.cohort import CohortOptions, write_cohort
-    from PlaneSSLLib.slicer_logic.logic import export_random_weights
+    from PlaneSSLLib.slicer_logic.mrml import node_ids
+    from PlaneSSLLib.slicer_logic.runner import InferenceCancelled
 
-    heart = os.path.join(workdir, "heart")
-    message("Writing a synthetic heart study as DICOM")
-    write_cohort(heart, CohortOptions("heart", 1, seed=7, phases=2, matrix=64), workers=1, force=True)
-    loaded = logic.load_dicom_folder(heart)
+    message("Loading the sample: a synthetic heart study written as DICOM")
+    loaded = logic.loadSample(workdir)
     volumes = logic.study_volumes(loaded.volumes["SAX"])
     assert list(volumes) == ["SAX", "2CH", "3CH", "4CH"], list(volumes)
     message("Showing the plane views")
     views = logic.show_planes(volumes, layoutNode)
     assert views.labels == ["SAX", "2CH", "3CH", "4CH"], views.labels
 
-    message("Segmenting the SAX stack in a background process (random weights)")
-    segWeights = export_random_weights(os.path.join(workdir, "weights_seg"), "segment_heart")
+    message("Segmenting the SAX stack in a background process (bundled sample weights)")
     progress = []
-    seg = logic.run("segment_heart", volumes, segWeights, "cpu", on_progress=lambda i, n: progress.append((i, n)),
-                    timeout=600)
+    seg = logic.run("segment_heart", volumes, SAMPLE_MODELS["segment_heart"], "cpu",
+                    on_progress=lambda i, n: progress.append((i, n)), timeout=600)
     slices = volumes["SAX"].GetImageData().GetDimensions()[2]
     assert progress and progress[-1] == (slices, slices), progress
     (segNode,) = seg.nodes
     assert logic.ctx.scene.GetNodeByID(segNode.GetID()) is not None
     assert segNode.GetSegmentation().GetNumberOfSegments() == 3
     assert [s.name for s in seg.statistics] == ["Right ventricle", "Myocardium", "Left ventricle"]
+    assert all(s.voxels > 0 for s in seg.statistics), seg.statistics  # trained weights find every structure
 
-    message("Predicting the intersection lines (random weights)")
-    lineWeights = export_random_weights(os.path.join(workdir, "weights_lines"), "lines",
-                                        channels=("2CH", "3CH", "4CH", "SAX"))
-    lines = logic.run("lines", volumes, lineWeights, "cpu")
+    message("Predicting the intersection lines (bundled sample weights)")
+    lines = logic.run("lines", volumes, SAMPLE_MODELS["lines"], "cpu")
     assert set(lines.comparisons) == set(views.labels), lines.comparisons
     for node in lines.nodes:
         assert logic.ctx.scene.GetNodeByID(node.GetID()) is not None
+
+    message("Cancelling a second segmentation mid-run")
+    before = node_ids(logic.ctx.scene)
+    model = logic.resolve_model(SAMPLE_MODELS["segment_heart"], "segment_heart")
+    logic.start("segment_heart", volumes, model, "cpu")
+    logic.cancel()
+    try:
+        logic.finish(timeout=120)
+        raise AssertionError("a cancelled run finished")
+    except InferenceCancelled:
+        pass
+    assert node_ids(logic.ctx.scene) == before
     return {"volumes": volumes, "views": views, "segmentation": seg, "lines": lines}
 
 
@@ -863,7 +893,8 @@ def runWholePath(logic, workdir: str, layoutNode=None, message=logging.info) -> 
 
 
 class PlaneSSLTest(ScriptedLoadableModuleTest):
-    """Self-test (Reload and Test, or ``ctest -R PlaneSSL``): the whole path on a synthetic study."""
+    """Self-test (Reload and Test, or ``ctest -R PlaneSSL``): the whole path on the sample study with the
+    bundled sample weights. It installs nothing (``--testing``): a missing package fails it by name."""
 
     def setUp(self) -> None:
         slicer.mrmlScene.Clear()
@@ -886,6 +917,8 @@ class PlaneSSLTest(ScriptedLoadableModuleTest):
         logic = PlaneSSLLogic()
         for task in TASK_IDS.values():
             self.assertTrue(logic.registryEntries(task), task)
+        for modelId in SAMPLE_MODELS.values():
+            self.assertTrue(logic.modelAvailable(modelId), modelId)
 
     def test_PlaneSSL_wholePath(self) -> None:
         import tempfile

@@ -265,4 +265,11 @@ def test_cmake_lists_the_module_import_closure_and_its_resources():
     scripts = {(CMAKE.parent / s).resolve() for s in cmake_list(CMAKE, "MODULE_PYTHON_SCRIPTS")}
     needed = {p.resolve() for p in runtime_closure([MODULE_PY, ROOT / "PlaneSSLLib" / "slicer_logic" / "logic.py"])}
     assert needed == scripts
-    assert "../Resources/requirements.txt" in cmake_list(CMAKE, "MODULE_PYTHON_RESOURCES")
+    resources = cmake_list(CMAKE, "MODULE_PYTHON_RESOURCES")
+    assert "../Resources/requirements.txt" in resources
+    registry = json.loads((ROOT / "Resources" / "Models.json").read_text())
+    bundled = [m["bundled"] for m in registry["models"] if m.get("bundled")]
+    assert bundled, "no bundled sample weights in Resources/Models.json"
+    for folder in bundled:  # shipped with the extension
+        for name in ("model.safetensors", "manifest.json"):
+            assert f"../Resources/{folder}/{name}" in resources, f"{folder}/{name} not in PlaneSSL/CMakeLists.txt"

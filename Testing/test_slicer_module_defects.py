@@ -57,8 +57,7 @@ def test_version_gate_names_the_supported_releases_and_loads_on_python_39(module
 
 
 def test_old_python_fails_with_the_message_before_importing_the_library(module, monkeypatch, tmp_path):
-    monkeypatch.setattr(module, "sys", types.SimpleNamespace(version_info=(3, 9, 10), path=sys.path,
-                                                             modules=sys.modules))
+    monkeypatch.setattr(module, "_pythonVersion", lambda: (3, 9, 10))
     logic = module.PlaneSSLLogic(cacheDir=tmp_path)
     with pytest.raises(module.UnsupportedSlicerError, match="5.10 and 5.12"):
         _ = logic.lib
@@ -302,3 +301,39 @@ def test_user_visible_strings_are_translatable():
                         bad.append(ast.unparse(node)[:80])
     assert not bad, bad
     assert "from slicer.i18n import tr as _" in MODULE_PY.read_text()
+
+
+# ----------------------------------------------------------------------------- sample weights
+def test_sample_weights_are_bundled_small_checked_and_labelled(tmp_path):
+    import hashlib
+    import json
+    import shutil
+
+    from PlaneSSLLib.slicer_logic import models_registry as mr
+
+    registry = ROOT / "Resources" / "Models.json"
+    entries = {e.id: e for e in mr.load_registry(registry)}
+    for task, model_id in (("lines", "heart-plane-lines-sample"), ("segment_heart", "heart-segmentation-sample")):
+        entry = entries[model_id]
+        assert entry.task == task and entry.bundled is not None and entry.url is None
+        weights = entry.bundled / "model.safetensors"
+        assert weights.stat().st_size + (entry.bundled / "manifest.json").stat().st_size <= 5_000_000
+        assert hashlib.sha256(weights.read_bytes()).hexdigest() == entry.sha256
+        assert entry.size_bytes == weights.stat().st_size
+        text = f"{entry.title} {entry.status} {entry.description}".lower()
+        assert "synthetic" in text and "not for clinical use" in text and "synthetic" in entry.describe().lower()
+        assert mr.entry_available(entry, tmp_path / "empty-cache")
+        local = mr.resolve_model(model_id, task, list(entries.values()), tmp_path / "cache")
+        assert local.path == entry.bundled
+    # a damaged installation (weights not matching the registry's SHA-256) is refused
+    copy = tmp_path / "Resources"
+    shutil.copytree(ROOT / "Resources" / "Sample", copy / "Sample")
+    raw = json.loads(registry.read_text())
+    (copy / "Models.json").write_text(json.dumps(raw))
+    with open(copy / "Sample" / "heart-plane-lines" / "model.safetensors", "r+b") as f:
+        f.seek(-1, 2)
+        last = f.read(1)
+        f.seek(-1, 2)
+        f.write(bytes([last[0] ^ 1]))
+    with pytest.raises(mr.ChecksumError, match="damaged installation"):
+        mr.resolve_model("heart-plane-lines-sample", "lines", mr.load_registry(copy / "Models.json"), tmp_path)

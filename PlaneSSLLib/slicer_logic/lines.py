@@ -357,9 +357,14 @@ class LineOverlay:
         for node, tag in self._observers:
             node.RemoveObserver(tag)
         self._observers.clear()
+        scene = self.ctx.scene
         for node in self.models.values():
-            if self.ctx.scene.GetNodeByID(node.GetID()) is not None:
-                self.ctx.scene.RemoveNode(node)
+            if scene.GetNodeByID(node.GetID()) is not None:
+                displays = [node.GetNthDisplayNode(i) for i in range(node.GetNumberOfDisplayNodes())]
+                scene.RemoveNode(node)
+                for display in displays:  # not removed with the model by every scene (slicer-core keeps them)
+                    if display is not None and scene.GetNodeByID(display.GetID()) is not None:
+                        scene.RemoveNode(display)
         self.models.clear()
 
 

@@ -57,8 +57,6 @@ __all__ = [
 
 #: Devices offered in the GUI.
 DEVICES = ("auto", "cuda", "cpu", "mps")
-#: The sample study of "Load sample" (and the self-test), the cohort the sample weights were trained on.
-SAMPLE_COHORT_ARGS = {"anatomy": "heart", "subjects": 1, "seed": 7, "phases": 2, "matrix": 64}
 #: Views each task reads.
 TASK_VIEWS = {"segment_heart": ("SAX",), "classify_knee": VIEW_LABELS["knee"], "lines": ()}
 
@@ -178,16 +176,6 @@ class Logic:
         if not 0 <= study_index < len(studies):
             raise ValueError(f"{folder}: study {study_index} asked for, {len(studies)} found")
         return self.load_study(studies[study_index], phase)
-
-    def load_sample(self, folder: str | os.PathLike) -> StudyScene:
-        """The sample: one synthetic heart subject (SAX/2CH/3CH/4CH cine, 2 phases, 64 px; seed 7),
-        written once as DICOM into ``folder`` (``phantoms.cohort``; reused when complete), then loaded."""
-        from ..phantoms.cohort import CohortOptions, write_cohort
-
-        root = Path(folder) / "heart"
-        if not (root / "subjects.csv").is_file():
-            write_cohort(root, CohortOptions(**SAMPLE_COHORT_ARGS), workers=1, force=True)
-        return self.load_dicom_folder(root)
 
     def study_volumes(self, volume_node) -> dict[str, Any]:
         """View label → volume node for the study of ``volume_node``.
