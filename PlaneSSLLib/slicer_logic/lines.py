@@ -106,19 +106,20 @@ def dashed_quads_lps(plane: ImagePlane, line: ImageLine, dash_mm: float = 5.0, g
     t = (p1 - p0) / length
     h = plane.normal_lps * half_height_mm
     starts = np.arange(0.0, length, dash_mm + gap_mm)
-    quads = []
-    for s in starts:
-        a, b = p0 + s * t, p0 + min(s + dash_mm, length) * t
-        quads.append([a - h, b - h, b + h, a + h])
-    return np.array(quads)
+    a = p0 + starts[:, None] * t
+    b = p0 + np.minimum(starts + dash_mm, length)[:, None] * t
+    return np.stack([a - h, b - h, b + h, a + h], axis=1)
 
 
 def _polydata(quads_ras: np.ndarray) -> vtk.vtkPolyData:
+    """One polygon per quad, built from arrays (no per-point Python calls: this runs on every scroll)."""
+    quads = np.ascontiguousarray(np.asarray(quads_ras, dtype=np.float64).reshape(-1, 3))
+    n = len(quads) // 4
     points = vtk.vtkPoints()
+    points.SetData(numpy_support.numpy_to_vtk(quads, deep=True))
     cells = vtk.vtkCellArray()
-    for quad in quads_ras:
-        ids = [points.InsertNextPoint(*map(float, p)) for p in quad]
-        cells.InsertNextCell(4, ids)
+    cells.SetData(numpy_support.numpy_to_vtkIdTypeArray(np.arange(0, 4 * n + 1, 4, dtype=np.int64), deep=True),
+                  numpy_support.numpy_to_vtkIdTypeArray(np.arange(4 * n, dtype=np.int64), deep=True))
     poly = vtk.vtkPolyData()
     poly.SetPoints(points)
     poly.SetPolys(cells)
@@ -234,16 +235,21 @@ class LineOverlay:
             self.models[key] = node
         return node
 
-    def update(self, label: str) -> list[LineComparison]:
-        """Recompute and redraw the predicted lines of view ``label``."""
+    def update(self, label: str, redraw: bool = True) -> list[LineComparison]:
+        """Recompute and redraw the predicted lines of view ``label``. ``redraw=False`` (a cacheable
+        predictor, the view's slice unchanged): its predicted lines are the same, only their
+        comparisons with the geometric lines (which another view's move changed) are refreshed."""
         view = self.views[label]
         comparisons = self.predict(view)
         plane = view.current_plane()
+        same = not redraw and self._shown.get(label) == view.slice_index()
         drawn = set()
         for comp in comparisons:
-            quads = dashed_quads_lps(plane, comp.predicted)
+            key = (view.label, comp.partner)
             node = self._model(view, comp.partner)
-            node.SetAndObservePolyData(_polydata(lps_to_ras(quads)) if quads is not None else vtk.vtkPolyData())
+            if not (same and key in self.models and node.GetPolyData() is not None):
+                quads = dashed_quads_lps(plane, comp.predicted)
+                node.SetAndObservePolyData(_polydata(lps_to_ras(quads)) if quads is not None else vtk.vtkPolyData())
             if comp.angle_deg is not None:
                 node.SetAttribute(ATTR_ANGLE, f"{comp.angle_deg:.3f}")
                 node.SetAttribute(ATTR_DISTANCE, f"{comp.distance_mm:.3f}")
@@ -284,7 +290,7 @@ class LineOverlay:
     def _refresh_others(self, label: str) -> None:
         for other in self.views.labels:
             if other != label and other in self._shown and other not in self._pending:
-                self.update(other)  # cached: geometry only
+                self.update(other, redraw=not self.cacheable)  # cached: comparisons only
 
     def _on_slice_modified(self, node, _event) -> None:
         for view in self.views:
