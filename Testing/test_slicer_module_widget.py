@@ -111,8 +111,14 @@ class ParameterNode(types.SimpleNamespace):
         pass
 
 
+@pytest.fixture(scope="module")
+def module_cache(tmp_path_factory):
+    """One per-user cache for the module's tests: the sample study is written into it once."""
+    return tmp_path_factory.mktemp("planessl_cache")
+
+
 @pytest.fixture
-def env(monkeypatch, tmp_path):
+def env(monkeypatch, module_cache):
     """(module, widget, recorded slicer.util calls)."""
     import importlib.util
 
@@ -147,7 +153,7 @@ def env(monkeypatch, tmp_path):
     widget = module.PlaneSSLWidget(types.SimpleNamespace(isEntered=True))
     names = [w.get("name") for w in ET.parse(UI).getroot().iter("widget")]
     widget.ui = types.SimpleNamespace(**{n: FakeWidget(n) for n in names})
-    widget.logic = module.PlaneSSLLogic(ctx=SceneContext.create(), cacheDir=tmp_path / "cache")
+    widget.logic = module.PlaneSSLLogic(ctx=SceneContext.create(), cacheDir=module_cache)
     widget._timer, widget._linesTimer = FakeTimer(), FakeTimer()
     node = ParameterNode(inputVolume=None, dicomFolder="", task="Plane lines", modelId="", localModelFolder="",
                          device="cpu", showGeometricLines=True, showPredictedLines=True)
