@@ -68,6 +68,29 @@ def test_old_python_fails_with_the_message_before_importing_the_library(module, 
     assert "5.10 and 5.12" in parent.helpText.split("<br>")[0]
 
 
+def test_widget_on_old_slicer_shows_why_and_imports_nothing(module, monkeypatch):
+    monkeypatch.setattr(module, "_pythonVersion", lambda: (3, 9, 10))
+    monkeypatch.setattr(module.ScriptedLoadableModuleWidget, "setup", lambda self: None, raising=False)
+    labels = []
+
+    class QLabel:
+        def __init__(self, text):
+            self.text, self.wordWrap = text, False
+            labels.append(self)
+
+    monkeypatch.setattr(module.qt, "QLabel", QLabel, raising=False)
+    added = []
+    widget = module.PlaneSSLWidget(types.SimpleNamespace(isEntered=True))
+    widget.layout = types.SimpleNamespace(addWidget=added.append, addStretch=lambda n: None)
+    before = {n for n in sys.modules if n.startswith("PlaneSSLLib")}
+    widget.setup()
+    assert added == labels and "5.10 and 5.12" in labels[0].text and labels[0].wordWrap
+    assert widget.logic is None and not hasattr(widget, "ui")
+    widget.enter()  # entering the module again does nothing either
+    widget.cleanup()
+    assert {n for n in sys.modules if n.startswith("PlaneSSLLib")} == before
+
+
 def test_readme_json_and_cmake_state_the_supported_releases():
     readme = (ROOT / "README.md").read_text()
     assert "Slicer 5.10" in readme and "5.12" in readme
