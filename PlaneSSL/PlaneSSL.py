@@ -565,8 +565,8 @@ class PlaneSSLWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
 
     def _drawReadyLines(self) -> None:
         """Draw predicted lines that the background prefetch has finished (GUI thread, no network)."""
-        if self.logic is None or not self.logic.drawReadyLines():
-            return
+        if self.logic is not None:
+            self.logic.drawReadyLines()
 
     def _onDownloadProgress(self, done: int, total) -> None:
         if total:

@@ -195,7 +195,10 @@ def test_whole_path_load_sample_lines_segmentation_cancel(env):
     assert overlay.network_calls == calls and overlay._shown["SAX"] == sax.slice_index()  # from the cache
     for view, comps in overlay.comparisons.items():  # every partner's line found and compared
         assert {c.partner for c in comps} == {"SAX", "2CH", "3CH", "4CH"} - {view}
-        assert all(0.0 <= c.angle_deg <= 90.0 for c in comps if c.angle_deg is not None)
+    # the sample network learnt the synthetic planes: its lines follow the geometric ones on the sample
+    # study (not a training subject); 11 degrees median when the weights were made, ~45 untrained
+    angles = sorted(c.angle_deg for comps in overlay.comparisons.values() for c in comps if c.angle_deg is not None)
+    assert len(angles) == 12 and angles[len(angles) // 2] < 20.0, angles
 
     # segmentation in the background worker with the bundled sample weights
     env.node.task = "Cardiac segmentation"

@@ -30,5 +30,6 @@ for pair in "heart-plane-lines:$OUT/pretrain/model" "heart-segmentation:$OUT/seg
   name=${pair%%:*}; src=${pair#*:}
   mkdir -p "Resources/Sample/$name"
   cp "$src/model.safetensors" "$src/manifest.json" "Resources/Sample/$name/"
+  chmod 644 "Resources/Sample/$name/"*
   echo "$name $(sha256sum "Resources/Sample/$name/model.safetensors" | cut -d' ' -f1) $(stat -c %s "Resources/Sample/$name/model.safetensors")"
 done
