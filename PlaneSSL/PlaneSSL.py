@@ -6,6 +6,10 @@ the Qt-free ``PlaneSSLLib.slicer_logic.logic.Logic`` (every call is delegated to
 self-test. Only what Slicer provides is imported at the top; ``PlaneSSLLib`` (numpy, pydicom)
 and torch are imported inside methods, after the dependencies have been checked, so the module
 loads even before anything is installed, and nothing is installed at import time.
+
+Supported: 3D Slicer 5.10 and 5.12 (Python 3.12). Slicer 5.6 and 5.8 run Python 3.9, which
+cannot run the library: the module still loads there (this file is Python 3.9 syntax) and says so
+instead of failing inside an import (``versionProblem``).
 """
 
 import logging
@@ -16,6 +20,8 @@ import qt
 import slicer
 import vtk
 from slicer import vtkMRMLScalarVolumeNode
+from slicer.i18n import tr as _
+from slicer.i18n import translate
 from slicer.parameterNodeWrapper import Choice, parameterNodeWrapper
 from slicer.ScriptedLoadableModule import (
     ScriptedLoadableModule,
@@ -24,6 +30,15 @@ from slicer.ScriptedLoadableModule import (
     ScriptedLoadableModuleWidget,
 )
 from slicer.util import VTKObservationMixin
+
+#: The oldest Python the library runs on; Slicer 5.10.0 is the first release on a newer one (3.12).
+MIN_PYTHON = (3, 10)
+#: The sample study of "Load sample" and the self-test (phantoms.cohort options).
+SAMPLE_COHORT = {"anatomy": "heart", "subjects": 1, "seed": 7, "phases": 2, "matrix": 64}
+#: Bundled sample weights (Resources/Models.json ids): trained on synthetic data, not for clinical use.
+SAMPLE_MODELS = {"lines": "heart-plane-lines-sample", "segment_heart": "heart-segmentation-sample"}
+#: The Slicer releases the extension targets (README, PlaneSSL.json description, the message below).
+SUPPORTED_SLICER = "5.10 and 5.12"
 
 #: GUI task label → task id of ``PlaneSSLLib.slicer_logic.models_registry.TASKS`` (checked by the tests).
 TASK_IDS = {"Cardiac segmentation": "segment_heart", "Knee ACL tear": "classify_knee", "Plane lines": "lines"}
@@ -36,14 +51,41 @@ CITATION = (
 )
 
 
+def _pythonVersion() -> tuple:
+    import sys
+
+    return tuple(sys.version_info)[:3]
+
+
+def versionProblem(versionInfo=None) -> str:
+    """Why this Slicer cannot run PlaneSSL ("" when it can): its Python is older than ``MIN_PYTHON``
+    (Slicer 5.6 and 5.8 run Python 3.9.10; the library needs 3.10+ syntax and pydicom 3)."""
+    version = tuple(versionInfo if versionInfo is not None else _pythonVersion())[:3]
+    if version >= MIN_PYTHON:
+        return ""
+    return _(
+        "PlaneSSL needs 3D Slicer {supported} (Python {need} or newer); this Slicer runs Python {have}, "
+        "as Slicer 5.8 and older do. Install Slicer {supported} from download.slicer.org and install the "
+        "extension there."
+    ).format(supported=SUPPORTED_SLICER, need=".".join(map(str, MIN_PYTHON)), have=".".join(map(str, version)))
+
+
+class UnsupportedSlicerError(RuntimeError):
+    """Raised before any import of the library on a Slicer whose Python cannot run it."""
+
+
 def _ensureLibImportable() -> None:
     """Make ``PlaneSSLLib`` importable when the module runs from a source checkout.
 
     Installed, the Lib sits beside this file (``qt-scripted-modules/PlaneSSLLib``); in a source
-    checkout (module path = ``<repo>/PlaneSSL``) it is one folder up.
+    checkout (module path = ``<repo>/PlaneSSL``) it is one folder up. Raises
+    ``UnsupportedSlicerError`` first on a Slicer that cannot run the library.
     """
     import sys
 
+    problem = versionProblem()
+    if problem:
+        raise UnsupportedSlicerError(problem)
     here = os.path.dirname(os.path.abspath(__file__))
     for candidate in (here, os.path.dirname(here)):
         if os.path.isdir(os.path.join(candidate, "PlaneSSLLib")):
@@ -72,23 +114,26 @@ class PlaneSSL(ScriptedLoadableModule):
 
     def __init__(self, parent):
         ScriptedLoadableModule.__init__(self, parent)
-        self.parent.title = "PlaneSSL"
-        self.parent.categories = ["Segmentation"]
+        self.parent.title = _("PlaneSSL")
+        self.parent.categories = [translate("qSlicerAbstractCoreModule", "Segmentation")]
         self.parent.dependencies = []
         self.parent.contributors = ["PlaneSSL developers"]
-        self.parent.helpText = (
+        problem = versionProblem()
+        self.parent.helpText = ((f"<b>{problem}</b><br><br>" if problem else "") + _(
             "Cardiac chamber segmentation (RV, myocardium, LV) and knee ACL-tear scoring with networks "
             "pretrained by self-supervision on the geometry of anatomy-oriented MRI imaging planes; the "
             "planes' intersection lines drawn on linked slice views, from the DICOM geometry (solid) and as "
             "predicted by the network (dashed).<br><br>"
-            "Load a study from a DICOM folder (or pick a loaded volume), press <b>Show planes</b>, choose a "
-            "task and a model (a registry model, downloaded on first use, or a local weights folder with "
+            "Load a study from a DICOM folder (or pick a loaded volume), or press <b>Load sample</b> for a "
+            "synthetic heart study with the bundled sample weights; press <b>Show planes</b>, choose a task "
+            "and a model (a registry model, downloaded on first use, or a local weights folder with "
             "model.safetensors + manifest.json), then <b>Apply</b>.<br><br>"
-            f"Method: {CITATION}<br>"
+            "Runs in 3D Slicer {supported}.<br>"
+        ).format(supported=SUPPORTED_SLICER) + _("Method: {citation}<br>").format(citation=CITATION) + _(
             "Documentation: <a href='https://github.com/planessl/SlicerPlaneSSL'>SlicerPlaneSSL</a>. "
             "Research software: not for clinical use."
-        )
-        self.parent.acknowledgementText = (
+        ))
+        self.parent.acknowledgementText = _(
             "PlaneSSL implements the method of Zhang, Wei, Zhu, Gu and Zheng (Medical Image Analysis 94, 2024, "
             "103151). The extension's shape follows SlicerNNUnet, SlicerMONAIAuto3DSeg and SlicerTotalSegmentator; "
             "torch is provided by the PyTorch extension (SlicerPyTorch)."
@@ -125,8 +170,30 @@ class PlaneSSLParameterNode:
 #
 
 
+class RunCancelled(RuntimeError):
+    """The user pressed Cancel (or closed the scene) during a synchronous phase of a run."""
+
+
+def purgeLibModules(modules=None) -> list:
+    """Drop ``PlaneSSLLib`` and its submodules from ``modules`` (``sys.modules``), so that Reload
+    imports the library afresh (``slicer.util.reloadScriptedModule`` reloads only this file)."""
+    import sys
+
+    modules = sys.modules if modules is None else modules
+    names = [n for n in list(modules) if n == "PlaneSSLLib" or n.startswith("PlaneSSLLib.")]
+    for name in names:
+        del modules[name]
+    return names
+
+
 class PlaneSSLWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
-    """Thin GUI: inputs, task/model/device, Apply ⇄ Cancel with progress and log, results, dependencies."""
+    """Thin GUI: inputs, task/model/device, Apply ⇄ Cancel with progress and log, results, dependencies.
+
+    One action at a time: ``_busy`` is set while an action runs on the GUI thread (loading, model
+    download, in-process line prediction, which call ``processEvents``), so a click that arrives
+    then cannot start a second action; Apply (showing Cancel) only requests cancellation, checked at
+    the next progress callback. The background run is polled by ``_timer``.
+    """
 
     def __init__(self, parent=None) -> None:
         ScriptedLoadableModuleWidget.__init__(self, parent)
@@ -137,11 +204,20 @@ class PlaneSSLWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         self._updatingModels = False
         self._logShown = 0
         self._cancelRequested = False
+        self._busy = False
         self._timer = None
+        self._linesTimer = None
 
     # ------------------------------------------------------------------ setup
     def setup(self) -> None:
         ScriptedLoadableModuleWidget.setup(self)
+        problem = versionProblem()
+        if problem:  # Slicer 5.8 or older: say why, import nothing of the library
+            label = qt.QLabel(problem)
+            label.wordWrap = True
+            self.layout.addWidget(label)
+            self.layout.addStretch(1)
+            return
         uiWidget = slicer.util.loadUI(_resourceFile("UI", "PlaneSSL.ui"))
         self.layout.addWidget(uiWidget)
         self.ui = slicer.util.childWidgetVariables(uiWidget)
@@ -151,11 +227,16 @@ class PlaneSSLWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         self._timer = qt.QTimer()
         self._timer.setInterval(200)
         self._timer.timeout.connect(self._pollRun)
+        # predicted lines of slices scrolled to are computed off the GUI thread; this draws them when ready
+        self._linesTimer = qt.QTimer()
+        self._linesTimer.setInterval(50)
+        self._linesTimer.timeout.connect(self._drawReadyLines)
 
         self.addObserver(slicer.mrmlScene, slicer.mrmlScene.StartCloseEvent, self.onSceneStartClose)
         self.addObserver(slicer.mrmlScene, slicer.mrmlScene.EndCloseEvent, self.onSceneEndClose)
 
         self.ui.loadStudyButton.connect("clicked(bool)", self.onLoadStudy)
+        self.ui.loadSampleButton.connect("clicked(bool)", self.onLoadSample)
         self.ui.showPlanesButton.connect("clicked(bool)", self.onShowPlanes)
         self.ui.applyButton.connect("clicked(bool)", self.onApplyOrCancel)
         self.ui.installDependenciesButton.connect("clicked(bool)", self.onInstallDependencies)
@@ -169,13 +250,21 @@ class PlaneSSLWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
     def cleanup(self) -> None:
         """Called when the application closes and the module widget is destroyed."""
         self.removeObservers()
-        if self._timer is not None:
-            self._timer.stop()
+        self._stopTimers()
         if self.logic is not None:
             self.logic.cleanupLib()
 
+    def onReload(self) -> None:
+        """Reload the module *and* the library (``PlaneSSLLib`` is imported afresh on next use)."""
+        if self.logic is not None:
+            self.logic.cleanupLib()
+        self._stopTimers()
+        purgeLibModules()
+        ScriptedLoadableModuleWidget.onReload(self)
+
     def enter(self) -> None:
-        self.initializeParameterNode()
+        if self.logic is not None:
+            self.initializeParameterNode()
 
     def exit(self) -> None:
         if self._parameterNode:
@@ -183,9 +272,19 @@ class PlaneSSLWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
             self._parameterNodeGuiTag = None
             self.removeObserver(self._parameterNode, vtk.vtkCommand.ModifiedEvent, self._onParameterNodeModified)
 
+    def _stopTimers(self) -> None:
+        for timer in (self._timer, self._linesTimer):
+            if timer is not None:
+                timer.stop()
+
     def onSceneStartClose(self, caller, event) -> None:
+        """Closing the scene stops a run (any platform) and the line observers; no error is shown."""
+        self._cancelRequested = True
+        self._stopTimers()
         if self.logic is not None:
             self.logic.cleanupLib()
+        if self.logic is not None and getattr(self, "ui", None) is not None:
+            self._setRunning(False)
         self.setParameterNode(None)
 
     def onSceneEndClose(self, caller, event) -> None:
@@ -223,23 +322,33 @@ class PlaneSSLWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         self.logic.setLinesVisibility(p.showGeometricLines, p.showPredictedLines)
         self._checkCanApply()
 
+    def _modelUsable(self) -> bool:
+        """A local weights folder, or a registry model that is bundled, published or already cached."""
+        p = self._parameterNode
+        if p is None:
+            return False
+        if p.localModelFolder:
+            return True
+        return bool(p.modelId) and self.logic.modelAvailable(p.modelId)
+
     def _checkCanApply(self) -> None:
         p = self._parameterNode
-        running = self.logic.isRunning()
-        hasModel = bool(p and (p.localModelFolder or p.modelId))
-        if running:
+        if self.logic.isRunning() or self._busy:
             self.ui.applyButton.enabled = True
             return
-        if p and p.inputVolume and hasModel:
-            self.ui.applyButton.toolTip = f"Run {p.task.lower()} on the study of {p.inputVolume.GetName()}."
+        if p and p.inputVolume and self._modelUsable():
+            self.ui.applyButton.toolTip = _("Run {task} on the study of {volume}.").format(
+                task=p.task.lower(), volume=p.inputVolume.GetName())
             self.ui.applyButton.enabled = True
         else:
-            self.ui.applyButton.toolTip = "Select a study volume and a model (registry or local weights folder)."
+            self.ui.applyButton.toolTip = _(
+                "Select a study volume and a usable model (bundled, published or a local weights folder).")
             self.ui.applyButton.enabled = False
         self.ui.showPlanesButton.enabled = bool(p and p.inputVolume)
 
     def _populateModels(self) -> None:
-        """Registry models of the chosen task in the model combo box (id as item data)."""
+        """Registry models of the chosen task in the model combo box (id as item data); the first
+        usable one is chosen by default, never an unpublished entry (Apply would fail)."""
         p = self._parameterNode
         if p is None:
             return
@@ -253,11 +362,16 @@ class PlaneSSLWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
             except Exception as exc:  # noqa: BLE001 - a broken registry must not break the GUI
                 logging.error(f"PlaneSSL: cannot read the model registry: {exc}")
                 entries = []
-            combo.addItem("(none: use the local weights folder)", "")
+            combo.addItem(_("(none: use the local weights folder)"), "")
+            usable = []
             for entry in entries:
                 combo.addItem(entry.describe(), entry.id)
+                if self.logic.modelAvailable(entry.id):
+                    usable.append(entry.id)
             index = combo.findData(p.modelId) if p.modelId else -1
-            combo.setCurrentIndex(index if index >= 0 else (1 if entries else 0))
+            if index < 0:
+                index = combo.findData(usable[0]) if usable else 0
+            combo.setCurrentIndex(index)
         finally:
             self._updatingModels = False
         self.onModelChanged(self.ui.modelComboBox.currentIndex)
@@ -283,48 +397,94 @@ class PlaneSSLWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
             missing = self.logic.missingDependencies()
             text = "<br>".join(f"{name}: {version}" for name, version in rows)
             if missing:
-                text += "<br><b>Missing:</b> " + ", ".join(missing)
+                text += "<br><b>" + _("Missing:") + "</b> " + ", ".join(missing)
             self.ui.dependenciesLabel.text = text
             self.ui.installDependenciesButton.enabled = bool(missing)
         except Exception as exc:  # noqa: BLE001
-            self.ui.dependenciesLabel.text = f"cannot check dependencies: {exc}"
+            self.ui.dependenciesLabel.text = _("cannot check dependencies: {error}").format(error=exc)
 
     def onInstallDependencies(self) -> None:
-        with slicer.util.tryWithErrorDisplay("PlaneSSL could not install its dependencies.", waitCursor=True):
-            self.logic.ensureDependencies(askConfirmation=True)
+        if self._isBusy():
+            return
+        with slicer.util.tryWithErrorDisplay(_("PlaneSSL could not install its dependencies."), waitCursor=True):
+            self.logic.ensureDependencies(askConfirmation=True, needTorch=True)
         self.updateDependencyInformation()
 
     # ------------------------------------------------------------------ actions
+    def _isBusy(self) -> bool:
+        """Whether an action is under way (then a second one must not start)."""
+        return self._busy or (self.logic is not None and self.logic.isRunning())
+
     def onLoadStudy(self) -> None:
+        if self._isBusy():
+            return
         folder = self._parameterNode.dicomFolder
         if not folder:
-            slicer.util.errorDisplay("Choose a DICOM folder first.")
+            slicer.util.errorDisplay(_("Choose a DICOM folder first."))
             return
-        with slicer.util.tryWithErrorDisplay(f"Loading a study from {folder} failed.", waitCursor=True):
-            self.logic.ensureDependencies(askConfirmation=True)
-            loaded = self.logic.load_dicom_folder(folder)
-            self._log(f"Loaded views {', '.join(loaded.volumes)} from {folder}")
-            self._parameterNode.inputVolume = next(iter(loaded.volumes.values()))
-            self.onShowPlanes()
+        self._busy = True
+        try:
+            with slicer.util.tryWithErrorDisplay(_("Loading a study from {folder} failed.").format(folder=folder),
+                                                 waitCursor=True):
+                self.logic.ensureDependencies(askConfirmation=True, needTorch=False)  # numpy, pydicom: no torch
+                loaded = self.logic.load_dicom_folder(folder)
+                self._log(_("Loaded views {views} from {folder}").format(views=", ".join(loaded.volumes),
+                                                                          folder=folder))
+                self._parameterNode.inputVolume = next(iter(loaded.volumes.values()))
+                self._showPlanes()
+        finally:
+            self._busy = False
+
+    def onLoadSample(self) -> None:
+        """A synthetic heart study written as DICOM, loaded and shown, with the bundled sample weights chosen."""
+        if self._isBusy():
+            return
+        self._busy = True
+        try:
+            with slicer.util.tryWithErrorDisplay(_("Loading the sample failed."), waitCursor=True):
+                self.logic.ensureDependencies(askConfirmation=True, needTorch=False)
+                loaded = self.logic.loadSample()
+                self._log(_("Loaded the synthetic sample study (views {views}); sample weights: trained on "
+                            "synthetic data, not for clinical use.").format(views=", ".join(loaded.volumes)))
+                self._parameterNode.inputVolume = next(iter(loaded.volumes.values()))
+                self._showPlanes()
+                self._populateModels()
+        finally:
+            self._busy = False
 
     def onShowPlanes(self) -> None:
+        if self._isBusy():
+            return
+        self._busy = True
+        try:
+            with slicer.util.tryWithErrorDisplay(_("Showing the plane views failed."), waitCursor=True):
+                self.logic.ensureDependencies(askConfirmation=True, needTorch=False)
+                self._showPlanes()
+        finally:
+            self._busy = False
+
+    def _showPlanes(self) -> None:
         volume = self._parameterNode.inputVolume
         if not volume:
             return
-        with slicer.util.tryWithErrorDisplay("Showing the plane views failed.", waitCursor=True):
-            self.logic.ensureDependencies(askConfirmation=True)
-            volumes = self.logic.study_volumes(volume)
-            layoutNode = slicer.app.layoutManager().layoutLogic().GetLayoutNode()
-            views = self.logic.show_planes(volumes, layoutNode)
-            self.logic.setLinesVisibility(self._parameterNode.showGeometricLines,
-                                          self._parameterNode.showPredictedLines)
-            self._log(f"Plane views: {', '.join(views.labels)}")
+        volumes = self.logic.study_volumes(volume)
+        views = self.logic.show_planes(volumes, self._layoutNode())
+        self.logic.setLinesVisibility(self._parameterNode.showGeometricLines, self._parameterNode.showPredictedLines)
+        self._log(_("Plane views: {views}").format(views=", ".join(views.labels)))
+
+    @staticmethod
+    def _layoutNode():
+        return slicer.app.layoutManager().layoutLogic().GetLayoutNode()
 
     def onApplyOrCancel(self) -> None:
         if self.logic.isRunning():
             self._cancelRequested = True
             self.logic.cancel()
-            self._log("Cancelling...")
+            self._log(_("Cancelling..."))
+            return
+        if self._busy:  # a synchronous phase is under way: cancel it at its next progress step
+            self._cancelRequested = True
+            self._log(_("Cancelling..."))
             return
         self.onApply()
 
@@ -336,32 +496,43 @@ class PlaneSSLWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         self.ui.resultsTextEdit.clear()
         self._logShown = 0
         started = False
+        self._busy = True
         try:
-            self.logic.ensureDependencies(askConfirmation=True)
+            self.logic.ensureDependencies(askConfirmation=True, needTorch=True)  # torch only for a task
             self.updateDependencyInformation()
             volumes = self.logic.study_volumes(p.inputVolume)
             self._setRunning(True)
             model = self.logic.resolve_model(p.localModelFolder or p.modelId, task,
                                              progress=self._onDownloadProgress,
                                              cancelled=lambda: self._cancelRequested)
-            self._log(f"Model: {model.source} ({model.path})")
+            self._raiseIfCancelled()
+            self._log(_("Model: {source} ({path})").format(source=model.source, path=model.path))
             if task == "lines":
                 if self.logic.plane_views is None:
-                    self.logic.show_planes(volumes, slicer.app.layoutManager().layoutLogic().GetLayoutNode())
+                    self.logic.show_planes(volumes, self._layoutNode())
                 results = self.logic.show_predicted_lines(model, p.device, on_progress=self._onLocalProgress)
                 self.logic.setLinesVisibility(p.showGeometricLines, p.showPredictedLines)
                 self._showResults(results)
+                self._linesTimer.start()
             else:
                 self.logic.start(task, volumes, model, p.device)
                 started = True
-                self._log(f"Started {p.task.lower()} in a background process")
+                self._log(_("Started {task} in a background process").format(task=p.task.lower()))
                 self._timer.start()
         except Exception as exc:  # noqa: BLE001 - shown to the user
-            logging.exception("PlaneSSL run failed")
-            slicer.util.errorDisplay(f"PlaneSSL: {exc}")
+            if self._cancelRequested:
+                self._log(_("Cancelled; the scene was left as it was."))
+            else:
+                logging.exception("PlaneSSL run failed")
+                slicer.util.errorDisplay(_("PlaneSSL: {error}").format(error=exc))
         finally:
+            self._busy = False
             if not started:
                 self._setRunning(False)
+
+    def _raiseIfCancelled(self) -> None:
+        if self._cancelRequested:
+            raise RunCancelled(_("cancelled"))
 
     def _pollRun(self) -> None:
         """GUI-thread view of the background run: progress, new log lines, completion."""
@@ -385,18 +556,23 @@ class PlaneSSLWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
             self._showResults(results)
         except Exception as exc:  # noqa: BLE001
             if self._cancelRequested:
-                self._log("Cancelled; the scene was left as it was.")
+                self._log(_("Cancelled; the scene was left as it was."))
             else:
                 logging.error(f"PlaneSSL run failed: {exc}")
-                slicer.util.errorDisplay(f"PlaneSSL: {exc}")
+                slicer.util.errorDisplay(_("PlaneSSL: {error}").format(error=exc))
         finally:
             self._setRunning(False)
+
+    def _drawReadyLines(self) -> None:
+        """Draw predicted lines that the background prefetch has finished (GUI thread, no network)."""
+        if self.logic is not None:
+            self.logic.drawReadyLines()
 
     def _onDownloadProgress(self, done: int, total) -> None:
         if total:
             self.ui.progressBar.maximum = 1000
             self.ui.progressBar.value = int(1000 * done / total)
-        self.ui.progressBar.format = f"Downloading model: {done / 1e6:.1f} MB"
+        self.ui.progressBar.format = _("Downloading model: {mb} MB").format(mb=f"{done / 1e6:.1f}")
         slicer.app.processEvents()
 
     def _onLocalProgress(self, done: int, total: int) -> None:
@@ -404,9 +580,10 @@ class PlaneSSLWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         self.ui.progressBar.maximum = total
         self.ui.progressBar.value = done
         slicer.app.processEvents()
+        self._raiseIfCancelled()
 
     def _setRunning(self, running: bool) -> None:
-        self.ui.applyButton.text = "Cancel" if running else "Apply"
+        self.ui.applyButton.text = _("Cancel") if running else _("Apply")
         self.ui.progressBar.format = "%p%"
         if running:
             self.ui.progressBar.maximum = 0  # busy until the first PROGRESS line
@@ -415,7 +592,7 @@ class PlaneSSLWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
             self.ui.progressBar.maximum = 100
             self.ui.progressBar.value = 0
         for widget in (self.ui.inputsCollapsibleButton, self.ui.taskComboBox, self.ui.modelComboBox,
-                       self.ui.localModelPathLineEdit, self.ui.deviceComboBox):
+                       self.ui.localModelPathLineEdit, self.ui.deviceComboBox, self.ui.installDependenciesButton):
             widget.enabled = not running
         self._checkCanApply()
         if running:
@@ -454,30 +631,32 @@ class PlaneSSLLogic(ScriptedLoadableModuleLogic):
     @property
     def lib(self):
         """The PlaneSSLLib logic (created on first use, after the imports it needs are possible)."""
-        if self._lib is None:
+        if self.__dict__.get("_lib") is None:
             _ensureLibImportable()
             from PlaneSSLLib.slicer_logic.logic import Logic
 
-            self._lib = Logic(self._ctx, registry_path=_resourceFile("Models.json"), cache_dir=self.cacheDir(),
-                              python=self.workerPython())
+            try:
+                self._lib = Logic(self.__dict__.get("_ctx"), registry_path=_resourceFile("Models.json"),
+                                  cache_dir=self.cacheDir(), python=self.workerPython())
+            except AttributeError as exc:  # not an absent attribute of this object: never fall into __getattr__
+                raise RuntimeError(f"PlaneSSL: creating the library logic failed: {exc}") from exc
         return self._lib
 
     def __getattr__(self, name: str):
-        # only called for attributes this class lacks: delegate to the PlaneSSLLib logic
-        if name.startswith("_"):
-            raise AttributeError(name)
+        # Only called for attributes this class lacks: delegate to the PlaneSSLLib logic. Private
+        # names and this class's own names are never delegated (no recursion through ``lib``
+        # when an attribute is asked for before __init__ ran or while the library logic is built).
+        if name.startswith("_") or name in type(self).__dict__ or "_lib" not in self.__dict__:
+            raise AttributeError(f"{type(self).__name__!r} object has no attribute {name!r}")
         return getattr(self.lib, name)
 
     def getParameterNode(self):
         return PlaneSSLParameterNode(super().getParameterNode())
 
     def cacheDir(self) -> str:
-        """Per-user weights cache: ``<Slicer cache>/PlaneSSL`` (or the one given)."""
-        if self._cacheDir:
+        """Per-user cache for weights and the sample study (or the one given)."""
+        if self.__dict__.get("_cacheDir"):
             return str(self._cacheDir)
-        app = getattr(slicer, "app", None)
-        if app is not None and getattr(app, "cachePath", None):
-            return os.path.join(app.cachePath, "PlaneSSL")
         _ensureLibImportable()
         from PlaneSSLLib.slicer_logic.models_registry import default_cache_dir
 
@@ -493,14 +672,22 @@ class PlaneSSLLogic(ScriptedLoadableModuleLogic):
 
         return shutil.which("PythonSlicer") or None
 
+    @staticmethod
+    def testingMode() -> bool:
+        """Whether Slicer runs its tests (``--testing``): then nothing is installed."""
+        app = getattr(slicer, "app", None)
+        return bool(app is not None and app.testingEnabled())
+
     # ------------------------------------------------------------------ helpers for the widget
     def isRunning(self) -> bool:
-        return self._lib is not None and self._lib.runner is not None and self._lib.runner.running
+        lib = self.__dict__.get("_lib")
+        return lib is not None and lib.runner is not None and lib.runner.running
 
     def cleanupLib(self) -> None:
-        if self._lib is not None:
-            self._lib.cleanup()
-            self._lib.plane_views = None
+        lib = self.__dict__.get("_lib")
+        if lib is not None:
+            lib.cleanup()
+            lib.plane_views = None
 
     def registryEntries(self, task: str) -> list:
         """Registry models for ``task`` (reads only JSON; safe before the dependencies are installed)."""
@@ -509,14 +696,45 @@ class PlaneSSLLogic(ScriptedLoadableModuleLogic):
 
         return [e for e in load_registry(_resourceFile("Models.json")) if e.task == task]
 
+    def modelAvailable(self, modelId: str) -> bool:
+        """Whether registry model ``modelId`` can be used now: bundled, published, or already in the cache."""
+        _ensureLibImportable()
+        from PlaneSSLLib.slicer_logic.models_registry import entry_available, load_registry
+
+        entries = [e for e in load_registry(_resourceFile("Models.json")) if e.id == modelId]
+        return bool(entries) and entry_available(entries[0], self.cacheDir())
+
     def setLinesVisibility(self, geometric: bool, predicted: bool) -> None:
-        if self._lib is None:
+        lib = self.__dict__.get("_lib")
+        if lib is None:
             return
-        if self._lib.plane_views is not None:
-            self._lib.set_geometric_lines_visible(geometric)
-        self._lib.set_predicted_lines_visible(predicted)
+        if lib.plane_views is not None:
+            lib.set_geometric_lines_visible(geometric)
+        lib.set_predicted_lines_visible(predicted)
+
+    def drawReadyLines(self) -> int:
+        """Draw the predicted lines the background prefetch has finished; returns how many views changed."""
+        lib = self.__dict__.get("_lib")
+        return 0 if lib is None else lib.draw_ready_lines()
+
+    def loadSample(self, folder=None):
+        """The sample heart study in the scene: one synthetic subject (``SAMPLE_COHORT``: SAX/2CH/3CH/4CH
+        cine, 2 phases, 64 px, seed 7; not among the sample weights' training subjects) written once as
+        DICOM into ``folder`` (default ``<cache>/sample``) and loaded like any study."""
+        _ensureLibImportable()
+        from PlaneSSLLib.phantoms.cohort import CohortOptions, write_cohort
+
+        root = os.path.join(folder or os.path.join(self.cacheDir(), "sample"), "heart")
+        if not os.path.isfile(os.path.join(root, "subjects.csv")):
+            write_cohort(root, CohortOptions(**SAMPLE_COHORT), workers=1, force=True)
+        return self.lib.load_dicom_folder(root)
 
     # ------------------------------------------------------------------ dependencies
+    @staticmethod
+    def requirementsFile() -> str:
+        """``Resources/requirements.txt``: what the inference path needs besides torch."""
+        return _resourceFile("requirements.txt")
+
     @staticmethod
     def dependencyReport() -> list:
         _ensureLibImportable()
@@ -524,57 +742,93 @@ class PlaneSSLLogic(ScriptedLoadableModuleLogic):
 
         return dependencies.versions_report()
 
-    @staticmethod
-    def missingDependencies() -> list:
+    @classmethod
+    def missingDependencies(cls, needTorch: bool = True) -> list:
         _ensureLibImportable()
         from PlaneSSLLib.slicer_logic import dependencies
 
-        missing = dependencies.missing()
+        missing = dependencies.missing(dependencies.read_requirements(cls.requirementsFile()))
         torch = dependencies.torch_status()
-        return ([] if torch.satisfied else [torch.requirement]) + missing
+        return ([] if torch.satisfied or not needTorch else [torch.requirement]) + missing
 
-    @staticmethod
-    def ensureDependencies(askConfirmation: bool = True) -> None:
-        """Install what is missing, after asking: torch through the PyTorch extension, the rest with pip.
-
-        Raises RuntimeError when the PyTorch extension is missing or the user declines.
+    @classmethod
+    def ensureDependencies(cls, askConfirmation: bool = True, needTorch: bool = True, testing=None) -> None:
+        """Install what is missing, after asking: the packages of ``Resources/requirements.txt`` with
+        pip (no torch: enough for loading a study and showing planes), and with ``needTorch`` torch
+        through the PyTorch extension (only when a task runs). In testing mode (``--testing``)
+        nothing is installed: a missing package is an error that names it.
         """
         _ensureLibImportable()
         from PlaneSSLLib.slicer_logic import dependencies
 
-        if not dependencies.torch_status().satisfied:
-            try:
-                import PyTorchUtils
-            except ModuleNotFoundError as exc:
-                raise RuntimeError("PlaneSSL needs the PyTorch extension: install 'PyTorch' from the Extensions "
-                                   "Manager, restart Slicer and try again.") from exc
-            torchLogic = PyTorchUtils.PyTorchUtilsLogic()
-            torch = torchLogic.installTorch(askConfirmation=askConfirmation,
-                                            torchVersionRequirement=dependencies.TORCH_REQUIREMENT)
-            if torch is None:
-                raise RuntimeError(f"PlaneSSL needs PyTorch {dependencies.TORCH_REQUIREMENT}; installation was "
-                                   "declined or failed (see the PyTorch Utils module).")
-        missing = dependencies.missing()
+        testing = cls.testingMode() if testing is None else testing
+        missing = cls.missingDependencies(needTorch)
         if not missing:
             return
-        try:
-            import slicer.pydeps as pydeps
-        except ImportError:
-            pydeps = None
-        if pydeps is not None and hasattr(pydeps, "pip_ensure"):
-            from packaging.requirements import Requirement
+        if testing:
+            raise RuntimeError(_("PlaneSSL's self-test installs nothing; missing: {packages}. Install them with "
+                                 "'Install missing dependencies' first.").format(packages=", ".join(missing)))
+        if dependencies.missing(dependencies.read_requirements(cls.requirementsFile())):
+            cls.installPipRequirements(askConfirmation)
+        if needTorch and not dependencies.torch_status().satisfied:
+            cls.installTorch(askConfirmation)
 
-            pydeps.pip_ensure([Requirement(r) for r in missing], prompt_install=askConfirmation,
-                              requester="PlaneSSL", skip_in_testing=False)
+    @classmethod
+    def installPipRequirements(cls, askConfirmation: bool = True) -> None:
+        """``slicer.packaging.pip_ensure`` of the requirements file (Slicer 5.12: its own prompt and
+        restart detection); on Slicer 5.10, which lacks it, ``slicer.util.pip_install`` after asking,
+        then a restart prompt when a package was already imported in an older version (pydicom
+        2.4.4 is bundled with 5.10 and imported at startup by the DICOM module). Raises when the
+        user declines or a restart is still needed."""
+        from PlaneSSLLib.slicer_logic import dependencies
+
+        path = cls.requirementsFile()
+        requirements = dependencies.read_requirements(path)
+        try:
+            import importlib
+
+            pipEnsure = getattr(importlib.import_module("slicer.packaging"), "pip_ensure", None)  # Slicer 5.12+
+        except ImportError:
+            pipEnsure = None
+        if pipEnsure is not None:
+            slicer.packaging.pip_ensure(slicer.packaging.load_requirements(path), prompt_install=askConfirmation,
+                                        requester="PlaneSSL")
         else:
+            missing = dependencies.missing(requirements)
             if askConfirmation and not slicer.util.confirmOkCancelDisplay(
-                    "PlaneSSL needs these Python packages:\n\n" + "\n".join(missing)
-                    + "\n\nInstall them now? This may take a few minutes.", "PlaneSSL dependencies"):
-                raise RuntimeError("PlaneSSL cannot run without: " + ", ".join(missing))
+                    _("PlaneSSL needs these Python packages:\n\n{packages}\n\nInstall them now? This may take a "
+                      "few minutes.").format(packages="\n".join(missing)), _("PlaneSSL dependencies")):
+                raise RuntimeError(_("PlaneSSL cannot run without: {packages}").format(packages=", ".join(missing)))
             slicer.util.pip_install(missing)
-        still = dependencies.missing()
+        stale = dependencies.stale_imports(requirements)
+        if stale:
+            detail = "\n".join(f"{name}: {loaded} -> {installed}" for name, loaded, installed in stale)
+            if slicer.util.confirmYesNoDisplay(
+                    _("Slicer must restart to use the updated packages:\n\n{detail}\n\nRestart now?").format(
+                        detail=detail), _("PlaneSSL - Restart needed")):
+                slicer.util.restart()
+            raise RuntimeError(_("Restart Slicer to use the updated packages ({detail}).").format(
+                detail=detail.replace("\n", "; ")))
+        still = dependencies.missing(requirements)
         if still:
-            raise RuntimeError("these packages are still missing after installation: " + ", ".join(still))
+            raise RuntimeError(_("These packages are still missing after installation: {packages}").format(
+                packages=", ".join(still)))
+
+    @staticmethod
+    def installTorch(askConfirmation: bool = True) -> None:
+        """torch through the PyTorch extension (``PyTorchUtilsLogic.installTorch``)."""
+        from PlaneSSLLib.slicer_logic import dependencies
+
+        try:
+            import PyTorchUtils
+        except ModuleNotFoundError as exc:
+            raise RuntimeError(_("PlaneSSL needs the PyTorch extension: install 'PyTorch' from the Extensions "
+                                 "Manager, restart Slicer and try again.")) from exc
+        torch = PyTorchUtils.PyTorchUtilsLogic().installTorch(askConfirmation=askConfirmation,
+                                                              torchVersionRequirement=dependencies.TORCH_REQUIREMENT)
+        if torch is None:
+            raise RuntimeError(_("PlaneSSL needs PyTorch {requirement}; installation was declined or failed (see "
+                                 "the PyTorch Utils module).").format(requirement=dependencies.TORCH_REQUIREMENT))
 
 
 #
@@ -583,44 +837,53 @@ class PlaneSSLLogic(ScriptedLoadableModuleLogic):
 
 
 def runWholePath(logic, workdir: str, layoutNode=None, message=logging.info) -> dict:
-    """Phantom heart study → volumes → plane views → random weights → segmentation and lines.
+    """Load sample → plane views → segmentation and predicted lines with the bundled sample weights →
+    a second segmentation cancelled mid-run, leaving the scene as it was.
 
     ``logic`` is a ``PlaneSSLLogic``. Returns ``{"volumes", "views", "segmentation", "lines"}``;
     raises AssertionError when the scene is not what it should be.
     """
     _ensureLibImportable()
-    from PlaneSSLLib.phantoms.cohort import CohortOptions, write_cohort
-    from PlaneSSLLib.slicer_logic.logic import export_random_weights
+    from PlaneSSLLib.slicer_logic.mrml import node_ids
+    from PlaneSSLLib.slicer_logic.runner import InferenceCancelled
 
-    heart = os.path.join(workdir, "heart")
-    message("Writing a synthetic heart study as DICOM")
-    write_cohort(heart, CohortOptions("heart", 1, seed=7, phases=2, matrix=64), workers=1, force=True)
-    loaded = logic.load_dicom_folder(heart)
+    message("Loading the sample: a synthetic heart study written as DICOM")
+    loaded = logic.loadSample(workdir)
     volumes = logic.study_volumes(loaded.volumes["SAX"])
     assert list(volumes) == ["SAX", "2CH", "3CH", "4CH"], list(volumes)
     message("Showing the plane views")
     views = logic.show_planes(volumes, layoutNode)
     assert views.labels == ["SAX", "2CH", "3CH", "4CH"], views.labels
 
-    message("Segmenting the SAX stack in a background process (random weights)")
-    segWeights = export_random_weights(os.path.join(workdir, "weights_seg"), "segment_heart")
+    message("Segmenting the SAX stack in a background process (bundled sample weights)")
     progress = []
-    seg = logic.run("segment_heart", volumes, segWeights, "cpu", on_progress=lambda i, n: progress.append((i, n)),
-                    timeout=600)
+    seg = logic.run("segment_heart", volumes, SAMPLE_MODELS["segment_heart"], "cpu",
+                    on_progress=lambda i, n: progress.append((i, n)), timeout=600)
     slices = volumes["SAX"].GetImageData().GetDimensions()[2]
     assert progress and progress[-1] == (slices, slices), progress
     (segNode,) = seg.nodes
     assert logic.ctx.scene.GetNodeByID(segNode.GetID()) is not None
     assert segNode.GetSegmentation().GetNumberOfSegments() == 3
     assert [s.name for s in seg.statistics] == ["Right ventricle", "Myocardium", "Left ventricle"]
+    assert all(s.voxels > 0 for s in seg.statistics), seg.statistics  # trained weights find every structure
 
-    message("Predicting the intersection lines (random weights)")
-    lineWeights = export_random_weights(os.path.join(workdir, "weights_lines"), "lines",
-                                        channels=("2CH", "3CH", "4CH", "SAX"))
-    lines = logic.run("lines", volumes, lineWeights, "cpu")
+    message("Predicting the intersection lines (bundled sample weights)")
+    lines = logic.run("lines", volumes, SAMPLE_MODELS["lines"], "cpu")
     assert set(lines.comparisons) == set(views.labels), lines.comparisons
     for node in lines.nodes:
         assert logic.ctx.scene.GetNodeByID(node.GetID()) is not None
+
+    message("Cancelling a second segmentation mid-run")
+    before = node_ids(logic.ctx.scene)
+    model = logic.resolve_model(SAMPLE_MODELS["segment_heart"], "segment_heart")
+    logic.start("segment_heart", volumes, model, "cpu")
+    logic.cancel()
+    try:
+        logic.finish(timeout=120)
+        raise AssertionError("a cancelled run finished")
+    except InferenceCancelled:
+        pass
+    assert node_ids(logic.ctx.scene) == before
     return {"volumes": volumes, "views": views, "segmentation": seg, "lines": lines}
 
 
@@ -630,7 +893,8 @@ def runWholePath(logic, workdir: str, layoutNode=None, message=logging.info) -> 
 
 
 class PlaneSSLTest(ScriptedLoadableModuleTest):
-    """Self-test (Reload and Test, or ``ctest -R PlaneSSL``): the whole path on a synthetic study."""
+    """Self-test (Reload and Test, or ``ctest -R PlaneSSL``): the whole path on the sample study with the
+    bundled sample weights. It installs nothing (``--testing``): a missing package fails it by name."""
 
     def setUp(self) -> None:
         slicer.mrmlScene.Clear()
@@ -653,6 +917,8 @@ class PlaneSSLTest(ScriptedLoadableModuleTest):
         logic = PlaneSSLLogic()
         for task in TASK_IDS.values():
             self.assertTrue(logic.registryEntries(task), task)
+        for modelId in SAMPLE_MODELS.values():
+            self.assertTrue(logic.modelAvailable(modelId), modelId)
 
     def test_PlaneSSL_wholePath(self) -> None:
         import tempfile

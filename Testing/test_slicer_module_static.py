@@ -271,7 +271,11 @@ def _stub_modules() -> dict[str, types.ModuleType]:
         return cls
 
     pnw.Choice, pnw.parameterNodeWrapper = Choice, parameterNodeWrapper
-    return {"qt": qt, "ctk": ctk, "slicer.ScriptedLoadableModule": slm, "slicer.parameterNodeWrapper": pnw}
+    i18n = types.ModuleType("slicer.i18n")  # Slicer's tr/translate return the text when no translation is loaded
+    i18n.tr = lambda text: text
+    i18n.translate = lambda context, text: text
+    return {"qt": qt, "ctk": ctk, "slicer.ScriptedLoadableModule": slm, "slicer.parameterNodeWrapper": pnw,
+            "slicer.i18n": i18n}
 
 
 @pytest.fixture

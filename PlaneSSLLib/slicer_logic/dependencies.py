@@ -1,10 +1,12 @@
 """Python packages the Slicer module needs, and which of them are installed (no Qt, no installs).
 
 Importing this module imports nothing beyond the standard library, and nothing here installs
-anything: ``PlaneSSL.py`` asks the user, then installs torch through the PyTorch extension
-(``PyTorchUtils``, with ``TORCH_REQUIREMENT``) and the rest with ``slicer.pydeps.pip_ensure`` (or
-``slicer.util.pip_install`` on Slicer versions without it). The inference path needs only these:
-the training stack (MONAI, tensorboard, ...) is never installed into Slicer.
+anything: ``PlaneSSL.py`` asks the user, then installs the packages of
+``Resources/requirements.txt`` with ``slicer.packaging.pip_ensure`` (Slicer 5.12) or
+``slicer.util.pip_install`` (5.10), and torch through the PyTorch extension (``PyTorchUtils``,
+with ``TORCH_REQUIREMENT``) only when a task runs. The inference path needs only these: the
+training stack (MONAI, tensorboard, ...) is never installed into Slicer. ``stale_imports`` tells
+when an install replaced a package already imported (a restart is needed).
 
 Versions are read from package metadata (``importlib.metadata``): checking never imports a
 package, so a broken or half-installed torch cannot take Slicer down while the GUI is drawn.
@@ -16,6 +18,7 @@ import importlib.metadata
 import re
 import sys
 from dataclasses import dataclass
+from pathlib import Path
 
 __all__ = [
     "TORCH_REQUIREMENT",
@@ -29,11 +32,16 @@ __all__ = [
     "missing",
     "torch_status",
     "versions_report",
+    "REQUIREMENTS_FILE",
+    "read_requirements",
+    "stale_imports",
 ]
 
 #: torch version specifier handed to ``PyTorchUtilsLogic.installTorch(torchVersionRequirement=...)``.
 TORCH_REQUIREMENT = ">=2.2"
-#: What the inference path imports besides torch (pip requirement strings).
+#: ``Resources/requirements.txt`` (beside ``PlaneSSLLib`` in the source tree and once installed).
+REQUIREMENTS_FILE = Path(__file__).resolve().parents[2] / "Resources" / "requirements.txt"
+#: What the inference path imports besides torch (pip requirement strings; ``REQUIREMENTS_FILE`` holds the same).
 PIP_REQUIREMENTS: tuple[str, ...] = (
     "numpy>=1.24",
     "scipy>=1.10",
@@ -160,3 +168,35 @@ def versions_report() -> list[tuple[str, str]]:
     rows = [("Python", sys.version.split()[0]), ("PlaneSSL", __version__)]
     rows += [(name, installed_version(name) or "not installed") for name in REPORTED]
     return rows
+
+
+def read_requirements(path: str | Path = REQUIREMENTS_FILE) -> list[str]:
+    """Requirement strings of a requirements file, read as ``slicer.packaging.load_requirements`` does
+    (blank lines, ``#`` comments and ``-`` options skipped)."""
+    out = []
+    for line in Path(path).read_text().splitlines():
+        line = line.strip()
+        if line and not line.startswith("#") and not line.startswith("-"):
+            out.append(line)
+    return out
+
+
+def _module_name(distribution: str) -> str:
+    return {"pylibjpeg-openjpeg": "openjpeg", "pylibjpeg-libjpeg": "libjpeg", "pylibjpeg-rle": "rle"}.get(
+        distribution, distribution.replace("-", "_"))
+
+
+def stale_imports(requirements: tuple[str, ...] | list[str] = PIP_REQUIREMENTS,
+                  modules: dict | None = None) -> list[tuple[str, str, str]]:
+    """``(name, version imported, version installed)`` for every required package already imported
+    in another version than the one now installed: an install replaced it, only a restart loads it."""
+    modules = sys.modules if modules is None else modules
+    out = []
+    for requirement in requirements:
+        name, _spec = parse_requirement(requirement)
+        module = modules.get(_module_name(name))
+        loaded = getattr(module, "__version__", None) if module is not None else None
+        installed = installed_version(name)
+        if loaded and installed and str(loaded) != installed:
+            out.append((name, str(loaded), installed))
+    return out

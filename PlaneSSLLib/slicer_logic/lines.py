@@ -13,10 +13,19 @@ own geometric intersection lines are solid, so the two styles never mix.
 e.g. when the user scrolls the SAX stack); ``LineOverlay.comparisons`` holds, per view, the
 angle (degrees) and offset (pixels and mm, at the image centre) between predicted and
 geometric lines for the GUI.
+
+Scrolling never runs the network on the GUI thread once the lines are shown: a predictor whose
+lines depend on its image alone (``image_only = True``: the network predictors here) gets its
+fitted lines cached per (model, view, slice), and ``observe(background=True)`` starts a thread
+that fills the cache for every slice of every view (from arrays copied once, no MRML access off
+the GUI thread), the slice just scrolled to first. A scroll to a cached slice redraws at once; one
+not cached yet is drawn by ``draw_ready`` (polled by the module's timer) when the thread has it.
 """
 
 from __future__ import annotations
 
+import queue
+import threading
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Protocol
@@ -97,19 +106,20 @@ def dashed_quads_lps(plane: ImagePlane, line: ImageLine, dash_mm: float = 5.0, g
     t = (p1 - p0) / length
     h = plane.normal_lps * half_height_mm
     starts = np.arange(0.0, length, dash_mm + gap_mm)
-    quads = []
-    for s in starts:
-        a, b = p0 + s * t, p0 + min(s + dash_mm, length) * t
-        quads.append([a - h, b - h, b + h, a + h])
-    return np.array(quads)
+    a = p0 + starts[:, None] * t
+    b = p0 + np.minimum(starts + dash_mm, length)[:, None] * t
+    return np.stack([a - h, b - h, b + h, a + h], axis=1)
 
 
 def _polydata(quads_ras: np.ndarray) -> vtk.vtkPolyData:
+    """One polygon per quad, built from arrays (no per-point Python calls: this runs on every scroll)."""
+    quads = np.ascontiguousarray(np.asarray(quads_ras, dtype=np.float64).reshape(-1, 3))
+    n = len(quads) // 4
     points = vtk.vtkPoints()
+    points.SetData(numpy_support.numpy_to_vtk(quads, deep=True))
     cells = vtk.vtkCellArray()
-    for quad in quads_ras:
-        ids = [points.InsertNextPoint(*map(float, p)) for p in quad]
-        cells.InsertNextCell(4, ids)
+    cells.SetData(numpy_support.numpy_to_vtkIdTypeArray(np.arange(0, 4 * n + 1, 4, dtype=np.int64), deep=True),
+                  numpy_support.numpy_to_vtkIdTypeArray(np.arange(4 * n, dtype=np.int64), deep=True))
     poly = vtk.vtkPolyData()
     poly.SetPoints(points)
     poly.SetPolys(cells)
@@ -141,21 +151,51 @@ class LineOverlay:
         self._shown: dict[str, int] = {}
         self._observers: list[tuple[object, int]] = []
         self.on_update: Callable[[str, list[LineComparison]], None] | None = None
+        #: fitted lines per (model, view, slice) when the predictor's lines depend on its image only
+        self.cacheable = bool(getattr(predictor, "image_only", False))
+        self.model_key = str(getattr(predictor, "model_key", id(predictor)))
+        self._cache: dict[tuple[str, str, int], list] = {}
+        self._lock = threading.Lock()
+        self._pending: set[str] = set()
+        self._requests: queue.Queue = queue.Queue()
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+        self.network_calls = 0  # how many times the predictor ran (the tests and the bench read it)
+
+    # ------------------------------------------------------------------ cache
+    def _fit(self, image: np.ndarray, plane: ImagePlane) -> list:
+        self.network_calls += 1
+        fit_lines = getattr(self.predictor, "fit_lines", None)
+        if fit_lines is not None:  # lines fitted by the predictor itself, in this image's pixels
+            return list(fit_lines(image, plane))
+        heatmaps = np.asarray(self.predictor(image, plane))
+        if heatmaps.shape[1:] != image.shape:
+            raise ValueError(f"predictor returned {heatmaps.shape} for an image of shape {image.shape}")
+        return [fit_line(h) for h in heatmaps]
+
+    def cached(self, label: str, k: int) -> list | None:
+        with self._lock:
+            return self._cache.get((self.model_key, label, int(k)))
+
+    def fitted_lines(self, view: PlaneView, k: int) -> list:
+        """The predictor's lines for slice ``k`` of ``view`` (from the cache when it may be cached)."""
+        if self.cacheable:
+            hit = self.cached(view.label, k)
+            if hit is not None:
+                return hit
+        image = np.asarray(volume_array(view.volume_node)[k], dtype=np.float32)
+        out = self._fit(image, view.planes[k])
+        if self.cacheable:
+            with self._lock:
+                self._cache[(self.model_key, view.label, int(k))] = out
+        return out
 
     # ------------------------------------------------------------------ computation
     def predict(self, view: PlaneView) -> list[LineComparison]:
         """Run the predictor on the view's current image; compare with the geometric lines."""
         k = view.slice_index()
         plane = view.planes[k]
-        image = np.asarray(volume_array(view.volume_node)[k], dtype=np.float32)
-        fit_lines = getattr(self.predictor, "fit_lines", None)
-        if fit_lines is not None:  # lines fitted by the predictor itself, in this image's pixels
-            fitted_lines = list(fit_lines(image, plane))
-        else:
-            heatmaps = np.asarray(self.predictor(image, plane))
-            if heatmaps.shape[1:] != image.shape:
-                raise ValueError(f"predictor returned {heatmaps.shape} for an image of shape {image.shape}")
-            fitted_lines = [fit_line(h) for h in heatmaps]
+        fitted_lines = self.fitted_lines(view, k)
         result = []
         for channel, partner in enumerate(self.predictor.channels):
             if partner == view.label or partner not in self.views.views:
@@ -195,16 +235,21 @@ class LineOverlay:
             self.models[key] = node
         return node
 
-    def update(self, label: str) -> list[LineComparison]:
-        """Recompute and redraw the predicted lines of view ``label``."""
+    def update(self, label: str, redraw: bool = True) -> list[LineComparison]:
+        """Recompute and redraw the predicted lines of view ``label``. ``redraw=False`` (a cacheable
+        predictor, the view's slice unchanged): its predicted lines are the same, only their
+        comparisons with the geometric lines (which another view's move changed) are refreshed."""
         view = self.views[label]
         comparisons = self.predict(view)
         plane = view.current_plane()
+        same = not redraw and self._shown.get(label) == view.slice_index()
         drawn = set()
         for comp in comparisons:
-            quads = dashed_quads_lps(plane, comp.predicted)
+            key = (view.label, comp.partner)
             node = self._model(view, comp.partner)
-            node.SetAndObservePolyData(_polydata(lps_to_ras(quads)) if quads is not None else vtk.vtkPolyData())
+            if not (same and key in self.models and node.GetPolyData() is not None):
+                quads = dashed_quads_lps(plane, comp.predicted)
+                node.SetAndObservePolyData(_polydata(lps_to_ras(quads)) if quads is not None else vtk.vtkPolyData())
             if comp.angle_deg is not None:
                 node.SetAttribute(ATTR_ANGLE, f"{comp.angle_deg:.3f}")
                 node.SetAttribute(ATTR_DISTANCE, f"{comp.distance_mm:.3f}")
@@ -224,33 +269,108 @@ class LineOverlay:
         return self.comparisons
 
     # ------------------------------------------------------------------ following the slices
-    def observe(self) -> None:
+    def observe(self, background: bool = False) -> None:
         """Update a view's lines whenever its slice moves to another stack position.
 
         A moved view also changes the geometric lines it casts on the other views, so their
         comparisons are refreshed (their predictions depend only on their own image).
+        ``background`` (for a cacheable predictor): predictions come from the prefetch thread,
+        never from the observer (see the module docstring).
         """
         for view in self.views:
             tag = view.slice_node.AddObserver(vtk.vtkCommand.ModifiedEvent, self._on_slice_modified)
             self._observers.append((view.slice_node, tag))
+        if background and self.cacheable:
+            self._start_prefetch()
+
+    @property
+    def background(self) -> bool:
+        return self._thread is not None
+
+    def _refresh_others(self, label: str) -> None:
+        for other in self.views.labels:
+            if other != label and other in self._shown and other not in self._pending:
+                self.update(other, redraw=not self.cacheable)  # cached: comparisons only
 
     def _on_slice_modified(self, node, _event) -> None:
         for view in self.views:
             if view.slice_node is node and self._shown.get(view.label) != view.slice_index():
+                k = view.slice_index()
+                if self.background and self.cached(view.label, k) is None:
+                    self._pending.add(view.label)  # drawn by draw_ready once the thread has it
+                    self._requests.put((view.label, k))
+                    return
+                self._pending.discard(view.label)
                 self.update(view.label)
-                for other in self.views.labels:
-                    if other != view.label and other in self._shown:
-                        self.update(other)
+                self._refresh_others(view.label)
                 return
 
+    def draw_ready(self) -> int:
+        """Draw every pending view whose current slice the prefetch thread has finished (GUI thread)."""
+        done = 0
+        for label in sorted(self._pending):
+            view = self.views[label]
+            if self.cached(label, view.slice_index()) is not None:
+                self._pending.discard(label)
+                self.update(label)
+                self._refresh_others(label)
+                done += 1
+        return done
+
+    def _start_prefetch(self) -> None:
+        """Copy every view's slices and planes (GUI thread), then fit lines for all of them in a thread."""
+        work = {view.label: (np.array(volume_array(view.volume_node), dtype=np.float32), list(view.planes))
+                for view in self.views}
+        order = [(label, k) for label, (arr, _planes) in work.items() for k in range(len(arr))]
+        self._stop.clear()
+
+        def run() -> None:
+            todo = list(order)
+            while not self._stop.is_set():
+                try:
+                    label, k = self._requests.get_nowait()  # the slice the user scrolled to first
+                except queue.Empty:
+                    if not todo:
+                        return
+                    label, k = todo.pop(0)
+                if self.cached(label, k) is not None:
+                    continue
+                arr, planes = work[label]
+                try:
+                    out = self._fit(arr[k], planes[k])
+                except Exception:  # noqa: BLE001 - the GUI thread recomputes it and shows the error
+                    return
+                with self._lock:
+                    self._cache[(self.model_key, label, int(k))] = out
+
+        self._thread = threading.Thread(target=run, name="planessl-line-prefetch", daemon=True)
+        self._thread.start()
+
+    def wait_prefetched(self, timeout: float | None = None) -> bool:
+        """Wait for the prefetch thread to finish (tests, benches); True when it has."""
+        if self._thread is None:
+            return True
+        self._thread.join(timeout)
+        return not self._thread.is_alive()
+
     def remove(self) -> None:
-        """Stop observing and remove the line models from the scene."""
+        """Stop the prefetch and the observers; remove the line models from the scene."""
+        self._stop.set()
+        if self._thread is not None:
+            self._thread.join(timeout=5.0)
+            self._thread = None
+        self._pending.clear()
         for node, tag in self._observers:
             node.RemoveObserver(tag)
         self._observers.clear()
+        scene = self.ctx.scene
         for node in self.models.values():
-            if self.ctx.scene.GetNodeByID(node.GetID()) is not None:
-                self.ctx.scene.RemoveNode(node)
+            if scene.GetNodeByID(node.GetID()) is not None:
+                displays = [node.GetNthDisplayNode(i) for i in range(node.GetNumberOfDisplayNodes())]
+                scene.RemoveNode(node)
+                for display in displays:  # not removed with the model by every scene (slicer-core keeps them)
+                    if display is not None and scene.GetNodeByID(display.GetID()) is not None:
+                        scene.RemoveNode(display)
         self.models.clear()
 
 
@@ -261,6 +381,8 @@ class NetworkLinePredictor:
     inference layer's business). Output: the ``lines`` head, cropped back to ``(C, H, W)``.
     """
 
+    image_only = True  # lines from the image alone: cacheable per slice
+
     def __init__(self, net, channels: Sequence[str], device: str = "cpu") -> None:
         import torch
 
@@ -269,6 +391,7 @@ class NetworkLinePredictor:
         self.channels = tuple(channels)
         self.device = device
         self.multiple = int(getattr(getattr(net, "config", None), "size_multiple", 16))
+        self.model_key = f"network-{id(net)}"
 
     def __call__(self, image: np.ndarray, plane: ImagePlane) -> np.ndarray:
         torch = self.torch
@@ -293,7 +416,9 @@ class ManifestLinePredictor:
     the heatmaps resampled back onto the original image (for display or other consumers).
     """
 
-    def __init__(self, net, validated, device: str = "cpu") -> None:
+    image_only = True  # lines from the image alone: cacheable per slice
+
+    def __init__(self, net, validated, device: str = "cpu", model_key: str = "") -> None:
         """``net`` and its ``inference.manifest.ValidatedManifest`` (of task lines or both)."""
         import torch
 
@@ -308,6 +433,7 @@ class ManifestLinePredictor:
         self.spacing_mm, self.size_px = prep.spacing_mm, prep.size_px
         self.normalisation, self.clip_percentiles = prep.normalisation, prep.clip_percentiles
         self._prepare, self._resample, self._map = prepare_image, resample_to_plane, map_line_between_grids
+        self.model_key = model_key or f"network-{id(net)}"
 
     @classmethod
     def from_weights(cls, path, device: str = "cpu") -> ManifestLinePredictor:
@@ -315,7 +441,7 @@ class ManifestLinePredictor:
         from ..inference.weights import load_validated
 
         net, validated = load_validated(path, device, expect_task=("lines", "both"))
-        return cls(net, validated, device)
+        return cls(net, validated, device, model_key=str(path))
 
     def heatmaps_prepared(self, image: np.ndarray, plane: ImagePlane) -> tuple[np.ndarray, ImagePlane]:
         """``(heatmaps (C, size, size) on the prepared grid, that grid's plane)``."""

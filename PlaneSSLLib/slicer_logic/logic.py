@@ -237,6 +237,10 @@ class Logic:
                 if display is not None:
                     display.SetVisibility(bool(visible))
 
+    def draw_ready_lines(self) -> int:
+        """Draw predicted lines the overlay's background prefetch has finished (GUI thread, no network)."""
+        return 0 if self.overlay is None else self.overlay.draw_ready()
+
     def remove_predicted_lines(self) -> None:
         if self.overlay is not None:
             self.overlay.remove()
@@ -392,7 +396,7 @@ class Logic:
         except BaseException:
             overlay.remove()
             raise
-        overlay.observe()
+        overlay.observe(background=True)  # scrolling reads the cache; a thread fills it
         self.overlay = overlay
         return RunResults("lines", model.source, device, note, nodes=list(overlay.models.values()),
                           comparisons=dict(overlay.comparisons))

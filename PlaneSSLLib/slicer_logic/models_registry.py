@@ -1,7 +1,7 @@
 """The model registry (``Resources/Models.json``), weights downloaded on demand, and local folders.
 
-No Qt and no MRML: the Slicer module calls this with ``slicer.app.cachePath`` as the cache; the
-tests call it with a temporary folder. Only the standard library (and ``PlaneSSLLib.errors``) is
+No Qt and no MRML: the Slicer module calls this with the per-user cache (``default_cache_dir``);
+the tests call it with a temporary folder. Only the standard library (and ``PlaneSSLLib.errors``) is
 imported at module level (validating a weights folder imports ``inference.manifest``, i.e. torch,
 when it is called).
 
@@ -11,7 +11,10 @@ Registry (JSON object): ``format`` = ``"planessl-model-registry"``, ``format_ver
 ``size_bytes``, ``input`` (``spacing_mm`` [row, column], ``size_hw`` [rows, columns],
 ``views``), ``labels`` (``[{"value", "name"}]`` or null), ``channels`` (partner views of the line
 heatmaps), ``description``. An entry whose ``url`` or ``sha256`` is null is *not yet published*:
-it is listed, and choosing it says so, but nothing is downloaded.
+it is listed, and choosing it says so, but nothing is downloaded. A *bundled* entry ships with the
+extension: ``bundled`` names its weights folder relative to the registry file's folder, ``url`` is
+null and ``sha256`` is that of its ``model.safetensors`` (checked before use); the sample weights
+(trained on synthetic data, ``scripts/train_sample_weights.sh``) are bundled this way.
 
 Download (``download_file``): the file is fetched into ``<name>.part`` beside its target; an
 interrupted HTTP download resumes from the bytes already there (``Range``), a server that
@@ -47,6 +50,7 @@ from ..errors import PlaneSSLError
 
 __all__ = [
     "REGISTRY_FORMAT",
+    "entry_available",
     "REGISTRY_FORMAT_VERSION",
     "TASKS",
     "MANIFEST_TASKS",
@@ -119,6 +123,7 @@ class ModelEntry:
     status: str = ""
     description: str = ""
     extra: dict[str, Any] = field(default_factory=dict, compare=False, repr=False)
+    bundled: Path | None = None  # the shipped weights folder (absolute), for a bundled entry
 
     @property
     def published(self) -> bool:
@@ -132,7 +137,10 @@ class ModelEntry:
 
     def describe(self) -> str:
         """One line for the GUI: title, version, and whether it can be used now."""
-        state = "" if self.published else f" — {self.status or 'not yet published'}"
+        if self.bundled is not None:
+            state = f" — {self.status or 'bundled'}"
+        else:
+            state = "" if self.published else f" — {self.status or 'not yet published'}"
         return f"{self.title} (v{self.version}){state}"
 
 
@@ -189,7 +197,7 @@ def _pair(value: Any, kind: type, where: str) -> tuple:
     return out
 
 
-def _entry(raw: Any, where: str) -> ModelEntry:
+def _entry(raw: Any, where: str, registry_dir: Path | None = None) -> ModelEntry:
     if not isinstance(raw, dict):
         raise RegistryError(f"{where}: expected an object")
     missing = [k for k in _REQUIRED if k not in raw]
@@ -209,7 +217,13 @@ def _entry(raw: Any, where: str) -> ModelEntry:
         scheme = urllib.parse.urlparse(str(url)).scheme
         if scheme not in ("https", "http", "file"):
             raise RegistryError(f"{where}: url must be https://, http:// or file://, got {url!r}")
-    if (url is None) != (sha is None):
+    bundled = raw.get("bundled")
+    if bundled is not None:
+        if url is not None or sha is None or not isinstance(bundled, str) or Path(bundled).is_absolute() \
+                or ".." in Path(bundled).parts:
+            raise RegistryError(f"{where}: a bundled entry has url null, the sha256 of its model.safetensors "
+                                "and 'bundled' = a folder relative to the registry file")
+    elif (url is None) != (sha is None):
         raise RegistryError(f"{where}: url and sha256 are given together or not at all")
     inp = raw["input"]
     if not isinstance(inp, dict):
@@ -219,7 +233,7 @@ def _entry(raw: Any, where: str) -> ModelEntry:
         label_pairs = tuple((int(item["value"]), str(item["name"])) for item in labels)
     except (TypeError, KeyError, ValueError) as exc:
         raise RegistryError(f"{where}: labels must be a list of {{value, name}}") from exc
-    known = set(_REQUIRED) | {"labels", "channels", "size_bytes", "status", "description"}
+    known = set(_REQUIRED) | {"labels", "channels", "size_bytes", "status", "description", "bundled"}
     return ModelEntry(
         id=str(raw["id"]), title=str(raw["title"]), task=raw["task"], anatomy=raw["anatomy"],
         version=str(raw["version"]), url=url, sha256=sha.lower() if sha else None,
@@ -229,6 +243,8 @@ def _entry(raw: Any, where: str) -> ModelEntry:
         size_bytes=raw.get("size_bytes"), status=str(raw.get("status") or ""),
         description=str(raw.get("description") or ""),
         extra={k: v for k, v in raw.items() if k not in known},
+        bundled=(registry_dir / bundled) if bundled is not None and registry_dir is not None else
+        (Path(bundled) if bundled is not None else None),
     )
 
 
@@ -250,7 +266,7 @@ def load_registry(path: str | os.PathLike | None = None) -> list[ModelEntry]:
     models = data.get("models")
     if not isinstance(models, list):
         raise RegistryError(f"{path}: 'models' must be a list")
-    entries = [_entry(raw, f"{path}: models[{i}]") for i, raw in enumerate(models)]
+    entries = [_entry(raw, f"{path}: models[{i}]", path.parent) for i, raw in enumerate(models)]
     ids = [e.id for e in entries]
     dupes = sorted({i for i in ids if ids.count(i) > 1})
     if dupes:
@@ -360,7 +376,17 @@ def _extract_weights(archive: Path, target: Path) -> None:
 def install_model(entry: ModelEntry, cache_dir: str | os.PathLike | None = None,
                   progress: ProgressCallback | None = None, timeout: float = 60.0,
                   cancelled: Callable[[], bool] | None = None) -> LocalModel:
-    """The registry model's weights folder in the cache, downloaded and checked when missing."""
+    """The registry model's weights folder in the cache, downloaded and checked when missing; a
+    bundled entry's shipped folder, its ``model.safetensors`` checked against the entry's SHA-256."""
+    if entry.bundled is not None:
+        weights = entry.bundled / WEIGHTS_FILE
+        if not weights.is_file():
+            raise ModelFolderError(f"bundled model {entry.id!r}: {weights} is missing (a broken installation)")
+        got = sha256_file(weights)
+        if got != entry.sha256:
+            raise ChecksumError(f"bundled model {entry.id!r}: {weights} has SHA-256 {got}, the registry says "
+                                f"{entry.sha256} (a damaged installation)")
+        return validate_model_folder(entry.bundled, entry.task, source=entry.id)
     if not entry.published:
         raise DownloadError(f"model {entry.id!r} ({entry.title}) is {entry.status or 'not yet published'}: "
                             "no weights can be downloaded yet; choose a local weights folder instead")
@@ -424,6 +450,15 @@ def validate_model_folder(path: str | os.PathLike, task: str | None = None, sour
             f"({MANIFEST_TASK_SPECS[validated.task].description}), not for {TASKS[task]} "
             f"(expected manifest task {' or '.join(repr(t) for t in MANIFEST_TASKS[task])})")
     return LocalModel(path, manifest, task or validated.task, source)
+
+
+def entry_available(entry: ModelEntry, cache_dir: str | os.PathLike | None = None) -> bool:
+    """Whether ``entry`` can be used without the user providing weights: bundled, published
+    (downloadable) or already installed in the cache."""
+    if entry.published or entry.bundled is not None:
+        return True
+    cache = Path(cache_dir) if cache_dir is not None else default_cache_dir()
+    return (cache / "models" / entry.id / entry.version / MANIFEST_FILE).is_file()
 
 
 def resolve_model(model: str, task: str, entries: Sequence[ModelEntry] | None = None,

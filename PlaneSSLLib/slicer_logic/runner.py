@@ -2,8 +2,10 @@
 
 ``InferenceRunner(request).start(on_progress, on_done)`` writes the request and inputs to a
 temporary job folder and runs ``python -m PlaneSSLLib.slicer_logic.worker`` in its own process
-group; a reader thread parses ``PROGRESS i/n`` lines into ``on_progress(i, n)``. ``cancel()``
-kills the process group. ``wait()`` (or ``run_blocking``) returns the outputs or raises
+group (POSIX: a new session, killed with ``os.killpg``; Windows: a new process group without a
+console window, killed with ``Popen.kill``, since ``os.killpg`` and ``SIGKILL`` do not exist there);
+a reader thread parses ``PROGRESS i/n`` lines into ``on_progress(i, n)``. ``cancel()`` kills it.
+``wait()`` (or ``run_blocking``) returns the outputs or raises
 ``InferenceCancelled`` / ``InferenceError`` (with the worker's stderr). The device is chosen by
 the worker: "cuda" when asked for and available, else CPU (``result.device``, ``result.note``).
 
@@ -40,8 +42,40 @@ __all__ = [
     "InferenceError",
     "InferenceCancelled",
     "run_blocking",
+    "popen_options",
+    "kill_worker",
     "scene_transaction",
 ]
+
+#: Windows process-creation flags (``subprocess`` defines them only on Windows).
+CREATE_NEW_PROCESS_GROUP = 0x00000200
+CREATE_NO_WINDOW = 0x08000000
+
+
+def is_windows() -> bool:
+    """Whether processes are Windows processes (patched by the tests to run the Windows branch)."""
+    return os.name == "nt"
+
+
+def popen_options() -> dict:
+    """``subprocess.Popen`` keyword arguments for the worker: its own process group, and on Windows
+    no console window (``CREATE_NO_WINDOW``; PythonSlicer.exe is a console program)."""
+    if is_windows():
+        return {"creationflags": CREATE_NEW_PROCESS_GROUP | CREATE_NO_WINDOW}
+    return {"start_new_session": True}
+
+
+def kill_worker(process: subprocess.Popen) -> None:
+    """Kill the worker at once: its process group on POSIX, the process on Windows (TerminateProcess)."""
+    if process.poll() is not None:
+        return
+    if is_windows():
+        with contextlib.suppress(OSError):
+            process.kill()
+        return
+    with contextlib.suppress(ProcessLookupError, PermissionError):
+        os.killpg(process.pid, signal.SIGKILL)
+
 
 _PROGRESS = re.compile(r"^PROGRESS (\d+)/(\d+)\s*$")
 _DEVICE = re.compile(r"^DEVICE (\S+)(?: \((.*)\))?\s*$")
@@ -109,8 +143,7 @@ class InferenceRunner:
             np.save(self._job / f"in_{name}.npy", np.asarray(value))
         self._process = subprocess.Popen(
             [self.python, "-m", "PlaneSSLLib.slicer_logic.worker", str(self._job)],
-            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=self.env,
-            start_new_session=True)
+            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=self.env, **popen_options())
         self._reader = threading.Thread(target=self._read, name="planessl-inference", daemon=True)
         self._reader.start()
 
@@ -121,10 +154,8 @@ class InferenceRunner:
     def cancel(self) -> None:
         """Kill the worker (its whole process group); ``wait`` then raises InferenceCancelled."""
         self._cancelled = True
-        process = self._process
-        if process is not None and process.poll() is None:
-            with contextlib.suppress(ProcessLookupError, PermissionError):
-                os.killpg(process.pid, signal.SIGKILL)
+        if self._process is not None:
+            kill_worker(self._process)
 
     def wait(self, timeout: float | None = None) -> InferenceResult:
         if self._process is None:
