@@ -7,6 +7,8 @@ Skipped locally when slicer-core is missing; on CI (PLANESSL_REQUIRE_TOOLS=1) th
 
 from __future__ import annotations
 
+import hashlib
+import json
 import os
 import shutil
 import threading
@@ -530,6 +532,10 @@ def random_weights(tmp_path_factory):
     state = load_file(seg.weights)  # no bias favouring one class: labels then follow the image
     state["decoder.head.bias"].zero_()
     save_file(state, seg.weights)
+    manifest_path = seg.path / "manifest.json"  # the changed weights get their checksum (as an export would)
+    digest = hashlib.sha256(seg.weights.read_bytes()).hexdigest()
+    manifest_path.write_text(json.dumps({**json.loads(manifest_path.read_text()), "weights_sha256": digest,
+                                         "model_id": digest[:16]}))
     return {"seg": seg, "acl": export_random_weights(root / "acl", "classify_knee", seed=2)}
 
 

@@ -15,6 +15,7 @@ of ``planessl predict acl``.
 
 from __future__ import annotations
 
+import math
 from pathlib import Path
 from typing import Any
 
@@ -25,7 +26,7 @@ from ..models.exam_classifier import ExamClassifier
 from ..preprocess.config import PrepareConfig
 from ..preprocess.exams import Exam, ExamError, exams_from_dicom
 from .manifest import ACL_LABELS, TASKS
-from .weights import export_model, load_model
+from .weights import WeightsError, export_model, load_model
 
 __all__ = [
     "ARCHITECTURE",
@@ -94,6 +95,9 @@ def classify_exam(model: ExamClassifier, manifest: dict[str, Any], exam: Exam, t
     """The prediction JSON (:func:`predict_exam`) of an exam already prepared with the model's settings
     (``prepare_config_from_manifest``), e.g. an MRNet exam."""
     p = exam_probability(model, exam, device)
+    if not math.isfinite(p):
+        raise WeightsError(f"model {manifest.get('model_id')}: the network gave a non-finite probability ({p}) "
+                           "for this exam; no prediction is reported")
     t = float(manifest["decision"]["threshold"]) if threshold is None else float(threshold)
     return {
         "probability": p,

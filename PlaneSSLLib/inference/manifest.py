@@ -6,7 +6,8 @@ carries every key of :data:`MANIFEST_KEYS`: the format and its version, the ``ar
 views and channel names, the ``input`` (channels, ``size_hw``, ``spacing_mm``), the intensity
 normalisation, label names and terminology, the training config, the data fingerprint (a string
 from the data layer, passed through), metrics and package versions. An ``acl`` manifest also
-carries its ``decision``; exported weights carry a ``model_id`` (hash of the weights file).
+carries its ``decision``; exported weights carry ``weights_sha256`` (sha256 of ``model.safetensors``)
+and ``model_id`` (its first 16 hex digits), checked against the file by ``inference.weights``.
 
 :data:`TASKS` is the one table of per-task checks (pretext ``lines``/``location``/``both``,
 ``seg``, ``acl``): the architecture, the keys the task needs and their values.

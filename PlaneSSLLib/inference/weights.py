@@ -4,7 +4,10 @@ One exporter (:func:`export_model`) and one loader (:func:`load_model`) for ever
 and task; the manifest's contents, its building and its one validation are in
 ``inference.manifest`` (re-exported here). Only torch, safetensors and the standard library are
 used: the inference side (the Slicer extension) loads weights without the training stack.
-Loading never unpickles.
+Loading never unpickles. Exported weights carry ``weights_sha256`` (the sha256 of
+``model.safetensors``) and ``model_id`` (its first 16 hex digits) in the manifest; loading checks
+both when present (manifests written before ``weights_sha256`` existed still load), refuses tensors
+whose names, shapes or dtypes do not match the architecture, and refuses NaN or infinite values.
 """
 
 from __future__ import annotations
@@ -12,6 +15,7 @@ from __future__ import annotations
 import hashlib
 import io
 import json
+import re
 import zipfile
 from collections.abc import Sequence
 from pathlib import Path
@@ -62,20 +66,52 @@ def _model_id(weights: bytes) -> str:
     return hashlib.sha256(weights).hexdigest()[:16]
 
 
+def _non_finite_tensor(tensors: dict[str, torch.Tensor]) -> str | None:
+    """The name of the first floating-point tensor holding NaN or inf (sorted by name), else None."""
+    for name in sorted(tensors):
+        tensor = tensors[name]
+        if tensor.is_floating_point() and not bool(torch.isfinite(tensor).all()):
+            return name
+    return None
+
+
+def _check_checksums(manifest: dict[str, Any], weights: bytes, where: str) -> None:
+    """The manifest's ``weights_sha256`` and ``model_id`` (each when present) must be the weights file's hash."""
+    digest = hashlib.sha256(weights).hexdigest()
+    recorded = manifest.get("weights_sha256")
+    if recorded is not None:
+        if not isinstance(recorded, str) or not re.fullmatch(r"[0-9a-fA-F]{64}", recorded):
+            raise WeightsError(f"{where}: {MANIFEST_FILE}: weights_sha256 must be 64 hexadecimal digits, "
+                               f"got {recorded!r}")
+        if recorded.lower() != digest:
+            raise WeightsError(f"{where}: {WEIGHTS_FILE} is not the file the manifest's weights_sha256 names "
+                               f"(recorded {recorded.lower()[:16]}..., file {digest[:16]}...): damaged or replaced "
+                               "weights; export or download them again")
+    model_id = manifest.get("model_id")
+    if model_id is not None and model_id != digest[:16]:
+        raise WeightsError(f"{where}: {MANIFEST_FILE}: model_id {model_id!r} is not the hash of {WEIGHTS_FILE} "
+                           f"({digest[:16]}): damaged or replaced weights")
+
+
 def export_model(model: torch.nn.Module, out_dir: str | Path, manifest: dict[str, Any]) -> Path:
     """Write ``out_dir/model.safetensors`` then ``out_dir/manifest.json`` (each atomically, fsync).
 
     The manifest is validated first (``inference.manifest.validate_manifest``) and written with
-    ``model_id`` set to the weights' hash. Any architecture of ``inference.architectures``; a
-    ``DistributedDataParallel`` or compiled wrapper is unwrapped.
+    ``weights_sha256`` and ``model_id`` set to the weights' hash. Weights holding NaN or inf are
+    refused (WeightsError naming the tensor) before anything is written. Any architecture of
+    ``inference.architectures``; a ``DistributedDataParallel`` or compiled wrapper is unwrapped.
     """
     out_dir = Path(out_dir)
     validate_manifest(manifest, str(out_dir / MANIFEST_FILE))
     module = getattr(model, "module", model)
     module = getattr(module, "_orig_mod", module)
     tensors = {k: v.detach().to("cpu").contiguous().clone() for k, v in module.state_dict().items()}
+    bad = _non_finite_tensor(tensors)
+    if bad is not None:
+        raise WeightsError(f"{out_dir}: tensor {bad!r} holds non-finite values (NaN or inf); "
+                           "the training diverged, nothing was exported")
     data = safetensors_save(tensors, metadata={"format": "pt", "planessl": WEIGHTS_FORMAT})
-    manifest = {**manifest, "model_id": _model_id(data)}
+    manifest = {**manifest, "weights_sha256": hashlib.sha256(data).hexdigest(), "model_id": _model_id(data)}
     atomic_write_bytes(out_dir / WEIGHTS_FILE, data, fsync=True)
     atomic_write_bytes(out_dir / MANIFEST_FILE, (json.dumps(manifest, indent=2) + "\n").encode("utf-8"), fsync=True)
     return out_dir
@@ -123,6 +159,7 @@ def load_validated(path: str | Path, device: str | torch.device = "cpu",
     except (UnicodeDecodeError, json.JSONDecodeError) as exc:
         raise WeightsError(f"{where}: {MANIFEST_FILE} is not valid JSON ({exc})") from exc
     validated = validate_manifest(manifest, f"{where}: {MANIFEST_FILE}", expect_task)
+    _check_checksums(manifest, weights, where)
     try:
         state = safetensors_load(weights)
     except Exception as exc:  # safetensors raises its own error types
@@ -136,6 +173,16 @@ def load_validated(path: str | Path, device: str | torch.device = "cpu",
             f"(missing {missing[:5]}{'...' if len(missing) > 5 else ''}, "
             f"unexpected {unexpected[:5]}{'...' if len(unexpected) > 5 else ''})"
         )
+    wanted = model.state_dict()
+    wrong = [f"{k} {tuple(state[k].shape)} {state[k].dtype} (expected {tuple(wanted[k].shape)} {wanted[k].dtype})"
+             for k in sorted(state) if state[k].shape != wanted[k].shape or state[k].dtype != wanted[k].dtype]
+    if wrong:
+        raise WeightsError(f"{where}: {WEIGHTS_FILE} does not match architecture.config (tensor {wrong[0]}"
+                           f"{f' and {len(wrong) - 1} more' if len(wrong) > 1 else ''})")
+    bad = _non_finite_tensor(state)
+    if bad is not None:
+        raise WeightsError(f"{where}: {WEIGHTS_FILE}: tensor {bad!r} holds non-finite values (NaN or inf); "
+                           "damaged weights are not used")
     try:
         model.load_state_dict(state, strict=True)
     except RuntimeError as exc:

@@ -55,7 +55,7 @@ def run_acl(args: argparse.Namespace) -> int:
     else:
         raise CLIError(f"{args.exam_dir}: predict acl reads knee DICOM exams and MRNet, not {spec.format}")
     if args.json:
-        print(json.dumps(result))
+        print(json.dumps(result, allow_nan=False))
     else:
         slices = ", ".join(f"{v} {i['slices']}" for v, i in result["inputs"].items())
         print(f"ACL {result['prediction']}: probability {result['probability']:.3f} (threshold "
