@@ -24,6 +24,11 @@ renamed onto the target (atomic), and a mismatch deletes the part file and raise
 unpacked (``model.safetensors`` + ``manifest.json`` only, no paths) into a temporary folder that
 is validated and renamed to ``<cache>/models/<id>/<version>``.
 
+An entry's ``id`` and ``version`` are plain names (letters, digits, ``.``, ``_``, ``+``, ``-``,
+starting with a letter or digit: no separator, no ``..``, never absolute), checked when the registry
+is read and again before any cache path is built from them; every cache path is resolved inside the
+cache, so nothing is written or deleted outside it.
+
 Cache: ``default_cache_dir()`` = ``$PLANESSL_CACHE_DIR``, else ``$XDG_CACHE_HOME/planessl``,
 else ``~/.cache/planessl``.
 """
@@ -35,6 +40,7 @@ import hashlib
 import http.client
 import json
 import os
+import re
 import shutil
 import tempfile
 import urllib.error
@@ -83,6 +89,8 @@ TASKS = {"segment_heart": "Cardiac segmentation", "classify_knee": "Knee ACL tea
 MANIFEST_TASKS = {"segment_heart": ("seg",), "classify_knee": ("acl",), "lines": ("lines", "both")}
 _REQUIRED = ("id", "title", "task", "anatomy", "version", "url", "sha256", "input")
 _CHUNK = 1 << 20
+#: What an ``id`` or ``version`` may be: a name that is one path part, never a path.
+_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._+-]{0,127}")
 
 ProgressCallback = Callable[[int, Any], None]  # (bytes done, total bytes or None)
 
@@ -132,7 +140,8 @@ class ModelEntry:
 
     @property
     def archive_name(self) -> str:
-        suffix = Path(urllib.parse.urlparse(self.url or "").path).suffix or ".zip"
+        suffix = Path(urllib.parse.urlparse(self.url or "").path).suffix
+        suffix = suffix if re.fullmatch(r"\.[A-Za-z0-9]{1,8}", suffix) else ".zip"
         return f"{self.id}-{self.version}{suffix}"
 
     def describe(self) -> str:
@@ -197,6 +206,31 @@ def _pair(value: Any, kind: type, where: str) -> tuple:
     return out
 
 
+def _check_name(value: Any, key: str, where: str) -> str:
+    """``value`` when it is a plain name (:data:`_NAME`), else RegistryError naming ``key``."""
+    if not isinstance(value, str) or not _NAME.fullmatch(value):
+        raise RegistryError(f"{where}: {key} must be a plain name (letters, digits, '.', '_', '+', '-'; "
+                            f"no path separator, no '..'), got {value!r}")
+    return value
+
+
+def _cache_path(cache: Path, *parts: str) -> Path:
+    """``cache/part/...``, refused (RegistryError) unless it resolves inside ``cache``."""
+    path = cache.joinpath(*parts)
+    if not path.resolve().is_relative_to(cache.resolve()):
+        raise RegistryError(f"{path}: outside the model cache {cache}; refused")
+    return path
+
+
+def _model_paths(entry: ModelEntry, cache: Path) -> tuple[Path, Path]:
+    """(installed folder, downloaded archive) of ``entry`` in ``cache``, both checked to lie inside it."""
+    where = f"model {entry.id!r}"
+    _check_name(entry.id, "id", where)
+    _check_name(entry.version, "version", where)
+    return (_cache_path(cache, "models", entry.id, entry.version),
+            _cache_path(cache, "downloads", entry.archive_name))
+
+
 def _entry(raw: Any, where: str, registry_dir: Path | None = None) -> ModelEntry:
     if not isinstance(raw, dict):
         raise RegistryError(f"{where}: expected an object")
@@ -204,6 +238,8 @@ def _entry(raw: Any, where: str, registry_dir: Path | None = None) -> ModelEntry
     if missing:
         raise RegistryError(f"{where}: missing key(s): {', '.join(missing)}")
     where = f"{where} ({raw['id']!r})"
+    _check_name(raw["id"], "id", where)
+    _check_name(raw["version"], "version", where)
     if raw["task"] not in TASKS:
         raise RegistryError(f"{where}: task must be one of {', '.join(TASKS)}, got {raw['task']!r}")
     if raw["anatomy"] not in ("heart", "knee"):
@@ -391,11 +427,10 @@ def install_model(entry: ModelEntry, cache_dir: str | os.PathLike | None = None,
         raise DownloadError(f"model {entry.id!r} ({entry.title}) is {entry.status or 'not yet published'}: "
                             "no weights can be downloaded yet; choose a local weights folder instead")
     cache = Path(cache_dir) if cache_dir is not None else default_cache_dir()
-    folder = cache / "models" / entry.id / entry.version
+    folder, download = _model_paths(entry, cache)
     if (folder / WEIGHTS_FILE).is_file() and (folder / MANIFEST_FILE).is_file():
         return validate_model_folder(folder, entry.task, source=entry.id)
-    archive = download_file(entry.url or "", cache / "downloads" / entry.archive_name, entry.sha256 or "",
-                            progress, timeout, cancelled)
+    archive = download_file(entry.url or "", download, entry.sha256 or "", progress, timeout, cancelled)
     folder.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{entry.version}.", dir=folder.parent))
     try:
@@ -458,7 +493,11 @@ def entry_available(entry: ModelEntry, cache_dir: str | os.PathLike | None = Non
     if entry.published or entry.bundled is not None:
         return True
     cache = Path(cache_dir) if cache_dir is not None else default_cache_dir()
-    return (cache / "models" / entry.id / entry.version / MANIFEST_FILE).is_file()
+    try:
+        folder, _ = _model_paths(entry, cache)
+    except RegistryError:
+        return False
+    return (folder / MANIFEST_FILE).is_file()
 
 
 def resolve_model(model: str, task: str, entries: Sequence[ModelEntry] | None = None,
