@@ -268,6 +268,8 @@ def _coerce(value: Any, annotation: Any) -> tuple[Any, str | None]:
         return (value, None) if ok else (None, f"expected an integer, got {_describe(value)}")
     if annotation is float:
         ok = isinstance(value, (int, float)) and not isinstance(value, bool)
+        if ok and not math.isfinite(value):
+            return None, f"must be a finite number, got {value}"
         return (float(value), None) if ok else (None, f"expected a number, got {_describe(value)}")
     if annotation is str:
         return (value, None) if isinstance(value, str) else (None, f"expected a string, got {_describe(value)}")
@@ -420,6 +422,42 @@ def _check_ranges(cfg: PretrainConfig, origin_of: typing.Callable[[str], str], p
                 bad("data.cache", f"cache directory {str(path)!r} is empty")
 
 
+#: Most values (mappings, lists and scalars) a config may hold once its YAML aliases are expanded, and
+#: its deepest nesting; a real config holds a few hundred values, four levels deep.
+MAX_CONFIG_VALUES = 100_000
+MAX_CONFIG_DEPTH = 32
+
+
+def check_config_size(value: Any, source: str) -> None:
+    """ConfigError naming ``source`` when ``value``, with every YAML alias expanded, holds more than
+    :data:`MAX_CONFIG_VALUES` values or nests deeper than :data:`MAX_CONFIG_DEPTH` (an alias bomb, or
+    an alias that refers to itself). Visits at most that many values, so a bomb costs nothing."""
+    count, stack = 0, [(value, 0)]
+    while stack:
+        node, depth = stack.pop()
+        count += 1
+        if count > MAX_CONFIG_VALUES:
+            raise ConfigError([f"{source}: expands to more than {MAX_CONFIG_VALUES} values once its YAML "
+                               "aliases (*name) are expanded; refused (an alias bomb?)"])
+        if depth > MAX_CONFIG_DEPTH:
+            raise ConfigError([f"{source}: nested deeper than {MAX_CONFIG_DEPTH} levels (a YAML alias that "
+                               "refers to itself?); refused"])
+        if isinstance(node, dict):
+            stack.extend((v, depth + 1) for v in node.values())
+        elif isinstance(node, (list, tuple, set)):
+            stack.extend((v, depth + 1) for v in node)
+
+
+def _safe_yaml_load(text: str, source: str) -> Any:
+    """``yaml.safe_load`` whose result is checked by :func:`check_config_size`; ConfigError naming ``source``."""
+    try:
+        value = yaml.safe_load(text)
+    except RecursionError:
+        raise ConfigError([f"{source}: nested too deeply to read"]) from None
+    check_config_size(value, source)
+    return value
+
+
 def parse_overrides(items: list[str] | None) -> dict[str, Any]:
     """``["model.base_filters=8", "optim.epochs=3"]`` -> ``{"model.base_filters": 8, ...}`` (YAML values)."""
     result: dict[str, Any] = {}
@@ -429,7 +467,7 @@ def parse_overrides(items: list[str] | None) -> dict[str, Any]:
         if not sep or not key:
             raise ConfigError([f"--set {item}: expected KEY=VALUE, e.g. optim.epochs=3"])
         try:
-            value = yaml.safe_load(text) if text.strip() else None
+            value = _safe_yaml_load(text, f"--set {key}") if text.strip() else None
         except yaml.YAMLError as exc:
             raise ConfigError([f"--set {key}: value {text!r} is not valid YAML ({exc})"]) from exc
         result[key] = value
@@ -462,6 +500,9 @@ def build_config(cls: type, raw: Any, source: str, overrides: dict[str, Any] | N
         raw = {}
     if not isinstance(raw, dict):
         raise ConfigError([f"{source}: the top level must be a mapping of sections, got {_describe(raw)}"])
+    check_config_size(raw, source)  # before the copy expands anything
+    for key, value in (overrides or {}).items():
+        check_config_size(value, f"--set {key}")
     raw = json.loads(json.dumps(raw, default=str))  # deep copy, plain types
     problems: list[str] = []
     overridden: set[str] = set()
@@ -515,7 +556,7 @@ def read_yaml_config(path: str | Path) -> Any:
     if not path.is_file():
         raise ConfigError([f"{path}: no such config file"])
     try:
-        return yaml.safe_load(path.read_text(encoding="utf-8"))
+        return _safe_yaml_load(path.read_text(encoding="utf-8"), str(path))
     except (OSError, UnicodeDecodeError) as exc:
         raise ConfigError([f"{path}: cannot read ({exc})"]) from exc
     except yaml.YAMLError as exc:

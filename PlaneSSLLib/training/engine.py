@@ -52,6 +52,10 @@ __all__ = ["Task", "Engine", "EngineResult", "RunExistsError", "finite_or_none",
 log = logging.getLogger("planessl.training")
 
 
+class NonFiniteLossError(PlaneSSLError):
+    """The training loss became NaN or infinite: the run stops; no checkpoint or export is written from then on."""
+
+
 class RunExistsError(PlaneSSLError):
     """The output directory already holds a run and ``resume`` was not asked for (or vice versa)."""
 
@@ -213,6 +217,8 @@ class Engine:
         }
         self.model: torch.nn.Module = net
         self._sums: dict[str, torch.Tensor] = {}
+        #: the first global step whose loss was NaN/inf (-1: none), kept on the device so steps are not synchronised
+        self._first_nonfinite: torch.Tensor | None = None
 
     def _resume_from(self, ckpt: Checkpoint) -> None:
         saved = ckpt.train_state.get("config", {})
@@ -302,10 +308,29 @@ class Engine:
         self.scaler.step(self.optimizer)
         self.scaler.update()
         with torch.no_grad():
+            bad = ~torch.isfinite(shares["loss"].detach().double())
+            if self._first_nonfinite is None:
+                self._first_nonfinite = torch.full((), -1.0, dtype=torch.float64, device=bad.device)
+            first = self._first_nonfinite
+            self._first_nonfinite = torch.where(bad & (first < 0), torch.full_like(first, float(step)), first)
             for name, value in shares.items():
                 value = value.detach().double()
                 self._sums[name] = self._sums[name] + value if name in self._sums else value
         return shares["loss"].detach() * self.dist.world_size
+
+    def _check_finite(self) -> None:
+        """NonFiniteLossError when any rank's loss was NaN/inf since the run (re)started; the same on every rank."""
+        if self._first_nonfinite is None:
+            return
+        first = float(self._first_nonfinite.item())
+        flag = torch.tensor([1.0 if first >= 0 else 0.0], dtype=torch.float64, device=self.device)
+        all_reduce_sum(flag, self.dist)
+        if flag.item() > 0:
+            at = f" at step {int(first) + 1}" if first >= 0 else " on another rank"
+            raise NonFiniteLossError(
+                f"{self.out}: the training loss became non-finite (NaN or inf){at}, epoch {self.state['epoch'] + 1}; "
+                "training stopped and nothing was exported from then on (checkpoints written before are kept). "
+                "Lower optim.lr (or use runtime.amp 'none') and check the data")
 
     # -- the loop ---------------------------------------------------------------------------------
 
@@ -338,16 +363,21 @@ class Engine:
                     st["batch_in_epoch"] = index + 1
                     st["global_step"] += 1
                     progress.update(images, epoch, epochs, loss)
+                    if st["global_step"] % cfg.runtime.log_every == 0:
+                        self._check_finite()
                     if st["global_step"] % cfg.runtime.log_every == 0 and dist.is_main:
                         self.metrics.scalars(st["global_step"], {"train_step/loss": float(loss)})
                     stop = self._stop_everywhere()
                     last_of_epoch = index + 1 == len(all_batches)
+                    if (stop or (every and st["global_step"] % every == 0)) and not last_of_epoch:
+                        self._check_finite()  # never a checkpoint of diverged weights
                     if stop and not last_of_epoch:
                         path = self._checkpoint_mid_epoch()
                         raise TrainingInterrupted(self.stop.signum or 15, str(path) if path else None,
                                                   st["global_step"])
                     if every and st["global_step"] % every == 0 and not last_of_epoch:
                         self._checkpoint_mid_epoch()
+                self._check_finite()
                 self._end_epoch(epoch, time.perf_counter() - t_epoch, progress)
                 if stop or self._stop_everywhere():
                     raise TrainingInterrupted(self.stop.signum or 15, str(last_checkpoint(self.out)),
