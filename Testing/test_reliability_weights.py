@@ -153,3 +153,14 @@ def test_a_non_finite_probability_is_never_reported(tmp_path):
     stacks = {v: np.full((3, 32, 32), np.nan, np.float32) for v in model.config.views}
     with pytest.raises(WeightsError, match="non-finite probability"):
         classify_exam(model, manifest, Exam(key="k", stacks=stacks))
+
+
+def test_non_finite_segmentation_probabilities_are_never_turned_into_labels(tmp_path):
+    from PlaneSSLLib.inference.segment import predict_probabilities
+
+    net, _ = load_model(_export(tmp_path, "seg"), expect_task="seg")
+    images = np.zeros((2, 32, 32), np.float32)
+    assert np.isfinite(predict_probabilities(net, images)).all()
+    images[1, 3, 4] = np.nan
+    with pytest.raises(WeightsError, match="non-finite class probabilities for image 2"):
+        predict_probabilities(net, images)

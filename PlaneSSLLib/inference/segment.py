@@ -39,7 +39,7 @@ from ..errors import InputError
 from ..geometry.planes import ImagePlane
 from ..models import PlaneSSLNet
 from ..preprocess.resample import prepare_image, resample_to_plane
-from .weights import load_validated
+from .weights import WeightsError, load_validated
 
 __all__ = [
     "SegModel",
@@ -84,7 +84,8 @@ def predict_probabilities(net: PlaneSSLNet, images: np.ndarray, batch_size: int 
     """Softmax class probabilities ``(N, C, H, W)`` float32 of prepared images ``(N, H, W)``.
 
     The input is passed channels-last: a network converted with ``net.to(memory_format=torch.channels_last)``
-    (as ``load_seg_model`` does) then runs its convolutions in that faster layout.
+    (as ``load_seg_model`` does) then runs its convolutions in that faster layout. Non-finite
+    probabilities (a NaN in the image) are a WeightsError naming the image, never labels.
     """
     net.eval()
     device = next(net.parameters()).device
@@ -92,7 +93,13 @@ def predict_probabilities(net: PlaneSSLNet, images: np.ndarray, batch_size: int 
     for start in range(0, len(images), batch_size):
         x = torch.from_numpy(np.ascontiguousarray(images[start:start + batch_size], dtype=np.float32))
         logits = net(x.unsqueeze(1).to(device).contiguous(memory_format=torch.channels_last))["lines"]
-        out.append(torch.softmax(logits.float(), dim=1).cpu().numpy())
+        probs = torch.softmax(logits.float(), dim=1).cpu().numpy()
+        finite = np.isfinite(probs).reshape(len(probs), -1).all(axis=1)
+        if not finite.all():
+            index = start + int(np.argmin(finite)) + 1
+            raise WeightsError(f"the network gave non-finite class probabilities for image {index} of "
+                               f"{len(images)} (NaN or inf in the image or the weights); no labels are made from them")
+        out.append(probs)
     return np.concatenate(out) if out else np.zeros((0, 0, 0, 0), np.float32)
 
 
