@@ -96,3 +96,13 @@ def test_a_few_aliases_still_load(tmp_path):
     path.write_text("optim: &o {epochs: 2, batch_size: 2}\nruntime: {seed: 1}\ndata: {source: synthetic}\n"
                     f"output: {tmp_path / 'run'}\n")
     assert load_config(path).optim.epochs == 2
+
+
+def test_a_prepare_config_alias_bomb_is_refused(tmp_path):
+    from PlaneSSLLib.preprocess.config import load_prepare_config
+
+    path = tmp_path / "prep.yaml"
+    path.write_text(BOMB.replace("data: {sigma_px: 2.0, extra: *i}", "prepare: {spacing_mm: 1.5, overrides: {s: *i}}"))
+    with pytest.raises(ConfigError, match=r"prep\.yaml.*alias"):
+        load_prepare_config(path)
+

@@ -1,4 +1,8 @@
-"""Preparation settings: spacing, size, intensity normalisation, storage type; their stable hash."""
+"""Preparation settings: spacing, size, intensity normalisation, storage type; their stable hash.
+
+Also the one bounded YAML reader of every config file (:func:`load_yaml_bounded`, used by the
+training configs too): a YAML alias bomb or self-reference is a ConfigError, never expanded.
+"""
 
 from __future__ import annotations
 
@@ -11,9 +15,49 @@ from typing import Any
 from ..errors import ConfigError
 from .resample import NORMALISATIONS
 
-__all__ = ["PrepareConfig", "ConfigError", "load_prepare_config"]
+__all__ = ["PrepareConfig", "ConfigError", "load_prepare_config", "MAX_CONFIG_VALUES", "MAX_CONFIG_DEPTH",
+           "check_config_size", "load_yaml_bounded"]
 
 _DTYPES = ("float16", "float32")
+
+
+#: Most values (mappings, lists and scalars) a config may hold once its YAML aliases are expanded, and
+#: its deepest nesting; a real config holds a few hundred values, four levels deep.
+MAX_CONFIG_VALUES = 100_000
+MAX_CONFIG_DEPTH = 32
+
+
+def check_config_size(value: Any, source: str) -> None:
+    """ConfigError naming ``source`` when ``value``, with every YAML alias expanded, holds more than
+    :data:`MAX_CONFIG_VALUES` values or nests deeper than :data:`MAX_CONFIG_DEPTH` (an alias bomb, or
+    an alias that refers to itself). Visits at most that many values, so a bomb costs nothing."""
+    count, stack = 0, [(value, 0)]
+    while stack:
+        node, depth = stack.pop()
+        count += 1
+        if count > MAX_CONFIG_VALUES:
+            raise ConfigError([f"{source}: expands to more than {MAX_CONFIG_VALUES} values once its YAML "
+                               "aliases (*name) are expanded; refused (an alias bomb?)"])
+        if depth > MAX_CONFIG_DEPTH:
+            raise ConfigError([f"{source}: nested deeper than {MAX_CONFIG_DEPTH} levels (a YAML alias that "
+                               "refers to itself?); refused"])
+        if isinstance(node, dict):
+            stack.extend((v, depth + 1) for v in node.values())
+        elif isinstance(node, (list, tuple, set)):
+            stack.extend((v, depth + 1) for v in node)
+
+
+def load_yaml_bounded(text: str, source: str) -> Any:
+    """``yaml.safe_load`` whose result is checked by :func:`check_config_size` (every config file and
+    ``--set`` value is read through it); ConfigError naming ``source``. YAML syntax errors propagate."""
+    import yaml
+
+    try:
+        value = yaml.safe_load(text)
+    except RecursionError:
+        raise ConfigError([f"{source}: nested too deeply to read"]) from None
+    check_config_size(value, source)
+    return value
 
 
 @dataclass(frozen=True)
@@ -110,9 +154,9 @@ def load_prepare_config(path: Path) -> PrepareConfig:
     except (OSError, UnicodeDecodeError) as exc:
         raise ConfigError(f"{path}: cannot read the config file ({exc})") from None
     try:
-        import yaml
-
-        data = yaml.safe_load(text)
+        data = load_yaml_bounded(text, str(path))
+    except ConfigError:
+        raise
     except Exception as exc:  # noqa: BLE001 - any parser failure is a bad file
         raise ConfigError(f"{path}: not valid YAML/JSON ({' '.join(str(exc).split())})") from None
     if data is None:

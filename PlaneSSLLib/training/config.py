@@ -29,6 +29,7 @@ from typing import Any
 import yaml
 
 from ..errors import ConfigError
+from ..preprocess.config import check_config_size, load_yaml_bounded
 from .schedule import SCHEDULES
 
 __all__ = [
@@ -422,42 +423,6 @@ def _check_ranges(cfg: PretrainConfig, origin_of: typing.Callable[[str], str], p
                 bad("data.cache", f"cache directory {str(path)!r} is empty")
 
 
-#: Most values (mappings, lists and scalars) a config may hold once its YAML aliases are expanded, and
-#: its deepest nesting; a real config holds a few hundred values, four levels deep.
-MAX_CONFIG_VALUES = 100_000
-MAX_CONFIG_DEPTH = 32
-
-
-def check_config_size(value: Any, source: str) -> None:
-    """ConfigError naming ``source`` when ``value``, with every YAML alias expanded, holds more than
-    :data:`MAX_CONFIG_VALUES` values or nests deeper than :data:`MAX_CONFIG_DEPTH` (an alias bomb, or
-    an alias that refers to itself). Visits at most that many values, so a bomb costs nothing."""
-    count, stack = 0, [(value, 0)]
-    while stack:
-        node, depth = stack.pop()
-        count += 1
-        if count > MAX_CONFIG_VALUES:
-            raise ConfigError([f"{source}: expands to more than {MAX_CONFIG_VALUES} values once its YAML "
-                               "aliases (*name) are expanded; refused (an alias bomb?)"])
-        if depth > MAX_CONFIG_DEPTH:
-            raise ConfigError([f"{source}: nested deeper than {MAX_CONFIG_DEPTH} levels (a YAML alias that "
-                               "refers to itself?); refused"])
-        if isinstance(node, dict):
-            stack.extend((v, depth + 1) for v in node.values())
-        elif isinstance(node, (list, tuple, set)):
-            stack.extend((v, depth + 1) for v in node)
-
-
-def _safe_yaml_load(text: str, source: str) -> Any:
-    """``yaml.safe_load`` whose result is checked by :func:`check_config_size`; ConfigError naming ``source``."""
-    try:
-        value = yaml.safe_load(text)
-    except RecursionError:
-        raise ConfigError([f"{source}: nested too deeply to read"]) from None
-    check_config_size(value, source)
-    return value
-
-
 def parse_overrides(items: list[str] | None) -> dict[str, Any]:
     """``["model.base_filters=8", "optim.epochs=3"]`` -> ``{"model.base_filters": 8, ...}`` (YAML values)."""
     result: dict[str, Any] = {}
@@ -467,7 +432,7 @@ def parse_overrides(items: list[str] | None) -> dict[str, Any]:
         if not sep or not key:
             raise ConfigError([f"--set {item}: expected KEY=VALUE, e.g. optim.epochs=3"])
         try:
-            value = _safe_yaml_load(text, f"--set {key}") if text.strip() else None
+            value = load_yaml_bounded(text, f"--set {key}") if text.strip() else None
         except yaml.YAMLError as exc:
             raise ConfigError([f"--set {key}: value {text!r} is not valid YAML ({exc})"]) from exc
         result[key] = value
@@ -556,7 +521,7 @@ def read_yaml_config(path: str | Path) -> Any:
     if not path.is_file():
         raise ConfigError([f"{path}: no such config file"])
     try:
-        return _safe_yaml_load(path.read_text(encoding="utf-8"), str(path))
+        return load_yaml_bounded(path.read_text(encoding="utf-8"), str(path))
     except (OSError, UnicodeDecodeError) as exc:
         raise ConfigError([f"{path}: cannot read ({exc})"]) from exc
     except yaml.YAMLError as exc:

@@ -111,7 +111,9 @@ def load_overrides(path: Path) -> dict[str, str]:
         try:
             import yaml
 
-            data = yaml.safe_load(text)
+            from PlaneSSLLib.preprocess.config import load_yaml_bounded
+
+            data = load_yaml_bounded(text, str(path))
         except ImportError as exc:
             raise CLIError(f"{path}: not valid JSON, and PyYAML is not installed to read YAML") from exc
         except yaml.YAMLError as exc:
