@@ -164,3 +164,12 @@ def test_non_finite_segmentation_probabilities_are_never_turned_into_labels(tmp_
     images[1, 3, 4] = np.nan
     with pytest.raises(WeightsError, match="non-finite class probabilities for image 2"):
         predict_probabilities(net, images)
+
+
+@pytest.mark.parametrize("change", [{"base_filters": 2 ** 20}, {"levels": 40}])
+def test_a_manifest_naming_a_huge_network_is_refused_before_building_it(tmp_path, change):
+    """The architecture is checked against the tensors in the file before any memory is allocated."""
+    model = _export(tmp_path, "seg")
+    _rewrite(model, change_manifest=lambda m: m["architecture"]["config"].update(change))
+    with pytest.raises(WeightsError, match="does not match architecture.config|architecture.config describes"):
+        load_model(model, expect_task="seg")

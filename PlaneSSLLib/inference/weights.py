@@ -2,7 +2,7 @@
 
 One exporter (:func:`export_model`) and one loader (:func:`load_model`) for every architecture
 and task; the manifest's contents, its building and its one validation are in
-``inference.manifest`` (re-exported here). Only torch, safetensors and the standard library are
+``inference.manifest`` (re-exported here). Only torch, numpy, safetensors and the standard library are
 used: the inference side (the Slicer extension) loads weights without the training stack.
 Loading never unpickles. Exported weights carry ``weights_sha256`` (the sha256 of
 ``model.safetensors``) and ``model_id`` (its first 16 hex digits) in the manifest; loading checks
@@ -21,6 +21,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import torch
 from safetensors.torch import load as safetensors_load
 from safetensors.torch import save as safetensors_save
@@ -70,7 +71,13 @@ def _non_finite_tensor(tensors: dict[str, torch.Tensor]) -> str | None:
     """The name of the first floating-point tensor holding NaN or inf (sorted by name), else None."""
     for name in sorted(tensors):
         tensor = tensors[name]
-        if tensor.is_floating_point() and not bool(torch.isfinite(tensor).all()):
+        if not tensor.is_floating_point():
+            continue
+        if tensor.dtype in (torch.float16, torch.float32, torch.float64):  # numpy: ~100x faster than torch here
+            finite = bool(np.isfinite(tensor.detach().cpu().numpy()).all())
+        else:
+            finite = bool(torch.isfinite(tensor).all())
+        if not finite:
             return name
     return None
 
@@ -164,8 +171,15 @@ def load_validated(path: str | Path, device: str | torch.device = "cpu",
         state = safetensors_load(weights)
     except Exception as exc:  # safetensors raises its own error types
         raise WeightsError(f"{where}: {WEIGHTS_FILE} is not a readable safetensors file ({exc})") from exc
-    model = validated.architecture.build(validated.config)
-    expected = set(model.state_dict())
+    # the architecture on the meta device (no memory) is checked against the file's tensors first, so
+    # a manifest naming a huge network is refused before anything is allocated
+    try:
+        with torch.device("meta"):
+            wanted = validated.architecture.build(validated.config).state_dict()
+    except (RuntimeError, ValueError, OverflowError) as exc:  # e.g. a size that overflows
+        raise WeightsError(f"{where}: {MANIFEST_FILE}: architecture.config describes a network that cannot be "
+                           f"built ({' '.join(str(exc).split())[:200]})") from exc
+    expected = set(wanted)
     missing, unexpected = sorted(expected - set(state)), sorted(set(state) - expected)
     if missing or unexpected:
         raise WeightsError(
@@ -173,7 +187,6 @@ def load_validated(path: str | Path, device: str | torch.device = "cpu",
             f"(missing {missing[:5]}{'...' if len(missing) > 5 else ''}, "
             f"unexpected {unexpected[:5]}{'...' if len(unexpected) > 5 else ''})"
         )
-    wanted = model.state_dict()
     wrong = [f"{k} {tuple(state[k].shape)} {state[k].dtype} (expected {tuple(wanted[k].shape)} {wanted[k].dtype})"
              for k in sorted(state) if state[k].shape != wanted[k].shape or state[k].dtype != wanted[k].dtype]
     if wrong:
@@ -183,6 +196,7 @@ def load_validated(path: str | Path, device: str | torch.device = "cpu",
     if bad is not None:
         raise WeightsError(f"{where}: {WEIGHTS_FILE}: tensor {bad!r} holds non-finite values (NaN or inf); "
                            "damaged weights are not used")
+    model = validated.architecture.build(validated.config)
     try:
         model.load_state_dict(state, strict=True)
     except RuntimeError as exc:
