@@ -81,3 +81,21 @@ def test_a_checksum_mismatch_inside_the_cache_still_deletes_the_bad_file(tmp_pat
         mr.install_model(entry, cache)
     assert not list((cache / "downloads").glob("*"))
     assert hashlib.sha256(payload.read_bytes()).hexdigest() != "0" * 64
+
+
+def test_a_download_larger_than_size_bytes_is_stopped_and_deleted(tmp_path):
+    payload = tmp_path / "srv" / "weights.zip"
+    payload.parent.mkdir(parents=True)
+    payload.write_bytes(b"x" * 3_000_000)
+    digest = hashlib.sha256(payload.read_bytes()).hexdigest()
+    entry = mr.load_registry(_registry(tmp_path, url=payload.as_uri(), sha256=digest, size_bytes=1000))[0]
+    cache = tmp_path / "cache"
+    with pytest.raises(mr.DownloadError, match="size_bytes"):
+        mr.install_model(entry, cache)
+    assert not [p for p in (cache / "downloads").iterdir()]  # neither the file nor a part file kept
+
+
+@pytest.mark.parametrize("value", [-1, 0, "big", 1.5, True])
+def test_size_bytes_must_be_a_positive_integer(tmp_path, value):
+    with pytest.raises(mr.RegistryError, match="size_bytes"):
+        mr.load_registry(_registry(tmp_path, size_bytes=value))

@@ -261,6 +261,9 @@ def _entry(raw: Any, where: str, registry_dir: Path | None = None) -> ModelEntry
                                 "and 'bundled' = a folder relative to the registry file")
     elif (url is None) != (sha is None):
         raise RegistryError(f"{where}: url and sha256 are given together or not at all")
+    size = raw.get("size_bytes")
+    if size is not None and not (isinstance(size, int) and not isinstance(size, bool) and size > 0):
+        raise RegistryError(f"{where}: size_bytes must be a positive integer or null, got {size!r}")
     inp = raw["input"]
     if not isinstance(inp, dict):
         raise RegistryError(f"{where}: input must be an object")
@@ -334,12 +337,14 @@ def _open(url: str, offset: int, timeout: float):
 
 
 def download_file(url: str, dest: str | os.PathLike, sha256: str, progress: ProgressCallback | None = None,
-                  timeout: float = 60.0, cancelled: Callable[[], bool] | None = None) -> Path:
+                  timeout: float = 60.0, cancelled: Callable[[], bool] | None = None,
+                  max_bytes: int | None = None) -> Path:
     """Fetch ``url`` to ``dest`` with a SHA-256 check (atomic, resumable; see the module docstring).
 
     An existing ``dest`` with the right checksum is returned as is (cached). ``progress(done,
     total)`` is called per chunk; ``cancelled()`` returning True stops the download (the part
-    file is kept for a later resume) with ``DownloadError``.
+    file is kept for a later resume) with ``DownloadError``. ``max_bytes`` (the registry's
+    ``size_bytes``): a file that announces or delivers more is stopped and deleted (``DownloadError``).
     """
     dest = Path(dest)
     want = sha256.lower()
@@ -370,6 +375,14 @@ def download_file(url: str, dest: str | os.PathLike, sha256: str, progress: Prog
             done = offset if resumed else 0
             length = response.headers.get("Content-Length")
             total = done + int(length) if length and length.isdigit() else None
+
+            def too_big(n: int) -> DownloadError:
+                part.unlink(missing_ok=True)
+                return DownloadError(f"{url}: {n} bytes, more than the registry's size_bytes {max_bytes}; "
+                                     "the download was deleted")
+
+            if max_bytes is not None and total is not None and total > max_bytes:
+                raise too_big(total)
             try:
                 with open(part, mode) as out:
                     while True:
@@ -378,6 +391,9 @@ def download_file(url: str, dest: str | os.PathLike, sha256: str, progress: Prog
                         chunk = response.read(_CHUNK)
                         if not chunk:
                             break
+                        if max_bytes is not None and done + len(chunk) > max_bytes:
+                            out.close()
+                            raise too_big(done + len(chunk))
                         out.write(chunk)
                         done += len(chunk)
                         if progress is not None:
@@ -430,7 +446,8 @@ def install_model(entry: ModelEntry, cache_dir: str | os.PathLike | None = None,
     folder, download = _model_paths(entry, cache)
     if (folder / WEIGHTS_FILE).is_file() and (folder / MANIFEST_FILE).is_file():
         return validate_model_folder(folder, entry.task, source=entry.id)
-    archive = download_file(entry.url or "", download, entry.sha256 or "", progress, timeout, cancelled)
+    archive = download_file(entry.url or "", download, entry.sha256 or "", progress, timeout, cancelled,
+                            max_bytes=entry.size_bytes)
     folder.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{entry.version}.", dir=folder.parent))
     try:
