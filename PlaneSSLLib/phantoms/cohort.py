@@ -185,11 +185,14 @@ def _write_image(
 
 
 # ---------------------------------------------------------------------- heart
-def _write_heart(root: Path, options: CohortOptions, index: int) -> dict:
-    anatomy = sample_heart(_rng(options, index, 0))
-    views = plan_heart_views(anatomy, _rng(options, index, 1), options.matrix)
-    rng = _rng(options, index, 2)
-    look = random_look(rng, anatomy.base_lps)
+def _write_heart_series(root: Path, options: CohortOptions, index: int, anatomy, views, render, acquisition: dict
+                        ) -> list[str]:
+    """The long-axis cines and the SAX stack of one heart subject (both looks) and its ED/ES label maps.
+
+    ``render(plane, thickness_mm, view, slice_index, label_phases)`` → (frames, labels) draws one cine
+    (``slice_index`` None for a long-axis view); ``acquisition`` holds the series' acquisition fields. Returns
+    the series folders in writing order.
+    """
     n_phases = options.phases
     es = anatomy.es_phase(n_phases)
     trigger = anatomy.trigger_times_ms(n_phases)
@@ -207,10 +210,10 @@ def _write_heart(root: Path, options: CohortOptions, index: int) -> dict:
         folder = f"{key}_{number}" if options.layout == "kaggle" else f"cine_{key}"
         series = SeriesInfo(
             series_uid=_uid(options, index, "series", view), series_number=number,
-            description=f"CINE {view}", protocol_name=f"cine_{key}", cardiac=True,
+            description=f"CINE {view}", protocol_name=f"cine_{key}", **acquisition,
         )
         plane = views.lax[view]
-        frames, _ = render_heart_cine(anatomy, plane, views.lax_thickness_mm[view], n_phases, rng, look)
+        frames, _ = render(plane, views.lax_thickness_mm[view], view, None)
         for phase, px in enumerate(frames):
             _write_image(
                 study_dir / folder / f"IM-{number:04d}-{phase + 1:04d}.dcm", px, plane, study, series, phase + 1,
@@ -222,12 +225,10 @@ def _write_heart(root: Path, options: CohortOptions, index: int) -> dict:
     labels: dict[int, list[np.ndarray]] = {0: [], es: []}
     ukbb_series = SeriesInfo(
         series_uid=_uid(options, index, "series", "SAX"), series_number=_SAX_FIRST_SERIES,
-        description="CINE SAX", protocol_name="cine_sax", cardiac=True,
+        description="CINE SAX", protocol_name="cine_sax", **acquisition,
     )
     for k, plane in enumerate(views.sax):
-        frames, lab = render_heart_cine(
-            anatomy, plane, views.sax_thickness_mm, n_phases, rng, look, label_phases=(0, es)
-        )
+        frames, lab = render(plane, views.sax_thickness_mm, "SAX", k, label_phases=(0, es))
         labels[0].append(lab[0])
         labels[es].append(lab[es])
         if options.layout == "kaggle":
@@ -235,7 +236,7 @@ def _write_heart(root: Path, options: CohortOptions, index: int) -> dict:
             folder = f"sax_{number}"
             series = SeriesInfo(
                 series_uid=_uid(options, index, "series", "SAX", k), series_number=number,
-                description="CINE SAX", protocol_name="cine_sax", cardiac=True,
+                description="CINE SAX", protocol_name="cine_sax", **acquisition,
             )
             instances = [phase + 1 for phase in range(n_phases)]
         else:
@@ -252,6 +253,21 @@ def _write_heart(root: Path, options: CohortOptions, index: int) -> dict:
 
     write_label_nifti(root / "labels" / "sax_ed.nii.gz", labels[0], views.sax)
     write_label_nifti(root / "labels" / "sax_es.nii.gz", labels[es], views.sax)
+    return folders
+
+
+def _write_heart(root: Path, options: CohortOptions, index: int) -> dict:
+    anatomy = sample_heart(_rng(options, index, 0))
+    views = plan_heart_views(anatomy, _rng(options, index, 1), options.matrix)
+    rng = _rng(options, index, 2)
+    look = random_look(rng, anatomy.base_lps)
+    n_phases = options.phases
+    es = anatomy.es_phase(n_phases)
+
+    def render(plane, thickness_mm, view, slice_index, label_phases=()):
+        return render_heart_cine(anatomy, plane, thickness_mm, n_phases, rng, look, label_phases=label_phases)
+
+    folders = _write_heart_series(root, options, index, anatomy, views, render, {"cardiac": True})
     return {
         "subject": subject_name(index),
         "n_sax": len(views.sax),
@@ -280,10 +296,6 @@ def _write_heart_clinical(root: Path, options: CohortOptions, index: int) -> dic
     rng = _rng(options, index, 2)
     n_phases = options.phases
     es = anatomy.es_phase(n_phases)
-    trigger = anatomy.trigger_times_ms(n_phases)
-    study = _study(options, index, "HEART", "PlaneSSL synthetic cardiac cine")
-    study_dir = root / "study"
-    folders: list[str] = []
     acquisition = {
         "scanning_sequence": sequence.scanning_sequence, "sequence_variant": sequence.sequence_variant,
         "repetition_time_ms": sequence.repetition_time_ms, "echo_time_ms": sequence.echo_time_ms,
@@ -294,61 +306,11 @@ def _write_heart_clinical(root: Path, options: CohortOptions, index: int) -> dic
         },
     }
 
-    def cine_kwargs(phase: int) -> dict:
-        return {"trigger_time_ms": trigger[phase], "cardiac_phases": n_phases, "temporal_position": phase + 1}
+    def render(plane, thickness_mm, view, slice_index, label_phases=()):
+        shift = lax_shifts[view] if slice_index is None else sax_shifts[slice_index]
+        return render_clinical_cine(anatomy, plane, thickness_mm, n_phases, rng, look, shift, label_phases=label_phases)
 
-    for view in ("2CH", "3CH", "4CH"):
-        number = _LAX_SERIES[view]
-        key = view.lower()
-        folder = f"{key}_{number}" if options.layout == "kaggle" else f"cine_{key}"
-        series = SeriesInfo(
-            series_uid=_uid(options, index, "series", view), series_number=number,
-            description=f"CINE {view}", protocol_name=f"cine_{key}", **acquisition,
-        )
-        plane = views.lax[view]
-        frames, _ = render_clinical_cine(
-            anatomy, plane, views.lax_thickness_mm[view], n_phases, rng, look, lax_shifts[view]
-        )
-        for phase, px in enumerate(frames):
-            _write_image(
-                study_dir / folder / f"IM-{number:04d}-{phase + 1:04d}.dcm", px, plane, study, series, phase + 1,
-                _uid(options, index, "image", view, phase), views.lax_thickness_mm[view], **cine_kwargs(phase),
-            )
-        folders.append(folder)
-
-    labels: dict[int, list[np.ndarray]] = {0: [], es: []}
-    ukbb_series = SeriesInfo(
-        series_uid=_uid(options, index, "series", "SAX"), series_number=_SAX_FIRST_SERIES,
-        description="CINE SAX", protocol_name="cine_sax", **acquisition,
-    )
-    for k, plane in enumerate(views.sax):
-        frames, lab = render_clinical_cine(
-            anatomy, plane, views.sax_thickness_mm, n_phases, rng, look, sax_shifts[k], label_phases=(0, es)
-        )
-        labels[0].append(lab[0])
-        labels[es].append(lab[es])
-        if options.layout == "kaggle":
-            number = _SAX_FIRST_SERIES + k
-            folder = f"sax_{number}"
-            series = SeriesInfo(
-                series_uid=_uid(options, index, "series", "SAX", k), series_number=number,
-                description="CINE SAX", protocol_name="cine_sax", **acquisition,
-            )
-            instances = [phase + 1 for phase in range(n_phases)]
-        else:
-            number, folder, series = _SAX_FIRST_SERIES, "cine_sax", ukbb_series
-            instances = [k * n_phases + phase + 1 for phase in range(n_phases)]
-        for phase, px in enumerate(frames):
-            inst = instances[phase]
-            _write_image(
-                study_dir / folder / f"IM-{number:04d}-{inst:04d}.dcm", px, plane, study, series, inst,
-                _uid(options, index, "image", "SAX", k, phase), views.sax_thickness_mm, **cine_kwargs(phase),
-            )
-        if folder not in folders:
-            folders.append(folder)
-
-    write_label_nifti(root / "labels" / "sax_ed.nii.gz", labels[0], views.sax)
-    write_label_nifti(root / "labels" / "sax_es.nii.gz", labels[es], views.sax)
+    folders = _write_heart_series(root, options, index, anatomy, views, render, acquisition)
     return {
         "subject": subject_name(index),
         "n_sax": len(views.sax),
