@@ -3,13 +3,15 @@
 Reads ``PlaneSSL/PlaneSSL.py`` and ``PlaneSSLLib/slicer_logic/*.py`` and checks every name they use
 from ``slicer.util``, ``slicer.packaging``, ``slicer.i18n``, ``slicer.ScriptedLoadableModule``,
 ``slicer.parameterNodeWrapper`` and SlicerPyTorch's ``PyTorchUtilsLogic`` against the reference sources
-(Slicer v5.12.3, see ``../shared/slicer-reference/README.md``): the function exists, its positional
+(Slicer v5.12.3; the folder's layout: ``docs/conventions.md``, "Slicer reference sources"): the function
+exists, its positional
 argument count and keywords fit its signature; ``slicer.app.X`` is a member the reference sources use;
 the ``.ui`` widget classes and dynamic properties are the template's (or the few standard Qt/CTK
 widgets listed here); ``PlaneSSL.json`` passes the ExtensionsIndex schema and the index's own checker
 functions. A copy of the module with one misspelt API name fails the same check.
 
-The reference folder is ``$PLANESSL_SLICER_REFERENCE`` or ``<repo>/../shared/slicer-reference``; when
+The reference folder is ``$PLANESSL_SLICER_REFERENCE``, else the copy the development and CI machines keep
+beside the checkout; when
 it is absent the test skips with that reason, except on CI (``PLANESSL_REQUIRE_TOOLS=1``), where it fails.
 """
 

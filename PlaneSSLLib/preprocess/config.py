@@ -16,7 +16,7 @@ from ..errors import ConfigError
 from .resample import NORMALISATIONS
 
 __all__ = ["PrepareConfig", "ConfigError", "load_prepare_config", "MAX_CONFIG_VALUES", "MAX_CONFIG_DEPTH",
-           "check_config_size", "load_yaml_bounded"]
+           "check_config_size", "load_yaml_bounded", "read_config_file", "read_mapping_file"]
 
 _DTYPES = ("float16", "float32")
 
@@ -58,6 +58,32 @@ def load_yaml_bounded(text: str, source: str) -> Any:
         raise ConfigError([f"{source}: nested too deeply to read"]) from None
     check_config_size(value, source)
     return value
+
+
+def read_config_file(path: str | Path) -> Any:
+    """The parsed YAML (or JSON, a subset) of a config file, read by :func:`load_yaml_bounded`;
+    :class:`ConfigError` naming the file when it is missing, unreadable or not valid YAML."""
+    import yaml
+
+    path = Path(path)
+    if not path.is_file():
+        raise ConfigError([f"{path}: no such config file"])
+    try:
+        return load_yaml_bounded(path.read_text(encoding="utf-8"), str(path))
+    except (OSError, UnicodeDecodeError) as exc:
+        raise ConfigError([f"{path}: cannot read ({exc})"]) from None
+    except yaml.YAMLError as exc:
+        raise ConfigError([f"{path}: not valid YAML/JSON ({' '.join(str(exc).split())})"]) from None
+
+
+def read_mapping_file(path: str | Path, what: str = "the config") -> dict[str, Any]:
+    """:func:`read_config_file` that must hold a mapping (an empty file is an empty one)."""
+    data = read_config_file(path)
+    if data is None:
+        return {}
+    if not isinstance(data, dict):
+        raise ConfigError([f"{path}: {what} must be a mapping, got {type(data).__name__}"])
+    return data
 
 
 @dataclass(frozen=True)
@@ -146,23 +172,7 @@ class PrepareConfig:
 
 def load_prepare_config(path: Path) -> PrepareConfig:
     """Settings from a YAML or JSON file: the top-level mapping, or its ``prepare`` section."""
-    path = Path(path)
-    if not path.is_file():
-        raise ConfigError(f"{path}: no such config file")
-    try:
-        text = path.read_text(encoding="utf-8")
-    except (OSError, UnicodeDecodeError) as exc:
-        raise ConfigError(f"{path}: cannot read the config file ({exc})") from None
-    try:
-        data = load_yaml_bounded(text, str(path))
-    except ConfigError:
-        raise
-    except Exception as exc:  # noqa: BLE001 - any parser failure is a bad file
-        raise ConfigError(f"{path}: not valid YAML/JSON ({' '.join(str(exc).split())})") from None
-    if data is None:
-        data = {}
-    if not isinstance(data, dict):
-        raise ConfigError(f"{path}: the config must be a mapping, got {type(data).__name__}")
+    data = read_mapping_file(path)
     if isinstance(data.get("prepare"), dict):
         data = data["prepare"]
     return PrepareConfig.from_dict(data, source=str(path))

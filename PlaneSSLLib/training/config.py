@@ -29,7 +29,7 @@ from typing import Any
 import yaml
 
 from ..errors import ConfigError
-from ..preprocess.config import check_config_size, load_yaml_bounded
+from ..preprocess.config import check_config_size, load_yaml_bounded, read_config_file
 from .schedule import SCHEDULES
 
 __all__ = [
@@ -515,17 +515,8 @@ def run_config_loaders(cls: type, check: Callable[[Any, Callable[[str, str], Non
     return from_dict, load
 
 
-def read_yaml_config(path: str | Path) -> Any:
-    """The parsed YAML of a config file; :class:`ConfigError` naming the file when unreadable."""
-    path = Path(path)
-    if not path.is_file():
-        raise ConfigError([f"{path}: no such config file"])
-    try:
-        return load_yaml_bounded(path.read_text(encoding="utf-8"), str(path))
-    except (OSError, UnicodeDecodeError) as exc:
-        raise ConfigError([f"{path}: cannot read ({exc})"]) from exc
-    except yaml.YAMLError as exc:
-        raise ConfigError([f"{path}: not valid YAML ({exc})"]) from exc
+#: The parsed YAML of a config file; ConfigError naming the file (one reader for every config).
+read_yaml_config = read_config_file
 
 
 def config_from_dict(raw: Any, source: str = "<dict>", overrides: dict[str, Any] | None = None,

@@ -15,11 +15,11 @@ import os
 import sys
 import time
 from pathlib import Path
-from typing import Any
 
 from PlaneSSLLib.data.layout_scan import scan_dataset
 from PlaneSSLLib.dicom.records import VIEW_LABELS
 from PlaneSSLLib.dicom.report import format_text, scan_to_dict
+from PlaneSSLLib.preprocess.config import read_mapping_file
 
 from ..data_args import add_data_argument, data_spec_from_args
 from ..errors import CLIError
@@ -98,30 +98,7 @@ def run(args: argparse.Namespace) -> int:
 
 def load_overrides(path: Path) -> dict[str, str]:
     """A mapping {series folder name | description | key: view label} from a YAML or JSON file."""
-    if not path.is_file():
-        raise CLIError(f"{path}: no such overrides file")
-    try:
-        text = path.read_text(encoding="utf-8")
-    except (OSError, UnicodeDecodeError) as exc:
-        raise CLIError(f"{path}: cannot read overrides file ({exc})") from exc
-    data: Any
-    try:
-        data = json.loads(text)
-    except json.JSONDecodeError:
-        try:
-            import yaml
-
-            from PlaneSSLLib.preprocess.config import load_yaml_bounded
-
-            data = load_yaml_bounded(text, str(path))
-        except ImportError as exc:
-            raise CLIError(f"{path}: not valid JSON, and PyYAML is not installed to read YAML") from exc
-        except yaml.YAMLError as exc:
-            raise CLIError(f"{path}: neither valid JSON nor valid YAML ({' '.join(str(exc).split())})") from exc
-    if data is None:
-        return {}
-    if not isinstance(data, dict):
-        raise CLIError(f"{path}: overrides must be a mapping of series to view label, got {type(data).__name__}")
+    data = read_mapping_file(path, "overrides (a mapping of series to view label)")
     overrides = {}
     for key, value in data.items():
         if not isinstance(value, str) or not str(key):
