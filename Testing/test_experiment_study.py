@@ -78,6 +78,16 @@ def test_study_end_to_end_then_resumes(tmp_path, caplog, monkeypatch):
     md = (out / "results.md").read_text()
     assert "gain over scratch [95 % CI]" in md and "all (2) labelled" in md and "| lines |" in md
     assert "| apical | DCM | NOR |" in md  # pathology columns
+    assert "Partial report" not in md and "## Pretext tasks on held-out subjects" in md and "| lines |" in md
+    pretext = json.loads((out / "pretrain" / "lines" / "pretext_eval.json").read_text())
+    assert pretext["overall"]["n_images"] > 0 and 0.0 <= pretext["overall"]["median_angle_deg"] <= 90.0
+    # seed-major: every init and count of seed 0 first, then a partial report, then seed 1
+    started = [line.split(": fine-tuning")[0].rsplit(" ", 1)[-1] for line in caplog.text.splitlines()
+               if "fine-tuning seg" in line]
+    assert [r.endswith("_s0") for r in started] == [True] * 4 + [False] * 4
+    assert "study report after seed 0 (4 of 8 runs)" in caplog.text
+    rows_file = out / "runs" / "paper" / "runs" / "scratch_n1_s0" / "results_rows.json"
+    assert json.loads(rows_file.read_text())["wall_s"] > 0
     assert (out / "results.png").stat().st_size > 1000
     settings = out / "settings"
     assert {"study.yaml", "protocol_paper.yaml", "pretraining.yaml", "software.json", "cohort_target.json"} <= {

@@ -101,3 +101,22 @@ def test_best_pretrained_against_best_scratch_across_protocols():
     assert entry["gain"] == pytest.approx(0.08)  # per-seed differences 0.07, 0.08, 0.09
     # resampled means of 3 differences: 0.07 and 0.09 each have probability 1/27 > 2.5 %, so they are the bounds
     assert entry["low"] == pytest.approx(0.07) and entry["high"] == pytest.approx(0.09)
+
+
+def test_a_partial_report_says_how_far_the_study_got_and_shows_the_pretext_errors(tmp_path):
+    from PlaneSSLLib.training.experiment import ExperimentConfig
+    from PlaneSSLLib.training.study_report import write_study_report
+
+    rows = [{"task": "seg", "protocol": "paper", "init": init, "labeled_subjects": 1, "labeled_setting": 1,
+             "seed": 0, "metric": "dice mean", "value": value} for init, value in (("scratch", 0.5), ("enc", 0.6))]
+    config = ExperimentConfig(inits={"scratch": "scratch", "enc": {"weights": "w", "transfer": "encoder"}},
+                              report={"bootstrap": 100})
+    pretext = {"multitask": {"overall": {"median_angle_deg": 7.25, "median_distance_mm": 2.0, "location_mae": 0.061,
+                                         "n_images": 120}}}
+    write_study_report(rows, tmp_path, config, ["paper"], pretext=pretext,
+                       progress={"runs_done": 2, "runs_total": 10, "seeds_done": [0]})
+    md = (tmp_path / "results.md").read_text()
+    assert md.startswith("# Transfer study") and "Partial report: 2 of 10 fine-tuning runs finished (seeds 0)" in md
+    assert "| multitask | 120 | 7.2 | 2.0 | 0.061 |" in md and "+0.100" in md
+    write_study_report(rows, tmp_path, config, ["paper"])
+    assert "Partial report" not in (tmp_path / "results.md").read_text()

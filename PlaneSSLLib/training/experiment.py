@@ -44,6 +44,7 @@ import logging
 import math
 import re
 import shutil
+import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -400,8 +401,10 @@ def run_transfer_experiment(config: ExperimentConfig, out: str | Path) -> dict[s
             weights, transfer = init_spec(init)
             log.info("[%d/%d] %s: fine-tuning %s (init %s%s, %s labelled, seed %d)", i, len(combos), run_dir.name,
                      config.task, weights, f", transfer {transfer}" if transfer else "", n, seed)
+            started = time.perf_counter()
             rows = _run_one(config, name, init, n, seed, run_dir)
-            payload = {"fingerprint": fp, "init": init, "rows": rows}
+            payload = {"fingerprint": fp, "init": init, "rows": rows,
+                       "wall_s": round(time.perf_counter() - started, 1)}  # this machine's time for the run
             atomic_write_text(rows_file, json.dumps(payload, indent=1, default=_csv_value) + "\n")
             ran += 1
         all_rows.extend(rows)

@@ -38,7 +38,7 @@ import os
 import platform
 import shutil
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -53,6 +53,8 @@ __all__ = ["CohortSpec", "StudyStages", "PRETRAINED_PREFIX", "run_study", "cohor
 log = logging.getLogger(__name__)
 
 STAMP = "stage.json"
+#: a pretraining run's pretext errors on its held-out subjects (written after it finishes)
+PRETEXT_REPORT = "pretext_eval.json"
 #: cohort names a study uses: the target (labelled, split into pool / validation / test) and the pretraining one
 COHORT_NAMES = ("target", "pretrain")
 
@@ -165,8 +167,31 @@ def _pretrain_stage(pretraining: dict[str, Any], cohort: Path, out: Path, names:
             result = train(load_config(config_path, overrides), resume=resume)
             atomic_write_text(done, json.dumps({"epochs": result.epochs, "best_epoch": result.best_epoch,
                                                 "best_metric": result.best_metric}, default=str) + "\n")
+        if not (run_dir / PRETEXT_REPORT).is_file():
+            _evaluate_pretext_stage(run_dir)
         weights[name] = run_dir / "model"
     return weights
+
+
+def _evaluate_pretext_stage(run_dir: Path) -> None:
+    """``RUN/pretext_eval.json``: the pretrained network's pretext errors on the run's held-out subjects (the
+    pretraining cohort's validation split: subjects it never trained on), as ``planessl evaluate-pretext``."""
+    from ..inference.weights import load_exported
+    from .config import load_config
+    from .data_hooks import build_datasets
+    from .pretext_eval import evaluate_pretext
+
+    config = load_config(run_dir / "config.yaml")
+    _, val_ds, _, _ = build_datasets(config)
+    if val_ds is None:
+        return
+    model, _ = load_exported(run_dir / "model")
+    report = evaluate_pretext(model, val_ds)
+    summary = {"subjects": "held-out subjects of the pretraining cohort (its validation split)",
+               **report.as_dict()}
+    atomic_write_text(run_dir / PRETEXT_REPORT, json.dumps(summary, indent=1, default=str) + "\n")
+    log.info("pretraining %s: held-out median line angle %.1f deg, location MAE %.3f", run_dir.name,
+             report.overall_median_angle_deg, report.location_mae)
 
 
 def software_versions() -> dict[str, str]:
@@ -214,8 +239,40 @@ def _resolve_inits(inits: dict[str, Any], weights: dict[str, Path]) -> dict[str,
             for name, v in inits.items()}
 
 
+def _protocol_configs(config: Any, folders: dict[str, Path], out: Path,
+                      weights: dict[str, Path]) -> dict[str, Any]:
+    """One transfer-experiment config per protocol (all seeds), the target cohort as its data."""
+    protocols = config.protocols or {"default": {"config": config.finetune_config}}
+    subs = {}
+    for protocol, entry in protocols.items():
+        overrides = {**config.finetune_overrides, **dict(entry.get("overrides") or {}),
+                     "data.dicom": str(folders["target"]), "data.cache": str(out / "seg_cache")}
+        raw = {"task": config.task, "finetune_config": str(entry["config"]),
+               "labeled_subjects": list(config.labeled_subjects), "seeds": list(config.seeds),
+               "inits": _resolve_inits(config.inits, weights), "finetune_overrides": overrides,
+               "transfer": config.transfer}
+        try:
+            subs[protocol] = experiment_config_from_dict(raw, f"protocols.{protocol}")
+        except ConfigError as exc:
+            raise ConfigError([f"protocol {protocol}: {p}" for p in exc.problems]) from None
+    return subs
+
+
+def _pretext_summaries(out: Path, names: list[str]) -> dict[str, dict[str, Any]]:
+    found = {}
+    for name in names:
+        path = out / "pretrain" / name / PRETEXT_REPORT
+        if path.is_file():
+            found[name] = json.loads(path.read_text(encoding="utf-8"))
+    return found
+
+
 def run_study(config: Any, out: str | Path, stages: StudyStages) -> dict[str, Any]:
-    """Every stage of a study (module docstring); returns the report's summary."""
+    """Every stage of a study (module docstring); returns the report's summary.
+
+    The fine-tuning grid runs seed by seed (every protocol, count and init of seed 0, then of seed 1, ...), and
+    the report is rewritten after each seed, so a study stopped part-way has a report of the seeds it finished
+    (every initialisation paired on the same seeds) that says how far it got."""
     from .study_report import write_study_report
 
     out = Path(out)
@@ -225,20 +282,23 @@ def run_study(config: Any, out: str | Path, stages: StudyStages) -> dict[str, An
     _record_settings(config, out, folders)
     names = pretraining_names(config.inits)
     weights = _pretrain_stage(config.pretraining, folders["pretrain"], out, names) if names else {}
-    protocols = config.protocols or {"default": {"config": config.finetune_config}}
+    pretext = _pretext_summaries(out, names)
+    subs = _protocol_configs(config, folders, out, weights)
+    protocols = list(subs)
+    total = len(protocols) * len(config.inits) * len(config.labeled_subjects) * len(config.seeds)
     rows: list[dict[str, Any]] = []
-    for protocol, entry in protocols.items():
-        overrides = {**config.finetune_overrides, **dict(entry.get("overrides") or {}),
-                     "data.dicom": str(folders["target"]), "data.cache": str(out / "seg_cache")}
-        raw = {"task": config.task, "finetune_config": str(entry["config"]),
-               "labeled_subjects": list(config.labeled_subjects), "seeds": list(config.seeds),
-               "inits": _resolve_inits(config.inits, weights), "finetune_overrides": overrides,
-               "transfer": config.transfer}
-        try:
-            sub = experiment_config_from_dict(raw, f"protocols.{protocol}")
-        except ConfigError as exc:
-            raise ConfigError([f"protocol {protocol}: {p}" for p in exc.problems]) from None
+    for k, seed in enumerate(config.seeds[:-1]):
+        for protocol, sub in subs.items():
+            log.info("protocol %s, seed %s: fine-tuning grid in %s", protocol, seed, out / "runs" / protocol)
+            summary = run_transfer_experiment(replace(sub, seeds=[seed]), out / "runs" / protocol)
+            rows += [{**r, "protocol": protocol} for r in summary["rows"]]
+        done = (k + 1) * total // len(config.seeds)
+        write_study_report(rows, out, config, protocols, pretext=pretext,
+                           progress={"runs_done": done, "runs_total": total, "seeds_done": config.seeds[:k + 1]})
+        log.info("study report after seed %s (%d of %d runs): %s", seed, done, total, out / "results.md")
+    rows = []
+    for protocol, sub in subs.items():  # the last seed, then each protocol's whole grid (finished runs reused)
         log.info("protocol %s: fine-tuning grid in %s", protocol, out / "runs" / protocol)
         summary = run_transfer_experiment(sub, out / "runs" / protocol)
         rows += [{**r, "protocol": protocol} for r in summary["rows"]]
-    return write_study_report(rows, out, config, list(protocols))
+    return write_study_report(rows, out, config, protocols, pretext=pretext)

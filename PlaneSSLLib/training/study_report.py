@@ -213,8 +213,40 @@ def _plot(table: list[dict[str, Any]], protocols: list[str], metric: str, path: 
         plt.close(fig)
 
 
-def write_study_report(rows: list[dict[str, Any]], out: Path, config: Any, protocols: list[str]) -> dict[str, Any]:
-    """results.csv, results.md, results.png of a study (module docstring); returns a summary dict."""
+def _pretext_markdown(pretext: dict[str, dict[str, Any]]) -> str:
+    lines = ["", "## Pretext tasks on held-out subjects", "",
+             "Each pretrained network on the held-out subjects of the pretraining cohort (its validation split: "
+             "subjects it never trained on); as `planessl evaluate-pretext`. Line errors over every predicted "
+             "intersection line (a missed line counts 90°).", "",
+             "| pretraining | images | median line angle (°) | median line distance (mm) | location MAE |",
+             "|---|---:|---:|---:|---:|"]
+    for name, report in pretext.items():
+        o = report.get("overall", {})
+        lines.append(f"| {name} | {o.get('n_images', '–')} | {_fmt(_num(o.get('median_angle_deg')), 1)} | "
+                     f"{_fmt(_num(o.get('median_distance_mm')), 1)} | {_fmt(_num(o.get('location_mae')))} |")
+    return "\n".join(lines) + "\n"
+
+
+def _num(value: Any) -> float:
+    try:
+        return float(value)
+    except (TypeError, ValueError):
+        return math.nan
+
+
+def _progress_markdown(progress: dict[str, Any]) -> str:
+    seeds = ", ".join(str(s) for s in progress["seeds_done"])
+    return (f"**Partial report: {progress['runs_done']} of {progress['runs_total']} fine-tuning runs finished "
+            f"(seeds {seeds}).** The study is still running (or was stopped); rerunning its command resumes it and "
+            "rewrites this report.\n\n")
+
+
+def write_study_report(rows: list[dict[str, Any]], out: Path, config: Any, protocols: list[str],
+                       pretext: dict[str, dict[str, Any]] | None = None,
+                       progress: dict[str, Any] | None = None) -> dict[str, Any]:
+    """results.csv, results.md, results.png of a study (module docstring); returns a summary dict. ``pretext``:
+    pretraining name -> its held-out pretext report (a section of results.md); ``progress``: ``{runs_done,
+    runs_total, seeds_done}`` of a study still running (said at the top of results.md)."""
     from .experiment import HEADLINE_METRICS, init_spec
 
     metric, description = HEADLINE_METRICS[config.task]
@@ -234,6 +266,11 @@ def write_study_report(rows: list[dict[str, Any]], out: Path, config: Any, proto
     atomic_write_bytes(out / "results.csv", buffer.getvalue().encode("utf-8"))
     best = best_against_best(rows, metric, protocols, scratch, confidence, resamples, seed)
     markdown = _markdown(table, metric, description, scratch, confidence, resamples, best)
+    if progress:
+        head, rest = markdown.split("\n", 1)
+        markdown = f"{head}\n\n{_progress_markdown(progress)}{rest.lstrip()}"
+    if pretext:
+        markdown += _pretext_markdown(pretext)
     atomic_write_text(out / "results.md", markdown)
     _plot(table, protocols, metric, out / "results.png")
     return {"output": str(out), "task": config.task, "metric": metric, "metric_description": description,
