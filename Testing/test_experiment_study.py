@@ -106,6 +106,22 @@ def test_study_end_to_end_then_resumes(tmp_path, caplog, monkeypatch):
     assert (out / "pretrain" / "lines" / "model" / "model.safetensors").stat().st_mtime_ns == stamp
     assert (out / "results.csv").read_bytes() == before  # deterministic runs: the same numbers again
 
+    # --jobs 2: the first unfinished run alone (it would prepare shared caches), the rest in worker processes
+    for name in ("scratch_n1_s1", "lines_nall_s1"):  # one seed: the same block of the grid
+        (out / "runs" / "paper" / "runs" / name / "results_rows.json").unlink()
+    caplog.clear()
+    assert main(["experiment", "transfer", "--config", str(config), "--out", str(out), "--jobs", "2"]) == 0
+    assert caplog.text.count("fine-tuning seg") == 2 and "lines_nall_s1: finished" in caplog.text
+
+    def values(data: bytes) -> dict:
+        rows = csv.DictReader(data.decode().splitlines())
+        return {(r["init"], r["labeled_subjects"], r["seed"], r["metric"]): float(r["value"]) for r in rows}
+
+    again, first = values((out / "results.csv").read_bytes()), values(before)
+    assert again.keys() == first.keys()
+    worst = max(abs(again[k] - first[k]) for k in first if first[k] == first[k])
+    assert worst < 1e-3, worst  # one CPU thread in the worker instead of two: summation order only
+
 
 def test_study_config_problems_are_named(tmp_path, capsys):
     raw = yaml.safe_load(_tiny_study(tmp_path).read_text())

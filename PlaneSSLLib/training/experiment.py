@@ -42,6 +42,7 @@ import io
 import json
 import logging
 import math
+import os
 import re
 import shutil
 import time
@@ -52,6 +53,7 @@ from typing import Any
 import yaml
 
 from ..atomic import atomic_path, atomic_write_bytes, atomic_write_text
+from ..errors import PlaneSSLError
 from .config import ConfigError, build_config, problem_reporter, read_yaml_config
 from .finetune import run_overrides
 from .tasks import FINETUNE_KINDS
@@ -369,16 +371,85 @@ def _csv_value(value: Any) -> Any:
     return "nan" if value is None else value
 
 
-def run_transfer_experiment(config: ExperimentConfig, out: str | Path) -> dict[str, Any]:
-    """Run (or reuse) every combination and write the outputs (module docstring); returns a summary dict."""
+def _run_and_record(config: ExperimentConfig, name: str, init: Any, n: int | str, seed: int, run_dir: Path,
+                    fp: str) -> list[dict[str, Any]]:
+    """One fine-tuning run, then its ``results_rows.json`` (written last, atomically: a run without it is
+    unfinished and is run again)."""
+    started = time.perf_counter()
+    rows = _run_one(config, name, init, n, seed, run_dir)
+    payload = {"fingerprint": fp, "init": init, "rows": rows,
+               "wall_s": round(time.perf_counter() - started, 1)}  # this machine's time for the run
+    atomic_write_text(run_dir / "results_rows.json", json.dumps(payload, indent=1, default=_csv_value) + "\n")
+    return rows
+
+
+def _worker_start(threads: int) -> None:
+    import torch
+
+    torch.set_num_threads(threads)
+
+
+def _worker_run(*args: Any) -> tuple[str, Any]:
+    """:func:`_run_and_record` in a worker process; an error comes back as its message (exception classes with
+    their own constructors do not always survive pickling)."""
+    try:
+        return "ok", _run_and_record(*args)
+    except Exception as exc:  # noqa: BLE001 - reported by the parent, which stops the grid
+        return "error", f"{type(exc).__name__}: {exc}"
+
+
+def threads_per_job(jobs: int) -> int:
+    """CPU threads each of ``jobs`` parallel runs gets: the machine's cores shared out, at least one."""
+    return max(1, (os.cpu_count() or 1) // max(1, jobs))
+
+
+class ExperimentRunError(PlaneSSLError):
+    """A fine-tuning run of the grid failed in a worker process (the message names the run folder)."""
+
+
+def _run_parallel(pending: list[tuple[int, tuple[Any, ...]]], jobs: int, announce: Any,
+                  done: dict[int, list[dict[str, Any]]], total: int) -> None:
+    """``pending`` runs in ``jobs`` worker processes (spawned: no state shared with this one); the first error
+    stops the grid (runs not yet started are cancelled; finished ones keep their results)."""
+    import multiprocessing
+    from concurrent.futures import FIRST_COMPLETED, ProcessPoolExecutor, wait
+
+    context = multiprocessing.get_context("spawn")
+    with ProcessPoolExecutor(max_workers=jobs, mp_context=context, initializer=_worker_start,
+                             initargs=(threads_per_job(jobs),)) as pool:
+        futures = {}
+        for i, args in pending:
+            announce(i, args)
+            futures[pool.submit(_worker_run, *args)] = (i, args[5])
+        remaining = set(futures)
+        while remaining:
+            finished, remaining = wait(remaining, return_when=FIRST_COMPLETED)
+            for future in finished:
+                i, run_dir = futures[future]
+                status, value = future.result()
+                if status == "error":
+                    for f in remaining:
+                        f.cancel()
+                    raise ExperimentRunError(f"{run_dir}: {value}")
+                done[i] = value
+                log.info("[%d/%d] %s: finished", i, total, run_dir.name)
+
+
+def run_transfer_experiment(config: ExperimentConfig, out: str | Path, jobs: int = 1) -> dict[str, Any]:
+    """Run (or reuse) every combination and write the outputs (module docstring); returns a summary dict.
+
+    ``jobs`` > 1 runs that many fine-tuning runs at once in worker processes, each with
+    :func:`threads_per_job` CPU threads (the first unfinished run goes alone, so it prepares the shared
+    caches). A run's numbers do not depend on ``jobs`` beyond floating-point summation order."""
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     header = "# resolved PlaneSSL transfer experiment (planessl experiment transfer)\n"
     atomic_write_text(out / "experiment.yaml", header + yaml.safe_dump(config.to_dict(), sort_keys=False))
     combos = [(name, init, n, seed) for name, init in config.inits.items()
               for n in config.labeled_subjects for seed in config.seeds]
-    all_rows: list[dict[str, Any]] = []
-    ran = reused = 0
+    done: dict[int, list[dict[str, Any]]] = {}
+    pending: list[tuple[int, tuple[Any, ...]]] = []
+    reused = 0
     for i, (name, init, n, seed) in enumerate(combos, 1):
         run_dir = out / "runs" / f"{name}_n{n}_s{seed}"  # n: a count or "all"
         rows_file = run_dir / "results_rows.json"
@@ -392,22 +463,28 @@ def run_transfer_experiment(config: ExperimentConfig, out: str | Path) -> dict[s
                 saved = None
         if isinstance(saved, dict) and saved.get("fingerprint") == fp:
             log.info("[%d/%d] %s: reusing %s", i, len(combos), run_dir.name, rows_file)
-            rows = [{**r, "init": name, "labeled_setting": n} for r in saved["rows"]]
+            done[i] = [{**r, "init": name, "labeled_setting": n} for r in saved["rows"]]
             reused += 1
-        else:
-            if run_dir.exists():
-                log.info("[%d/%d] %s: removing an unfinished or stale run", i, len(combos), run_dir.name)
-                shutil.rmtree(run_dir)
-            weights, transfer = init_spec(init)
-            log.info("[%d/%d] %s: fine-tuning %s (init %s%s, %s labelled, seed %d)", i, len(combos), run_dir.name,
-                     config.task, weights, f", transfer {transfer}" if transfer else "", n, seed)
-            started = time.perf_counter()
-            rows = _run_one(config, name, init, n, seed, run_dir)
-            payload = {"fingerprint": fp, "init": init, "rows": rows,
-                       "wall_s": round(time.perf_counter() - started, 1)}  # this machine's time for the run
-            atomic_write_text(rows_file, json.dumps(payload, indent=1, default=_csv_value) + "\n")
-            ran += 1
-        all_rows.extend(rows)
+            continue
+        if run_dir.exists():
+            log.info("[%d/%d] %s: removing an unfinished or stale run", i, len(combos), run_dir.name)
+            shutil.rmtree(run_dir)
+        pending.append((i, (config, name, init, n, seed, run_dir, fp)))
+
+    def announce(i: int, args: tuple[Any, ...]) -> None:
+        _, name, init, n, seed, run_dir, _ = args
+        weights, transfer = init_spec(init)
+        log.info("[%d/%d] %s: fine-tuning %s (init %s%s, %s labelled, seed %d)", i, len(combos), run_dir.name,
+                 config.task, weights, f", transfer {transfer}" if transfer else "", n, seed)
+
+    alone = pending if jobs <= 1 else pending[:1]
+    for i, args in alone:
+        announce(i, args)
+        done[i] = _run_and_record(*args)
+    if len(pending) > len(alone):
+        _run_parallel(pending[len(alone):], jobs, announce, done, len(combos))
+    all_rows = [r for i in sorted(done) for r in done[i]]
+    ran = len(pending)
 
     buffer = io.StringIO()
     writer = csv.DictWriter(buffer, fieldnames=list(RESULT_COLUMNS), extrasaction="ignore", lineterminator="\n")

@@ -267,12 +267,13 @@ def _pretext_summaries(out: Path, names: list[str]) -> dict[str, dict[str, Any]]
     return found
 
 
-def run_study(config: Any, out: str | Path, stages: StudyStages) -> dict[str, Any]:
+def run_study(config: Any, out: str | Path, stages: StudyStages, jobs: int = 1) -> dict[str, Any]:
     """Every stage of a study (module docstring); returns the report's summary.
 
     The fine-tuning grid runs seed by seed (every protocol, count and init of seed 0, then of seed 1, ...), and
     the report is rewritten after each seed, so a study stopped part-way has a report of the seeds it finished
-    (every initialisation paired on the same seeds) that says how far it got."""
+    (every initialisation paired on the same seeds) that says how far it got. ``jobs``: fine-tuning runs at
+    once (``training.experiment.run_transfer_experiment``)."""
     from .study_report import write_study_report
 
     out = Path(out)
@@ -290,7 +291,7 @@ def run_study(config: Any, out: str | Path, stages: StudyStages) -> dict[str, An
     for k, seed in enumerate(config.seeds[:-1]):
         for protocol, sub in subs.items():
             log.info("protocol %s, seed %s: fine-tuning grid in %s", protocol, seed, out / "runs" / protocol)
-            summary = run_transfer_experiment(replace(sub, seeds=[seed]), out / "runs" / protocol)
+            summary = run_transfer_experiment(replace(sub, seeds=[seed]), out / "runs" / protocol, jobs)
             rows += [{**r, "protocol": protocol} for r in summary["rows"]]
         done = (k + 1) * total // len(config.seeds)
         write_study_report(rows, out, config, protocols, pretext=pretext,
@@ -299,6 +300,6 @@ def run_study(config: Any, out: str | Path, stages: StudyStages) -> dict[str, An
     rows = []
     for protocol, sub in subs.items():  # the last seed, then each protocol's whole grid (finished runs reused)
         log.info("protocol %s: fine-tuning grid in %s", protocol, out / "runs" / protocol)
-        summary = run_transfer_experiment(sub, out / "runs" / protocol)
+        summary = run_transfer_experiment(sub, out / "runs" / protocol, jobs)
         rows += [{**r, "protocol": protocol} for r in summary["rows"]]
     return write_study_report(rows, out, config, protocols, pretext=pretext)

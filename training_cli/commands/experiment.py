@@ -36,8 +36,20 @@ def register(sub: argparse._SubParsersAction) -> argparse.ArgumentParser:
     t.add_argument("--config", type=Path, required=True, metavar="FILE", help="experiment YAML configuration")
     add_overrides_argument(t, "seeds=[0,1] finetune_overrides.optim.epochs=2")
     t.add_argument("--out", type=Path, required=True, metavar="DIR", help="output directory (reused on a rerun)")
+    t.add_argument("--jobs", type=_positive_int, default=1, metavar="N",
+                   help="fine-tuning runs at once, in worker processes sharing the CPU cores (default 1)")
     t.set_defaults(func=run_transfer)
     return p
+
+
+def _positive_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        value = 0
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"expected a whole number >= 1, got {text!r}")
+    return value
 
 
 def _write_cohort(spec, folder: Path) -> None:
@@ -53,13 +65,13 @@ def _write_cohort(spec, folder: Path) -> None:
                        exit_code=code)
 
 
-def run_study(config, out: Path) -> int:
+def run_study(config, out: Path, jobs: int = 1) -> int:
     from PlaneSSLLib.training.study import StudyStages
     from PlaneSSLLib.training.study import run_study as run
 
     print(f"planessl experiment transfer: study into {out} (cohorts, pretraining, "
           f"{max(1, len(config.protocols))} fine-tuning grid(s))", file=sys.stderr, flush=True)
-    summary = run(config, out, StudyStages(write_cohort=_write_cohort))
+    summary = run(config, out, StudyStages(write_cohort=_write_cohort), jobs)
     print(f"wrote {summary['results_csv']}, {summary['results_md']}, {summary['results_png']}", file=sys.stderr)
     print(summary["markdown"], end="")
     return 0
@@ -71,10 +83,10 @@ def run_transfer(args: argparse.Namespace) -> int:
 
     config = load_experiment_config(args.config, parse_overrides(args.overrides))
     if config.cohorts:
-        return run_study(config, args.out)
+        return run_study(config, args.out, args.jobs)
     n = len(config.inits) * len(config.labeled_subjects) * len(config.seeds)
     print(f"planessl experiment transfer: {n} runs ({config.task}) into {args.out}", file=sys.stderr, flush=True)
-    summary = run_transfer_experiment(config, args.out)
+    summary = run_transfer_experiment(config, args.out, args.jobs)
     print(f"headline metric: {summary['metric']} ({summary['metric_description']}); "
           f"{summary['ran']} run, {summary['reused']} reused; wrote {summary['results_csv']}, "
           f"{summary['results_md']}, {summary['results_png']}", file=sys.stderr)
