@@ -28,6 +28,7 @@ def test_demo_main_job_end_to_end(tmp_path, capsys):
     assert "PlaneSSL demo summary" in printed and "held-out pretext" in printed
     # it ends with the transfer experiment's table: scratch and two pretrained inits at 1 and 2 labelled subjects
     assert printed.rstrip().endswith(".") and "| labelled subjects | scratch | pretrained | encoder-only |" in printed
+    assert "not whether pretraining helps" in printed and "experiment_transfer_clinical.yaml" in printed
     table = printed[printed.index("| labelled subjects"):]
     assert [line.split("|")[1].strip() for line in table.splitlines()[2:4]] == ["1", "2"]
     with open(out / "transfer" / "heart" / "results.csv", newline="") as f:
