@@ -15,7 +15,7 @@ from PlaneSSLLib.geometry.frames import affine_ras_to_lps
 from PlaneSSLLib.geometry.lines import intersection_line_lps
 from PlaneSSLLib.geometry.plane_fit import SliceLine
 from PlaneSSLLib.geometry.planes import ImagePlane, angle_between_normals_deg
-from PlaneSSLLib.inference.plan_views import acquired_view_planes, plan_from_lines
+from PlaneSSLLib.inference.plan_views import FITS, acquired_view_planes, plan_from_lines
 from PlaneSSLLib.inference.reformat import reformat_stack
 from PlaneSSLLib.inference.segment import find_study_sax_stack
 from training_cli.main import main
@@ -84,10 +84,11 @@ def test_exact_lines_through_the_real_study_give_the_acquired_planes(study):
         for k, sax in enumerate(stack.planes):
             p, d = intersection_line_lps(sax, plane)
             lines[view].append(SliceLine(k, p, d, 1.0))
-    plan = plan_from_lines(lines, stack.planes, acquired)
-    for view in acquired:
-        assert plan.views[view].angle_deg < 0.1 and plan.views[view].distance_mm < 0.1
-    assert plan.sax_angle_deg < 0.1
+    for fit in FITS:
+        plan = plan_from_lines(lines, stack.planes, acquired, fit=fit)
+        for view in acquired:
+            assert plan.views[view].angle_deg < 0.1 and plan.views[view].distance_mm < 0.1, (fit, view)
+        assert plan.sax_angle_deg < 0.1
     assert plan.apex_direction_lps @ APEX_PRIOR_LPS > 0
     # A proposed view is acquired with the apex up.
     assert plan.views["4CH"].proposed.y_dir_lps @ plan.apex_direction_lps < -0.9

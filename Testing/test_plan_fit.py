@@ -8,6 +8,8 @@ import pytest
 from PlaneSSLLib.geometry.lines import intersection_line_lps
 from PlaneSSLLib.geometry.plane_fit import (
     SliceLine,
+    fit_axis_line,
+    fit_plane_about_axis,
     fit_plane_to_lines,
     long_axis_from_planes,
     proposed_view_plane,
@@ -124,3 +126,26 @@ def test_proposed_plane_is_a_scanner_plane():
     assert np.allclose(plane.centre_lps, fit.point_lps)
     assert angle_between_normals_deg(plane.normal_lps, fit.normal_lps) < 1e-6
     assert plane.y_dir_lps @ anatomy.w < -0.99  # apex up: rows run from the apex towards the base
+
+
+def test_views_about_a_shared_long_axis():
+    anatomy, views = phantom_views(2)
+    lines = {v: exact_lines(views, v) for v in VIEWS}
+    centres = stack_axis_points_lps([[lines[v][k] for v in VIEWS] for k in range(len(views.sax))], views.sax)
+    # Two LV centres far off (apex, base): the robust axis ignores them.
+    bad = centres.copy()
+    n_sax = views.sax[0].normal_lps
+    bad[0] += 20.0 * unit(np.cross(n_sax, [1.0, 0.0, 0.0]))
+    bad[-1] -= 15.0 * unit(np.cross(n_sax, [0.0, 1.0, 0.0]))
+    point, direction, weights = fit_axis_line(bad)
+    assert angle_between_normals_deg(direction, anatomy.w) < 0.1 and weights[0] == 0 and weights[-1] == 0
+    off = point - anatomy.base_lps
+    assert np.linalg.norm(off - (off @ anatomy.w) * anatomy.w) < 1e-6
+    for v in VIEWS:
+        noisy = corrupt(lines[v], [1], n_sax)
+        fit = fit_plane_about_axis(noisy, point, direction, centres)
+        assert angle_between_normals_deg(fit.normal_lps, views.lax[v].normal_lps) < 0.1
+        assert fit.weights[1] == 0 and abs(float(fit.distance_mm(views.lax[v].centre_lps))) < 0.1
+        assert abs(float(fit.normal_lps @ direction)) < 1e-9  # the plane holds the axis
+    with pytest.raises(ValueError, match="two points"):
+        fit_axis_line(bad[:1])

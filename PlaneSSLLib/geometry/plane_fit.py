@@ -36,6 +36,8 @@ __all__ = [
     "stack_axis_points_lps",
     "proposed_view_plane",
     "long_axis_from_planes",
+    "fit_axis_line",
+    "fit_plane_about_axis",
 ]
 
 #: Tukey's biweight constant (in scales): 95 % efficiency on Gaussian residuals.
@@ -244,3 +246,93 @@ def proposed_view_plane(point_lps: np.ndarray, normal_lps: np.ndarray, apex_dire
     x = unit(np.cross(y, n))
     size = max(int(np.ceil(fov_mm / spacing_mm)), 1)
     return ImagePlane.centred(point_lps, x, y, (spacing_mm, spacing_mm), (size, size))
+
+
+# ---------------------------------------------------------------------- views sharing the LV long axis
+def fit_axis_line(points_lps: np.ndarray, weights: np.ndarray | None = None, scale_floor_mm: float = 1.0,
+                  tukey_c: float = TUKEY_C, max_iterations: int = 50) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """A robust 3D line through points ``(k, 3)`` (the LV centres of the SAX slices): ``(point, unit direction,
+    final weights)``; Tukey IRLS on the points' distances to the line, scale ``max(1.4826·MAD, floor)``."""
+    pts = np.asarray(points_lps, np.float64)
+    w0 = np.ones(len(pts)) if weights is None else np.asarray(weights, np.float64)
+    if np.count_nonzero(w0 > 0) < 2:
+        raise ValueError("a line needs at least two points")
+    w = w0.copy()
+    centre, direction = pts[0], unit(pts[-1] - pts[0]) if len(pts) > 1 else np.array([0.0, 0.0, 1.0])
+    for _ in range(max_iterations):
+        ww = w / w.sum()
+        centre = ww @ pts
+        d = pts - centre
+        _, evecs = np.linalg.eigh((d * ww[:, None]).T @ d)
+        new_dir = evecs[:, -1]
+        off = d - np.outer(d @ new_dir, new_dir)
+        r = np.linalg.norm(off, axis=1)
+        scale = max(1.4826 * float(np.median(r[w0 > 0])), scale_floor_mm)
+        new_w = w0 * _tukey_weights(r, tukey_c * scale)
+        converged = abs(abs(float(new_dir @ direction)) - 1.0) < 1e-12 and np.allclose(new_w, w)
+        direction = new_dir
+        if np.count_nonzero(new_w) < 2:
+            break
+        w = new_w
+        if converged:
+            break
+    return centre, unit(direction), w
+
+
+def fit_plane_about_axis(lines: Sequence[SliceLine], axis_point_lps: np.ndarray, axis_direction_lps: np.ndarray,
+                         axis_points_lps: Sequence[np.ndarray] | np.ndarray | None = None,
+                         half_length_mm: float = 40.0, scale_floor_deg: float = 1.0, tukey_c: float = TUKEY_C,
+                         max_iterations: int = 50) -> PlaneFit:
+    """The plane that holds a given axis (the LV long axis) and best follows the lines' directions.
+
+    One unknown, the angle about the axis: each line's direction, projected perpendicular to the
+    axis, votes for the plane through the axis along it (doubled-angle mean, weighted by confidence;
+    Tukey IRLS on the angular residuals, scale ``max(1.4826·MAD, scale_floor_deg)``). The residuals
+    reported are, as in :func:`fit_plane_to_lines`, the RMS distance (mm) of each line's segment ends
+    from the plane.
+    """
+    keep = [i for i, line in enumerate(lines) if line.confidence > 0]
+    if len({lines[i].slice_index for i in keep}) < 2:
+        raise ValueError(f"a plane needs lines in at least two slices ({len(keep)} line(s) with a confidence)")
+    a = unit(axis_direction_lps)
+    b1 = unit(np.cross(a, [1.0, 0.0, 0.0]) if abs(a[0]) < 0.9 else np.cross(a, [0.0, 1.0, 0.0]))
+    b2 = np.cross(a, b1)
+    used = [lines[i] for i in keep]
+    conf = np.array([min(max(float(line.confidence), 0.0), 1.0) for line in used])
+    theta = np.empty(len(used))
+    for k, line in enumerate(used):
+        d = unit(line.direction_lps)
+        theta[k] = np.arctan2(float(d @ b2), float(d @ b1))  # direction of the line about the axis
+    w = conf.copy()
+    phi = 0.0
+    scale = np.radians(scale_floor_deg)
+    iterations = 0
+    while iterations < max_iterations:
+        iterations += 1
+        phi_new = 0.5 * float(np.arctan2(w @ np.sin(2 * theta), w @ np.cos(2 * theta)))
+        r = np.abs(np.angle(np.exp(2j * (theta - phi_new)))) / 2  # in [0, π/2]
+        scale = max(1.4826 * float(np.median(r)), np.radians(scale_floor_deg))
+        new_w = conf * _tukey_weights(r, tukey_c * scale)
+        done = abs(phi_new - phi) < 1e-12
+        phi = phi_new
+        if np.count_nonzero(new_w) < 1:
+            break
+        w = new_w
+        if done:
+            break
+    in_plane = np.cos(phi) * b1 + np.sin(phi) * b2
+    normal = unit(np.cross(a, in_plane))
+    axis = None if axis_points_lps is None else np.asarray(axis_points_lps, np.float64)[keep]
+    ends = _segment_ends(used, axis, half_length_mm)
+    point = np.asarray(axis_point_lps, np.float64)
+    residuals = _residuals_mm(ends, point, normal)
+    all_res = np.full(len(lines), np.nan)
+    all_w = np.zeros(len(lines))
+    for k, i in enumerate(keep):
+        all_res[i], all_w[i] = residuals[k], w[k]
+    notes = []
+    dropped = [lines[i].slice_index for i in keep if all_w[i] == 0]
+    if dropped:
+        notes.append(f"slices {dropped} left out as outliers")
+    return PlaneFit(point, normal, [line.slice_index for line in lines], all_res, all_w, iterations,
+                    float(np.degrees(scale)), notes)

@@ -32,6 +32,8 @@ from ..errors import InputError
 from ..geometry.plane_fit import (
     PlaneFit,
     SliceLine,
+    fit_axis_line,
+    fit_plane_about_axis,
     fit_plane_to_lines,
     long_axis_from_planes,
     proposed_view_plane,
@@ -44,6 +46,7 @@ from .line_fit import fit_line
 from .weights import WeightsError, load_validated
 
 __all__ = [
+    "FITS",
     "LONG_AXIS_VIEWS",
     "ViewPlan",
     "StudyPlan",
@@ -53,12 +56,15 @@ __all__ = [
     "plan_from_lines",
     "acquired_view_planes",
     "plan_stack",
+    "stack_lines",
     "plan_study",
     "canonical_sax_grid",
     "prepare_on_grid",
 ]
 
 LONG_AXIS_VIEWS = ("2CH", "3CH", "4CH")
+#: How the planes are fitted (``plan_from_lines``).
+FITS = ("long-axis", "free", "sax-normal")
 
 
 def _vec(v: np.ndarray, digits: int = 6) -> list[float]:
@@ -162,10 +168,24 @@ def plan_from_lines(
     sax_planes: Sequence[ImagePlane],
     acquired: Mapping[str, ImagePlane] | None = None,
     apex_prior_lps: np.ndarray = APEX_PRIOR_LPS,
+    fit: str = "sax-normal",
 ) -> StudyPlan:
     """Fit one plane per view from its lines on the SAX slices (``lines[view][k]`` on ``sax_planes[k]``,
     None where the network found none) and propose scanner planes. Views with lines in fewer than
-    two slices are listed in ``missing`` with the reason."""
+    two slices are listed in ``missing`` with the reason.
+
+    ``fit``: how the views share the LV long axis (they are planned to hold it):
+
+    - ``sax-normal`` (default): the long axis is perpendicular to the SAX stack (a SAX stack is planned
+      perpendicular to it) through the slices' LV centres (where each slice's lines cross; a robust
+      line, ``geometry.plane_fit.fit_axis_line``); each view is the plane holding it that follows its
+      lines' directions (``fit_plane_about_axis``). The SAX orientation then comes back unchanged.
+    - ``long-axis``: the same, the axis' direction fitted through the LV centres too;
+    - ``free``: each view its own plane through its lines (``fit_plane_to_lines``), the long axis
+      then where the 2CH and 4CH planes meet.
+    """
+    if fit not in FITS:
+        raise ValueError(f"unknown fit {fit!r} (choose from {', '.join(FITS)})")
     acquired = dict(acquired or {})
     n = unit(stack_normal_lps(list(sax_planes)))
     apex = n if n @ np.asarray(apex_prior_lps) >= 0 else -n
@@ -174,20 +194,36 @@ def plan_from_lines(
     spacing = min(min(p.spacing_mm) for p in sax_planes)
     fov = max(max(p.rows * p.spacing_mm[0], p.columns * p.spacing_mm[1]) for p in sax_planes)
     plan = StudyPlan({}, list(sax_planes), apex)
+    axis: tuple[np.ndarray, np.ndarray] | None = None
+    if fit in ("long-axis", "sax-normal"):
+        crossing = np.array([sum(line.confidence for line in sl) / len(sl) if len(sl) >= 2 else 0.0
+                             for sl in per_slice])
+        try:
+            centre, direction, _ = fit_axis_line(axis_points, crossing)
+        except ValueError:
+            plan.notes.append("too few slices where the views' lines cross for a long axis; each view fitted alone")
+        else:
+            axis = (centre, apex if fit == "sax-normal" else direction if direction @ apex >= 0 else -direction)
     for view in LONG_AXIS_VIEWS:
         if view not in lines:
             plan.missing[view] = "the network has no line channel for this view"
             continue
         given = [(k, line) for k, line in enumerate(lines[view]) if line is not None]
         view_lines = [line for _, line in given]
+        centres = axis_points[[k for k, _ in given]] if given else None
         try:
-            fit = fit_plane_to_lines(view_lines, axis_points[[k for k, _ in given]] if given else None)
+            if axis is None:
+                plane_fit = fit_plane_to_lines(view_lines, centres)
+            else:
+                plane_fit = fit_plane_about_axis(view_lines, axis[0], axis[1], centres)
         except ValueError as exc:
             plan.missing[view] = f"no plane: {exc}"
             continue
-        proposed = proposed_view_plane(fit.point_lps, fit.normal_lps, apex, spacing, fov)
-        plan.views[view] = ViewPlan(view, fit, proposed, [line.confidence for line in view_lines], acquired.get(view))
-        plan.notes += [f"{view}: {note}" for note in fit.notes]
+        proposed = proposed_view_plane(plane_fit.point_lps, plane_fit.normal_lps, apex, spacing, fov)
+        plan.views[view] = ViewPlan(view, plane_fit, proposed, [line.confidence for line in view_lines],
+                                    acquired.get(view))
+        plan.notes += [f"{view}: {note}" for note in plane_fit.notes]
+    plan.meta["fit"] = fit
     return plan
 
 
@@ -305,9 +341,11 @@ def acquired_view_planes(stack: SaxStack) -> dict[str, ImagePlane]:
     return out
 
 
-def plan_stack(stack: SaxStack, model: PlanningModel, phase: int = 0, orientation: str = "canonical") -> StudyPlan:
-    """Plan the long-axis views from one SAX stack (module docstring); InputError naming its folder when
-    it has fewer than two slices, the phase is out of range or the images cannot be read."""
+def stack_lines(stack: SaxStack, model: PlanningModel, phase: int = 0,
+                orientation: str = "canonical") -> dict[str, list[SliceLine | None]]:
+    """The predicted lines of every long-axis view on the SAX stack's slices (``predict_sax_lines``);
+    InputError naming the stack's folder when it has fewer than two slices, the phase is out of range
+    or the images cannot be read."""
     where = stack.folder()
     if len(stack.positions) < 2:
         raise InputError(f"{where}: the SAX stack has {len(stack.positions)} slice; planning needs at least 2")
@@ -319,20 +357,29 @@ def plan_stack(stack: SaxStack, model: PlanningModel, phase: int = 0, orientatio
             pixels = [read_frame_pixels(pos.frames[phase]) for pos in stack.positions]
         except Exception as exc:  # noqa: BLE001 - pydicom / codec errors of a damaged file
             raise InputError(f"{where}: cannot read the SAX images ({type(exc).__name__}: {exc})") from None
-    planes = stack.planes
-    lines = predict_sax_lines(model, pixels, planes, orientation)
-    plan = plan_from_lines(lines, planes, acquired_view_planes(stack))
+    return predict_sax_lines(model, pixels, stack.planes, orientation)
+
+
+def plan_stack(stack: SaxStack, model: PlanningModel, phase: int = 0, orientation: str = "canonical",
+               fit: str = "sax-normal", lines: Mapping[str, Sequence[SliceLine | None]] | None = None) -> StudyPlan:
+    """Plan the long-axis views from one SAX stack (module docstring; ``lines``: from ``stack_lines``
+    when already predicted)."""
+    if lines is None:
+        lines = stack_lines(stack, model, phase, orientation)
+    plan = plan_from_lines(lines, stack.planes, acquired_view_planes(stack), fit=fit)
     plan.meta = {
         "study": stack.study.key if stack.study is not None else None,
         "model_id": model.manifest.get("model_id"),
         "phase": phase,
         "orientation": orientation,
+        "fit": fit,
     }
     return plan
 
 
 def plan_study(study_dir: str | Path, weights: str | Path | None = None, phase: int = 0, device: str = "cpu",
-               model: PlanningModel | None = None, orientation: str = "canonical") -> StudyPlan:
+               model: PlanningModel | None = None, orientation: str = "canonical",
+               fit: str = "sax-normal") -> StudyPlan:
     """Plan the long-axis views of the one heart study under ``study_dir`` (``plan_stack``).
 
     InputError names the folder when it holds no usable SAX stack; WeightsError names weights that
@@ -344,4 +391,4 @@ def plan_study(study_dir: str | Path, weights: str | Path | None = None, phase: 
         if weights is None:
             raise ValueError("plan_study needs weights or a loaded model")
         model = load_planning_model(weights, device)
-    return plan_stack(find_study_sax_stack(study_dir), model, phase, orientation)
+    return plan_stack(find_study_sax_stack(study_dir), model, phase, orientation, fit)

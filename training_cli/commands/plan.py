@@ -31,6 +31,9 @@ def register(sub: argparse._SubParsersAction) -> argparse.ArgumentParser:
     p.add_argument("--orientation", choices=("canonical", "stored"), default="canonical",
                    help="show the network each SAX slice in the standard display orientation from its geometry "
                         "(canonical, default) or as stored")
+    p.add_argument("--fit", choices=("sax-normal", "long-axis", "free"), default="sax-normal",
+                   help="sax-normal (default): the views hold an LV long axis perpendicular to the SAX stack; "
+                        "long-axis: its direction fitted from the slices' LV centres; free: each view its own plane")
     p.add_argument("--json", action="store_true", help="print one JSON object")
     p.add_argument("--out", type=Path, default=None, metavar="DIR",
                    help="write DIR/plan.json and the SAX stack reformatted on each proposed plane (NIfTI)")
@@ -79,7 +82,7 @@ def run(args: argparse.Namespace) -> int:
     path = study_path(args.study)
     model = load_planning_model(args.weights)
     stack = find_study_sax_stack(path)
-    plan = plan_stack(stack, model, args.phase, args.orientation)
+    plan = plan_stack(stack, model, args.phase, args.orientation, args.fit)
     result = plan.as_dict()
     if args.out is not None:
         from PlaneSSLLib.inference.reformat import write_reformatted_views
