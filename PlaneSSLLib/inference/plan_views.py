@@ -251,6 +251,7 @@ def load_planning_model(weights: str | Path, device: str = "cpu") -> PlanningMod
     if not views:
         raise WeightsError(f"{weights}: these weights draw no long-axis line on SAX images (input views: "
                            f"{', '.join(sorted(partners)) or 'none'}); view planning needs a heart line network")
+    net = net.to(memory_format=torch.channels_last)  # faster convolutions on the CPU, same results
     return PlanningModel(net, manifest, channels, views, prep.spacing_mm, prep.size_px, prep.normalisation,
                          prep.clip_percentiles, device)
 
@@ -310,7 +311,7 @@ def predict_sax_lines(model: PlanningModel, pixels: Sequence[np.ndarray], planes
             img = prepare_on_grid(px, plane, grid, model.normalisation, model.clip_percentiles)
         prepared.append(img)
         grids.append(grid)
-    x = torch.from_numpy(np.stack(prepared)).unsqueeze(1).to(model.device)
+    x = torch.from_numpy(np.stack(prepared)).unsqueeze(1).to(model.device).contiguous(memory_format=torch.channels_last)
     heat = model.net(x)["lines"].float().cpu().numpy()
     if not np.isfinite(heat).all():
         raise WeightsError("the network gave non-finite heatmaps (NaN or inf in the images or the weights)")
