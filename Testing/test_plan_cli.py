@@ -132,3 +132,35 @@ def test_plan_is_reproducible(capsys, study, tmp_path):
         assert code == 0, err
         outs.append({p.name: p.read_bytes() for p in sorted((tmp_path / name).iterdir())})
     assert outs[0] == outs[1]
+
+
+def test_derived_dicom_views(capsys, study, tmp_path):
+    import subprocess
+
+    import pydicom
+    from conftest import require_tool
+
+    from PlaneSSLLib.dicom.planes import plane_from_dataset
+
+    code, out, err = run_cli(capsys, "plan", str(study), "--weights", str(LINES), "--json", "--dicom",
+                             "--out", str(tmp_path))
+    assert code == 0, err
+    plan = json.loads(out)
+    sax = pydicom.dcmread(next(study.glob("*/sax_*/*.dcm")), stop_before_pixels=True)
+    for view, entry in plan["views"].items():
+        assert plan["reformatted"][view] == {"nifti": f"{view}_proposed.nii.gz", "dicom": f"{view}_proposed.dcm"}
+        ds = pydicom.dcmread(tmp_path / f"{view}_proposed.dcm")
+        plane = plane_from_dataset(ds, 0)
+        assert np.allclose(plane.image_position_patient, entry["image_position_patient"], atol=1e-3)
+        assert np.allclose(plane.image_orientation_patient, entry["image_orientation_patient"], atol=1e-5)
+        assert list(ds.ImageType[:2]) == ["DERIVED", "SECONDARY"]
+        assert ds.StudyInstanceUID == sax.StudyInstanceUID and ds.SeriesInstanceUID != sax.SeriesInstanceUID
+        assert len(ds.SourceImageSequence) == plan["sax"]["slices"]
+        nifti = np.asarray(nib.load(str(tmp_path / f"{view}_proposed.nii.gz")).dataobj)[:, :, 0].T
+        assert np.array_equal(ds.pixel_array, np.clip(np.rint(nifti), 0, 65535).astype(np.uint16))
+    dciodvfy = require_tool("dciodvfy")
+    for f in sorted(tmp_path.glob("*.dcm")):
+        result = subprocess.run([dciodvfy, str(f)], capture_output=True, text=True)
+        assert "Error" not in result.stdout + result.stderr, (f.name, result.stderr[-2000:])
+    code, _, err = run_cli(capsys, "plan", str(study), "--weights", str(LINES), "--dicom")
+    assert code == 2 and "--out" in err

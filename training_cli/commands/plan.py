@@ -6,7 +6,8 @@ ImagePositionPatient, pixel spacing and field of view a scanner could use, the p
 residuals, and, when the study holds the view, the angle (°) between the proposed and acquired
 normals and the distance (mm) from the acquired image's centre to the proposed plane. ``--out
 DIR`` writes ``DIR/plan.json`` (the ``--json`` object) and the SAX stack reformatted on each
-proposed plane (``DIR/<VIEW>_proposed.nii.gz``).
+proposed plane (``DIR/<VIEW>_proposed.nii.gz``; with ``--dicom`` also a derived MR image
+``DIR/<VIEW>_proposed.dcm`` in the study).
 """
 
 from __future__ import annotations
@@ -37,6 +38,9 @@ def register(sub: argparse._SubParsersAction) -> argparse.ArgumentParser:
     p.add_argument("--json", action="store_true", help="print one JSON object")
     p.add_argument("--out", type=Path, default=None, metavar="DIR",
                    help="write DIR/plan.json and the SAX stack reformatted on each proposed plane (NIfTI)")
+    p.add_argument("--dicom", action="store_true",
+                   help="with --out: also write each reformatted view as a derived DICOM MR image "
+                        "(<VIEW>_proposed.dcm)")
     p.set_defaults(func=run)
     return p
 
@@ -79,6 +83,8 @@ def run(args: argparse.Namespace) -> int:
     from PlaneSSLLib.inference.plan_views import load_planning_model, plan_stack
     from PlaneSSLLib.inference.segment import find_study_sax_stack
 
+    if args.dicom and args.out is None:
+        raise CLIError("--dicom writes files: give --out DIR")
     path = study_path(args.study)
     model = load_planning_model(args.weights)
     stack = find_study_sax_stack(path)
@@ -88,7 +94,7 @@ def run(args: argparse.Namespace) -> int:
         from PlaneSSLLib.inference.reformat import write_reformatted_views
 
         args.out.mkdir(parents=True, exist_ok=True)
-        result["reformatted"] = write_reformatted_views(stack, plan, args.phase, args.out)
+        result["reformatted"] = write_reformatted_views(stack, plan, args.phase, args.out, args.dicom)
         atomic_write_text(args.out / "plan.json", json.dumps(result, indent=1) + "\n")
     if args.json:
         print(json.dumps(result))
