@@ -239,6 +239,7 @@ class PlaneSSLWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         self.ui.loadSampleButton.connect("clicked(bool)", self.onLoadSample)
         self.ui.showPlanesButton.connect("clicked(bool)", self.onShowPlanes)
         self.ui.applyButton.connect("clicked(bool)", self.onApplyOrCancel)
+        self.ui.planViewsButton.connect("clicked(bool)", self.onPlanViews)
         self.ui.installDependenciesButton.connect("clicked(bool)", self.onInstallDependencies)
         self.ui.modelComboBox.connect("currentIndexChanged(int)", self.onModelChanged)
         self.ui.dicomFolderPathLineEdit.connect("currentPathChanged(QString)", self.onDicomFolderChanged)
@@ -345,6 +346,11 @@ class PlaneSSLWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
                 "Select a study volume and a usable model (bundled, published or a local weights folder).")
             self.ui.applyButton.enabled = False
         self.ui.showPlanesButton.enabled = bool(p and p.inputVolume)
+        plan_ok = bool(p and p.inputVolume and TASK_IDS.get(p.task) == "lines" and self._modelUsable())
+        self.ui.planViewsButton.enabled = plan_ok and not (self.logic.isRunning() or self._busy)
+        self.ui.planViewsButton.toolTip = (
+            _("Propose the 2CH, 3CH and 4CH planes from the SAX volume with the chosen Plane lines model.") if plan_ok
+            else _("Choose the task Plane lines, a usable model and a heart study volume to plan long-axis views."))
 
     def _populateModels(self) -> None:
         """Registry models of the chosen task in the model combo box (id as item data); the first
@@ -597,6 +603,32 @@ class PlaneSSLWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         self._checkCanApply()
         if running:
             self.ui.applyButton.enabled = True
+
+    def onPlanViews(self) -> None:
+        """Plan long-axis views: the Plane lines model on every SAX slice, one plane per view (the scene is
+        left as it was when anything fails)."""
+        if self._isBusy():
+            return
+        p = self._parameterNode
+        self._busy = True
+        try:
+            self.ui.resultsTextEdit.clear()
+            self.logic.ensureDependencies(askConfirmation=True, needTorch=True)
+            volumes = self.logic.study_volumes(p.inputVolume)
+            model = self.logic.resolve_model(p.localModelFolder or p.modelId, "lines",
+                                             progress=self._onDownloadProgress)
+            planned = self.logic.plan_long_axis_views(volumes, model, p.device, layout_node=self._layoutNode())
+            self.ui.resultsTextEdit.setPlainText("\n".join(
+                [_("Long-axis views planned with {source}").format(source=model.source)] + planned.summary()))
+            self.ui.resultsCollapsibleButton.collapsed = False
+            self._log(_("Proposed planes: {views} (markups planes 'Proposed ...', table 'View planning')").format(
+                views=", ".join(planned.markups)))
+        except Exception as exc:  # noqa: BLE001 - shown to the user
+            logging.exception("PlaneSSL view planning failed")
+            slicer.util.errorDisplay(_("PlaneSSL: view planning failed: {error}").format(error=exc))
+        finally:
+            self._busy = False
+            self._checkCanApply()
 
     def _showResults(self, results) -> None:
         self.ui.resultsTextEdit.setPlainText("\n".join(results.summary()))
