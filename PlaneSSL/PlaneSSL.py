@@ -869,10 +869,10 @@ class PlaneSSLLogic(ScriptedLoadableModuleLogic):
 
 
 def runWholePath(logic, workdir: str, layoutNode=None, message=logging.info) -> dict:
-    """Load sample → plane views → segmentation and predicted lines with the bundled sample weights →
-    a second segmentation cancelled mid-run, leaving the scene as it was.
+    """Load sample → plane views → segmentation, predicted lines and long-axis view planning with the
+    bundled sample weights → a second segmentation cancelled mid-run, leaving the scene as it was.
 
-    ``logic`` is a ``PlaneSSLLogic``. Returns ``{"volumes", "views", "segmentation", "lines"}``;
+    ``logic`` is a ``PlaneSSLLogic``. Returns ``{"volumes", "views", "segmentation", "lines", "plan"}``;
     raises AssertionError when the scene is not what it should be.
     """
     _ensureLibImportable()
@@ -905,6 +905,13 @@ def runWholePath(logic, workdir: str, layoutNode=None, message=logging.info) -> 
     for node in lines.nodes:
         assert logic.ctx.scene.GetNodeByID(node.GetID()) is not None
 
+    message("Planning the long-axis views from the SAX volume (bundled sample weights)")
+    plan = logic.plan_long_axis_views(volumes, SAMPLE_MODELS["lines"], "cpu", layout_node=layoutNode)
+    assert sorted(plan.markups) == ["2CH", "3CH", "4CH"], sorted(plan.markups)
+    for node in [*plan.markups.values(), plan.table]:
+        assert logic.ctx.scene.GetNodeByID(node.GetID()) is not None
+    assert all(vp.acquired is not None for vp in plan.plan.views.values())
+
     message("Cancelling a second segmentation mid-run")
     before = node_ids(logic.ctx.scene)
     model = logic.resolve_model(SAMPLE_MODELS["segment_heart"], "segment_heart")
@@ -916,7 +923,7 @@ def runWholePath(logic, workdir: str, layoutNode=None, message=logging.info) -> 
     except InferenceCancelled:
         pass
     assert node_ids(logic.ctx.scene) == before
-    return {"volumes": volumes, "views": views, "segmentation": seg, "lines": lines}
+    return {"volumes": volumes, "views": views, "segmentation": seg, "lines": lines, "plan": plan}
 
 
 #
