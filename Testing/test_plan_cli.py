@@ -164,3 +164,15 @@ def test_derived_dicom_views(capsys, study, tmp_path):
         assert "Error" not in result.stdout + result.stderr, (f.name, result.stderr[-2000:])
     code, _, err = run_cli(capsys, "plan", str(study), "--weights", str(LINES), "--dicom")
     assert code == 2 and "--out" in err
+
+
+def test_study_without_long_axis_views_still_planned(capsys, study, tmp_path):
+    sax_only = tmp_path / "sax_only"
+    shutil.copytree(study, sax_only, ignore=shutil.ignore_patterns("2ch_*", "3ch_*", "4ch_*"))
+    code, out, err = run_cli(capsys, "plan", str(sax_only), "--weights", str(LINES), "--json", "--fit", "free")
+    assert code == 0, err
+    plan = json.loads(out)
+    assert plan["fit"] == "free"
+    for view in ("2CH", "3CH", "4CH"):
+        assert plan["views"][view]["acquired"] is None and len(plan["views"][view]["normal_lps"]) == 3
+    assert plan["sax"]["angle_deg"] is not None  # the SAX orientation from the proposed 2CH x 4CH

@@ -65,7 +65,7 @@ class PlaneFit:
     residuals_mm: np.ndarray
     weights: np.ndarray
     iterations: int
-    scale_mm: float
+    scale: float  # the robust scale of the last iteration: mm (fit_plane_to_lines) or degrees (fit_plane_about_axis)
     notes: list[str] = field(default_factory=list)
 
     @property
