@@ -3,9 +3,11 @@
 A pretrained line network (manifest task ``lines`` or ``both``, input view SAX) predicts on every
 SAX slice where each long-axis view cuts it (``inference.line_fit.fit_line`` per heatmap channel,
 with its confidence); the lines are taken into patient coordinates (LPS mm) through the slice's
-prepared grid, and ``geometry.plane_fit.fit_plane_to_lines`` fits one plane per view across the
-slices, robust to outlier slices. From the proposed 2CH and 4CH planes, the LV long axis (where
-they meet) gives the SAX orientation back. When the study holds a view, the proposed plane is
+prepared grid (each slice shown to the network in the standard display orientation,
+``canonical_sax_grid``), and ``geometry.plane_fit`` fits one plane per view across the slices,
+robust to outlier slices (``plan_from_lines``: the views share the LV long axis, perpendicular to
+the SAX stack by default, or each is fitted alone). From the proposed 2CH and 4CH planes, the LV
+long axis (where they meet) gives the SAX orientation back. When the study holds a view, the proposed plane is
 compared with the acquired one: the angle between their normals (°) and the distance (mm) from
 the acquired image's centre to the proposed plane.
 
