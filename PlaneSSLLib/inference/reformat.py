@@ -117,8 +117,9 @@ def write_reformatted_dicom(path: str | Path, image: np.ndarray, plane: ImagePla
 
     from ..dicom.write import SeriesInfo, StudyInfo, build_mr_dataset, uid_from, write_dataset_atomic
 
+    paths = list(dict.fromkeys(f.path for f in source_frames))  # an enhanced multi-frame file once
     try:
-        sources = [pydicom.dcmread(f.path, stop_before_pixels=True) for f in source_frames]
+        sources = [pydicom.dcmread(p, stop_before_pixels=True) for p in paths]
     except Exception as exc:  # noqa: BLE001 - pydicom raises several types for bad files
         raise InputError(f"cannot read the SAX images for the derived DICOM series ({exc})") from None
     first = sources[0]
