@@ -72,7 +72,7 @@ def format_text(plan: dict) -> str:
         tail = "-" if acq is None else f"{acq['angle_deg']:6.2f} deg  {acq['distance_mm']:6.2f} mm"
         lines.append(f"  {view:4}  {n:27}  {c:24}  {used:>5}  {tail}")
     sax = plan["sax"]
-    if sax["angle_deg"] is not None:
+    if sax["angle_deg"] is not None and plan.get("fit") != "sax-normal":  # sax-normal keeps it: 0 by construction
         lines.append(f"  SAX from 2CH x 4CH: {sax['angle_deg']:.2f} deg from the acquired SAX normal")
     lines += [f"  note: {note}" for note in plan["notes"]]
     return "\n".join(lines)
