@@ -239,6 +239,7 @@ class PlaneSSLWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         self.ui.loadSampleButton.connect("clicked(bool)", self.onLoadSample)
         self.ui.showPlanesButton.connect("clicked(bool)", self.onShowPlanes)
         self.ui.applyButton.connect("clicked(bool)", self.onApplyOrCancel)
+        self.ui.planViewsButton.connect("clicked(bool)", self.onPlanViews)
         self.ui.installDependenciesButton.connect("clicked(bool)", self.onInstallDependencies)
         self.ui.modelComboBox.connect("currentIndexChanged(int)", self.onModelChanged)
         self.ui.dicomFolderPathLineEdit.connect("currentPathChanged(QString)", self.onDicomFolderChanged)
@@ -345,6 +346,11 @@ class PlaneSSLWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
                 "Select a study volume and a usable model (bundled, published or a local weights folder).")
             self.ui.applyButton.enabled = False
         self.ui.showPlanesButton.enabled = bool(p and p.inputVolume)
+        plan_ok = bool(p and p.inputVolume and TASK_IDS.get(p.task) == "lines" and self._modelUsable())
+        self.ui.planViewsButton.enabled = plan_ok and not (self.logic.isRunning() or self._busy)
+        self.ui.planViewsButton.toolTip = (
+            _("Propose the 2CH, 3CH and 4CH planes from the SAX volume with the chosen Plane lines model.") if plan_ok
+            else _("Choose the task Plane lines, a usable model and a heart study volume to plan long-axis views."))
 
     def _populateModels(self) -> None:
         """Registry models of the chosen task in the model combo box (id as item data); the first
@@ -598,6 +604,32 @@ class PlaneSSLWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         if running:
             self.ui.applyButton.enabled = True
 
+    def onPlanViews(self) -> None:
+        """Plan long-axis views: the Plane lines model on every SAX slice, one plane per view (the scene is
+        left as it was when anything fails)."""
+        if self._isBusy():
+            return
+        p = self._parameterNode
+        self._busy = True
+        try:
+            self.ui.resultsTextEdit.clear()
+            self.logic.ensureDependencies(askConfirmation=True, needTorch=True)
+            volumes = self.logic.study_volumes(p.inputVolume)
+            model = self.logic.resolve_model(p.localModelFolder or p.modelId, "lines",
+                                             progress=self._onDownloadProgress)
+            planned = self.logic.plan_long_axis_views(volumes, model, p.device, layout_node=self._layoutNode())
+            self.ui.resultsTextEdit.setPlainText("\n".join(
+                [_("Long-axis views planned with {source}").format(source=model.source)] + planned.summary()))
+            self.ui.resultsCollapsibleButton.collapsed = False
+            self._log(_("Proposed planes: {views} (markups planes 'Proposed ...', table 'View planning')").format(
+                views=", ".join(planned.markups)))
+        except Exception as exc:  # noqa: BLE001 - shown to the user
+            logging.exception("PlaneSSL view planning failed")
+            slicer.util.errorDisplay(_("PlaneSSL: view planning failed: {error}").format(error=exc))
+        finally:
+            self._busy = False
+            self._checkCanApply()
+
     def _showResults(self, results) -> None:
         self.ui.resultsTextEdit.setPlainText("\n".join(results.summary()))
         self.ui.resultsCollapsibleButton.collapsed = False
@@ -837,10 +869,10 @@ class PlaneSSLLogic(ScriptedLoadableModuleLogic):
 
 
 def runWholePath(logic, workdir: str, layoutNode=None, message=logging.info) -> dict:
-    """Load sample → plane views → segmentation and predicted lines with the bundled sample weights →
-    a second segmentation cancelled mid-run, leaving the scene as it was.
+    """Load sample → plane views → segmentation, predicted lines and long-axis view planning with the
+    bundled sample weights → a second segmentation cancelled mid-run, leaving the scene as it was.
 
-    ``logic`` is a ``PlaneSSLLogic``. Returns ``{"volumes", "views", "segmentation", "lines"}``;
+    ``logic`` is a ``PlaneSSLLogic``. Returns ``{"volumes", "views", "segmentation", "lines", "plan"}``;
     raises AssertionError when the scene is not what it should be.
     """
     _ensureLibImportable()
@@ -873,6 +905,13 @@ def runWholePath(logic, workdir: str, layoutNode=None, message=logging.info) -> 
     for node in lines.nodes:
         assert logic.ctx.scene.GetNodeByID(node.GetID()) is not None
 
+    message("Planning the long-axis views from the SAX volume (bundled sample weights)")
+    plan = logic.plan_long_axis_views(volumes, SAMPLE_MODELS["lines"], "cpu", layout_node=layoutNode)
+    assert sorted(plan.markups) == ["2CH", "3CH", "4CH"], sorted(plan.markups)
+    for node in [*plan.markups.values(), plan.table]:
+        assert logic.ctx.scene.GetNodeByID(node.GetID()) is not None
+    assert all(vp.acquired is not None for vp in plan.plan.views.values())
+
     message("Cancelling a second segmentation mid-run")
     before = node_ids(logic.ctx.scene)
     model = logic.resolve_model(SAMPLE_MODELS["segment_heart"], "segment_heart")
@@ -884,7 +923,7 @@ def runWholePath(logic, workdir: str, layoutNode=None, message=logging.info) -> 
     except InferenceCancelled:
         pass
     assert node_ids(logic.ctx.scene) == before
-    return {"volumes": volumes, "views": views, "segmentation": seg, "lines": lines}
+    return {"volumes": volumes, "views": views, "segmentation": seg, "lines": lines, "plan": plan}
 
 
 #

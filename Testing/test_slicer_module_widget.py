@@ -305,3 +305,30 @@ def test_scene_close_during_a_run_on_windows(env, monkeypatch):
         run.wait(60)
     assert env.shown == [] and not w._timer.active and w.ui.applyButton.text == "Apply"
     assert w._parameterNode is None
+
+
+def test_plan_long_axis_views_from_the_widget(env):
+    """Plan long-axis views with the bundled sample line weights: markups planes, proposed views, results;
+    weights of another task: an error shown and the scene unchanged."""
+    from PlaneSSLLib.slicer_logic.mrml import node_ids
+
+    w = env.widget
+    w.onLoadSample()
+    w._checkCanApply()
+    assert w.ui.planViewsButton.enabled
+    scene = w.logic.ctx.scene
+    before = node_ids(scene)
+    env.node.localModelFolder = str(env.module._resourceFile("Sample/heart-segmentation"))
+    w.onPlanViews()
+    assert env.shown and "view planning failed" in env.shown[-1]
+    assert node_ids(scene) == before
+    env.shown.clear()
+    env.node.localModelFolder = ""
+    w.onPlanViews()
+    assert env.shown == [], env.shown
+    markups = [scene.GetNthNodeByClass(i, "vtkMRMLMarkupsPlaneNode")
+               for i in range(scene.GetNumberOfNodesByClass("vtkMRMLMarkupsPlaneNode"))]
+    assert sorted(m.GetName() for m in markups) == ["Proposed 2CH", "Proposed 3CH", "Proposed 4CH"]
+    text = w.ui.resultsTextEdit.lines[0]
+    assert text.count("from the acquired plane") == 3
+    assert w.logic.scene_plan.views.labels == ["2CH plan", "3CH plan", "4CH plan"]

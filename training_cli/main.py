@@ -15,7 +15,7 @@ from PlaneSSLLib.errors import PlaneSSLError
 #: ``register(subparsers) -> argparse.ArgumentParser`` and sets ``func`` on its parser.
 COMMAND_MODULES = (
     "demo", "phantom", "inspect_cmd", "lines", "prepare", "pretrain", "evaluate_pretext", "finetune", "predict",
-    "experiment",
+    "experiment", "plan", "evaluate_plan",
 )
 
 

@@ -12,6 +12,7 @@ from .lines import (
     intersect_images,
     intersection_line_lps,
 )
+from .plane_fit import PlaneFit, SliceLine, fit_plane_to_lines
 from .planes import ImagePlane, angle_between_normals_deg, unit
 from .stacks import (
     are_parallel,
@@ -28,14 +29,17 @@ __all__ = [
     "PARALLEL_TOLERANCE_DEG",
     "ImageLine",
     "ImagePlane",
+    "PlaneFit",
     "PlanePairLines",
     "Segment2D",
+    "SliceLine",
     "affine_lps_to_ras",
     "affine_ras_to_lps",
     "angle_between_normals_deg",
     "are_parallel",
     "clip_line_to_rect",
     "distance_to_line_px",
+    "fit_plane_to_lines",
     "group_parallel",
     "image_line",
     "intersect_images",

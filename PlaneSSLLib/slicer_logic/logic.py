@@ -6,7 +6,7 @@
 ``models_registry``) → inference in a background process (``runner``) → results in the scene
 inside ``scene_transaction`` (segmentation node with terminology, ACL-tear table); predicted
 intersection lines (``lines.LineOverlay`` with ``ManifestLinePredictor``) compared with the
-geometric ones.
+geometric ones; the long-axis views planned from the SAX volume by a line model (``planning``).
 
 Tasks (``TASKS``): ``segment_heart`` (the SAX stack, one label map per slice → a segmentation
 node, segment statistics in mL), ``classify_knee`` (the SAG/COR/AX stacks → a probability in a
@@ -34,10 +34,11 @@ import numpy as np
 from ..dicom.records import VIEW_LABELS, Study
 from ..dicom.scan import scan_tree
 from ..dicom.views import identify_views
-from . import classification, segmentation
+from . import classification, planning, segmentation
 from .lines import LineComparison, LineOverlay, ManifestLinePredictor, volume_array
 from .models_registry import MANIFEST_FILE, TASKS, LocalModel, ModelEntry, load_registry, resolve_model
 from .mrml import SceneContext
+from .planning import ScenePlan
 from .runner import InferenceRequest, InferenceResult, InferenceRunner, scene_transaction
 from .scene import ATTR_LATERALITY, ATTR_VIEW, StudyScene, load_study, planes_of_volume, study_item_of
 from .terminology import SegmentTerm, segment_terms
@@ -140,6 +141,7 @@ class Logic:
         self.study_scene: StudyScene | None = None
         self.plane_views: PlaneViews | None = None
         self.overlay: LineOverlay | None = None
+        self.scene_plan: ScenePlan | None = None
         self.runner: InferenceRunner | None = None
         self._pending: tuple[str, dict[str, Any], LocalModel, str] | None = None
 
@@ -400,6 +402,25 @@ class Logic:
         self.overlay = overlay
         return RunResults("lines", model.source, device, note, nodes=list(overlay.models.values()),
                           comparisons=dict(overlay.comparisons))
+
+    def plan_long_axis_views(self, volumes: Mapping[str, Any], model: LocalModel | str, device: str = "auto",
+                             fit: str = "sax-normal", layout_node=None,
+                             size_px: tuple[int, int] = (256, 256)) -> ScenePlan:
+        """The 2CH/3CH/4CH planes proposed from the SAX volume by a line model (``planning``): markups
+        planes, proposed slice views beside the acquired plane views, a results table. Nothing in the
+        scene changes when the model or the plan fails."""
+        local = model if isinstance(model, LocalModel) else self.resolve_model(model, "lines")
+        import torch
+
+        device = (device or "auto").lower()
+        if device not in ("cpu", "cuda") or (device == "cuda" and not torch.cuda.is_available()):
+            device = "cuda" if device == "auto" and torch.cuda.is_available() else "cpu"
+        plan = planning.compute_plan(volumes, local.path, device, fit)  # touches nothing in the scene
+        if self.plane_views is None or set(self.plane_views.labels) != set(volumes):
+            self.show_planes(volumes, layout_node, size_px)
+        self.scene_plan = planning.add_plan_to_scene(self.ctx, volumes, plan, size_px, layout_node,
+                                                     acquired_labels=self.plane_views.labels)
+        return self.scene_plan
 
     def run(self, task: str, volumes: Mapping[str, Any], model: LocalModel | str, device: str = "auto",
             on_progress: Callable[[int, int], None] | None = None, timeout: float | None = None) -> RunResults:

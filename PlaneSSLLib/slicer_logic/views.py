@@ -32,9 +32,11 @@ __all__ = [
     "PlaneViews",
     "slice_to_ras_for_plane",
     "layout_xml",
+    "layout_rows_xml",
     "register_layout",
     "create_plane_views",
     "singleton_tag",
+    "view_color",
 ]
 
 #: Layout colour of each view (RGB 0–1); intersection lines in other views take this colour.
@@ -67,16 +69,23 @@ def view_color(label: str, index: int = 0) -> tuple[float, float, float]:
     return VIEW_COLORS.get(label, _FALLBACK_COLORS[index % len(_FALLBACK_COLORS)])
 
 
+def _view_item(i: int, label: str, view_group: int) -> str:
+    color = view_color(label.split(" ")[0], i)  # "2CH plan" takes the colour of 2CH
+    props = {"orientation": "Axial", "viewlabel": label, "viewcolor": _hex(color), "viewgroup": str(view_group)}
+    body = "".join(f'<property name="{k}" action="default">{v}</property>' for k, v in props.items())
+    return f'<item><view class="vtkMRMLSliceNode" singletontag="{singleton_tag(label)}">{body}</view></item>'
+
+
+def layout_rows_xml(rows: Sequence[Sequence[str]], view_group: int = PLANE_VIEW_GROUP) -> str:
+    """Layout description: rows of views, top to bottom (the planning layout: acquired over proposed)."""
+    items = ["".join(_view_item(i, label, view_group) for i, label in enumerate(row)) for row in rows if row]
+    body = "".join(f'<item><layout type="horizontal">{row}</layout></item>' for row in items)
+    return f'<layout type="vertical">{body}</layout>'
+
+
 def layout_xml(labels: Sequence[str], view_group: int = PLANE_VIEW_GROUP) -> str:
     """Layout description: 4 views as a 2×2 grid, otherwise one row."""
-
-    def view(i: int, label: str) -> str:
-        props = {"orientation": "Axial", "viewlabel": label, "viewcolor": _hex(view_color(label, i)),
-                 "viewgroup": str(view_group)}
-        body = "".join(f'<property name="{k}" action="default">{v}</property>' for k, v in props.items())
-        return f'<item><view class="vtkMRMLSliceNode" singletontag="{singleton_tag(label)}">{body}</view></item>'
-
-    items = [view(i, label) for i, label in enumerate(labels)]
+    items = [_view_item(i, label, view_group) for i, label in enumerate(labels)]
     if len(items) == 4:
         rows = [f'<item><layout type="horizontal">{"".join(items[r * 2:r * 2 + 2])}</layout></item>' for r in (0, 1)]
         return f'<layout type="vertical">{"".join(rows)}</layout>'
