@@ -9,7 +9,7 @@ import sys
 from collections.abc import Sequence
 
 from PlaneSSLLib import __version__
-from PlaneSSLLib.errors import PlaneSSLError
+from PlaneSSLLib.errors import PlaneSSLError, describe_os_error
 
 #: Sub-command modules, in the order ``planessl --help`` lists them. Each has
 #: ``register(subparsers) -> argparse.ArgumentParser`` and sets ``func`` on its parser.
@@ -43,6 +43,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         format="%(levelname)s %(name)s: %(message)s",
         stream=sys.stderr,
     )
+    if not args.verbose:  # pydicom logs its decoders' tracebacks; our own messages name the file instead
+        logging.getLogger("pydicom").setLevel(logging.CRITICAL)
     if not getattr(args, "func", None):
         parser.print_help()
         return 2
@@ -51,6 +53,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     except PlaneSSLError as exc:  # an expected failure: its message, no traceback; anything else is a bug
         print(f"planessl {args.command}: error: {exc}", file=sys.stderr)
         return exc.exit_code
+    except OSError as exc:  # a full disk, an unwritable output, a file in the way: said as such, no traceback
+        message = describe_os_error(exc)
+        if message is None:
+            raise
+        print(f"planessl {args.command}: error: {message}", file=sys.stderr)
+        return 1
     except KeyboardInterrupt:
         print(f"planessl {args.command}: interrupted", file=sys.stderr)
         return 130

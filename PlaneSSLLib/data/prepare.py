@@ -24,6 +24,7 @@ from pathlib import Path
 
 import numpy as np
 
+from ..atomic import allocated_memmap
 from ..dicom.pixels import PixelReadError, read_file_frames
 from ..dicom.scan import list_files
 from ..errors import PlaneSSLError
@@ -206,7 +207,7 @@ def _write(tmp: Path, table: SliceTable, config: PrepareConfig, key: str, finger
         (path, [slices[i].frame.frame_index for i in idx], [slices[i].frame.plane for i in idx]) for path, idx in groups
     ]
     n, size = len(slices), config.size_px
-    images = np.lib.format.open_memmap(tmp / IMAGES, mode="w+", dtype=config.dtype, shape=(n, size, size))
+    images = allocated_memmap(tmp / IMAGES, config.dtype, (n, size, size))
     ok = np.ones(n, dtype=bool)
     skipped: list[tuple[str, str]] = []
     workers = max(1, min(int(jobs), n // _MIN_SLICES_PER_WORKER))
@@ -240,8 +241,7 @@ def _write(tmp: Path, table: SliceTable, config: PrepareConfig, key: str, finger
         keep = np.flatnonzero(ok)
         index = index[keep]
         src = np.load(tmp / IMAGES, mmap_mode="r")
-        compact = np.lib.format.open_memmap(tmp / "images.part.npy", mode="w+", dtype=config.dtype,
-                                            shape=(len(keep), size, size))
+        compact = allocated_memmap(tmp / "images.part.npy", config.dtype, (len(keep), size, size))
         for j in range(0, len(keep), 256):
             compact[j : j + 256] = src[keep[j : j + 256]]
         compact.flush()

@@ -45,6 +45,7 @@ from pathlib import Path
 import numpy as np
 from scipy import ndimage
 
+from ..atomic import allocated_memmap
 from ..dicom.nifti import planes_from_affine_ras, slice_image
 from ..dicom.pixels import read_file_frames
 from ..dicom.report import apply_views
@@ -332,8 +333,8 @@ def prepare_seg_cache(data_dir: Path | DataSpec, out_root: Path, config: Prepare
 def _write_seg_cache(tmp: Path, items: list[_Item], config: PrepareConfig, key: str, fingerprint: str,
                      notes: list[str], start: float) -> None:
     n, size = len(items), config.size_px
-    images = np.lib.format.open_memmap(tmp / IMAGES, mode="w+", dtype=config.dtype, shape=(n, size, size))
-    labels = np.lib.format.open_memmap(tmp / LABELS, mode="w+", dtype=np.uint8, shape=(n, size, size))
+    images = allocated_memmap(tmp / IMAGES, config.dtype, (n, size, size))
+    labels = allocated_memmap(tmp / LABELS, np.uint8, (n, size, size))
     index = np.zeros(n, dtype=SEG_INDEX_DTYPE)
     for i, it in enumerate(items):
         if it.pixels is not None:

@@ -167,13 +167,18 @@ def check_choice(bad: Callable[[str, str], None], key: str, value: Any, choices:
         bad(key, f"must be one of {', '.join(map(repr, choices))}, got {value!r}")
 
 
+#: The largest learning rate accepted: Adam's step (rate / bias correction) must stay a float32.
+MAX_LR = 1e30
+
+
 def check_schedule(optim: TrainOptim, bad: Callable[[str, str], None]) -> None:
     """Range checks of the shared ``optim`` settings (the learning-rate policy, training/schedule.py)."""
     check_choice(bad, "optim.schedule", optim.schedule, SCHEDULES)
-    if not math.isfinite(optim.lr) or optim.lr <= 0:
-        bad("optim.lr", f"must be > 0, got {optim.lr}")
-    if optim.transferred_lr is not None and (not math.isfinite(optim.transferred_lr) or optim.transferred_lr < 0):
-        bad("optim.transferred_lr", f"must be >= 0 or null (optim.lr), got {optim.transferred_lr}")
+    if not math.isfinite(optim.lr) or not 0 < optim.lr <= MAX_LR:
+        bad("optim.lr", f"must be in (0, {MAX_LR:g}], got {optim.lr}")
+    if optim.transferred_lr is not None and (not math.isfinite(optim.transferred_lr)
+                                             or not 0 <= optim.transferred_lr <= MAX_LR):
+        bad("optim.transferred_lr", f"must be in [0, {MAX_LR:g}] or null (optim.lr), got {optim.transferred_lr}")
     if not math.isfinite(optim.weight_decay) or optim.weight_decay < 0:
         bad("optim.weight_decay", f"must be >= 0, got {optim.weight_decay}")
     if not 0 < optim.decay_factor <= 1:
