@@ -38,7 +38,7 @@ from pydicom.uid import UID, DeflatedExplicitVRLittleEndian, ImplicitVRLittleEnd
 from ..geometry.planes import ImagePlane
 from .containers import MANIFEST_NAMES, manifest_filenames
 from .planes import GeometryError, plane_from_dataset
-from .records import FileHeader, FrameHeader, Problem, ScanResult, hash_identifier
+from .records import FileHeader, FrameHeader, Problem, ScanResult, hash_identifier, patient_key
 from .series import build_studies
 
 __all__ = [
@@ -338,7 +338,7 @@ def _file_header(path: Path, ds: Dataset, sop_class: str) -> FileHeader:
     return FileHeader(
         path=path,
         study_key=hash_identifier(_text(ds, "StudyInstanceUID") or "no-study"),
-        patient_key=hash_identifier(_text(ds, "PatientID") or "no-patient"),
+        patient_key=patient_key(_text(ds, "PatientID")),
         series_uid_key=hash_identifier(series_uid),
         sop_key=hash_identifier(_text(ds, "SOPInstanceUID") or f"no-sop:{path}"),
         description=str(ds.get("SeriesDescription", "") or ""),  # pydicom decodes the character set
