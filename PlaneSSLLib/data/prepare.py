@@ -8,7 +8,8 @@ reader, views labelled via ``dicom.report.apply_views``), then ``preprocess.inde
 normalised and resampled (``preprocess.resample.prepare_image``) — in ``jobs`` processes for large
 trees — into a memory-mapped array in a temporary folder, renamed into place when complete.
 A frame that cannot be decoded is skipped and named in the report; the scan's own problems
-(unreadable files, unusable series) are reported too.
+(unreadable files and folders) are reported too, and so is every series left out as unusable
+(with the scan's reason: one frame without geometry leaves out its series).
 """
 
 from __future__ import annotations
@@ -76,6 +77,7 @@ class PrepareReport:
     views: dict[str, int] = field(default_factory=dict)  # slices per "anatomy VIEW"
     skipped: list[tuple[str, str]] = field(default_factory=list)  # (file, reason): frames not decoded
     scan_errors: list[tuple[str, str]] = field(default_factory=list)  # (file, reason) from the scan
+    left_out: list[tuple[str, str]] = field(default_factory=list)  # (series folder, reason): unusable series
     warnings: list[str] = field(default_factory=list)
     partners: list[str] = field(default_factory=list)  # line-target coverage summary (default pairs)
     notes: list[str] = field(default_factory=list)  # layout quirks met and handled (naming folders; not cached)
@@ -127,6 +129,7 @@ def prepare_cache(
     except CacheError as exc:  # out_root cannot be written
         raise PrepareError(str(exc)) from None
     report.scan_errors = scan_errors
+    report.left_out = table.left_out
     report.notes = scan.notes
     report.format = spec.format
     report.cache_dir = out_root / key

@@ -84,14 +84,20 @@ def list_files(root: Path) -> tuple[list[Path], list[Problem]]:
     """Every regular file under ``root`` (or ``root`` itself), sorted; hidden ones as problems.
 
     Hidden directories (``.git``, ``.cache``...) are not entered; hidden files are noted as
-    ignored. Symbolic links to files are followed, to directories not (no loops).
+    ignored; a folder that cannot be listed is an "error" problem naming it.
+    Symbolic links to files are followed, to directories not (no loops).
     """
     root = Path(root)
     if root.is_file():
         return [root], []
     files: list[Path] = []
     hidden: list[Problem] = []
-    for dirpath, dirnames, filenames in os.walk(root):
+
+    def unreadable(exc: OSError) -> None:  # os.walk would skip such a folder without a word
+        folder = Path(exc.filename) if exc.filename is not None else root
+        hidden.append(Problem(folder, "error", f"unreadable folder: {exc.strerror or exc}"))
+
+    for dirpath, dirnames, filenames in os.walk(root, onerror=unreadable):
         dirnames[:] = sorted(d for d in dirnames if not d.startswith("."))
         base = Path(dirpath)
         for name in sorted(filenames):
