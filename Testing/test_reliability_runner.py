@@ -99,3 +99,22 @@ def test_a_worker_that_cannot_start_leaves_no_job_folder(tmp_path):
         run.start()
     assert _job_folders() == before and not run.running
     assert os.path.exists(tmp_path)
+
+
+def test_worker_labels_outside_the_models_set_are_refused():
+    labels = np.zeros((2, 4, 4), np.uint8)
+    labels[0, 1, 1], labels[1, 2, 2] = 3, 1
+    assert runner.checked_labels(labels, [1, 2, 3]).dtype == np.int16
+    labels[1, 3, 3] = 7
+    with pytest.raises(runner.InferenceError, match=r"label values \[7\] outside the model's labels \[0, 1, 2, 3\]"):
+        runner.checked_labels(labels, [1, 2, 3])
+    with pytest.raises(runner.InferenceError, match="no usable label map"):
+        runner.checked_labels(np.full((2, 4, 4), 0.5), [1, 2, 3])
+
+
+@pytest.mark.parametrize("probability,threshold", [(float("nan"), 0.5), (1.5, 0.5), (0.3, 0.0), (0.3, float("inf"))])
+def test_worker_probabilities_must_be_probabilities(probability, threshold):
+    outputs = {"probability": np.array([probability]), "threshold": np.array(threshold)}
+    with pytest.raises(runner.InferenceError, match="probability"):
+        runner.checked_probability(outputs)
+    assert runner.checked_probability({"probability": np.array([0.25])}) == (0.25, 0.5)

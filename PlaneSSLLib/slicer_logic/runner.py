@@ -29,7 +29,7 @@ import subprocess
 import sys
 import tempfile
 import threading
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -45,6 +45,8 @@ __all__ = [
     "popen_options",
     "kill_worker",
     "scene_transaction",
+    "checked_labels",
+    "checked_probability",
 ]
 
 #: Windows process-creation flags (``subprocess`` defines them only on Windows).
@@ -242,6 +244,35 @@ class InferenceRunner:
             m = _DEVICE.match(line)
             if m:
                 self.device, self.note = m.group(1), m.group(2) or ""
+
+
+def checked_labels(labels: np.ndarray, values: Iterable[int], task: str = "segment_heart") -> np.ndarray:
+    """The worker's label map as int16 when every voxel is 0 or one of ``values`` (the manifest's label
+    values); InferenceError naming the values outside that set (or a non-integer or empty map) otherwise."""
+    array = np.asarray(labels)
+    if array.size == 0 or array.ndim not in (3, 4) or array.dtype.kind not in "iub":
+        raise InferenceError(f"inference task {task!r} returned no usable label map "
+                             f"(shape {array.shape}, dtype {array.dtype})")
+    allowed = {0, *(int(v) for v in values)}
+    found = {int(v) for v in np.unique(array)}
+    if not found <= allowed:
+        raise InferenceError(f"inference task {task!r} returned label values {sorted(found - allowed)} outside the "
+                             f"model's labels {sorted(allowed)}; nothing is added to the scene")
+    return array.astype(np.int16)
+
+
+def checked_probability(outputs: Mapping[str, np.ndarray], task: str = "classify_knee") -> tuple[float, float]:
+    """``(probability, threshold)`` of a classification worker's outputs; InferenceError unless both are
+    finite, the probability in [0, 1] and the threshold in (0, 1)."""
+    try:
+        probability = float(np.asarray(outputs["probability"]).ravel()[0])
+        threshold = float(np.asarray(outputs.get("threshold", 0.5)).ravel()[0])
+    except (KeyError, IndexError, TypeError, ValueError) as exc:
+        raise InferenceError(f"inference task {task!r} returned no probability ({exc})") from None
+    if not (0.0 <= probability <= 1.0 and 0.0 < threshold < 1.0):
+        raise InferenceError(f"inference task {task!r} returned probability {probability} / threshold {threshold} "
+                             f"(a probability in [0, 1] and a threshold in (0, 1) are needed)")
+    return probability, threshold
 
 
 def run_blocking(request: InferenceRequest, on_progress: Callable[[int, int], None] | None = None,
