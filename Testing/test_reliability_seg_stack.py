@@ -108,3 +108,19 @@ def test_phases_are_placed_by_trigger_time_or_temporal_position():
     assert phase_frames([full, far], 1)[1] is None and phase_frames([full, far], 2)[1] is None
     by_id = [_position([0.0, 100.0], [1, 2]), _position([0.0], [2])]  # the temporal position decides
     assert phase_frames(by_id, 0)[1] is None and phase_frames(by_id, 1)[1].temporal_position == 2
+
+
+def test_a_single_series_stack_with_a_frame_without_geometry_names_the_file(tmp_path, capsys, weights):
+    write_cohort(tmp_path / "c", CohortOptions("heart", subjects=1, seed=4, phases=2, matrix=48, layout="ukbb"),
+                 workers=1)
+    bad = sorted((tmp_path / "c" / "subject_0000" / "study" / "cine_sax").glob("*.dcm"))[2]
+    ds = pydicom.dcmread(bad)
+    del ds.ImagePositionPatient
+    ds.save_as(bad)
+    code, out, err = _predict(capsys, tmp_path / "c" / "subject_0000", weights, tmp_path / "o", 0)
+    assert code == 2 and f"{bad.name}: ImagePositionPatient missing" in err and "Traceback" not in err
+
+
+def test_a_phase_out_of_range_is_said_as_such(study, weights, tmp_path, capsys):
+    code, out, err = _predict(capsys, study, weights, tmp_path / "o", 5)
+    assert code == 2 and "phase 5 out of range (the SAX stack has 2)" in err

@@ -152,8 +152,11 @@ def find_study_sax_stack(study_dir: str | Path) -> SaxStack:
     for s in stacks:
         s.unreadable = [p for p in result.problems if p.kind == "error"]
     if not stacks:
+        why = [f"{p.path}: {p.message}" for p in result.problems if p.kind == "error"]
+        why += [f"{s.folder}: {'; '.join(s.problems[:3])}" for st in result.studies for s in st.series
+                if not s.usable and s.view in (None, "SAX") and s.problems]
         raise InputError(f"{study_dir}: no usable SAX stack found ({len(result.studies)} studies; see "
-                         f"'planessl inspect {study_dir}')")
+                         f"'planessl inspect {study_dir}')" + "".join(f"\n  {w}" for w in why[:10]))
     if len(stacks) > 1:
         raise InputError(f"{study_dir}: {len(stacks)} studies with a SAX stack; point at one study's folder")
     return stacks[0]
@@ -228,9 +231,13 @@ def stack_problems(stack: SaxStack, phases: Sequence[int]) -> list[str]:
 
 def check_stack_complete(stack: SaxStack, phases: Sequence[int]) -> None:
     """IncompleteStackError naming every problem of ``stack_problems``; returns when there is none."""
+    where = stack.study.root if stack.study is not None else stack.folder()
+    n = phase_count(stack.positions)
+    for phase in phases:
+        if not 0 <= phase < n:
+            raise InputError(f"{where}: phase {phase} out of range (the SAX stack has {n})")
     problems = stack_problems(stack, phases)
     if problems:
-        where = stack.study.root if stack.study is not None else stack.folder()
         raise IncompleteStackError(
             f"{where}: the SAX stack is incomplete for phase(s) {', '.join(map(str, phases))}; "
             f"nothing is segmented (labels and volumes would cover part of the heart):\n  " + "\n  ".join(problems)
