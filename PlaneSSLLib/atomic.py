@@ -83,7 +83,8 @@ def allocated_memmap(path: str | os.PathLike, dtype, shape: tuple[int, ...]):
             try:
                 os.posix_fallocate(fd, 0, size)
             except OSError as exc:
-                if exc.errno not in (errno.EOPNOTSUPP, errno.ENOSYS, errno.EINVAL):  # a filesystem without it
+                unsupported = {getattr(errno, name, -1) for name in ("EOPNOTSUPP", "ENOTSUP", "ENOSYS", "EINVAL")}
+                if exc.errno not in unsupported:  # a file system without it keeps the sparse file
                     raise OSError(exc.errno, f"{os.strerror(exc.errno)} (reserving {size} bytes)", str(path)) from None
             finally:
                 os.close(fd)

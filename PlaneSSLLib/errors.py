@@ -48,7 +48,7 @@ class InputError(PlaneSSLError, ValueError):
 #: What a file-system error means for the user (errno → phrase); other OSErrors stay bugs.
 _OS_ERRORS = {
     errno.ENOSPC: "no space left on the device (disk full); nothing half-written is kept",
-    errno.EDQUOT: "disk quota exceeded; nothing half-written is kept",
+    getattr(errno, "EDQUOT", -1): "disk quota exceeded; nothing half-written is kept",  # not on every platform
     errno.EROFS: "read-only file system",
     errno.EACCES: "permission denied",
     errno.EPERM: "operation not permitted",
