@@ -42,7 +42,16 @@ _SYNTHETIC_PATIENT = re.compile(r"planessl-(heart|knee)-\d{4,}")
 def hash_identifier(value: str, length: int = 12) -> str:
     """A short, stable stand-in for a UID or patient identifier: HMAC-SHA256 under the installation's
     secret (``dicom.id_secret``), so a key cannot be reversed by trying every short patient ID."""
-    return hmac.new(installation_secret(), value.encode("utf-8"), hashlib.sha256).hexdigest()[:length]
+    secret = installation_secret()
+    keyed = _KEYED.get(secret)
+    if keyed is None:  # the key schedule once per secret: a scan hashes four identifiers per file
+        keyed = _KEYED[secret] = hmac.new(secret, digestmod=hashlib.sha256)
+    h = keyed.copy()
+    h.update(value.encode("utf-8"))
+    return h.hexdigest()[:length]
+
+
+_KEYED: dict[bytes, hmac.HMAC] = {}
 
 
 def hash_public_name(value: str, length: int = 12) -> str:
