@@ -9,6 +9,7 @@ phantom generator's synthetic IDs keep one public salt, so their splits are alik
 from __future__ import annotations
 
 import hashlib
+import hmac
 import os
 import stat
 import subprocess
@@ -52,6 +53,7 @@ def test_the_environment_overrides_the_file(fresh_install, monkeypatch):
     monkeypatch.setenv(id_secret.ENV_SECRET, "shared-site-secret")
     a = hash_identifier("1.2.3")
     assert not fresh_install.exists() and a == hash_identifier("1.2.3") and a != hash_public_name("1.2.3")
+    assert a == hmac.new(b"shared-site-secret", b"1.2.3", hashlib.sha256).hexdigest()[:12]  # plain HMAC-SHA256
 
 
 def test_processes_starting_together_agree_on_one_secret(fresh_install):
