@@ -28,7 +28,8 @@ __all__ = ["ENV_SECRET", "IdentifierSecretError", "installation_secret", "secret
 #: Environment variable that overrides the secret file.
 ENV_SECRET = "PLANESSL_ID_SECRET"
 
-_cache: dict[Path, bytes] = {}
+#: The secret file's content once read (tests that move the configuration folder clear it).
+_cache: dict[str, bytes] = {}
 
 
 class IdentifierSecretError(PlaneSSLError):
@@ -51,10 +52,10 @@ def installation_secret() -> bytes:
     value = os.environ.get(ENV_SECRET)
     if value:
         return value.encode("utf-8")
-    path = secret_path()
-    if path not in _cache:
-        _cache[path] = _read_or_create(path)
-    return _cache[path]
+    secret = _cache.get("file")  # read once per process (a scan hashes four identifiers per file)
+    if secret is None:
+        secret = _cache["file"] = _read_or_create(secret_path())
+    return secret
 
 
 def _read_or_create(path: Path) -> bytes:
