@@ -1,18 +1,23 @@
 """Atomic file output: write beside the target, then rename, so no reader ever sees half a file.
 
 Used by every layer (DICOM writer, label maps, caches, checkpoints, exports); depends on the
-standard library only.
+standard library only (numpy for ``allocated_memmap``, imported there).
+
+``allocated_memmap`` creates a memory-mapped ``.npy`` whose blocks are reserved on disk first: a
+full disk is then an ``OSError`` (ENOSPC) when the file is created, never a SIGBUS when a page of
+a sparse file is first written.
 """
 
 from __future__ import annotations
 
 import contextlib
+import errno
 import os
 import tempfile
 from collections.abc import Iterator
 from pathlib import Path
 
-__all__ = ["atomic_path", "atomic_write_bytes", "atomic_write_text"]
+__all__ = ["allocated_memmap", "atomic_path", "atomic_write_bytes", "atomic_write_text"]
 
 
 @contextlib.contextmanager
@@ -62,3 +67,29 @@ def atomic_write_bytes(path: str | os.PathLike, data: bytes, fsync: bool = False
 
 def atomic_write_text(path: str | os.PathLike, text: str, fsync: bool = False) -> Path:
     return atomic_write_bytes(path, text.encode("utf-8"), fsync=fsync)
+
+
+def allocated_memmap(path: str | os.PathLike, dtype, shape: tuple[int, ...]):
+    """``np.lib.format.open_memmap(path, "w+", dtype, shape)`` with every block of the file reserved
+    on disk before the array is returned (``os.posix_fallocate``). OSError (ENOSPC) when the disk
+    cannot hold it; the partial file is then removed."""
+    import numpy as np
+
+    array = np.lib.format.open_memmap(path, mode="w+", dtype=dtype, shape=shape)
+    try:
+        size = os.path.getsize(path)
+        if size and hasattr(os, "posix_fallocate"):
+            fd = os.open(path, os.O_RDWR)
+            try:
+                os.posix_fallocate(fd, 0, size)
+            except OSError as exc:
+                unsupported = {getattr(errno, name, -1) for name in ("EOPNOTSUPP", "ENOTSUP", "ENOSYS", "EINVAL")}
+                if exc.errno not in unsupported:  # a file system without it keeps the sparse file
+                    raise OSError(exc.errno, f"{os.strerror(exc.errno)} (reserving {size} bytes)", str(path)) from None
+            finally:
+                os.close(fd)
+    except BaseException:
+        del array
+        Path(path).unlink(missing_ok=True)
+        raise
+    return array

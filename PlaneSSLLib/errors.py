@@ -13,9 +13,10 @@ class.
 
 from __future__ import annotations
 
+import errno
 from collections.abc import Sequence
 
-__all__ = ["PlaneSSLError", "ConfigError", "InputError"]
+__all__ = ["PlaneSSLError", "ConfigError", "InputError", "describe_os_error"]
 
 
 class PlaneSSLError(Exception):
@@ -42,3 +43,32 @@ class ConfigError(PlaneSSLError, ValueError):
 
 class InputError(PlaneSSLError, ValueError):
     """An input a command was pointed at (a DICOM folder or image, a phase) that cannot be used."""
+
+
+#: What a file-system error means for the user (errno → phrase); other OSErrors stay bugs.
+_OS_ERRORS = {
+    errno.ENOSPC: "no space left on the device (disk full); nothing half-written is kept",
+    getattr(errno, "EDQUOT", -1): "disk quota exceeded; nothing half-written is kept",  # not on every platform
+    errno.EROFS: "read-only file system",
+    errno.EACCES: "permission denied",
+    errno.EPERM: "operation not permitted",
+    errno.ENOTDIR: "a file is in the way where a folder is needed",
+    errno.EEXIST: "a file is in the way where a folder is needed",
+    errno.EISDIR: "is a folder, where a file is needed",
+    errno.ENOENT: "no such file or directory",
+    errno.ENAMETOOLONG: "file name too long",
+    errno.EFBIG: "file too large for the file system",
+    errno.EIO: "input/output error (a failing disk or a network share?)",
+    errno.EMFILE: "too many open files",
+}
+
+
+def describe_os_error(exc: OSError) -> str | None:
+    """``"PATH: what happened"`` for a file-system error a user can cause or fix (a full disk, an
+    unwritable or read-only output, a file where a folder is needed); None for any other OSError."""
+    phrase = _OS_ERRORS.get(exc.errno or 0)
+    if phrase is None:
+        return None
+    where = exc.filename if exc.filename is not None else "output"
+    detail = f" ({exc.strerror})" if exc.strerror and exc.strerror.lower() not in phrase else ""
+    return f"{where}: {phrase}{detail}"

@@ -11,6 +11,10 @@ import pytest
 
 REQUIRE_TOOLS = os.environ.get("PLANESSL_REQUIRE_TOOLS") == "1"
 
+# Patient keys are keyed by a per-installation secret (PlaneSSLLib/dicom/id_secret.py): the tests use a fixed
+# one, so caches and fixtures are byte-reproducible and no secret file is made in the user's config folder.
+os.environ.setdefault("PLANESSL_ID_SECRET", "planessl-test-secret")
+
 
 def require_tool(name: str) -> str:
     """Path of an external program; skips the test locally, fails it on CI, when missing."""

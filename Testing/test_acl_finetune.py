@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -138,7 +139,10 @@ def test_finetune_from_pretrained_export(knee_cohort, exams, tmp_path):
     assert result.metrics["split"] == "validation" and result.n_test == 0  # no test split: validation reported
     assert all(r["task"] == "acl" and r["labeled_subjects"] == 2 and r["seed"] == 1 for r in rows)
     model, manifest = load_classifier(result.weights)
-    assert manifest["training_config"]["init"]["kind"] == "pretrained"
+    init = manifest["training_config"]["init"]
+    assert init["kind"] == "pretrained" and len(init["encoder_sha256"]) == 16
+    pretrained = json.loads((Path(weights) / "manifest.json").read_text())
+    assert init["weights_sha256"] == pretrained["weights_sha256"] and init["model_id"] == pretrained["model_id"]
     assert manifest["input"]["size_hw"] == [SIZE, SIZE] and manifest["input"]["spacing_mm"] == [SPACING, SPACING]
     # frozen encoder: the transferred weights survive training unchanged
     frozen = _config(knee_cohort, tmp_path / "frozen")

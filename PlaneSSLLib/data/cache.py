@@ -59,6 +59,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import re
 import shutil
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -494,19 +495,51 @@ def reuse_cache(out_root: Path, key: str, content: str) -> SliceCache | None:
     return cache
 
 
+_STALE = re.compile(r"^\.(tmp|old)-.+-(\d+)$")
+
+
+def _process_alive(pid: int) -> bool:
+    """Whether process ``pid`` runs (POSIX); elsewhere assumed alive (its folder is then kept)."""
+    if pid == os.getpid():
+        return True
+    if os.name != "posix":
+        return True
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except OSError:  # another user's process
+        return True
+    return True
+
+
+def remove_stale_folders(out_root: Path) -> list[Path]:
+    """Remove ``.tmp-KEY-PID`` / ``.old-KEY-PID`` folders under ``out_root`` whose writer ``PID`` no longer
+    runs (a ``prepare`` killed mid-write leaves them, with image arrays inside); returns them."""
+    removed = []
+    for folder in out_root.iterdir():
+        m = _STALE.match(folder.name)
+        if m and folder.is_dir() and not _process_alive(int(m.group(2))):
+            shutil.rmtree(folder, ignore_errors=True)
+            removed.append(folder)
+    return removed
+
+
 def write_cache(out_root: Path, key: str, fill: Callable[[Path], T]) -> T:
     """Write cache ``key`` under ``out_root`` and return what ``fill`` returns.
 
     ``fill(tmp)`` writes the arrays into the fresh folder ``out_root/.tmp-KEY-<pid>`` and, last,
     ``meta.json`` (:func:`base_meta`, :func:`write_meta`). The folder must then pass the checks of
     :func:`open_cache`; it is renamed to ``out_root/KEY`` (replacing an older one) and
-    ``current.json`` points at it. On any failure the temporary folder is removed.
+    ``current.json`` points at it. On any failure the temporary folder is removed; the folders of
+    writers killed before they could clean up are removed first (``remove_stale_folders``).
     Raises CacheError when ``out_root`` cannot be written (or the written cache fails a check).
     """
     out_root = Path(out_root)
     tmp = out_root / f".tmp-{key}-{os.getpid()}"
     try:
         out_root.mkdir(parents=True, exist_ok=True)
+        remove_stale_folders(out_root)
         if tmp.exists():
             shutil.rmtree(tmp)
         tmp.mkdir()

@@ -20,8 +20,10 @@ pretext targets treat every layout alike:
   release): each stack its own study in a canonical frame (1 mm pixels assumed, slices 1 mm
   apart along the view's patient axis), location from the slice order only, no line targets.
 
-Identifiers: subject folders and file names become ``hash_identifier`` keys (no eid, code or
-UID in the records). Broken members (an unreadable NIfTI, a damaged zip member) are problems
+Identifiers: subject folders and file names become keys (no eid, code or UID in the records):
+UK Biobank eids by ``hash_identifier`` (keyed by the installation's secret), the public names of
+ACDC, M&Ms-2 and MRNet subjects by ``hash_public_name`` (alike everywhere, so their splits are).
+Broken members (an unreadable NIfTI, a damaged zip member) are problems
 naming the file; the others are read.
 """
 
@@ -33,7 +35,16 @@ from pathlib import Path
 
 import numpy as np
 
-from ..dicom.records import Frame, Position, Problem, ScanResult, Series, Study, hash_identifier
+from ..dicom.records import (
+    Frame,
+    Position,
+    Problem,
+    ScanResult,
+    Series,
+    Study,
+    hash_identifier,
+    hash_public_name,
+)
 from ..dicom.report import apply_views
 from ..dicom.scan import list_files, scan_tree
 from ..dicom.views import APEX_PRIOR_LPS
@@ -199,7 +210,7 @@ def _scan_mnms2(root: Path) -> ScanResult:
     result.files_seen = len(list_files(root)[0])
     for folder in subjects:
         code = folder.name
-        study = Study(key=hash_identifier(f"mnms2:study:{code}"), patient_key=hash_identifier(f"mnms2:{code}"),
+        study = Study(key=hash_public_name(f"mnms2:study:{code}"), patient_key=hash_public_name(f"mnms2:{code}"),
                       root=folder)
         for view, description in (("SA", "M&Ms-2 SA short axis cine"), ("LA", "M&Ms-2 LA 4CH cine")):
             cine = folder / f"{code}_{view}_CINE.nii.gz"
@@ -210,11 +221,11 @@ def _scan_mnms2(root: Path) -> ScanResult:
                                                                 f"{code}_{view}_ED/ES.nii.gz)"))
                 continue
             problems: list[Problem] = []
-            series = _series_from_volumes(files, hash_identifier(f"mnms2:{code}:{view}"), description, problems)
+            series = _series_from_volumes(files, hash_public_name(f"mnms2:{code}:{view}"), description, problems)
             if series is None and files[0] == cine:  # a broken cine: fall back on the ED/ES volumes
                 fallback = [p for p in (folder / f"{code}_{view}_ED.nii.gz", folder / f"{code}_{view}_ES.nii.gz")
                             if p.is_file()]
-                series = _series_from_volumes(fallback, hash_identifier(f"mnms2:{code}:{view}"), description,
+                series = _series_from_volumes(fallback, hash_public_name(f"mnms2:{code}:{view}"), description,
                                               problems) if fallback else None
             result.problems.extend(problems)
             if series is not None:
@@ -257,7 +268,7 @@ def _scan_acdc(root: Path) -> ScanResult:
                 problems.append(Problem(files[0], "error", f"not a readable NIfTI volume ({type(exc).__name__}: "
                                                            f"{' '.join(str(exc).split())})"))
                 continue
-            series = _series_from_volumes(files, hash_identifier(f"acdc:{name}:sax"), "ACDC SAX cine", problems,
+            series = _series_from_volumes(files, hash_public_name(f"acdc:{name}:sax"), "ACDC SAX cine", problems,
                                           planes=planes)
             if series is not None:
                 break
@@ -267,7 +278,7 @@ def _scan_acdc(root: Path) -> ScanResult:
                 result.problems.append(Problem(folder, "error", f"no {name}_4d.nii.gz or {name}_frameNN.nii.gz"))
             continue
         series.view, series.view_source, series.view_reason = "SAX", "layout", "ACDC holds short-axis stacks only"
-        study = Study(key=hash_identifier(f"acdc:study:{name}"), patient_key=hash_identifier(f"acdc:{name}"),
+        study = Study(key=hash_public_name(f"acdc:study:{name}"), patient_key=hash_public_name(f"acdc:{name}"),
                       root=folder, series=[series], anatomy="heart")
         result.studies.append(study)
     return result
@@ -301,7 +312,7 @@ def _scan_mrnet(root: Path) -> ScanResult:
                     continue
                 n, rows, cols = (int(v) for v in stack.shape)
                 planes = _canonical_stack((cols, rows, n), (1.0, 1.0), 1.0, np.array(axis))
-                key = hash_identifier(f"mrnet:{split}:{exam}:{plane}")
+                key = hash_public_name(f"mrnet:{split}:{exam}:{plane}")
                 positions = [Position(pl, [Frame(path=path, frame_index=k, plane=pl)], float(k))
                              for k, pl in enumerate(planes)]
                 series = Series(key=key, description=f"MRNet {plane}", folder=path.parent, series_number=None,
@@ -309,7 +320,7 @@ def _scan_mrnet(root: Path) -> ScanResult:
                                 view=view, view_source="layout", view_reason=f"MRNet {plane} folder", uid_key=key,
                                 n_files=1, n_images=n)
                 # one study per stack: MRNet has no geometry between its three stacks (no line targets)
-                result.studies.append(Study(key=key, patient_key=hash_identifier(f"mrnet:{split}:{exam}"),
+                result.studies.append(Study(key=key, patient_key=hash_public_name(f"mrnet:{split}:{exam}"),
                                             root=path.parent, series=[series], anatomy="knee"))
     return result
 

@@ -8,7 +8,8 @@ reader, views labelled via ``dicom.report.apply_views``), then ``preprocess.inde
 normalised and resampled (``preprocess.resample.prepare_image``) — in ``jobs`` processes for large
 trees — into a memory-mapped array in a temporary folder, renamed into place when complete.
 A frame that cannot be decoded is skipped and named in the report; the scan's own problems
-(unreadable files, unusable series) are reported too.
+(unreadable files and folders) are reported too, and so is every series left out as unusable
+(with the scan's reason: one frame without geometry leaves out its series).
 """
 
 from __future__ import annotations
@@ -24,6 +25,7 @@ from pathlib import Path
 
 import numpy as np
 
+from ..atomic import allocated_memmap
 from ..dicom.pixels import PixelReadError, read_file_frames
 from ..dicom.scan import list_files
 from ..errors import PlaneSSLError
@@ -75,6 +77,7 @@ class PrepareReport:
     views: dict[str, int] = field(default_factory=dict)  # slices per "anatomy VIEW"
     skipped: list[tuple[str, str]] = field(default_factory=list)  # (file, reason): frames not decoded
     scan_errors: list[tuple[str, str]] = field(default_factory=list)  # (file, reason) from the scan
+    left_out: list[tuple[str, str]] = field(default_factory=list)  # (series folder, reason): unusable series
     warnings: list[str] = field(default_factory=list)
     partners: list[str] = field(default_factory=list)  # line-target coverage summary (default pairs)
     notes: list[str] = field(default_factory=list)  # layout quirks met and handled (naming folders; not cached)
@@ -126,6 +129,7 @@ def prepare_cache(
     except CacheError as exc:  # out_root cannot be written
         raise PrepareError(str(exc)) from None
     report.scan_errors = scan_errors
+    report.left_out = table.left_out
     report.notes = scan.notes
     report.format = spec.format
     report.cache_dir = out_root / key
@@ -206,7 +210,7 @@ def _write(tmp: Path, table: SliceTable, config: PrepareConfig, key: str, finger
         (path, [slices[i].frame.frame_index for i in idx], [slices[i].frame.plane for i in idx]) for path, idx in groups
     ]
     n, size = len(slices), config.size_px
-    images = np.lib.format.open_memmap(tmp / IMAGES, mode="w+", dtype=config.dtype, shape=(n, size, size))
+    images = allocated_memmap(tmp / IMAGES, config.dtype, (n, size, size))
     ok = np.ones(n, dtype=bool)
     skipped: list[tuple[str, str]] = []
     workers = max(1, min(int(jobs), n // _MIN_SLICES_PER_WORKER))
@@ -240,8 +244,7 @@ def _write(tmp: Path, table: SliceTable, config: PrepareConfig, key: str, finger
         keep = np.flatnonzero(ok)
         index = index[keep]
         src = np.load(tmp / IMAGES, mmap_mode="r")
-        compact = np.lib.format.open_memmap(tmp / "images.part.npy", mode="w+", dtype=config.dtype,
-                                            shape=(len(keep), size, size))
+        compact = allocated_memmap(tmp / "images.part.npy", config.dtype, (len(keep), size, size))
         for j in range(0, len(keep), 256):
             compact[j : j + 256] = src[keep[j : j + 256]]
         compact.flush()

@@ -21,7 +21,7 @@ from pathlib import Path
 
 import numpy as np
 
-from ..dicom.records import hash_identifier
+from ..dicom.records import hash_public_name
 from .sources import DataSpec
 
 __all__ = ["NIFTI_SEG_FORMATS", "LabelledVolume", "labelled_volumes", "labelled_files"]
@@ -65,7 +65,7 @@ def labelled_volumes(spec: DataSpec) -> tuple[list[LabelledVolume], list[str]]:
         from .adapters.acdc import acdc_subjects
 
         for s in acdc_subjects(spec.root, with_labels=True, broken=broken):
-            key = hash_identifier(f"acdc:{s.subject}")
+            key = hash_public_name(f"acdc:{s.subject}")
             for kind, name in enumerate(("ED", "ES")):
                 ph = s.phases[name]
                 volumes.append(LabelledVolume(key, s.group or None, kind, ph.frame - 1, _squeeze3(ph.image),
@@ -74,7 +74,7 @@ def labelled_volumes(spec: DataSpec) -> tuple[list[LabelledVolume], list[str]]:
         from .adapters.mnms2 import mnms2_subjects
 
         for s in mnms2_subjects(spec.root, views=("SA",), broken=broken):
-            key = hash_identifier(f"mnms2:{s.subject}")
+            key = hash_public_name(f"mnms2:{s.subject}")
             group = next((v for k, v in s.info.items() if k.upper() == "DISEASE"), None) or None
             for kind, name in enumerate(("ED", "ES")):
                 im = s.images[("SA", name)]
@@ -85,7 +85,7 @@ def labelled_volumes(spec: DataSpec) -> tuple[list[LabelledVolume], list[str]]:
     notes = []
     for subject, problem in broken:
         log.warning("%s: subject left out: %s", spec, problem)
-        key = hash_identifier(f"{spec.format}:{subject}")
+        key = hash_public_name(f"{spec.format}:{subject}")
         reason = problem.replace(str(spec.root), "").replace(subject, key)
         notes.append(f"subject {key} left out: {reason.lstrip('/')}")
     return volumes, notes

@@ -45,10 +45,12 @@ from pathlib import Path
 import numpy as np
 from scipy import ndimage
 
+from ..atomic import allocated_memmap
 from ..dicom.nifti import planes_from_affine_ras, slice_image
 from ..dicom.pixels import read_file_frames
 from ..dicom.report import apply_views
 from ..dicom.scan import list_files, scan_tree
+from ..dicom.stack_phases import phase_frames
 from ..dicom.stacks import SaxStack, find_sax_stack
 from ..errors import PlaneSSLError
 from ..geometry.frames import affine_ras_to_lps
@@ -257,8 +259,12 @@ def _collect(data_dir: Path, config: PrepareConfig, require_labels: bool) -> tup
         s_mm = [float(planes[0].normal_lps @ p.origin_lps) for p in planes]
         for kind, (phase, path) in enumerate(((ed, ed_path), (es, es_path))):
             label_files.append(path)
-            for k, (pos, lab) in enumerate(zip(stack.positions, read_label_slices(path, planes), strict=True)):
-                frame = pos.frames[phase]
+            frames = phase_frames(stack.positions, phase)
+            for k, (pos, lab, frame) in enumerate(zip(stack.positions, read_label_slices(path, planes), frames,
+                                                      strict=True)):
+                if frame is None:  # a missing file: never another phase's image beside this phase's labels
+                    raise SegDataError(f"{pos.frames[0].path.parent}: slice {k + 1} of {len(planes)} has no image of "
+                                       f"phase {phase} ({len(pos.frames)} of {stack.n_phases} phases present)")
                 items.append(_Item(subject, study.patient_key, study.key, kind, phase, k, len(planes), s_mm[k],
                                    frame.path, frame.frame_index, pos.plane, lab))
     if not items:
@@ -327,8 +333,8 @@ def prepare_seg_cache(data_dir: Path | DataSpec, out_root: Path, config: Prepare
 def _write_seg_cache(tmp: Path, items: list[_Item], config: PrepareConfig, key: str, fingerprint: str,
                      notes: list[str], start: float) -> None:
     n, size = len(items), config.size_px
-    images = np.lib.format.open_memmap(tmp / IMAGES, mode="w+", dtype=config.dtype, shape=(n, size, size))
-    labels = np.lib.format.open_memmap(tmp / LABELS, mode="w+", dtype=np.uint8, shape=(n, size, size))
+    images = allocated_memmap(tmp / IMAGES, config.dtype, (n, size, size))
+    labels = allocated_memmap(tmp / LABELS, np.uint8, (n, size, size))
     index = np.zeros(n, dtype=SEG_INDEX_DTYPE)
     for i, it in enumerate(items):
         if it.pixels is not None:

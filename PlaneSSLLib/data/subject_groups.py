@@ -8,7 +8,7 @@ Where they are read:
   returned under the attribute ``pathology``, for folders that also hold the subject's DICOM (a NIfTI-only
   folder has no PatientID to key it by and is left out: its key is the data adapter's to give).
 
-A subject's key is ``dicom.records.hash_identifier`` of the PatientID of the first DICOM file under its
+A subject's key is ``dicom.records.patient_key`` of the PatientID of the first DICOM file under its
 folder (the key the seg cache stores), so no identifier is kept. Used to stratify the test split by
 pathology (``data.splits.split_seg_subjects_stratified``) and to report Dice per pathology.
 """
@@ -18,7 +18,7 @@ from __future__ import annotations
 import csv
 from pathlib import Path
 
-from ..dicom.records import hash_identifier
+from ..dicom.records import patient_key
 from ..errors import PlaneSSLError
 
 __all__ = ["SubjectGroupsError", "read_subject_attributes", "subject_groups"]
@@ -43,7 +43,7 @@ def _patient_key(folder: Path) -> str | None:
         except Exception:  # noqa: BLE001 - not DICOM: try the next file
             continue
         value = str(getattr(ds, "PatientID", "") or "")
-        return hash_identifier(value or "no-patient")
+        return patient_key(value)
     return None
 
 

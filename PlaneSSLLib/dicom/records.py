@@ -4,13 +4,16 @@ Also the per-file header summaries (``FileHeader``, ``FrameHeader``) that ``dico
 ``dicom.series`` groups: kept here, they let ``scan`` import ``series`` with no import back.
 
 Identifiers are never kept in the clear: studies and series are known by ``hash_identifier``
-of their UIDs, so reports, caches and logs built from these records carry no patient
-identifier (house rule on patient privacy).
+of their UIDs (a keyed hash under the installation's secret, ``dicom.id_secret``), so reports,
+caches and logs built from these records carry no patient identifier (house rule on patient
+privacy), and a key cannot be reversed by trying every short patient ID.
 """
 
 from __future__ import annotations
 
 import hashlib
+import hmac
+import re
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -18,21 +21,50 @@ import numpy as np
 
 from ..geometry.planes import ImagePlane
 from ..geometry.stacks import slice_locations_mm, stack_normal_lps
+from .id_secret import installation_secret
 
 __all__ = [
-    "hash_identifier", "Frame", "Position", "Series", "Study", "Problem", "ScanResult", "FileHeader", "FrameHeader",
+    "hash_identifier", "hash_public_name", "patient_key",
+    "Frame", "Position", "Series", "Study", "Problem", "ScanResult", "FileHeader", "FrameHeader",
     "VIEW_LABELS",
 ]
 
 #: View labels by anatomy (docs/conventions.md, 'Plane and line geometry': heart SAX/2CH/3CH/4CH, knee SAG/COR/AX).
 VIEW_LABELS = {"heart": ("SAX", "2CH", "3CH", "4CH"), "knee": ("SAG", "COR", "AX")}
 
-_SALT = "planessl-v1"
+#: Salt of ``hash_public_name`` (public data-set names and synthetic phantom IDs: nothing to hide).
+_PUBLIC_SALT = "planessl-v1"
+#: PatientIDs the phantom generator writes (``phantoms.cohort``): synthetic, hashed as public names so
+#: that phantom studies split alike on every installation.
+_SYNTHETIC_PATIENT = re.compile(r"planessl-(heart|knee)-\d{4,}")
 
 
 def hash_identifier(value: str, length: int = 12) -> str:
-    """A short, stable, non-reversible stand-in for a UID or patient identifier."""
-    return hashlib.sha256(f"{_SALT}:{value}".encode()).hexdigest()[:length]
+    """A short, stable stand-in for a UID or patient identifier: HMAC-SHA256 under the installation's
+    secret (``dicom.id_secret``), so a key cannot be reversed by trying every short patient ID."""
+    secret = installation_secret()
+    keyed = _KEYED.get(secret)
+    if keyed is None:  # the key schedule once per secret: a scan hashes four identifiers per file
+        keyed = _KEYED[secret] = hmac.new(secret, digestmod=hashlib.sha256)
+    h = keyed.copy()
+    h.update(value.encode("utf-8"))
+    return h.hexdigest()[:length]
+
+
+_KEYED: dict[bytes, hmac.HMAC] = {}
+
+
+def hash_public_name(value: str, length: int = 12) -> str:
+    """The key of a name that is public anyway (an ACDC, M&Ms-2 or MRNet subject, a phantom patient):
+    the same on every installation, so splits of public data sets are reproducible everywhere."""
+    return hashlib.sha256(f"{_PUBLIC_SALT}:{value}".encode()).hexdigest()[:length]
+
+
+def patient_key(patient_id: str) -> str:
+    """The key of a DICOM PatientID: ``hash_identifier``, or ``hash_public_name`` for a phantom's."""
+    if _SYNTHETIC_PATIENT.fullmatch(patient_id):
+        return hash_public_name(patient_id)
+    return hash_identifier(patient_id or "no-patient")
 
 
 @dataclass

@@ -38,7 +38,7 @@ from pydicom.uid import UID, DeflatedExplicitVRLittleEndian, ImplicitVRLittleEnd
 from ..geometry.planes import ImagePlane
 from .containers import MANIFEST_NAMES, manifest_filenames
 from .planes import GeometryError, plane_from_dataset
-from .records import FileHeader, FrameHeader, Problem, ScanResult, hash_identifier
+from .records import FileHeader, FrameHeader, Problem, ScanResult, hash_identifier, patient_key
 from .series import build_studies
 
 __all__ = [
@@ -84,14 +84,20 @@ def list_files(root: Path) -> tuple[list[Path], list[Problem]]:
     """Every regular file under ``root`` (or ``root`` itself), sorted; hidden ones as problems.
 
     Hidden directories (``.git``, ``.cache``...) are not entered; hidden files are noted as
-    ignored. Symbolic links to files are followed, to directories not (no loops).
+    ignored; a folder that cannot be listed is an "error" problem naming it.
+    Symbolic links to files are followed, to directories not (no loops).
     """
     root = Path(root)
     if root.is_file():
         return [root], []
     files: list[Path] = []
     hidden: list[Problem] = []
-    for dirpath, dirnames, filenames in os.walk(root):
+
+    def unreadable(exc: OSError) -> None:  # os.walk would skip such a folder without a word
+        folder = Path(exc.filename) if exc.filename is not None else root
+        hidden.append(Problem(folder, "error", f"unreadable folder: {exc.strerror or exc}"))
+
+    for dirpath, dirnames, filenames in os.walk(root, onerror=unreadable):
         dirnames[:] = sorted(d for d in dirnames if not d.startswith("."))
         base = Path(dirpath)
         for name in sorted(filenames):
@@ -338,7 +344,7 @@ def _file_header(path: Path, ds: Dataset, sop_class: str) -> FileHeader:
     return FileHeader(
         path=path,
         study_key=hash_identifier(_text(ds, "StudyInstanceUID") or "no-study"),
-        patient_key=hash_identifier(_text(ds, "PatientID") or "no-patient"),
+        patient_key=patient_key(_text(ds, "PatientID")),
         series_uid_key=hash_identifier(series_uid),
         sop_key=hash_identifier(_text(ds, "SOPInstanceUID") or f"no-sop:{path}"),
         description=str(ds.get("SeriesDescription", "") or ""),  # pydicom decodes the character set

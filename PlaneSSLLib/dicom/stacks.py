@@ -9,13 +9,13 @@ view's positions as one stack ordered along its normal; this module builds it on
 from __future__ import annotations
 
 from collections.abc import Iterable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
 
 from ..geometry.planes import ImagePlane, angle_between_normals_deg
-from .records import Position, Series, Study
+from .records import Position, Problem, Series, Study
 
 __all__ = [
     "MERGE_TOL_DEG", "SaxStack", "ViewStack", "find_sax_stack", "group_series_by_normal", "merge_view_series",
@@ -110,9 +110,14 @@ def view_stacks(study: Study) -> list[ViewStack]:
 
 @dataclass
 class SaxStack(ViewStack):
-    """A study's SAX positions ordered by increasing ``s = n̂ · o`` along the DICOM normal (NIfTI ``k``)."""
+    """A study's SAX positions ordered by increasing ``s = n̂ · o`` along the DICOM normal (NIfTI ``k``).
+
+    ``unreadable``: the files under the scanned folder that could not be read (any of them may be
+    one of the stack's images; ``inference.segment.stack_problems`` names them).
+    """
 
     study: Study | None = None
+    unreadable: list[Problem] = field(default_factory=list)
 
 
 def find_sax_stack(study: Study, merge_tol_deg: float = MERGE_TOL_DEG) -> SaxStack | None:

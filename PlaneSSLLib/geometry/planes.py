@@ -22,7 +22,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-__all__ = ["ImagePlane", "unit", "orthonormal_tolerance"]
+__all__ = ["ImagePlane", "MAX_PIXEL_SPACING_MM", "MIN_PIXEL_SPACING_MM", "unit", "orthonormal_tolerance"]
 
 #: How far ImageOrientationPatient may be from orthonormal before a plane is refused.
 orthonormal_tolerance = 1e-3
@@ -36,6 +36,11 @@ def unit(v: np.ndarray) -> np.ndarray:
         raise ValueError(f"cannot normalise vector {v!r}")
     return v / n
 
+
+#: Pixel spacings an image may have (mm): beyond them no scanner wrote it, and resampling to the
+#: prepared grid (anti-aliasing with a kernel of target / source spacing) would allocate without bound.
+MIN_PIXEL_SPACING_MM = 1e-3
+MAX_PIXEL_SPACING_MM = 1e3
 
 @dataclass(frozen=True, eq=False)
 class ImagePlane:
@@ -84,6 +89,10 @@ class ImagePlane:
         dr, dc = (float(v) for v in self.spacing_mm)
         if not (dr > 0 and dc > 0 and math.isfinite(dr) and math.isfinite(dc)):
             raise ValueError(f"pixel spacing must be positive, got {self.spacing_mm!r}")
+        low, high = MIN_PIXEL_SPACING_MM, MAX_PIXEL_SPACING_MM
+        if not (low <= dr <= high and low <= dc <= high):
+            raise ValueError(f"pixel spacing {dr:g} x {dc:g} mm is outside {low:g}..{high:g} mm "
+                             f"(resampling such an image would allocate without bound)")
         rows, cols = (int(v) for v in self.shape_px)
         if rows < 1 or cols < 1:
             raise ValueError(f"image shape must be positive, got {self.shape_px!r}")

@@ -8,7 +8,7 @@ the weights are loaded into. ``architecture_record(config)`` is the inverse, for
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import MISSING, dataclass
 from typing import Any
 
 import torch
@@ -16,17 +16,51 @@ import torch
 from ..models import PlaneSSLNet, UNetConfig
 from ..models.exam_classifier import ExamClassifier, ExamClassifierConfig
 
-__all__ = ["Architecture", "ARCHITECTURES", "architecture_record", "config_in_channels"]
+__all__ = ["Architecture", "ARCHITECTURES", "architecture_record", "check_field_types", "config_in_channels"]
+
+
+def check_field_types(config_type: type, data: Any, prefix: str = "") -> None:
+    """TypeError naming the first field of ``data`` that is unknown to the dataclass ``config_type``
+    or whose JSON type differs from its default's (int, float, bool, str; a bool is not an int)."""
+    if not isinstance(data, dict):
+        raise TypeError(f"{prefix.rstrip('.') or 'config'} must be an object, got {data!r}")
+    fields = config_type.__dataclass_fields__
+    unknown = sorted(set(data) - set(fields))
+    if unknown:
+        raise TypeError(f"unknown field(s): {', '.join(prefix + k for k in unknown)}")
+    for name, value in data.items():
+        f = fields[name]
+        default = f.default if f.default is not MISSING else (
+            f.default_factory() if f.default_factory is not MISSING else None)
+        if isinstance(default, bool):
+            ok, kind = isinstance(value, bool), "true or false"
+        elif isinstance(default, int):
+            ok, kind = isinstance(value, int) and not isinstance(value, bool), "an integer"
+        elif isinstance(default, float):
+            ok, kind = isinstance(value, (int, float)) and not isinstance(value, bool), "a number"
+        elif isinstance(default, str):
+            ok, kind = isinstance(value, str), "a string"
+        elif isinstance(default, tuple):
+            ok, kind = isinstance(value, list | tuple) and all(isinstance(v, str) for v in value), "a list of names"
+        else:
+            continue
+        if not ok:
+            raise TypeError(f"{prefix}{name} must be {kind}, got {value!r}")
 
 
 def _unet_config(data: dict[str, Any]) -> UNetConfig:
     """A validated :class:`UNetConfig`; TypeError/ValueError naming an unknown or bad field."""
-    unknown = sorted(set(data) - set(UNetConfig.__dataclass_fields__))
-    if unknown:
-        raise TypeError(f"unknown field(s): {', '.join(unknown)}")
+    check_field_types(UNetConfig, data)
     config = UNetConfig(**data)
     config.validate()
     return config
+
+
+def _exam_classifier_config(data: dict[str, Any]) -> ExamClassifierConfig:
+    """A validated :class:`ExamClassifierConfig` (its encoder's fields checked too)."""
+    check_field_types(ExamClassifierConfig, data)
+    check_field_types(UNetConfig, data.get("encoder", {}), "encoder.")
+    return ExamClassifierConfig.from_dict(data)
 
 
 @dataclass(frozen=True)
@@ -42,7 +76,7 @@ class Architecture:
 ARCHITECTURES: dict[str, Architecture] = {
     "PlaneSSLNet": Architecture("PlaneSSLNet", UNetConfig, _unet_config, PlaneSSLNet),
     "PlaneSSLExamClassifier": Architecture("PlaneSSLExamClassifier", ExamClassifierConfig,
-                                           ExamClassifierConfig.from_dict, ExamClassifier),
+                                           _exam_classifier_config, ExamClassifier),
 }
 
 

@@ -28,6 +28,7 @@ from typing import Any
 from ..errors import PlaneSSLError
 from ..models import UNetConfig
 from ..models.exam_classifier import ExamClassifierConfig
+from ..preprocess.resample import NORMALISATIONS
 from .architectures import ARCHITECTURES, Architecture, architecture_record, config_in_channels
 
 __all__ = [
@@ -114,6 +115,9 @@ def _check_input(manifest: dict[str, Any], config: Any, source: str) -> None:
                  f"is {inp['channels']!r}, the architecture reads {config_in_channels(config)}")
     norm = manifest["intensity_normalisation"]
     _require(norm is None or isinstance(norm, dict), source, "intensity_normalisation", "must be an object or null")
+    method = (norm or {}).get("method", "minmax")
+    _require(method in NORMALISATIONS, source, "intensity_normalisation.method",
+             f"must be one of {', '.join(NORMALISATIONS)}, got {method!r}")
     clip = (norm or {}).get("clip_percentiles", [0.0, 100.0])
     _require(_is_seq(clip) and len(clip) == 2 and all(_is_number(c) for c in clip)
              and 0.0 <= clip[0] < clip[1] <= 100.0, source, "intensity_normalisation.clip_percentiles",
@@ -271,7 +275,7 @@ def _expected_tasks(expect_task: str | Sequence[str] | None) -> tuple[str, ...]:
 
 
 def _check_task(task: Any, expected: tuple[str, ...], source: str) -> TaskSpec:
-    if task not in TASKS:
+    if not isinstance(task, str) or task not in TASKS:
         raise WeightsError(f"{source}: task {task!r} is not one of {', '.join(TASKS)}")
     if expected and task not in expected:
         phrases = {TASKS[t].mismatch for t in expected}

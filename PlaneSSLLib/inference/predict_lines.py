@@ -7,8 +7,10 @@ coordinates through the patient frame (prepared pixel → LPS → original pixel
 the orientation, so a line stays a line) and clipped to the original image rectangle, in the
 conventions of ``planessl lines`` (x = column, y = row, 0-based, integer at pixel centres).
 
-The input image's view comes from ``view=``, else from view identification of the study folder
-that holds the image (the folder above its series folder), else from its SeriesDescription.
+The input image's view comes from ``view=``, else from view identification of the study around the
+image (``study_files``: its own folder, the folder above it and that folder's sub-folders one level
+down; never deeper, never from the file system's root or the home folder, at most
+``MAX_STUDY_FILES`` files), else from its SeriesDescription.
 
 A NIfTI image (M&Ms-2's ``NNN_SA_ED.nii.gz`` / ``NNN_LA_ED.nii.gz``, or any ``(x, y, slices[, time])``
 volume) is read as one slice ``slice_index`` (default the middle one) of time frame ``frame``, its
@@ -28,8 +30,10 @@ import torch
 from ..dicom.nifti import planes_from_affine_ras, slice_image
 from ..dicom.pixels import read_file_frames
 from ..dicom.planes import plane_from_dataset
+from ..dicom.records import Problem, ScanResult
 from ..dicom.report import apply_views
-from ..dicom.scan import scan_tree
+from ..dicom.scan import read_headers
+from ..dicom.series import build_studies
 from ..dicom.views import hint_from_text
 from ..errors import InputError
 from ..geometry.lines import ImageLine, clip_line_to_rect
@@ -38,7 +42,7 @@ from ..preprocess.resample import prepare_image
 from .line_fit import fit_line
 from .weights import load_validated
 
-__all__ = ["predict_image_lines", "map_line_between_grids", "identify_image_view"]
+__all__ = ["MAX_STUDY_FILES", "predict_image_lines", "map_line_between_grids", "identify_image_view", "study_files"]
 
 
 def map_line_between_grids(line: ImageLine, source: ImagePlane, target: ImagePlane) -> ImageLine:
@@ -49,20 +53,47 @@ def map_line_between_grids(line: ImageLine, source: ImagePlane, target: ImagePla
     return ImageLine.through_points(xy[0], xy[1])
 
 
-def identify_image_view(path: Path, frame: int = 0) -> str | None:
-    """The view label of the image at ``path`` from its study folder's geometry (or its description)."""
+#: At most this many files are read to find the study around an image (``study_files``).
+MAX_STUDY_FILES = 2000
+
+
+def study_files(path: Path) -> list[Path]:
+    """The files that may hold the study of the image at ``path`` (module docstring), sorted."""
     path = Path(path).resolve()
-    study_dir = path.parent.parent if path.parent.parent != path.parent else path.parent
+    folders = [path.parent]
+    above = path.parent.parent
+    if above != path.parent and above != Path(above.anchor) and above != Path.home().resolve():
+        folders = [above]
+        try:
+            folders += sorted(d for d in above.iterdir() if d.is_dir() and not d.name.startswith("."))
+        except OSError:
+            folders = [path.parent]
+    files: list[Path] = []
+    for folder in folders:
+        try:
+            files += sorted(f for f in folder.iterdir() if f.is_file() and not f.name.startswith("."))
+        except OSError:
+            continue
+        if len(files) > MAX_STUDY_FILES:
+            break
+    files = files[:MAX_STUDY_FILES]
+    return files if path in files else [path, *files[: MAX_STUDY_FILES - 1]]
+
+
+def identify_image_view(path: Path, frame: int = 0) -> str | None:
+    """The view label of the image at ``path`` from its study's geometry (or its description)."""
+    path = Path(path).resolve()
+    headers = [h for h in read_headers(study_files(path)) if not isinstance(h, Problem)]
+    studies, _ = build_studies(headers)
+    result = ScanResult(root=path.parent, studies=studies)
     try:
-        result = scan_tree(study_dir)
         apply_views(result)
     except (OSError, ValueError):
-        result = None
-    if result is not None:
-        for study in result.studies:
-            for series in study.series:
-                if any(f.path.resolve() == path and f.frame_index == frame for f in series.frames) and series.view:
-                    return series.view
+        result.studies = []
+    for study in result.studies:
+        for series in study.series:
+            if any(f.path.resolve() == path and f.frame_index == frame for f in series.frames) and series.view:
+                return series.view
     import pydicom
 
     ds = pydicom.dcmread(path, stop_before_pixels=True)

@@ -15,6 +15,12 @@ classes) holds the class logits, and it has no location head. Steps of :func:`se
 4. per structure, only the largest 3D connected component of the stack is kept
    (:func:`keep_largest_component`, 26-connectivity over (slice, row, column)).
 
+A stack is segmented only when it is complete for the phase (:func:`stack_problems`): every slice
+has its own image of that phase (``dicom.stack_phases``: never another phase's image), no slice is
+missing inside the stack, no file under the study folder was unreadable and no series of the study
+lies without geometry. Otherwise :class:`IncompleteStackError` names each file, slice and phase, so
+that no label map or volume is reported from part of a heart.
+
 Label maps are ``(k, rows, cols)`` with ``k`` along the DICOM normal (increasing ``n̂ · o``),
 the order ``dicom.nifti.write_label_nifti`` writes.
 """
@@ -32,8 +38,10 @@ import torch
 from scipy import ndimage
 
 from ..dicom.pixels import read_frame_pixels
+from ..dicom.records import Frame
 from ..dicom.report import apply_views
 from ..dicom.scan import scan_tree
+from ..dicom.stack_phases import phase_count, phase_frames, stack_gaps_mm
 from ..dicom.stacks import SaxStack, find_sax_stack
 from ..errors import InputError
 from ..geometry.planes import ImagePlane
@@ -42,6 +50,8 @@ from ..preprocess.resample import prepare_image, resample_to_plane
 from .weights import WeightsError, load_validated
 
 __all__ = [
+    "IncompleteStackError",
+    "check_stack_complete",
     "SegModel",
     "StackSegmentation",
     "keep_largest_component",
@@ -50,7 +60,13 @@ __all__ = [
     "find_study_sax_stack",
     "segment_images",
     "segment_stack",
+    "stack_phase_frames",
+    "stack_problems",
 ]
+
+
+class IncompleteStackError(InputError):
+    """A SAX stack with a missing or unplaceable image: segmenting it would report part of a heart."""
 
 
 @dataclass
@@ -133,9 +149,14 @@ def find_study_sax_stack(study_dir: str | Path) -> SaxStack:
     result = scan_tree(study_dir)
     apply_views(result, anatomy_hint="heart")
     stacks = [s for s in (find_sax_stack(st) for st in result.studies) if s is not None]
+    for s in stacks:
+        s.unreadable = [p for p in result.problems if p.kind == "error"]
     if not stacks:
+        why = [f"{p.path}: {p.message}" for p in result.problems if p.kind == "error"]
+        why += [f"{s.folder}: {'; '.join(s.problems[:3])}" for st in result.studies for s in st.series
+                if not s.usable and s.view in (None, "SAX") and s.problems]
         raise InputError(f"{study_dir}: no usable SAX stack found ({len(result.studies)} studies; see "
-                         f"'planessl inspect {study_dir}')")
+                         f"'planessl inspect {study_dir}')" + "".join(f"\n  {w}" for w in why[:10]))
     if len(stacks) > 1:
         raise InputError(f"{study_dir}: {len(stacks)} studies with a SAX stack; point at one study's folder")
     return stacks[0]
@@ -170,13 +191,72 @@ def segment_images(model: SegModel, pixels: Sequence[np.ndarray], planes: Sequen
     return keep_largest_component(labels, range(1, model.n_classes)) if lcc else labels
 
 
+def _slice_name(stack: SaxStack, k: int) -> str:
+    pos = stack.positions[k]
+    return f"slice {k + 1} of {len(stack.positions)} (at {pos.location_mm:.1f} mm, {_rel(stack, pos.frames[0].path)})"
+
+
+def _rel(stack: SaxStack, path: Path) -> str:
+    root = stack.study.root if stack.study is not None else None
+    try:
+        return path.relative_to(root).as_posix() if root is not None else str(path)
+    except ValueError:
+        return str(path)
+
+
+def stack_problems(stack: SaxStack, phases: Sequence[int]) -> list[str]:
+    """One line per reason the stack cannot be segmented completely in ``phases`` (module docstring);
+    empty when every slice has its own image of every phase."""
+    problems = [f"{p.path}: {p.message} (it may hold one of the SAX images)" for p in stack.unreadable]
+    if stack.study is not None:
+        for s in stack.study.series:
+            if s.view in (None, "SAX") and s.n_images > len(s.frames):
+                lines = [line for line in s.problems if ":" in line] or s.problems
+                problems.append(f"{s.folder}: {s.n_images - len(s.frames)} image(s) without usable geometry "
+                                f"cannot be placed in the stack ({'; '.join(lines[:3])})")
+    for k, spacing, median in stack_gaps_mm([p.location_mm for p in stack.positions]):
+        problems.append(f"no slice between {_slice_name(stack, k)} and {_slice_name(stack, k + 1)}: "
+                        f"{spacing:.1f} mm apart where the stack's slices are {median:.1f} mm apart")
+    n = phase_count(stack.positions)
+    for phase in phases:
+        if not 0 <= phase < n:
+            problems.append(f"phase {phase} out of range (the SAX stack has {n})")
+            continue
+        for k, frame in enumerate(phase_frames(stack.positions, phase)):
+            if frame is None:
+                problems.append(f"{_slice_name(stack, k)}: no image of phase {phase} "
+                                f"({len(stack.positions[k].frames)} of {n} phases present)")
+    return problems
+
+
+def check_stack_complete(stack: SaxStack, phases: Sequence[int]) -> None:
+    """IncompleteStackError naming every problem of ``stack_problems``; returns when there is none."""
+    where = stack.study.root if stack.study is not None else stack.folder()
+    n = phase_count(stack.positions)
+    for phase in phases:
+        if not 0 <= phase < n:
+            raise InputError(f"{where}: phase {phase} out of range (the SAX stack has {n})")
+    problems = stack_problems(stack, phases)
+    if problems:
+        raise IncompleteStackError(
+            f"{where}: the SAX stack is incomplete for phase(s) {', '.join(map(str, phases))}; "
+            f"nothing is segmented (labels and volumes would cover part of the heart):\n  " + "\n  ".join(problems)
+            + "\n  (repair the named files, or move them out of the folder to segment without them)")
+
+
+def stack_phase_frames(stack: SaxStack, phase: int) -> list[Frame]:
+    """The image of phase ``phase`` at every slice; IncompleteStackError when the stack is incomplete."""
+    check_stack_complete(stack, [phase])
+    return [f for f in phase_frames(stack.positions, phase) if f is not None]
+
+
 def segment_stack(model: SegModel, stack: SaxStack, phase: int = 0, lcc: bool = True,
                   batch_size: int = 16) -> StackSegmentation:
-    """Segment phase ``phase`` of a SAX stack (module docstring); InputError for a phase out of range."""
-    if not 0 <= phase < stack.n_phases:
-        raise InputError(f"{stack.folder()}: phase {phase} out of range (the SAX stack has {stack.n_phases})")
+    """Segment phase ``phase`` of a complete SAX stack (module docstring); IncompleteStackError naming
+    every missing file, slice and phase otherwise."""
+    frames = stack_phase_frames(stack, phase)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
-        pixels = [read_frame_pixels(pos.frames[phase]) for pos in stack.positions]
+        pixels = [read_frame_pixels(frame) for frame in frames]
     labels = segment_images(model, pixels, stack.planes, lcc, batch_size)
     return StackSegmentation(labels, stack.planes, phase, stack)

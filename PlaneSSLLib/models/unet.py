@@ -18,6 +18,12 @@ from torch import nn
 __all__ = ["UNetConfig", "PlaneSSLNet", "Encoder", "Decoder", "LocationHead"]
 
 
+#: Upper bounds of a network's size (the paper's network: 5 levels, 1024 filters at the deepest):
+#: a config or manifest beyond them is refused before any allocation.
+MAX_LEVELS = 8
+MAX_DEEPEST_FILTERS = 8192
+MAX_CHANNELS = 8192
+
 @dataclass(frozen=True)
 class UNetConfig:
     in_channels: int = 1
@@ -45,10 +51,19 @@ class UNetConfig:
         return asdict(self)
 
     def validate(self) -> None:
-        if self.levels < 2:
-            raise ValueError("levels must be at least 2")
+        """ValueError naming the first field out of range (upper bounds: ``MAX_*`` of this module, so a
+        config or manifest naming a huge network is refused before anything is allocated)."""
+        if not 2 <= self.levels <= MAX_LEVELS:
+            raise ValueError(f"levels must be in 2..{MAX_LEVELS}, got {self.levels}")
         if self.base_filters < 1 or self.in_channels < 1 or self.line_channels < 0:
             raise ValueError("filters and channels must be positive")
+        if self.base_filters * 2 ** (self.levels - 1) > MAX_DEEPEST_FILTERS:
+            raise ValueError(f"base_filters {self.base_filters} with {self.levels} levels gives "
+                             f"{self.base_filters * 2 ** (self.levels - 1)} filters at the deepest level "
+                             f"(at most {MAX_DEEPEST_FILTERS})")
+        for name in ("in_channels", "line_channels", "location_hidden"):
+            if getattr(self, name) > MAX_CHANNELS:
+                raise ValueError(f"{name} must be at most {MAX_CHANNELS}, got {getattr(self, name)}")
         if self.norm not in ("batch", "instance", "none"):
             raise ValueError(f"unknown norm {self.norm!r} (batch, instance or none)")
 

@@ -98,6 +98,8 @@ class SliceTable:
     warnings: list[str] = field(default_factory=list)
     unlabelled_series: int = 0
     unusable_series: int = 0
+    #: (series folder, why) of each unusable series left out (a frame without geometry leaves out its series)
+    left_out: list[tuple[str, str]] = field(default_factory=list)
 
 
 def orient_normal(normal_lps: np.ndarray, anatomy: str, view: str, laterality: str = "") -> np.ndarray:
@@ -137,6 +139,8 @@ def enumerate_slices(result: ScanResult) -> SliceTable:
         for s in study.series:
             if not s.usable or not s.positions:
                 table.unusable_series += 1
+                why = [p for p in s.problems if not p.startswith("series split by orientation")]
+                table.left_out.append((str(s.folder), "; ".join(why[:4]) or "no usable image"))
             elif anatomy not in ANATOMIES or s.view not in VIEWS_BY_ANATOMY[anatomy]:
                 table.unlabelled_series += 1
             else:

@@ -39,7 +39,14 @@ from .lines import LineComparison, LineOverlay, ManifestLinePredictor, volume_ar
 from .models_registry import MANIFEST_FILE, TASKS, LocalModel, ModelEntry, load_registry, resolve_model
 from .mrml import SceneContext
 from .planning import ScenePlan
-from .runner import InferenceRequest, InferenceResult, InferenceRunner, scene_transaction
+from .runner import (
+    InferenceRequest,
+    InferenceResult,
+    InferenceRunner,
+    checked_labels,
+    checked_probability,
+    scene_transaction,
+)
 from .scene import ATTR_LATERALITY, ATTR_VIEW, StudyScene, load_study, planes_of_volume, study_item_of
 from .terminology import SegmentTerm, segment_terms
 from .views import PlaneViews, create_plane_views
@@ -351,16 +358,15 @@ class Logic:
         with scene_transaction(self.ctx.scene):
             if task == "segment_heart":
                 reference = next(iter(inputs.values()))
-                labels = np.asarray(result.outputs["labels"], dtype=np.int16)
                 terms = segment_terms(model.manifest, str(model.path / MANIFEST_FILE))
+                labels = checked_labels(result.outputs.get("labels", np.zeros(0)), (t.label for t in terms))
                 node = segmentation.add_segmentation(self.ctx, labels, reference, terms,
                                                      name=f"{reference.GetName()} PlaneSSL segmentation")
                 node.SetAttribute("PlaneSSL.Model", model.source)
                 out.nodes.append(node)
                 out.statistics = segment_statistics(labels, reference, terms)
             elif task == "classify_knee":
-                probability = float(np.asarray(result.outputs["probability"]).ravel()[0])
-                threshold = float(np.asarray(result.outputs.get("threshold", 0.5)).ravel()[0])
+                probability, threshold = checked_probability(result.outputs)
                 table = classification.store_classification(self.ctx, probability, inputs, model=model.source,
                                                             device=result.device, threshold=threshold)
                 out.nodes.append(table)

@@ -29,7 +29,7 @@ import subprocess
 import sys
 import tempfile
 import threading
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -45,6 +45,8 @@ __all__ = [
     "popen_options",
     "kill_worker",
     "scene_transaction",
+    "checked_labels",
+    "checked_probability",
 ]
 
 #: Windows process-creation flags (``subprocess`` defines them only on Windows).
@@ -137,13 +139,20 @@ class InferenceRunner:
             raise RuntimeError("this runner has already been started")
         self._on_progress, self._on_done = on_progress, on_done
         self._job = Path(tempfile.mkdtemp(prefix="planessl-job-"))
-        (self._job / "request.json").write_text(json.dumps(
-            {"task": self.request.task, "params": dict(self.request.params), "device": self.request.device}))
-        for name, value in self.request.inputs.items():
-            np.save(self._job / f"in_{name}.npy", np.asarray(value))
-        self._process = subprocess.Popen(
-            [self.python, "-m", "PlaneSSLLib.slicer_logic.worker", str(self._job)],
-            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=self.env, **popen_options())
+        try:
+            (self._job / "request.json").write_text(json.dumps(
+                {"task": self.request.task, "params": dict(self.request.params), "device": self.request.device}))
+            for name, value in self.request.inputs.items():
+                np.save(self._job / f"in_{name}.npy", np.asarray(value))
+            # Undecodable bytes from the worker become U+FFFD instead of ending the reader thread.
+            self._process = subprocess.Popen(
+                [self.python, "-m", "PlaneSSLLib.slicer_logic.worker", str(self._job)],
+                stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, encoding="utf-8", errors="replace",
+                env=self.env, **popen_options())
+        except BaseException:
+            shutil.rmtree(self._job, ignore_errors=True)  # the job folder holds image arrays
+            self._job = None
+            raise
         self._reader = threading.Thread(target=self._read, name="planessl-inference", daemon=True)
         self._reader.start()
 
@@ -169,11 +178,60 @@ class InferenceRunner:
 
     # ------------------------------------------------------------------ internals
     def _read(self) -> None:
+        """Reader thread: parse stdout, collect stderr, then hand over the result. Whatever happens
+        (undecodable output, a callback that raises) the worker ends, the job folder is removed,
+        ``running`` turns false and ``wait`` returns or raises."""
         process = self._process
         assert process is not None and process.stdout is not None and process.stderr is not None
         stderr_chunks: list[str] = []
-        err_thread = threading.Thread(target=lambda: stderr_chunks.append(process.stderr.read()), daemon=True)
+
+        def drain_stderr() -> None:
+            with contextlib.suppress(Exception):  # a closed or broken pipe: the tail is then shorter
+                for chunk in iter(lambda: process.stderr.read(65536), ""):
+                    stderr_chunks.append(chunk)
+                    del stderr_chunks[:-64]  # keep the tail only (a worker may write megabytes)
+
+        err_thread = threading.Thread(target=drain_stderr, daemon=True)
         err_thread.start()
+        failure: BaseException | None = None
+        try:
+            self._read_stdout(process)
+        except BaseException as exc:  # noqa: BLE001 - a raising progress callback or a broken pipe
+            failure = exc
+            kill_worker(process)
+            with contextlib.suppress(Exception):  # let the worker end on a full pipe
+                for _ in process.stdout:
+                    pass
+        try:
+            code = process.wait()
+            err_thread.join()
+            self._stderr = "".join(stderr_chunks)
+            if self._cancelled:
+                raise InferenceCancelled(f"inference task {self.request.task!r} cancelled")
+            if failure is not None:
+                raise InferenceError(f"inference task {self.request.task!r} stopped: the progress callback failed "
+                                     f"({type(failure).__name__}: {failure})") from failure
+            if code != 0:
+                tail = "\n".join(self._stderr.strip().splitlines()[-15:])
+                raise InferenceError(f"inference task {self.request.task!r} failed (exit {code}):\n{tail}")
+            assert self._job is not None
+            outputs = {p.stem[4:]: np.load(p, allow_pickle=False) for p in sorted(self._job.glob("out_*.npy"))}
+            self._result = InferenceResult(outputs, self.device, self.note, list(self.log))
+        except BaseException as exc:  # noqa: BLE001 - handed to wait()/on_done
+            self._error = exc
+        finally:
+            if self._job is not None:
+                shutil.rmtree(self._job, ignore_errors=True)
+            self._finished.set()
+            if self._on_done is not None:
+                try:
+                    self._on_done(self._result, self._error)
+                except Exception as exc:  # noqa: BLE001 - the run is over; a failing callback must not hide that
+                    self.log.append(f"on_done callback failed: {type(exc).__name__}: {exc}")
+
+    def _read_stdout(self, process: subprocess.Popen) -> None:
+        """Parse ``PROGRESS i/n`` and ``DEVICE d (note)`` lines; every line goes to ``log``."""
+        assert process.stdout is not None
         for line in process.stdout:
             line = line.rstrip("\n")
             self.log.append(line)
@@ -186,26 +244,35 @@ class InferenceRunner:
             m = _DEVICE.match(line)
             if m:
                 self.device, self.note = m.group(1), m.group(2) or ""
-        code = process.wait()
-        err_thread.join()
-        self._stderr = "".join(stderr_chunks)
-        try:
-            if self._cancelled:
-                raise InferenceCancelled(f"inference task {self.request.task!r} cancelled")
-            if code != 0:
-                tail = "\n".join(self._stderr.strip().splitlines()[-15:])
-                raise InferenceError(f"inference task {self.request.task!r} failed (exit {code}):\n{tail}")
-            assert self._job is not None
-            outputs = {p.stem[4:]: np.load(p) for p in sorted(self._job.glob("out_*.npy"))}
-            self._result = InferenceResult(outputs, self.device, self.note, list(self.log))
-        except BaseException as exc:  # noqa: BLE001 - handed to wait()/on_done
-            self._error = exc
-        finally:
-            if self._job is not None:
-                shutil.rmtree(self._job, ignore_errors=True)
-            self._finished.set()
-            if self._on_done is not None:
-                self._on_done(self._result, self._error)
+
+
+def checked_labels(labels: np.ndarray, values: Iterable[int], task: str = "segment_heart") -> np.ndarray:
+    """The worker's label map as int16 when every voxel is 0 or one of ``values`` (the manifest's label
+    values); InferenceError naming the values outside that set (or a non-integer or empty map) otherwise."""
+    array = np.asarray(labels)
+    if array.size == 0 or array.ndim not in (3, 4) or array.dtype.kind not in "iub":
+        raise InferenceError(f"inference task {task!r} returned no usable label map "
+                             f"(shape {array.shape}, dtype {array.dtype})")
+    allowed = {0, *(int(v) for v in values)}
+    found = {int(v) for v in np.unique(array)}
+    if not found <= allowed:
+        raise InferenceError(f"inference task {task!r} returned label values {sorted(found - allowed)} outside the "
+                             f"model's labels {sorted(allowed)}; nothing is added to the scene")
+    return array.astype(np.int16)
+
+
+def checked_probability(outputs: Mapping[str, np.ndarray], task: str = "classify_knee") -> tuple[float, float]:
+    """``(probability, threshold)`` of a classification worker's outputs; InferenceError unless both are
+    finite, the probability in [0, 1] and the threshold in (0, 1)."""
+    try:
+        probability = float(np.asarray(outputs["probability"]).ravel()[0])
+        threshold = float(np.asarray(outputs.get("threshold", 0.5)).ravel()[0])
+    except (KeyError, IndexError, TypeError, ValueError) as exc:
+        raise InferenceError(f"inference task {task!r} returned no probability ({exc})") from None
+    if not (0.0 <= probability <= 1.0 and 0.0 < threshold < 1.0):
+        raise InferenceError(f"inference task {task!r} returned probability {probability} / threshold {threshold} "
+                             f"(a probability in [0, 1] and a threshold in (0, 1) are needed)")
+    return probability, threshold
 
 
 def run_blocking(request: InferenceRequest, on_progress: Callable[[int, int], None] | None = None,

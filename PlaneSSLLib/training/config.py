@@ -167,13 +167,26 @@ def check_choice(bad: Callable[[str, str], None], key: str, value: Any, choices:
         bad(key, f"must be one of {', '.join(map(repr, choices))}, got {value!r}")
 
 
+#: Network and input size bounds, checked before anything is built: the same as ``models.unet``'s
+#: (``UNetConfig.validate``; repeated here so that reading a config does not import torch) and the
+#: weights manifest's largest input (``inference.manifest.MAX_SIZE_PX``).
+MAX_LEVELS = 8
+MAX_DEEPEST_FILTERS = 8192
+MAX_CHANNELS = 8192
+MAX_IMAGE_SIZE_PX = 4096
+
+#: The largest learning rate accepted: Adam's step (rate / bias correction) must stay a float32.
+MAX_LR = 1e30
+
+
 def check_schedule(optim: TrainOptim, bad: Callable[[str, str], None]) -> None:
     """Range checks of the shared ``optim`` settings (the learning-rate policy, training/schedule.py)."""
     check_choice(bad, "optim.schedule", optim.schedule, SCHEDULES)
-    if not math.isfinite(optim.lr) or optim.lr <= 0:
-        bad("optim.lr", f"must be > 0, got {optim.lr}")
-    if optim.transferred_lr is not None and (not math.isfinite(optim.transferred_lr) or optim.transferred_lr < 0):
-        bad("optim.transferred_lr", f"must be >= 0 or null (optim.lr), got {optim.transferred_lr}")
+    if not math.isfinite(optim.lr) or not 0 < optim.lr <= MAX_LR:
+        bad("optim.lr", f"must be in (0, {MAX_LR:g}], got {optim.lr}")
+    if optim.transferred_lr is not None and (not math.isfinite(optim.transferred_lr)
+                                             or not 0 <= optim.transferred_lr <= MAX_LR):
+        bad("optim.transferred_lr", f"must be in [0, {MAX_LR:g}] or null (optim.lr), got {optim.transferred_lr}")
     if not math.isfinite(optim.weight_decay) or optim.weight_decay < 0:
         bad("optim.weight_decay", f"must be >= 0, got {optim.weight_decay}")
     if not 0 < optim.decay_factor <= 1:
@@ -373,7 +386,9 @@ def _check_ranges(cfg: PretrainConfig, origin_of: typing.Callable[[str], str], p
         bad("data.image_size", f"must be one integer or [H, W], got {d.image_size}")
     elif any(s < 8 for s in d.size_hw):
         bad("data.image_size", f"must be at least 8 pixels, got {d.image_size}")
-    elif m.levels >= 1 and any(s % 2 ** (m.levels - 1) for s in d.size_hw):
+    elif any(s > MAX_IMAGE_SIZE_PX for s in d.size_hw):
+        bad("data.image_size", f"must be at most {MAX_IMAGE_SIZE_PX} pixels, got {d.image_size}")
+    elif 1 <= m.levels <= MAX_LEVELS and any(s % 2 ** (m.levels - 1) for s in d.size_hw):
         bad("data.image_size", f"{d.image_size} must be divisible by 2**(model.levels-1) = {2 ** (m.levels - 1)}")
     if not 0.0 <= d.val_fraction < 1.0:
         bad("data.val_fraction", f"must be in [0, 1), got {d.val_fraction}")
@@ -382,6 +397,16 @@ def _check_ranges(cfg: PretrainConfig, origin_of: typing.Callable[[str], str], p
     if d.synthetic_subjects < 1 or d.synthetic_slices < 1 or d.synthetic_channels < 1:
         bad("data.synthetic_subjects", "synthetic subjects, slices and channels must be >= 1")
     check_minimums(bad, "model", m, in_channels=1, base_filters=1, levels=2, location_hidden=1)
+    if m.levels > MAX_LEVELS:
+        bad("model.levels", f"must be at most {MAX_LEVELS}, got {m.levels}")
+    elif m.base_filters >= 1 and m.base_filters * 2 ** (max(m.levels, 2) - 1) > MAX_DEEPEST_FILTERS:
+        bad("model.base_filters", f"{m.base_filters} with {m.levels} levels gives "
+                                  f"{m.base_filters * 2 ** (m.levels - 1)} filters at the deepest level "
+                                  f"(at most {MAX_DEEPEST_FILTERS})")
+    for name in ("in_channels", "location_hidden", "line_channels"):
+        value = getattr(m, name)
+        if value is not None and value > MAX_CHANNELS:
+            bad(f"model.{name}", f"must be at most {MAX_CHANNELS}, got {value}")
     check_choice(bad, "model.norm", m.norm, NORMS)
     if m.line_channels is not None and m.line_channels < 1:
         bad("model.line_channels", f"must be >= 1 or null (from the data), got {m.line_channels}")

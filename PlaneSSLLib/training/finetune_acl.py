@@ -283,8 +283,11 @@ def _resolve_init(init: str | Path, cfg: AclConfig) -> _Init:
     )
     enc = dataclasses.replace(net.config, line_channels=0, location_head=False)
     state = {k: v.clone() for k, v in net.encoder.state_dict().items()}
+    # weights_sha256 / model_id: the pretrained file's own (the manifest fields of that name, None for
+    # old exports); encoder_sha256: 16 hex digits over the encoder tensors actually transferred
     record = {"kind": "pretrained", "task": manifest.get("task"), "data_fingerprint": manifest.get("data_fingerprint"),
-              "weights_sha256": hashlib.sha256(b"".join(v.numpy().tobytes() for v in state.values())).hexdigest()[:16]}
+              "weights_sha256": manifest.get("weights_sha256"), "model_id": manifest.get("model_id"),
+              "encoder_sha256": hashlib.sha256(b"".join(v.numpy().tobytes() for v in state.values())).hexdigest()[:16]}
     return _Init(enc, state, prep, record)
 
 

@@ -42,6 +42,8 @@ def read_plane(path: Path, frame: int = 0) -> ImagePlane:
         ds = pydicom.dcmread(path, stop_before_pixels=True)
     except (InvalidDicomError, OSError, EOFError, ValueError) as exc:
         raise CLIError(f"{path}: not a readable DICOM file ({exc})") from exc
+    except RecursionError:  # sequences nested thousands deep: a hostile or broken file
+        raise CLIError(f"{path}: not a readable DICOM file (sequences nested too deep)") from None
     try:
         return plane_from_dataset(ds, frame)
     except GeometryError as exc:

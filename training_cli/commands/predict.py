@@ -123,7 +123,13 @@ def run_seg(args: argparse.Namespace) -> int:
     import numpy as np
 
     from PlaneSSLLib.dicom.nifti import write_label_nifti
-    from PlaneSSLLib.inference.segment import find_study_sax_stack, load_seg_model, segment_stack
+    from PlaneSSLLib.inference.segment import (
+        check_stack_complete,
+        find_study_sax_stack,
+        load_seg_model,
+        segment_stack,
+        stack_phase_frames,
+    )
     from PlaneSSLLib.inference.segment_nifti import is_nifti_path
 
     path = _input_path(args.study)
@@ -133,8 +139,10 @@ def run_seg(args: argparse.Namespace) -> int:
         raise CLIError(f"{path}: --ed-es is for a NIfTI cine (a DICOM study: --phase)")
     model = load_seg_model(args.weights)
     stack = find_study_sax_stack(path)
+    phases = args.phase or [0]
+    check_stack_complete(stack, phases)  # every phase before anything is written
     summary = []
-    for phase in args.phase or [0]:
+    for phase in phases:
         result = segment_stack(model, stack, phase, lcc=not args.no_lcc)
         nifti = args.out / f"seg_phase{phase:02d}.nii.gz"
         try:
@@ -151,7 +159,7 @@ def run_seg(args: argparse.Namespace) -> int:
             from PlaneSSLLib.inference.dicom_seg import write_dicom_seg
 
             dcm = args.out / f"seg_phase{phase:02d}.dcm"
-            write_dicom_seg(dcm, result.labels, result.planes, [p.frames[phase] for p in stack.positions])
+            write_dicom_seg(dcm, result.labels, result.planes, stack_phase_frames(stack, phase))
             entry["dicom_seg"] = str(dcm)
         summary.append(entry)
     print(json.dumps({"phases": summary}))

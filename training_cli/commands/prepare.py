@@ -110,6 +110,7 @@ def report_dict(report: PrepareReport, config: PrepareConfig) -> dict:
         "views": report.views,
         "skipped": [{"path": p, "reason": r} for p, r in report.skipped],
         "scan_errors": [{"path": p, "reason": r} for p, r in report.scan_errors],
+        "series_left_out": [{"folder": p, "reason": r} for p, r in report.left_out],
         "warnings": report.warnings,
         "data_format": report.format or None,
         "layout_notes": report.notes,
@@ -127,7 +128,9 @@ def format_report(report: PrepareReport, config: PrepareConfig) -> str:
         "slices per view: " + ", ".join(f"{k} {v}" for k, v in report.views.items()),
     ]
     lines += [f"  {s}" for s in report.partners]
-    for title, items in (("skipped (pixel data unreadable)", report.skipped), ("unreadable files", report.scan_errors)):
+    for title, items in (("skipped (pixel data unreadable)", report.skipped),
+                         ("unreadable files and folders", report.scan_errors),
+                         ("series left out (unusable)", report.left_out)):
         if items:
             lines.append(f"{title}: {len(items)}")
             lines += [f"  {p}: {r}" if r and not r.startswith(p) else f"  {r or p}" for p, r in items[:_MAX_LISTED]]
