@@ -20,6 +20,16 @@ from pathlib import Path
 __all__ = ["allocated_memmap", "atomic_path", "atomic_write_bytes", "atomic_write_text"]
 
 
+def _current_umask() -> int:
+    mask = os.umask(0o022)
+    os.umask(mask)
+    return mask
+
+
+#: the process's umask, read once at import (reading it means setting it, which is not thread-safe later)
+_UMASK = _current_umask()
+
+
 @contextlib.contextmanager
 def atomic_path(path: str | os.PathLike, fsync: bool = False) -> Iterator[Path]:
     """Yield a temporary path in the target's folder; on success it replaces ``path``.
@@ -32,6 +42,8 @@ def atomic_path(path: str | os.PathLike, fsync: bool = False) -> Iterator[Path]:
     fd, name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
     os.close(fd)
     tmp = Path(name)
+    with contextlib.suppress(OSError):  # mkstemp makes it owner-only; outputs get what open() would give them
+        os.chmod(tmp, 0o666 & ~_UMASK)
     try:
         yield tmp
         if fsync:

@@ -82,3 +82,12 @@ def test_a_successful_run_prints_no_pydicom_traceback(tmp_path):
     assert [s["path"] for s in report["skipped"]] == [str(bad)]  # named in the report
     assert "Traceback" not in run.stderr and "pydicom" not in run.stderr, run.stderr
     shutil.rmtree(root)
+
+
+def test_atomic_outputs_get_the_umask_mode_not_owner_only(tmp_path):
+    import os
+
+    from PlaneSSLLib.atomic import _UMASK, atomic_write_text
+
+    path = atomic_write_text(tmp_path / "plan.json", "{}")
+    assert os.stat(path).st_mode & 0o777 == 0o666 & ~_UMASK
