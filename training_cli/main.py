@@ -24,7 +24,7 @@ COMMAND_MODULES = (
 COMMAND_NAMES = {
     "demo": "demo", "phantom": "phantom", "inspect": "inspect_cmd", "lines": "lines", "prepare": "prepare",
     "pretrain": "pretrain", "evaluate-pretext": "evaluate_pretext", "finetune": "finetune", "predict": "predict",
-    "experiment": "experiment",
+    "experiment": "experiment", "plan": "plan", "evaluate-plan": "evaluate_plan",
 }
 
 
