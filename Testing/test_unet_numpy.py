@@ -114,13 +114,14 @@ def test_predict_seg_imports_no_torch(tmp_path):
         "from training_cli.main import main\n"
         "code = main(sys.argv[1:])\n"
         "heavy = sorted(m for m in ('torch', 'highdicom', 'safetensors.torch') if m in sys.modules)\n"
-        "print('HEAVY', heavy, file=sys.stderr)\n"
+        "import os\n"
+        "print('HEAVY', heavy, 'BLAS', os.environ.get('OPENBLAS_NUM_THREADS'), file=sys.stderr)\n"
         "sys.exit(code)\n"
     )
     run = subprocess.run([sys.executable, "-c", script, "predict", "seg", str(tmp_path / "c" / "subject_0000"),
                           "--weights", str(SAMPLE), "--out", str(tmp_path / "out")],
                          capture_output=True, text=True, env={"PYTHONPATH": str(ROOT)}, cwd=tmp_path)
     assert run.returncode == 0, run.stderr
-    assert "HEAVY []" in run.stderr
+    assert "HEAVY [] BLAS 1" in run.stderr  # one BLAS thread: small matrices (training_cli/commands/predict.py)
     phases = json.loads(run.stdout)["phases"]
     assert Path(phases[0]["dicom_seg"]).is_file() and Path(phases[0]["nifti"]).is_file()
