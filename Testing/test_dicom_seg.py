@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -109,7 +110,8 @@ def test_seg_writer_needs_no_highdicom(stack, tmp_path):
     (tmp_path / "in.pkl").write_bytes(pickle.dumps((stack.planes, frames)))
     root = str(Path(__file__).resolve().parents[1])
     run = subprocess.run([sys.executable, "-c", script, str(tmp_path / "in.pkl"), str(tmp_path / "s.dcm"),
-                          str(tmp_path / "labels.npy")], capture_output=True, text=True, env={"PYTHONPATH": root})
+                          str(tmp_path / "labels.npy")], capture_output=True, text=True,
+                         env={**os.environ, "PYTHONPATH": root})
     assert run.returncode == 0, run.stderr
     assert pydicom.dcmread(tmp_path / "s.dcm").Modality == "SEG"
 

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import contextlib
 import hashlib
+import os
 import socket
 import subprocess
 import sys
@@ -116,7 +117,7 @@ def test_a_full_disk_leaves_no_part_file(tmp_path):
     )
     run = subprocess.run([sys.executable, "-c", script, src.as_uri(), str(dest),
                           hashlib.sha256(src.read_bytes()).hexdigest()],
-                         capture_output=True, text=True, env={"PYTHONPATH": str(ROOT)}, timeout=60)
+                         capture_output=True, text=True, env={**os.environ, "PYTHONPATH": str(ROOT)}, timeout=60)
     assert run.returncode == 3, run.stdout + run.stderr
     assert "cannot write" in run.stdout and "partial download was deleted" in run.stdout
     assert "Traceback" not in run.stderr

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -118,9 +119,10 @@ def test_predict_seg_imports_no_torch(tmp_path):
         "print('HEAVY', heavy, 'BLAS', os.environ.get('OPENBLAS_NUM_THREADS'), file=sys.stderr)\n"
         "sys.exit(code)\n"
     )
+    env = {k: v for k, v in os.environ.items() if k != "OPENBLAS_NUM_THREADS"} | {"PYTHONPATH": str(ROOT)}
     run = subprocess.run([sys.executable, "-c", script, "predict", "seg", str(tmp_path / "c" / "subject_0000"),
                           "--weights", str(SAMPLE), "--out", str(tmp_path / "out")],
-                         capture_output=True, text=True, env={"PYTHONPATH": str(ROOT)}, cwd=tmp_path)
+                         capture_output=True, text=True, env=env, cwd=tmp_path)
     assert run.returncode == 0, run.stderr
     assert "HEAVY [] BLAS 1" in run.stderr  # one BLAS thread: small matrices (training_cli/commands/predict.py)
     phases = json.loads(run.stdout)["phases"]
