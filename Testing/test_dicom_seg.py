@@ -19,6 +19,8 @@ from PlaneSSLLib.inference.dicom_seg import SEGMENTATION_STORAGE, write_dicom_se
 from PlaneSSLLib.phantoms import CohortOptions, write_cohort
 from PlaneSSLLib.preprocess.labels import ACDC_STRUCTURES
 
+ROOT = Path(__file__).resolve().parents[1]
+
 
 def _stack(tmp_path_factory, layout: str):
     out = tmp_path_factory.mktemp(f"seg-{layout}")
@@ -129,3 +131,25 @@ def test_seg_source_without_uid_is_named(stack, tmp_path):
     with pytest.raises(InputError, match="bad.dcm.*SOPInstanceUID"):
         write_dicom_seg(tmp_path / "seg.dcm", labels, stack.planes, frames)
     assert not (tmp_path / "seg.dcm").exists()
+
+
+def test_seg_carries_the_manifests_terminology(stack, tmp_path):
+    import json
+
+    from PlaneSSLLib.inference.dicom_seg import structures_from_terminology
+
+    manifest = json.loads((ROOT / "Resources" / "Sample" / "heart-segmentation" / "manifest.json").read_text())
+    record = manifest["terminology"]
+    assert structures_from_terminology(record)[1] == list(ACDC_STRUCTURES)  # the sample model: ACDC codes
+    record = {"category": {"scheme": "SCT", "value": "91723000", "meaning": "Anatomical structure"},
+              "labels": {"2": {"name": "Blood pool", "scheme": "SCT", "value": "87612001", "meaning": "Blood"},
+                         "1": {"name": "Wall", "short": "W", "scheme": "SCT", "value": "74281007",
+                               "meaning": "Myocardium", "color_rgb": [1, 2, 3]}}}
+    category, structures = structures_from_terminology(record)
+    frames = [p.frames[0] for p in stack.positions]
+    labels = np.clip(_labels(stack), 0, 2)
+    ds = pydicom.dcmread(write_dicom_seg(tmp_path / "t.dcm", labels, stack.planes, frames, structures,
+                                         category=category))
+    got = [(int(s.SegmentNumber), s.SegmentLabel, s.SegmentedPropertyTypeCodeSequence[0].CodeValue,
+            s.SegmentedPropertyCategoryCodeSequence[0].CodeValue) for s in ds.SegmentSequence]
+    assert got == [(1, "Wall", "74281007", "91723000"), (2, "Blood pool", "87612001", "91723000")]

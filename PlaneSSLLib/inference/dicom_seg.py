@@ -1,7 +1,8 @@
 """A label map on a SAX stack written as a DICOM Segmentation object (pydicom only, no highdicom).
 
-One binary segment per structure (segment number = ACDC label value: 1 RV, 2 Myo, 3 LV) with
-its SNOMED CT property type under category "Anatomical Structure", algorithm type AUTOMATIC
+One binary segment per structure (segment number = label value; the model manifest's terminology,
+by default the ACDC codes: 1 RV, 2 Myo, 3 LV) with its SNOMED CT property type under its category
+(by default "Anatomical Structure"), algorithm type AUTOMATIC
 (algorithm family "Artificial Intelligence"). The object is built here element by element
 (a BINARY, non-fractional Segmentation Storage instance, explicit VR little endian) because
 building it through highdicom cost more than the whole network run of ``predict seg`` (its
@@ -41,9 +42,11 @@ from ..errors import InputError
 from ..geometry.planes import ImagePlane
 from ..preprocess.labels import ACDC_STRUCTURES, StructureCode
 
-__all__ = ["SEGMENTATION_STORAGE", "write_dicom_seg"]
+__all__ = ["ANATOMICAL_STRUCTURE", "SEGMENTATION_STORAGE", "structures_from_terminology", "write_dicom_seg"]
 
 SEGMENTATION_STORAGE = "1.2.840.10008.5.1.4.1.1.66.4"
+#: The default segmented property category: (scheme, value, meaning).
+ANATOMICAL_STRUCTURE = ("SCT", "123037004", "Anatomical Structure")
 
 #: Patient and study attributes copied from the first source image (Patient and General Study modules).
 _PATIENT_STUDY_KEYWORDS = (
@@ -79,9 +82,25 @@ def _ds(values: Sequence[float]) -> list[str]:
     return [format_number_as_ds(float(v)) for v in values]
 
 
-def _segment_item(s: StructureCode) -> Dataset:
+def structures_from_terminology(record: dict | None) -> tuple[tuple[str, str, str], list[StructureCode]]:
+    """``(category, structures)`` of a segmentation manifest's ``terminology`` (validated by
+    ``inference.manifest``): the codes the DICOM SEG's segments carry. None: the ACDC structures."""
+    if not record:
+        return ANATOMICAL_STRUCTURE, list(ACDC_STRUCTURES)
+    cat = record.get("category") or {}
+    category = (cat["scheme"], cat["value"], cat["meaning"]) if cat else ANATOMICAL_STRUCTURE
+    structures = []
+    for value, e in sorted(record["labels"].items(), key=lambda kv: int(kv[0])):
+        colour = tuple(e.get("color_rgb") or (128, 128, 128))
+        structures.append(StructureCode(int(value), str(e.get("short") or e["name"]), e["name"], e["scheme"],
+                                        e["value"], e["meaning"], colour))  # type: ignore[arg-type]
+    return category, structures
+
+
+def _segment_item(s: StructureCode, category: tuple[str, str, str]) -> Dataset:
     item = Dataset()
-    item.SegmentedPropertyCategoryCodeSequence = DicomSequence([_code("123037004", "SCT", "Anatomical Structure")])
+    scheme, value, meaning = category
+    item.SegmentedPropertyCategoryCodeSequence = DicomSequence([_code(value, scheme, meaning)])
     item.SegmentNumber = int(s.label)
     item.SegmentLabel = s.name
     algorithm = Dataset()
@@ -131,9 +150,13 @@ def _slice_gap_mm(planes: Sequence[ImagePlane]) -> float | None:
 
 def write_dicom_seg(path: str | Path, labels: np.ndarray, planes: Sequence[ImagePlane], frames: Sequence[Frame],
                     structures: Sequence[StructureCode] = ACDC_STRUCTURES, series_number: int = 901,
-                    series_description: str = "PlaneSSL segmentation") -> Path:
+                    series_description: str = "PlaneSSL segmentation",
+                    category: tuple[str, str, str] = ANATOMICAL_STRUCTURE) -> Path:
     """Write ``labels`` (``(k, rows, cols)``, slice ``k`` on ``planes[k]``, source image ``frames[k]``) as
-    a DICOM SEG at ``path`` (atomically). Returns the path."""
+    a DICOM SEG at ``path`` (atomically). Returns the path.
+
+    ``structures``: one segment each (number = label value; a model's own from its manifest's
+    terminology through :func:`structures_from_terminology`), under ``category`` (scheme, value, meaning)."""
     labels = np.asarray(labels)
     if labels.ndim != 3 or len(labels) != len(planes) or len(frames) != len(planes):
         raise ValueError(f"labels {labels.shape}: need one slice per plane and source frame ({len(planes)})")
@@ -209,7 +232,7 @@ def write_dicom_seg(path: str | Path, labels: np.ndarray, planes: Sequence[Image
     ds.BitsAllocated, ds.BitsStored, ds.HighBit, ds.PixelRepresentation = 1, 1, 0, 0
     ds.LossyImageCompression = "00"
     ds.SegmentationType = "BINARY"
-    ds.SegmentSequence = DicomSequence([_segment_item(s) for s in structures])
+    ds.SegmentSequence = DicomSequence([_segment_item(s, category) for s in structures])
     ds.SegmentsOverlap = "NO"
     ds.ContentLabel = "PLANESSL"
     ds.ContentDescription = ""

@@ -171,10 +171,12 @@ def run_seg(args: argparse.Namespace) -> int:
         entry["volume_ml"] = {n: round(float((result.labels == i).sum()) * voxel_ml, 2)
                               for i, n in enumerate(model.label_names) if i > 0}
         if not args.no_dicom_seg:
-            from PlaneSSLLib.inference.dicom_seg import write_dicom_seg
+            from PlaneSSLLib.inference.dicom_seg import structures_from_terminology, write_dicom_seg
 
             dcm = args.out / f"seg_phase{phase:02d}.dcm"
-            write_dicom_seg(dcm, result.labels, result.planes, stack_phase_frames(stack, phase))
+            category, structures = structures_from_terminology(model.manifest.get("terminology"))
+            write_dicom_seg(dcm, result.labels, result.planes, stack_phase_frames(stack, phase), structures,
+                            category=category)
             entry["dicom_seg"] = str(dcm)
         summary.append(entry)
     print(json.dumps({"phases": summary}))
