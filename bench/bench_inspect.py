@@ -87,7 +87,8 @@ def main(argv: list[str] | None = None) -> int:
     n = len(paths)
     for p in paths:  # warm the page cache so every variant reads from memory
         p.read_bytes()
-    print(f"tree: {root}  ({n} files), {os.cpu_count()} CPUs, pydicom {pydicom.__version__}, "
+    load = ", ".join(f"{v:.1f}" for v in os.getloadavg())
+    print(f"tree: {root}  ({n} files), {os.cpu_count()} CPUs (load average {load}), pydicom {pydicom.__version__}, "
           f"best of {args.repeat}")
 
     def read_all(**kw) -> None:

@@ -110,6 +110,7 @@ def list_files(root: Path) -> tuple[list[Path], list[Problem]]:
 
 
 # ----------------------------------------------------------------------------- reading one file
+@functools.lru_cache(maxsize=256)
 def sop_class_name(uid: str) -> str:
     """A SOP class's name from the DICOM dictionary, or the UID itself when unknown."""
     name = UID(uid).name if uid else ""
@@ -123,10 +124,10 @@ def read_file_header(path: Path) -> FileHeader | Problem:
     """
     path = Path(path)
     try:
-        size = path.stat().st_size
-        if size == 0:
-            return Problem(path, "ignored", "empty file")
         with open(path, "rb") as fp:
+            size = os.fstat(fp.fileno()).st_size
+            if size == 0:
+                return Problem(path, "ignored", "empty file")
             return _header_from(path, fp, size)
     except OSError as exc:
         return Problem(path, "error", f"cannot read file: {exc.strerror or _clean(exc)}")
@@ -140,6 +141,18 @@ def read_header_bytes(path: Path, data: bytes) -> FileHeader | Problem:
 
 
 def _header_from(path: Path, fp: BinaryIO, size: int) -> FileHeader | Problem:
+    try:
+        fast = _fast_header(path, fp, size)
+        if fast is not None:
+            return fast
+        fp.seek(0)
+        return _pydicom_header(path, fp, size)
+    except OSError as exc:
+        return Problem(path, "error", f"cannot read file: {exc.strerror or _clean(exc)}")
+
+
+def _pydicom_header(path: Path, fp: BinaryIO, size: int) -> FileHeader | Problem:
+    """``_header_from`` through pydicom: every file the fast path does not take."""
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")  # odd values are pydicom's warnings, not our problems
@@ -204,6 +217,200 @@ def _read_any(path: Path) -> list[FileHeader | Problem]:
     if path.suffix.lower() == ".zip":
         return read_zip_headers(path)
     return [read_file_header(path)]
+
+
+# ----------------------------------------------------------------------------- the fast path
+#: Bytes read at first by the fast path; a header that needs more goes to pydicom.
+_FAST_READ = 65536
+_ITEM_DELIMITER = 0xFFFEE00D
+_ENHANCED_TAGS = frozenset(int(tag_for_keyword(k)) for k in (  # type: ignore[arg-type]
+    "SharedFunctionalGroupsSequence", "PerFrameFunctionalGroupsSequence"))
+_KEEP_TAGS = frozenset(_HEADER_TAGS) - _ENHANCED_TAGS
+_KEEP_VR = {tag: dictionary_VR(tag) for tag in _KEEP_TAGS}
+_SERIES_DESCRIPTION = int(tag_for_keyword("SeriesDescription"))  # type: ignore[arg-type]
+_TS_MAIN = {ImplicitVRLittleEndian: True, "1.2.840.10008.1.2.1": False}  # transfer syntax: implicit VR
+
+
+class _RawElement:
+    """An element's undecoded value, as pydicom's raw data elements hold it."""
+
+    __slots__ = ("VR", "value")
+    is_little_endian = True
+
+    def __init__(self, value: bytes, vr: str) -> None:
+        self.value, self.VR = value, vr
+
+
+class _RawHeader:
+    """The kept elements of a header read by ``_fast_header``: the part of pydicom's ``Dataset``
+    interface that ``_file_header`` uses (``get_item``, ``in``, ``len``, ``get`` of the description)."""
+
+    def __init__(self, elements: dict[int, _RawElement], file_meta: _RawHeader | None, description: str) -> None:
+        self._elements, self.file_meta, self._description = elements, file_meta, description
+
+    def get_item(self, tag: int) -> _RawElement | None:
+        return self._elements.get(tag)
+
+    def __contains__(self, keyword: str) -> bool:
+        return (_TAGS.get(keyword) or _tag(keyword)) in self._elements
+
+    def __len__(self) -> int:
+        return len(self._elements)
+
+    def get(self, keyword: str, default: object = None) -> object:
+        if keyword != "SeriesDescription":
+            raise KeyError(keyword)  # the fast path hands on nothing else
+        return self._description if _SERIES_DESCRIPTION in self._elements else default
+
+
+def _fast_header(path: Path, fp: BinaryIO, size: int) -> FileHeader | None:
+    """The FileHeader of a plain, whole image file read with ``struct`` alone; None: ask pydicom.
+
+    Takes only the common case: preamble and "DICM", explicit or implicit VR little endian data
+    set (native or encapsulated pixel data), a classic image (no functional groups), a header
+    within the first ``_FAST_READ`` bytes, an ASCII series description, an image SOP class and
+    Pixel Data that is whole. Anything else (a truncated file, an odd encoding, a non-image...)
+    returns None and goes to the pydicom path, which names the problem; where both apply they
+    give the same FileHeader (``Testing/test_dicom_scan_fast.py``).
+    """
+    try:
+        return _fast_header_unchecked(path, fp, size)
+    except Exception:  # noqa: BLE001 - whatever the fast path cannot take, pydicom reads and judges
+        return None
+
+
+def _fast_header_unchecked(path: Path, fp: BinaryIO, size: int) -> FileHeader | None:
+    buf = fp.read(_FAST_READ)
+    n = len(buf)
+    if n < 144 or buf[128:132] != b"DICM":
+        return None
+    unpack = struct.unpack_from
+    pos, meta = 132, {}
+    while pos + 8 <= n:
+        group, elem = unpack("<HH", buf, pos)
+        if group != 0x0002:
+            break
+        vr = buf[pos + 4:pos + 6]
+        if vr in _VR_WITH_32BIT_LENGTH:
+            length, start = unpack("<L", buf, pos + 8)[0], pos + 12
+        else:
+            length, start = unpack("<H", buf, pos + 6)[0], pos + 8
+        if length == 0xFFFFFFFF or start + length > n:
+            return None
+        meta[group << 16 | elem] = _RawElement(buf[start:start + length], vr.decode("ascii"))
+        pos = start + length
+    file_meta = _RawHeader(meta, None, "")
+    implicit = _TS_MAIN.get(_text(file_meta, "TransferSyntaxUID"))
+    if implicit is None:
+        ts = _text(file_meta, "TransferSyntaxUID")
+        if not ts or _encoding(ts) != (True, False) or ts == DeflatedExplicitVRLittleEndian:
+            return None
+        implicit = False  # encapsulated (compressed) syntaxes: explicit VR little endian
+    elements: dict[int, _RawElement] = {}
+    while True:
+        if pos + 12 > n:
+            return None
+        group, elem = unpack("<HH", buf, pos)
+        tag = group << 16 | elem
+        if tag >= 0x7FE00008:
+            if tag != 0x7FE00010:
+                return None
+            break
+        if implicit:
+            vr = b""
+            length, start = unpack("<L", buf, pos + 4)[0], pos + 8
+        else:
+            vr = buf[pos + 4:pos + 6]
+            if vr in _VR_WITH_32BIT_LENGTH:
+                length, start = unpack("<L", buf, pos + 8)[0], pos + 12
+            else:
+                length, start = unpack("<H", buf, pos + 6)[0], pos + 8
+        if tag in _ENHANCED_TAGS:
+            return None
+        if length == 0xFFFFFFFF:
+            if tag in _KEEP_TAGS or vr == b"UN":
+                return None
+            end = _skip_sequence(buf, start, implicit)
+            if end is None:
+                return None
+            pos = end
+            continue
+        end = start + length
+        if end > size:
+            return None
+        if tag in _KEEP_TAGS:
+            if end > n:
+                return None
+            vr_text = _KEEP_VR[tag] if implicit else vr.decode("ascii")
+            if vr_text != _KEEP_VR[tag]:
+                return None  # (UN or a wrong VR: pydicom's conversions apply)
+            elements[tag] = _RawElement(buf[start:end], vr_text)
+        pos = end
+    pixel_pos = pos
+    description = ""
+    raw = elements.get(_SERIES_DESCRIPTION)
+    if raw is not None:
+        if not raw.value.isascii() or b"\\" in raw.value:
+            return None
+        description = raw.value.decode("ascii").rstrip("\0 ")
+    ds = _RawHeader(elements, file_meta, description)
+    sop_class = _text(ds, "SOPClassUID")
+    if not sop_class or not _is_image(sop_class, ds):  # type: ignore[arg-type]
+        return None
+    if _check_pixel_data(fp, ds, pixel_pos, size) is not None:  # type: ignore[arg-type]
+        return None
+    return _file_header(path, ds, sop_class)  # type: ignore[arg-type]
+
+
+def _skip_sequence(buf: bytes, pos: int, implicit: bool) -> int | None:
+    """Offset after the undefined-length sequence whose items start at ``pos``; None if not in ``buf``."""
+    n = len(buf)
+    while pos + 8 <= n:
+        group, elem, length = struct.unpack_from("<HHL", buf, pos)
+        tag = group << 16 | elem
+        pos += 8
+        if tag == _SEQUENCE_DELIMITER:
+            return pos
+        if tag != _ITEM:
+            return None
+        if length != 0xFFFFFFFF:
+            pos += length
+            continue
+        end = _skip_item(buf, pos, implicit)
+        if end is None:
+            return None
+        pos = end
+    return None
+
+
+def _skip_item(buf: bytes, pos: int, implicit: bool) -> int | None:
+    """Offset after the undefined-length item whose elements start at ``pos``; None if not in ``buf``."""
+    n = len(buf)
+    while pos + 8 <= n:
+        group, elem = struct.unpack_from("<HH", buf, pos)
+        if (group << 16 | elem) == _ITEM_DELIMITER:
+            return pos + 8
+        if implicit:
+            vr = b""
+            length, start = struct.unpack_from("<L", buf, pos + 4)[0], pos + 8
+        else:
+            vr = buf[pos + 4:pos + 6]
+            if vr in _VR_WITH_32BIT_LENGTH:
+                if pos + 12 > n:
+                    return None
+                length, start = struct.unpack_from("<L", buf, pos + 8)[0], pos + 12
+            else:
+                length, start = struct.unpack_from("<H", buf, pos + 6)[0], pos + 8
+        if length == 0xFFFFFFFF:
+            if vr == b"UN":
+                return None
+            end = _skip_sequence(buf, start, implicit)
+            if end is None:
+                return None
+            pos = end
+        else:
+            pos = start + length
+    return None
 
 
 @dataclass

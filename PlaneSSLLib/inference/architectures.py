@@ -3,18 +3,19 @@
 A manifest's ``architecture`` is ``{"name": NAME, "config": {...}}``; ``ARCHITECTURES[NAME]``
 turns the config dict back into its config dataclass (validated) and builds the empty network
 the weights are loaded into. ``architecture_record(config)`` is the inverse, for export.
+Reading and checking a config imports no torch; ``build`` imports the network's module.
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import MISSING, dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-import torch
+from ..models.configs import ExamClassifierConfig, UNetConfig
 
-from ..models import PlaneSSLNet, UNetConfig
-from ..models.exam_classifier import ExamClassifier, ExamClassifierConfig
+if TYPE_CHECKING:
+    import torch
 
 __all__ = ["Architecture", "ARCHITECTURES", "architecture_record", "check_field_types", "config_in_channels"]
 
@@ -73,10 +74,22 @@ class Architecture:
     build: Callable[[Any], torch.nn.Module]
 
 
+def _build_planessl_net(config: UNetConfig) -> torch.nn.Module:
+    from ..models.unet import PlaneSSLNet
+
+    return PlaneSSLNet(config)
+
+
+def _build_exam_classifier(config: ExamClassifierConfig) -> torch.nn.Module:
+    from ..models.exam_classifier import ExamClassifier
+
+    return ExamClassifier(config)
+
+
 ARCHITECTURES: dict[str, Architecture] = {
-    "PlaneSSLNet": Architecture("PlaneSSLNet", UNetConfig, _unet_config, PlaneSSLNet),
+    "PlaneSSLNet": Architecture("PlaneSSLNet", UNetConfig, _unet_config, _build_planessl_net),
     "PlaneSSLExamClassifier": Architecture("PlaneSSLExamClassifier", ExamClassifierConfig,
-                                           _exam_classifier_config, ExamClassifier),
+                                           _exam_classifier_config, _build_exam_classifier),
 }
 
 

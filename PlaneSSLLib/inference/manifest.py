@@ -26,8 +26,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from ..errors import PlaneSSLError
-from ..models import UNetConfig
-from ..models.exam_classifier import ExamClassifierConfig
+from ..models.configs import ExamClassifierConfig, UNetConfig
 from ..preprocess.resample import NORMALISATIONS
 from .architectures import ARCHITECTURES, Architecture, architecture_record, config_in_channels
 

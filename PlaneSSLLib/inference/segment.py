@@ -1,6 +1,8 @@
 """Cardiac segmentation inference: a SAX stack in, an ACDC label map on the original geometry out.
 
-torch + numpy (+ scipy for resampling and connected components); no MONAI, no training stack.
+numpy + scipy (resampling, connected components); the network runs in numpy on the CPU
+(``inference.unet_numpy``: ``import torch`` alone took longer than the rest of a one-study run) and
+in torch on another device. No MONAI, no training stack.
 
 A segmentation network is a ``PlaneSSLNet`` exported with manifest ``task == "seg"``: its
 decoder output (the ``"lines"`` key of ``PlaneSSLNet.forward``, ``line_channels`` = number of
@@ -31,10 +33,9 @@ import warnings
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
-import torch
 from scipy import ndimage
 
 from ..dicom.pixels import read_frame_pixels
@@ -45,9 +46,14 @@ from ..dicom.stack_phases import phase_count, phase_frames, stack_gaps_mm
 from ..dicom.stacks import SaxStack, find_sax_stack
 from ..errors import InputError
 from ..geometry.planes import ImagePlane
-from ..models import PlaneSSLNet
 from ..preprocess.resample import prepare_image, resample_to_plane
-from .weights import WeightsError, load_validated
+from .manifest import WeightsError
+from .unet_numpy import NumpyUNet, load_numpy_unet
+
+if TYPE_CHECKING:
+    import torch
+
+    from ..models import PlaneSSLNet
 
 __all__ = [
     "IncompleteStackError",
@@ -73,7 +79,7 @@ class IncompleteStackError(InputError):
 class SegModel:
     """A loaded segmentation network with what preprocessing needs from its manifest."""
 
-    net: PlaneSSLNet
+    net: PlaneSSLNet | NumpyUNet
     manifest: dict[str, Any]
     size_px: int
     spacing_mm: float
@@ -86,30 +92,45 @@ class SegModel:
         return len(self.label_names)
 
 
-def load_seg_model(path: str | Path, device: str | torch.device = "cpu") -> SegModel:
-    """Load exported segmentation weights (``load_model`` of task ``seg``); WeightsError names the file."""
-    net, validated = load_validated(path, device, expect_task="seg")
+def load_seg_model(path: str | Path, device: str | torch.device = "cpu", backend: str = "auto") -> SegModel:
+    """Load exported segmentation weights (task ``seg``); WeightsError names the file.
+
+    ``backend="auto"``: on the CPU (``device="cpu"``) the network is a :class:`NumpyUNet` (no torch
+    import), on any other device the torch ``PlaneSSLNet`` (``inference.weights.load_validated``);
+    ``"numpy"`` or ``"torch"`` choose one. Both pass the same checks and give the same labels.
+    """
+    if backend not in ("auto", "numpy", "torch"):
+        raise ValueError(f"backend must be auto, numpy or torch, got {backend!r}")
+    if backend == "numpy" and str(device) != "cpu":
+        raise ValueError("the numpy network runs on the CPU only")
+    if backend == "numpy" or backend == "auto" and str(device) == "cpu":
+        net, validated = load_numpy_unet(path, expect_task="seg")
+    else:
+        import torch
+
+        from .weights import load_validated
+
+        net, validated = load_validated(path, device, expect_task="seg")
+        net = net.to(memory_format=torch.channels_last)  # 2-3x faster convolutions, same results
     prep = validated.preparation
-    net = net.to(memory_format=torch.channels_last)  # 2-3x faster convolutions on the CPU, same results
     return SegModel(net, validated.manifest, prep.size_px, prep.spacing_mm, prep.normalisation,
                     prep.clip_percentiles, list(validated.manifest["label_names"]))
 
 
-@torch.no_grad()
-def predict_probabilities(net: PlaneSSLNet, images: np.ndarray, batch_size: int = 16) -> np.ndarray:
+def predict_probabilities(net: PlaneSSLNet | NumpyUNet, images: np.ndarray, batch_size: int = 16) -> np.ndarray:
     """Softmax class probabilities ``(N, C, H, W)`` float32 of prepared images ``(N, H, W)``.
 
-    The input is passed channels-last: a network converted with ``net.to(memory_format=torch.channels_last)``
-    (as ``load_seg_model`` does) then runs its convolutions in that faster layout. Non-finite
-    probabilities (a NaN in the image) are a WeightsError naming the image, never labels.
+    A torch network gets its input channels-last: one converted with ``net.to(memory_format=
+    torch.channels_last)`` (as ``load_seg_model`` does) then runs its convolutions in that faster
+    layout. Non-finite probabilities (a NaN in the image) are a WeightsError naming the image, never labels.
     """
-    net.eval()
-    device = next(net.parameters()).device
+    if isinstance(net, NumpyUNet):
+        run = _numpy_probabilities
+    else:
+        run = _torch_probabilities(net)
     out = []
     for start in range(0, len(images), batch_size):
-        x = torch.from_numpy(np.ascontiguousarray(images[start:start + batch_size], dtype=np.float32))
-        logits = net(x.unsqueeze(1).to(device).contiguous(memory_format=torch.channels_last))["lines"]
-        probs = torch.softmax(logits.float(), dim=1).cpu().numpy()
+        probs = run(net, np.ascontiguousarray(images[start:start + batch_size], dtype=np.float32))
         finite = np.isfinite(probs).reshape(len(probs), -1).all(axis=1)
         if not finite.all():
             index = start + int(np.argmin(finite)) + 1
@@ -117,6 +138,28 @@ def predict_probabilities(net: PlaneSSLNet, images: np.ndarray, batch_size: int 
                                f"{len(images)} (NaN or inf in the image or the weights); no labels are made from them")
         out.append(probs)
     return np.concatenate(out) if out else np.zeros((0, 0, 0, 0), np.float32)
+
+
+def _numpy_probabilities(net: NumpyUNet, batch: np.ndarray) -> np.ndarray:
+    logits = net.logits(batch[:, None])
+    with np.errstate(over="ignore", invalid="ignore"):  # a NaN input is reported by the caller
+        e = np.exp(logits - logits.max(axis=1, keepdims=True))
+        return (e / e.sum(axis=1, keepdims=True)).astype(np.float32)
+
+
+def _torch_probabilities(net: PlaneSSLNet):  # noqa: ANN202 - returns a closure over torch
+    import torch
+
+    net.eval()
+    device = next(net.parameters()).device
+
+    @torch.no_grad()
+    def run(net: PlaneSSLNet, batch: np.ndarray) -> np.ndarray:
+        x = torch.from_numpy(batch)
+        logits = net(x.unsqueeze(1).to(device).contiguous(memory_format=torch.channels_last))["lines"]
+        return torch.softmax(logits.float(), dim=1).cpu().numpy()
+
+    return run
 
 
 def keep_largest_component(labels: np.ndarray, classes: Sequence[int] | None = None) -> np.ndarray:

@@ -3,7 +3,9 @@
 One exporter (:func:`export_model`) and one loader (:func:`load_model`) for every architecture
 and task; the manifest's contents, its building and its one validation are in
 ``inference.manifest`` (re-exported here). Only torch, numpy, safetensors and the standard library are
-used: the inference side (the Slicer extension) loads weights without the training stack.
+used: the inference side (the Slicer extension) loads weights without the training stack; torch
+is imported by the functions that build or export a torch network, not by this module
+(``inference.unet_numpy`` loads the same files without torch).
 Loading never unpickles. Exported weights carry ``weights_sha256`` (the sha256 of
 ``model.safetensors``) and ``model_id`` (its first 16 hex digits) in the manifest; loading checks
 both when present (manifests written before ``weights_sha256`` existed still load), refuses tensors
@@ -19,14 +21,14 @@ import re
 import zipfile
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
-import torch
-from safetensors.torch import load as safetensors_load
-from safetensors.torch import save as safetensors_save
 
 from ..atomic import atomic_write_bytes
+
+if TYPE_CHECKING:
+    import torch
 from .manifest import (
     MANIFEST_KEYS,
     PRETEXT_TASKS,
@@ -54,6 +56,7 @@ __all__ = [
     "load_validated",
     "load_exported",
     "package_versions",
+    "read_validated",
     "read_weights_pair",
     "zip_weights",
 ]
@@ -69,6 +72,8 @@ def _model_id(weights: bytes) -> str:
 
 def _non_finite_tensor(tensors: dict[str, torch.Tensor]) -> str | None:
     """The name of the first floating-point tensor holding NaN or inf (sorted by name), else None."""
+    import torch
+
     for name in sorted(tensors):
         tensor = tensors[name]
         if not tensor.is_floating_point():
@@ -108,6 +113,8 @@ def export_model(model: torch.nn.Module, out_dir: str | Path, manifest: dict[str
     refused (WeightsError naming the tensor) before anything is written. Any architecture of
     ``inference.architectures``; a ``DistributedDataParallel`` or compiled wrapper is unwrapped.
     """
+    from safetensors.torch import save as safetensors_save
+
     out_dir = Path(out_dir)
     validate_manifest(manifest, str(out_dir / MANIFEST_FILE))
     module = getattr(model, "module", model)
@@ -152,6 +159,21 @@ def read_weights_pair(path: Path) -> tuple[bytes, bytes, str]:
     raise WeightsError(f"{path}: expected a weights directory or a .zip archive")
 
 
+def read_validated(path: str | Path, expect_task: str | Sequence[str] | None = None
+                   ) -> tuple[bytes, ValidatedManifest, str]:
+    """``(weights file bytes, validated manifest, description)``: the manifest read as JSON and validated
+    (``validate_manifest`` with ``expect_task``) and the weights' checksums checked; WeightsError names the file.
+    The first steps of every loader (:func:`load_validated`, ``inference.unet_numpy.load_numpy_unet``)."""
+    weights, manifest_bytes, where = read_weights_pair(Path(path))
+    try:
+        manifest = json.loads(manifest_bytes.decode("utf-8"))
+    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise WeightsError(f"{where}: {MANIFEST_FILE} is not valid JSON ({exc})") from exc
+    validated = validate_manifest(manifest, f"{where}: {MANIFEST_FILE}", expect_task)
+    _check_checksums(manifest, weights, where)
+    return weights, validated, where
+
+
 def load_validated(path: str | Path, device: str | torch.device = "cpu",
                    expect_task: str | Sequence[str] | None = None) -> tuple[torch.nn.Module, ValidatedManifest]:
     """``(model in eval mode on device, validated manifest)`` from a weights directory or ``.zip``.
@@ -160,13 +182,11 @@ def load_validated(path: str | Path, device: str | torch.device = "cpu",
     architecture names is built and the tensors are loaded into it strictly; never unpickles.
     The manifest gets ``model_id`` (the weights' hash) when it has none. WeightsError names the file.
     """
-    weights, manifest_bytes, where = read_weights_pair(Path(path))
-    try:
-        manifest = json.loads(manifest_bytes.decode("utf-8"))
-    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
-        raise WeightsError(f"{where}: {MANIFEST_FILE} is not valid JSON ({exc})") from exc
-    validated = validate_manifest(manifest, f"{where}: {MANIFEST_FILE}", expect_task)
-    _check_checksums(manifest, weights, where)
+    import torch
+    from safetensors.torch import load as safetensors_load
+
+    weights, validated, where = read_validated(path, expect_task)
+    manifest = validated.manifest
     try:
         state = safetensors_load(weights)
     except Exception as exc:  # safetensors raises its own error types

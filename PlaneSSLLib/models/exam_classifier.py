@@ -23,60 +23,13 @@ Every configured view is required (an exam lacking one is refused by the data la
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass, field
-from typing import Any
-
 import torch
 from torch import nn
 
-from .unet import Encoder, UNetConfig
+from .configs import POOLINGS, ExamClassifierConfig
+from .unet import Encoder
 
 __all__ = ["POOLINGS", "ExamClassifierConfig", "ExamClassifier", "SlicePooling"]
-
-POOLINGS = ("max", "attention")
-
-
-@dataclass(frozen=True)
-class ExamClassifierConfig:
-    """Architecture of :class:`ExamClassifier` (stored in the exported manifest)."""
-
-    encoder: UNetConfig = field(default_factory=UNetConfig)
-    views: tuple[str, ...] = ("SAG", "COR", "AX")
-    pooling: str = "max"
-    hidden: int = 64
-    attention_hidden: int = 32
-    dropout: float = 0.0
-
-    def validate(self) -> None:
-        """Raise ValueError naming the first bad field."""
-        self.encoder.validate()
-        if not self.views or len(set(self.views)) != len(self.views):
-            raise ValueError(f"views must be distinct and non-empty, got {self.views!r}")
-        if self.pooling not in POOLINGS:
-            raise ValueError(f"pooling must be one of {', '.join(POOLINGS)}, got {self.pooling!r}")
-        if self.hidden < 1 or self.attention_hidden < 1:
-            raise ValueError("hidden and attention_hidden must be >= 1")
-        if not 0.0 <= self.dropout < 1.0:
-            raise ValueError(f"dropout must be in [0, 1), got {self.dropout}")
-
-    @property
-    def feature_channels(self) -> int:
-        return self.encoder.filters[-1]
-
-    def to_dict(self) -> dict[str, Any]:
-        d = asdict(self)
-        d["views"] = list(self.views)
-        return d
-
-    @classmethod
-    def from_dict(cls, data: dict[str, Any]) -> ExamClassifierConfig:
-        """Inverse of :meth:`to_dict`; TypeError/ValueError for unknown or bad fields."""
-        data = dict(data)
-        enc = data.pop("encoder", {})
-        enc = enc if isinstance(enc, UNetConfig) else UNetConfig(**enc)
-        cfg = cls(encoder=enc, **{k: tuple(v) if k == "views" else v for k, v in data.items()})
-        cfg.validate()
-        return cfg
 
 
 class SlicePooling(nn.Module):

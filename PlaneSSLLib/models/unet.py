@@ -10,62 +10,13 @@ output ``(B,)`` (relative slice location, trained towards [0, 1]).
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass
-
 import torch
 from torch import nn
 
-__all__ = ["UNetConfig", "PlaneSSLNet", "Encoder", "Decoder", "LocationHead"]
+from .configs import MAX_CHANNELS, MAX_DEEPEST_FILTERS, MAX_LEVELS, UNetConfig
 
-
-#: Upper bounds of a network's size (the paper's network: 5 levels, 1024 filters at the deepest):
-#: a config or manifest beyond them is refused before any allocation.
-MAX_LEVELS = 8
-MAX_DEEPEST_FILTERS = 8192
-MAX_CHANNELS = 8192
-
-@dataclass(frozen=True)
-class UNetConfig:
-    in_channels: int = 1
-    base_filters: int = 16
-    levels: int = 4
-    line_channels: int = 3
-    location_head: bool = True
-    location_hidden: int = 128
-    norm: str = "batch"  # "batch", "instance" or "none" (encoder and decoder)
-
-    @classmethod
-    def reference(cls, line_channels: int = 3) -> UNetConfig:
-        """The paper's network: 5 levels, 64 → 1024 filters, BatchNorm."""
-        return cls(base_filters=64, levels=5, line_channels=line_channels, location_hidden=512)
-
-    @property
-    def filters(self) -> list[int]:
-        return [self.base_filters * 2**i for i in range(self.levels)]
-
-    @property
-    def size_multiple(self) -> int:
-        return 2 ** (self.levels - 1)
-
-    def to_dict(self) -> dict:
-        return asdict(self)
-
-    def validate(self) -> None:
-        """ValueError naming the first field out of range (upper bounds: ``MAX_*`` of this module, so a
-        config or manifest naming a huge network is refused before anything is allocated)."""
-        if not 2 <= self.levels <= MAX_LEVELS:
-            raise ValueError(f"levels must be in 2..{MAX_LEVELS}, got {self.levels}")
-        if self.base_filters < 1 or self.in_channels < 1 or self.line_channels < 0:
-            raise ValueError("filters and channels must be positive")
-        if self.base_filters * 2 ** (self.levels - 1) > MAX_DEEPEST_FILTERS:
-            raise ValueError(f"base_filters {self.base_filters} with {self.levels} levels gives "
-                             f"{self.base_filters * 2 ** (self.levels - 1)} filters at the deepest level "
-                             f"(at most {MAX_DEEPEST_FILTERS})")
-        for name in ("in_channels", "line_channels", "location_hidden"):
-            if getattr(self, name) > MAX_CHANNELS:
-                raise ValueError(f"{name} must be at most {MAX_CHANNELS}, got {getattr(self, name)}")
-        if self.norm not in ("batch", "instance", "none"):
-            raise ValueError(f"unknown norm {self.norm!r} (batch, instance or none)")
+__all__ = ["MAX_CHANNELS", "MAX_DEEPEST_FILTERS", "MAX_LEVELS", "UNetConfig", "PlaneSSLNet", "Encoder", "Decoder",
+           "LocationHead"]
 
 
 def _norm(kind: str, channels: int) -> nn.Module:

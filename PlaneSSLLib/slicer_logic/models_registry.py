@@ -20,7 +20,9 @@ Download (``download_file``): the file is fetched into ``<name>.part`` beside it
 interrupted HTTP download resumes from the bytes already there (``Range``), a server that
 ignores the range starts over; the SHA-256 of the whole file is checked before the part file is
 renamed onto the target (atomic), and a mismatch deletes the part file and raises
-``ChecksumError``, so a bad or partial file is never taken for the weights. An archive is then
+``ChecksumError``, so a bad or partial file is never taken for the weights. A part file that
+cannot be written (a full disk) is deleted at once; a cancel takes effect within ``_POLL_S``
+seconds however slow the server (the network reads run in a daemon thread). An archive is then
 unpacked (``model.safetensors`` + ``manifest.json`` only, no paths) into a temporary folder that
 is validated and renamed to ``<cache>/models/<id>/<version>``.
 
@@ -40,9 +42,11 @@ import hashlib
 import http.client
 import json
 import os
+import queue
 import re
 import shutil
 import tempfile
+import threading
 import urllib.error
 import urllib.parse
 import urllib.request
@@ -89,6 +93,8 @@ TASKS = {"segment_heart": "Cardiac segmentation", "classify_knee": "Knee ACL tea
 MANIFEST_TASKS = {"segment_heart": ("seg",), "classify_knee": ("acl",), "lines": ("lines", "both")}
 _REQUIRED = ("id", "title", "task", "anatomy", "version", "url", "sha256", "input")
 _CHUNK = 1 << 20
+#: Seconds between two checks of a download's cancel flag (a cancel takes effect within this).
+_POLL_S = 0.2
 #: What an ``id`` or ``version`` may be: a name that is one path part, never a path.
 _NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._+-]{0,127}")
 
@@ -336,15 +342,78 @@ def _open(url: str, offset: int, timeout: float):
     return urllib.request.urlopen(request, timeout=timeout)  # noqa: S310 - scheme checked by the caller
 
 
+class _Fetch:
+    """The network side of one download in a daemon thread: opens ``url`` and reads it chunk by chunk
+    into a small queue, so that the caller waits at most ``_POLL_S`` between checks of its cancel
+    flag, however slow the server (a blocking socket read cannot be interrupted, only abandoned).
+
+    Queue items: ``("response", response)`` once, then ``("chunk", bytes)`` (``b""`` at the end),
+    or ``("error", exception)``. ``stop()`` abandons the transfer (the thread ends after its
+    current read, at the latest after the socket timeout).
+    """
+
+    def __init__(self, url: str, offset: int, timeout: float) -> None:
+        self._queue: queue.Queue = queue.Queue(maxsize=4)
+        self._stopped = threading.Event()
+        self._thread = threading.Thread(target=self._run, args=(url, offset, timeout), daemon=True,
+                                        name="planessl-download")
+        self._thread.start()
+
+    def _put(self, item: tuple[str, Any]) -> bool:
+        while not self._stopped.is_set():
+            try:
+                self._queue.put(item, timeout=_POLL_S)
+                return True
+            except queue.Full:
+                continue
+        return False
+
+    def _run(self, url: str, offset: int, timeout: float) -> None:
+        try:
+            response = _open(url, offset, timeout)
+        except BaseException as exc:  # noqa: BLE001 - handed to the caller's thread
+            self._put(("error", exc))
+            return
+        with response:
+            if not self._put(("response", response)):
+                return
+            read = getattr(response, "read1", None) or response.read  # read1: what has arrived, up to _CHUNK
+            try:
+                while not self._stopped.is_set():
+                    chunk = read(_CHUNK)
+                    if not self._put(("chunk", chunk)) or not chunk:
+                        return
+            except BaseException as exc:  # noqa: BLE001
+                self._put(("error", exc))
+
+    def get(self, cancelled: Callable[[], bool] | None) -> tuple[str, Any]:
+        """The next item; ``("cancelled", None)`` as soon as ``cancelled()`` is true (checked every ``_POLL_S``)."""
+        while True:
+            if cancelled is not None and cancelled():
+                self.stop()
+                return "cancelled", None
+            try:
+                return self._queue.get(timeout=_POLL_S)
+            except queue.Empty:
+                continue
+
+    def stop(self) -> None:
+        self._stopped.set()
+
+
 def download_file(url: str, dest: str | os.PathLike, sha256: str, progress: ProgressCallback | None = None,
                   timeout: float = 60.0, cancelled: Callable[[], bool] | None = None,
                   max_bytes: int | None = None) -> Path:
     """Fetch ``url`` to ``dest`` with a SHA-256 check (atomic, resumable; see the module docstring).
 
     An existing ``dest`` with the right checksum is returned as is (cached). ``progress(done,
-    total)`` is called per chunk; ``cancelled()`` returning True stops the download (the part
-    file is kept for a later resume) with ``DownloadError``. ``max_bytes`` (the registry's
-    ``size_bytes``): a file that announces or delivers more is stopped and deleted (``DownloadError``).
+    total)`` is called per chunk; ``cancelled()`` returning True stops the download within
+    ``_POLL_S`` seconds, even while the server sends nothing (the part file is kept for a later
+    resume), with ``DownloadError``. ``timeout``: seconds the server may stay silent. ``max_bytes``
+    (the registry's ``size_bytes``): a file that announces or delivers more is stopped and deleted
+    (``DownloadError``). When the part file cannot be written (a full disk, a quota, a read-only
+    cache) it is deleted and ``DownloadError`` says why: nothing partial is left behind that
+    could fill the disk again or be taken for the weights.
     """
     dest = Path(dest)
     want = sha256.lower()
@@ -358,58 +427,97 @@ def download_file(url: str, dest: str | os.PathLike, sha256: str, progress: Prog
     dest.parent.mkdir(parents=True, exist_ok=True)
     part = dest.with_name(dest.name + ".part")
     offset = part.stat().st_size if part.is_file() else 0
+    fetch = _Fetch(url, offset, timeout)
     try:
-        response = _open(url, offset, timeout)
-    except urllib.error.HTTPError as exc:
-        if exc.code == 416 and offset:  # the part file is already complete (or longer): check it below
-            response = None
+        kind, value = fetch.get(cancelled)
+        if kind == "cancelled":
+            raise DownloadError(f"{url}: download cancelled ({offset} bytes kept for resuming)")
+        response = None
+        if kind == "error":
+            exc = value
+            if isinstance(exc, urllib.error.HTTPError):
+                if not (exc.code == 416 and offset):  # 416: the part file is already complete: checked below
+                    raise DownloadError(f"{url}: HTTP {exc.code} {exc.reason}") from exc
+            elif isinstance(exc, urllib.error.URLError | OSError):
+                raise DownloadError(f"{url}: {getattr(exc, 'reason', exc)}") from exc
+            else:
+                raise exc
         else:
-            raise DownloadError(f"{url}: HTTP {exc.code} {exc.reason}") from exc
-    except (urllib.error.URLError, OSError) as exc:
-        raise DownloadError(f"{url}: {getattr(exc, 'reason', exc)}") from exc
-    if response is not None:
-        with response:
-            status = getattr(response, "status", None)
-            resumed = offset > 0 and status == 206
-            mode = "ab" if resumed else "wb"
-            done = offset if resumed else 0
-            length = response.headers.get("Content-Length")
-            total = done + int(length) if length and length.isdigit() else None
-
-            def too_big(n: int) -> DownloadError:
-                part.unlink(missing_ok=True)
-                return DownloadError(f"{url}: {n} bytes, more than the registry's size_bytes {max_bytes}; "
-                                     "the download was deleted")
-
-            if max_bytes is not None and total is not None and total > max_bytes:
-                raise too_big(total)
-            try:
-                with open(part, mode) as out:
-                    while True:
-                        if cancelled is not None and cancelled():
-                            raise DownloadError(f"{url}: download cancelled ({done} bytes kept for resuming)")
-                        chunk = response.read(_CHUNK)
-                        if not chunk:
-                            break
-                        if max_bytes is not None and done + len(chunk) > max_bytes:
-                            out.close()
-                            raise too_big(done + len(chunk))
-                        out.write(chunk)
-                        done += len(chunk)
-                        if progress is not None:
-                            progress(done, total)
-                    out.flush()
-                    os.fsync(out.fileno())
-            except (urllib.error.URLError, http.client.HTTPException, OSError) as exc:
-                raise DownloadError(f"{url}: interrupted after {done} bytes ({exc}); run again to resume") from exc
-            if total is not None and done < total:
-                raise DownloadError(f"{url}: interrupted after {done} of {total} bytes; run again to resume")
+            response = value
+        if response is not None:
+            _receive(fetch, response, url, part, offset, progress, cancelled, max_bytes)
+    finally:
+        fetch.stop()
     got = sha256_file(part)
     if got != want:
         part.unlink(missing_ok=True)
         raise ChecksumError(f"{url}: SHA-256 mismatch (expected {want}, got {got}); the download was deleted")
     os.replace(part, dest)
     return dest
+
+
+def _receive(fetch: _Fetch, response: Any, url: str, part: Path, offset: int, progress: ProgressCallback | None,
+             cancelled: Callable[[], bool] | None, max_bytes: int | None) -> None:
+    """Write the response's chunks to ``part`` (appended when the server resumed at ``offset``)."""
+    status = getattr(response, "status", None)
+    resumed = offset > 0 and status == 206
+    done = offset if resumed else 0
+    length = response.headers.get("Content-Length")
+    total = done + int(length) if length and length.isdigit() else None
+
+    def too_big(n: int) -> DownloadError:
+        part.unlink(missing_ok=True)
+        return DownloadError(f"{url}: {n} bytes, more than the registry's size_bytes {max_bytes}; "
+                             "the download was deleted")
+
+    if max_bytes is not None and total is not None and total > max_bytes:
+        raise too_big(total)
+    try:
+        out = open(part, "ab" if resumed else "wb")  # noqa: SIM115 - closed below, before any unlink
+    except OSError as exc:
+        raise _unwritable(url, part, exc) from exc
+    try:
+        while True:
+            kind, value = fetch.get(cancelled)
+            if kind == "cancelled":
+                raise DownloadError(f"{url}: download cancelled ({done} bytes kept for resuming)")
+            if kind == "error":
+                if isinstance(value, urllib.error.URLError | http.client.HTTPException | OSError):
+                    raise DownloadError(f"{url}: interrupted after {done} bytes ({value}); run again to resume")
+                raise value
+            chunk = value
+            if not chunk:
+                break
+            if max_bytes is not None and done + len(chunk) > max_bytes:
+                out.close()
+                raise too_big(done + len(chunk))
+            try:
+                out.write(chunk)
+            except OSError as exc:
+                out.close()
+                raise _unwritable(url, part, exc) from exc
+            done += len(chunk)
+            if progress is not None:
+                progress(done, total)
+        try:
+            out.flush()
+            os.fsync(out.fileno())
+            out.close()
+        except OSError as exc:
+            raise _unwritable(url, part, exc) from exc
+    finally:
+        with contextlib.suppress(OSError):
+            out.close()
+    if total is not None and done < total:
+        raise DownloadError(f"{url}: interrupted after {done} of {total} bytes; run again to resume")
+
+
+def _unwritable(url: str, part: Path, exc: OSError) -> DownloadError:
+    """The part file could not be written (full disk...): delete it and say so."""
+    with contextlib.suppress(OSError):
+        part.unlink(missing_ok=True)
+    reason = exc.strerror or str(exc)
+    return DownloadError(f"{url}: cannot write {part} ({reason}); the partial download was deleted")
 
 
 def _extract_weights(archive: Path, target: Path) -> None:
