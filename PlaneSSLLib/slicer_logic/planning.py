@@ -32,7 +32,15 @@ from .lines import volume_array
 from .mrml import SceneContext, numpy_to_matrix
 from .runner import scene_transaction
 from .scene import place_in_study, planes_of_volume, study_item_of
-from .views import PLANE_VIEW_GROUP, PlaneView, PlaneViews, layout_rows_xml, slice_to_ras_for_plane, view_color
+from .views import (
+    PLANE_VIEW_GROUP,
+    PlaneView,
+    PlaneViews,
+    layout_rows_xml,
+    slice_node,
+    slice_to_ras_for_plane,
+    view_color,
+)
 
 if TYPE_CHECKING:
     from ..inference.plan_views import StudyPlan
@@ -103,20 +111,6 @@ def compute_plan(volumes: Mapping[str, Any], weights: str | Path, device: str = 
     return plan
 
 
-def _proposed_slice_node(ctx: SceneContext, label: str):
-    tag = f"PlaneSSL{label}"
-    node = ctx.scene.GetSingletonNode(tag, "vtkMRMLSliceNode")
-    if node is None:
-        node = slicer.vtkMRMLSliceNode()
-        node.SetName(tag)
-        node.SetLayoutName(tag)
-        node.SetSingletonTag(tag)
-        node.SetLayoutLabel(label)
-        node.SetDefaultOrientation("Axial")
-        ctx.scene.AddNode(node)
-    return node
-
-
 def _add_markups_plane(ctx: SceneContext, view: str, plan_view) -> Any:
     p = plan_view.proposed
     node = ctx.scene.AddNewNodeByClass("vtkMRMLMarkupsPlaneNode", f"Proposed {view}")
@@ -173,7 +167,7 @@ def add_plan_to_scene(ctx: SceneContext, volumes: Mapping[str, Any], plan: Study
             if study:
                 place_in_study(ctx, markup, study)
             result.markups[view] = markup
-            node = _proposed_slice_node(ctx, view + PROPOSED_SUFFIX)
+            node = slice_node(ctx, view + PROPOSED_SUFFIX)
             node.SetLayoutColor(*view_color(view))
             node.SetViewGroup(PLANE_VIEW_GROUP)
             node.SetMappedInLayout(1)

@@ -170,7 +170,8 @@ class PlaneViews:
         return list(self.views)
 
 
-def _slice_node(ctx: SceneContext, label: str):
+def slice_node(ctx: SceneContext, label: str):
+    """The module's slice node for view ``label`` (a scene singleton), made on first use."""
     tag = singleton_tag(label)
     node = ctx.scene.GetSingletonNode(tag, "vtkMRMLSliceNode")
     if node is None:
@@ -200,7 +201,7 @@ def create_plane_views(ctx: SceneContext, volumes: Mapping[str, object], anatomy
         result.layout_id = register_layout(layout_node, labels, LAYOUT_IDS.get(anatomy or "other", LAYOUT_IDS["other"]))
     for i, label in enumerate(labels):
         volume = volumes[label]
-        node = _slice_node(ctx, label)
+        node = slice_node(ctx, label)
         logic = ctx.slice_logic(node)
         color = view_color(label, i)
         node.SetLayoutColor(*color)
