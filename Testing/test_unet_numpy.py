@@ -1,9 +1,10 @@
-"""The numpy segmentation network (``inference.unet_numpy``): torch's logits and labels, torch's checks, no torch."""
+"""The numpy network (``inference.unet_numpy``): torch's logits, labels and heatmaps, torch's checks, no torch."""
 
 from __future__ import annotations
 
 import json
 import os
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -15,12 +16,13 @@ from test_reliability_weights import _export, _first_float, _rewrite
 
 from PlaneSSLLib.inference.segment import find_study_sax_stack, load_seg_model, segment_stack
 from PlaneSSLLib.inference.unet_numpy import NumpyUNet, load_numpy_unet, unet_state_shapes
-from PlaneSSLLib.inference.weights import WeightsError
+from PlaneSSLLib.inference.weights import WeightsError, load_validated
 from PlaneSSLLib.models import PlaneSSLNet, UNetConfig
 from PlaneSSLLib.phantoms import CohortOptions, write_cohort
 
 ROOT = Path(__file__).resolve().parents[1]
 SAMPLE = ROOT / "Resources" / "Sample" / "heart-segmentation"
+LINES = ROOT / "Resources" / "Sample" / "heart-plane-lines"  # task "both": a location head
 
 
 def _torch_net(config: UNetConfig) -> PlaneSSLNet:
@@ -51,6 +53,60 @@ def test_numpy_logits_are_torchs(norm, levels):
     np.testing.assert_allclose(got, ref, atol=1e-4 * max(1.0, float(np.abs(ref).max())))
     with pytest.raises(ValueError, match="divisible"):
         NumpyUNet(config, state).logits(x[:, :, :, :23])
+
+
+def test_heatmaps_of_a_network_with_a_location_head():
+    config = UNetConfig(base_filters=4, levels=3, line_channels=3, location_head=True, location_hidden=8)
+    net = _torch_net(config)
+    state = {k: v.numpy() for k, v in net.state_dict().items()}
+    assert {k: (tuple(v.shape), str(v.dtype)) for k, v in state.items()} == unet_state_shapes(config)
+    with pytest.raises(ValueError, match="location head"):
+        NumpyUNet(config, state)
+    x = np.random.default_rng(5).random((2, 1, 16, 16), dtype=np.float32)
+    with torch.no_grad():
+        ref = net(torch.from_numpy(x))["lines"].numpy()
+    np.testing.assert_allclose(NumpyUNet(config, state, heatmaps_only=True).logits(x), ref, atol=1e-5)
+
+
+def test_sample_line_network_heatmaps_are_torchs():
+    """The bundled heart line network (with its location head) gives torch's heatmaps within 1e-4."""
+    fast, validated = load_numpy_unet(LINES, ("lines", "both"), heatmaps_only=True)
+    slow, _ = load_validated(LINES, "cpu", expect_task=("lines", "both"))
+    assert validated.config.location_head
+    x = np.random.default_rng(0).standard_normal((4, 1, 96, 96)).astype(np.float32)
+    with torch.no_grad():
+        ref = slow(torch.from_numpy(x))["lines"].numpy()
+    got = fast.logits(x)
+    assert got.shape == ref.shape == (4, 4, 96, 96) and float(np.abs(ref).max()) > 0.1
+    np.testing.assert_allclose(got, ref, rtol=0, atol=1e-4)
+
+
+def _damage_location_nan(state):
+    state["location.mlp.0.weight"].view(-1)[3] = float("inf")
+
+
+def _damage_location_shape(state):
+    state["location.mlp.2.bias"] = torch.zeros(2)
+
+
+def _damage_location_missing(state):
+    del state["location.mlp.2.weight"]
+
+
+@pytest.mark.parametrize(("damage", "message"), [
+    (None, "without a location head"), (_damage_location_nan, "'location.mlp.0.weight' holds non-finite"),
+    (_damage_location_shape, r"location.mlp.2.bias \(2,\)"), (_damage_location_missing, r"missing \['location"),
+])
+def test_the_location_head_is_checked_though_not_run(tmp_path, damage, message):
+    model = tmp_path / "lines"
+    shutil.copytree(LINES, model)
+    if damage is not None:
+        _rewrite(model, damage)
+    else:  # whole: loads for its heatmaps, refused as a segmentation-style network
+        load_numpy_unet(model, ("lines", "both"), heatmaps_only=True)
+    with pytest.raises(WeightsError, match=message) as info:
+        load_numpy_unet(model, ("lines", "both"), heatmaps_only=damage is not None)
+    assert str(model) in str(info.value)
 
 
 def test_same_labels_as_torch_on_a_study(tmp_path):

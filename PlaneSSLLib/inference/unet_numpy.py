@@ -4,8 +4,12 @@
 a CPU, so the segmentation network is also run here, from the same exported files: the weights are
 read with ``safetensors.numpy`` and checked as ``inference.weights.load_validated`` checks them (the
 manifest validated, the checksums, every tensor's name, shape and dtype against the architecture,
-no NaN or inf), then the forward pass of ``models.unet.PlaneSSLNet`` (encoder + decoder; a network
-with a location head is refused, segmentation networks have none) is computed in float32:
+no NaN or inf), then the forward pass of ``models.unet.PlaneSSLNet`` (encoder + decoder) is computed
+in float32. A network with a location head is refused unless the caller needs only the heatmaps
+(``heatmaps_only=True``, view planning: ``inference.plan_views``): its location-head tensors are then
+checked like the others (names, shapes, dtypes, finite) but never run. Segmentation networks have none.
+
+The forward pass:
 
 - 3×3 convolutions (padding 1) as one matrix product over the unfolded input;
   eval-mode BatchNorm folded into the convolution before it; InstanceNorm (affine) from each
@@ -14,8 +18,9 @@ with a location head is refused, segmentation networks have none) is computed in
   up-sampled map concatenated before the skip connection as ``Decoder.forward`` does;
 - the 1×1 head with its bias.
 
-``Testing/test_unet_numpy.py`` checks the logits against the torch network (every norm) and the
-expected tensor shapes against ``PlaneSSLNet.state_dict()``.
+``Testing/test_unet_numpy.py`` checks the logits against the torch network (every norm, with and
+without a location head; the sample line network's heatmaps) and the expected tensor shapes against
+``PlaneSSLNet.state_dict()``.
 """
 
 from __future__ import annotations
@@ -56,7 +61,8 @@ def _double_conv_shapes(prefix: str, c_in: int, c_out: int, norm: str) -> dict[s
 
 
 def unet_state_shapes(config: UNetConfig) -> dict[str, tuple[tuple[int, ...], str]]:
-    """Name → (shape, dtype) of every tensor of ``PlaneSSLNet(config).state_dict()`` (no location head)."""
+    """Name → (shape, dtype) of every tensor of ``PlaneSSLNet(config).state_dict()`` (the location head's
+    ``Linear → ReLU → Linear`` MLP included when the config has one)."""
     f = config.filters
     out: dict[str, tuple[tuple[int, ...], str]] = {}
     for i in range(config.levels):
@@ -68,6 +74,12 @@ def unet_state_shapes(config: UNetConfig) -> dict[str, tuple[tuple[int, ...], st
         out.update(_double_conv_shapes(f"decoder.blocks.{j}", 2 * f[i - 1], f[i - 1], config.norm))
     out["decoder.head.weight"] = ((config.line_channels, f[0], 1, 1), "float32")
     out["decoder.head.bias"] = ((config.line_channels,), "float32")
+    if config.location_head:
+        hidden = config.location_hidden
+        out["location.mlp.0.weight"] = ((hidden, f[-1]), "float32")
+        out["location.mlp.0.bias"] = ((hidden,), "float32")
+        out["location.mlp.2.weight"] = ((1, hidden), "float32")
+        out["location.mlp.2.bias"] = ((1,), "float32")
     return out
 
 
@@ -112,11 +124,13 @@ class NumpyUNet:
     """``PlaneSSLNet`` (encoder + decoder) in numpy; ``logits(images)`` = the network's ``"lines"`` output.
 
     Feature maps are held channels first, then images: ``(C, N, H, W)`` (every convolution one
-    matrix product with the weights on the left)."""
+    matrix product with the weights on the left). ``heatmaps_only=True`` accepts a network with a
+    location head, which is not run (``logits`` is all such a caller needs)."""
 
-    def __init__(self, config: UNetConfig, state: dict[str, np.ndarray]) -> None:
-        if config.line_channels < 1 or config.location_head:
-            raise ValueError("the numpy network runs a decoder without a location head (a segmentation network)")
+    def __init__(self, config: UNetConfig, state: dict[str, np.ndarray], heatmaps_only: bool = False) -> None:
+        if config.line_channels < 1 or config.location_head and not heatmaps_only:
+            raise ValueError("the numpy network runs a decoder without a location head (a segmentation network), "
+                             "or only the heatmaps of one with a location head (heatmaps_only=True)")
         self.config = config
         norm = config.norm
 
@@ -161,20 +175,23 @@ class NumpyUNet:
         return np.ascontiguousarray(out.transpose(1, 0, 2, 3))
 
 
-def load_numpy_unet(path: str | Path, expect_task: str | Sequence[str] | None = None
+def load_numpy_unet(path: str | Path, expect_task: str | Sequence[str] | None = None, heatmaps_only: bool = False
                     ) -> tuple[NumpyUNet, ValidatedManifest]:
     """``(NumpyUNet, validated manifest)`` from a weights directory or ``.zip`` (see module docstring).
 
     The same checks as ``inference.weights.load_validated``; WeightsError names the file. Only a
-    ``PlaneSSLNet`` without a location head can run here.
+    ``PlaneSSLNet`` with a decoder runs here; one with a location head only with ``heatmaps_only=True``
+    (its location-head tensors checked as all others, never run).
     """
     from safetensors.numpy import load as safetensors_load
 
     weights, validated, where = read_validated(path, expect_task)
     config = validated.config
-    if validated.architecture.name != "PlaneSSLNet" or config.location_head or config.line_channels < 1:
+    if validated.architecture.name != "PlaneSSLNet" or config.line_channels < 1:
+        raise WeightsError(f"{where}: {MANIFEST_FILE}: the numpy network runs a PlaneSSLNet with a heatmap decoder")
+    if config.location_head and not heatmaps_only:
         raise WeightsError(f"{where}: {MANIFEST_FILE}: the numpy network runs a PlaneSSLNet decoder without a "
-                           "location head")
+                           "location head (a network with one is loaded here only for its heatmaps)")
     try:
         state = safetensors_load(weights)
     except Exception as exc:  # safetensors raises its own error types
@@ -197,4 +214,4 @@ def load_numpy_unet(path: str | Path, expect_task: str | Sequence[str] | None = 
             raise WeightsError(f"{where}: {WEIGHTS_FILE}: tensor {name!r} holds non-finite values (NaN or inf); "
                                "damaged weights are not used")
     validated.manifest.setdefault("model_id", hashlib.sha256(weights).hexdigest()[:16])
-    return NumpyUNet(config, state), validated
+    return NumpyUNet(config, state, heatmaps_only), validated
