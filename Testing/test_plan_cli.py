@@ -3,7 +3,10 @@
 from __future__ import annotations
 
 import json
+import os
 import shutil
+import subprocess
+import sys
 from pathlib import Path
 
 import nibabel as nib
@@ -15,7 +18,7 @@ from PlaneSSLLib.geometry.frames import affine_ras_to_lps
 from PlaneSSLLib.geometry.lines import intersection_line_lps
 from PlaneSSLLib.geometry.plane_fit import SliceLine
 from PlaneSSLLib.geometry.planes import ImagePlane, angle_between_normals_deg
-from PlaneSSLLib.inference.plan_views import FITS, acquired_view_planes, plan_from_lines
+from PlaneSSLLib.inference.plan_views import FITS, acquired_view_planes, plan_from_lines, plan_study
 from PlaneSSLLib.inference.reformat import reformat_stack
 from PlaneSSLLib.inference.segment import find_study_sax_stack
 from training_cli.main import main
@@ -72,6 +75,41 @@ def test_plan_json_and_outputs(capsys, study, tmp_path):
     # Text output.
     code, text, _ = run_cli(capsys, "plan", str(study), "--weights", str(LINES))
     assert code == 0 and "4CH" in text and "deg" in text
+
+
+def _angle_deg(a, b) -> float:
+    a, b = np.asarray(a, float), np.asarray(b, float)
+    return float(np.degrees(np.arctan2(np.linalg.norm(np.cross(a, b)), abs(a @ b))))
+
+
+def test_plan_imports_no_torch_and_plans_as_the_torch_network(study, tmp_path):
+    """A real ``planessl plan`` process on the CPU imports no torch (its network in numpy, the sample
+    weights' location head checked, not run), and its plan is the torch network's."""
+    script = (
+        "import sys\n"
+        "from training_cli.main import main\n"
+        "code = main(sys.argv[1:])\n"
+        "heavy = sorted(m for m in ('torch', 'safetensors.torch', 'highdicom') if m in sys.modules)\n"
+        "print('HEAVY', heavy, file=sys.stderr)\n"
+        "sys.exit(code)\n"
+    )
+    env = dict(os.environ, PYTHONPATH=str(ROOT))
+    run = subprocess.run([sys.executable, "-c", script, "plan", str(study), "--weights", str(LINES), "--json",
+                          "--out", str(tmp_path / "out")], capture_output=True, text=True, env=env, cwd=tmp_path)
+    assert run.returncode == 0, run.stderr
+    assert "HEAVY []" in run.stderr
+    fast = json.loads(run.stdout)
+    slow = plan_study(study, LINES, backend="torch").as_dict()
+    assert fast["model_id"] == slow["model_id"]
+    for view in ("2CH", "3CH", "4CH"):
+        a, b = fast["views"][view], slow["views"][view]
+        assert _angle_deg(a["normal_lps"], b["normal_lps"]) < 1e-3
+        assert np.allclose(a["point_lps"], b["point_lps"], atol=1e-2)
+        assert a["acquired"]["angle_deg"] == pytest.approx(b["acquired"]["angle_deg"], abs=1e-3)
+        assert [e["slice"] for e in a["slices"]] == [e["slice"] for e in b["slices"]]
+        assert a["slices_used"] == b["slices_used"]
+    with pytest.raises(ValueError, match="CPU only"):
+        plan_study(study, LINES, device="cuda", backend="numpy")
 
 
 def test_exact_lines_through_the_real_study_give_the_acquired_planes(study):

@@ -13,6 +13,12 @@ the acquired image's centre to the proposed plane.
 
 :func:`plan_from_lines` is the geometry alone (lines in, plan out), :func:`predict_sax_lines`
 the network alone, :func:`plan_study` both on a DICOM study folder.
+
+On the CPU the network runs in numpy (``inference.unet_numpy``, its heatmaps only: the location head
+is checked, not run), so that ``planessl plan`` imports no torch (``import torch`` alone took longer
+than the rest of a one-study plan); on another device, or with ``backend="torch"``, the torch
+``PlaneSSLNet``. Both give the same heatmaps (``Testing/test_unet_numpy.py``) and plans
+(``Testing/test_plan_cli.py``).
 """
 
 from __future__ import annotations
@@ -21,10 +27,9 @@ import warnings
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
-import torch
 from scipy import ndimage
 
 from ..dicom.pixels import read_frame_pixels
@@ -45,7 +50,11 @@ from ..geometry.planes import ImagePlane, angle_between_normals_deg, unit
 from ..geometry.stacks import stack_normal_lps
 from ..preprocess.resample import normalise_intensity, prepare_image
 from .line_fit import fit_line
-from .weights import WeightsError, load_validated
+from .unet_numpy import NumpyUNet, load_numpy_unet
+from .weights import WeightsError
+
+if TYPE_CHECKING:
+    from ..models import PlaneSSLNet
 
 __all__ = [
     "FITS",
@@ -232,7 +241,7 @@ def plan_from_lines(
 # ---------------------------------------------------------------------- the network side
 @dataclass
 class PlanningModel:
-    net: torch.nn.Module
+    net: PlaneSSLNet | NumpyUNet
     manifest: dict[str, Any]
     channels: list[str]
     views: list[str]  # the long-axis views the network draws on SAX slices
@@ -243,9 +252,26 @@ class PlanningModel:
     device: str
 
 
-def load_planning_model(weights: str | Path, device: str = "cpu") -> PlanningModel:
-    """A line network whose SAX input has long-axis partners; WeightsError naming the weights otherwise."""
-    net, validated = load_validated(weights, device, expect_task=("lines", "both"))
+def load_planning_model(weights: str | Path, device: str = "cpu", backend: str = "auto") -> PlanningModel:
+    """A line network whose SAX input has long-axis partners; WeightsError naming the weights otherwise.
+
+    ``backend`` as ``inference.segment.load_seg_model``'s: ``auto`` runs the network in numpy on the CPU
+    (no torch import; a location head checked, not run) and in torch on any other device; ``numpy``
+    or ``torch`` choose one.
+    """
+    if backend not in ("auto", "numpy", "torch"):
+        raise ValueError(f"backend must be auto, numpy or torch, got {backend!r}")
+    if backend == "numpy" and str(device) != "cpu":
+        raise ValueError("the numpy network runs on the CPU only")
+    if backend == "numpy" or backend == "auto" and str(device) == "cpu":
+        net, validated = load_numpy_unet(weights, expect_task=("lines", "both"), heatmaps_only=True)
+    else:
+        import torch
+
+        from .weights import load_validated
+
+        net, validated = load_validated(weights, device, expect_task=("lines", "both"))
+        net = net.to(memory_format=torch.channels_last)  # faster convolutions on the CPU, same results
     manifest, prep = validated.manifest, validated.preparation
     partners = manifest.get("views") if isinstance(manifest.get("views"), dict) else {}
     channels = list(manifest.get("channels") or [])
@@ -253,7 +279,6 @@ def load_planning_model(weights: str | Path, device: str = "cpu") -> PlanningMod
     if not views:
         raise WeightsError(f"{weights}: these weights draw no long-axis line on SAX images (input views: "
                            f"{', '.join(sorted(partners)) or 'none'}); view planning needs a heart line network")
-    net = net.to(memory_format=torch.channels_last)  # faster convolutions on the CPU, same results
     return PlanningModel(net, manifest, channels, views, prep.spacing_mm, prep.size_px, prep.normalisation,
                          prep.clip_percentiles, device)
 
@@ -290,7 +315,17 @@ def prepare_on_grid(pixels: np.ndarray, source: ImagePlane, grid: ImagePlane, no
     return out.astype(np.float32, copy=False)
 
 
-@torch.no_grad()
+def _heatmaps(model: PlanningModel, images: np.ndarray) -> np.ndarray:
+    """The network's ``lines`` output ``(N, C, H, W)`` float32 of prepared images ``(N, H, W)``."""
+    if isinstance(model.net, NumpyUNet):
+        return model.net.logits(images[:, None])
+    import torch
+
+    with torch.no_grad():
+        x = torch.from_numpy(images).unsqueeze(1).to(model.device).contiguous(memory_format=torch.channels_last)
+        return model.net(x)["lines"].float().cpu().numpy()
+
+
 def predict_sax_lines(model: PlanningModel, pixels: Sequence[np.ndarray], planes: Sequence[ImagePlane],
                       orientation: str = "canonical") -> dict[str, list[SliceLine | None]]:
     """Per long-axis view, the predicted line on each SAX slice in LPS (None where the heatmap shows none).
@@ -313,8 +348,7 @@ def predict_sax_lines(model: PlanningModel, pixels: Sequence[np.ndarray], planes
             img = prepare_on_grid(px, plane, grid, model.normalisation, model.clip_percentiles)
         prepared.append(img)
         grids.append(grid)
-    x = torch.from_numpy(np.stack(prepared)).unsqueeze(1).to(model.device).contiguous(memory_format=torch.channels_last)
-    heat = model.net(x)["lines"].float().cpu().numpy()
+    heat = _heatmaps(model, np.ascontiguousarray(np.stack(prepared), dtype=np.float32))
     if not np.isfinite(heat).all():
         raise WeightsError("the network gave non-finite heatmaps (NaN or inf in the images or the weights)")
     out: dict[str, list[SliceLine | None]] = {}
@@ -382,7 +416,7 @@ def plan_stack(stack: SaxStack, model: PlanningModel, phase: int = 0, orientatio
 
 def plan_study(study_dir: str | Path, weights: str | Path | None = None, phase: int = 0, device: str = "cpu",
                model: PlanningModel | None = None, orientation: str = "canonical",
-               fit: str = "sax-normal") -> StudyPlan:
+               fit: str = "sax-normal", backend: str = "auto") -> StudyPlan:
     """Plan the long-axis views of the one heart study under ``study_dir`` (``plan_stack``).
 
     InputError names the folder when it holds no usable SAX stack; WeightsError names weights that
@@ -393,5 +427,5 @@ def plan_study(study_dir: str | Path, weights: str | Path | None = None, phase: 
     if model is None:
         if weights is None:
             raise ValueError("plan_study needs weights or a loaded model")
-        model = load_planning_model(weights, device)
+        model = load_planning_model(weights, device, backend)
     return plan_stack(find_study_sax_stack(study_dir), model, phase, orientation, fit)

@@ -8,6 +8,10 @@ normals and the distance (mm) from the acquired image's centre to the proposed p
 DIR`` writes ``DIR/plan.json`` (the ``--json`` object) and the SAX stack reformatted on each
 proposed plane (``DIR/<VIEW>_proposed.nii.gz``; with ``--dicom`` also a derived MR image
 ``DIR/<VIEW>_proposed.dcm`` in the study).
+
+The network runs in numpy (``--backend auto``, the default, on this CPU-only command): the process
+imports no torch, which alone took longer than the rest of a one-study plan (``bench/bench_plan.py``);
+``--backend torch`` runs the torch network, with the same plan.
 """
 
 from __future__ import annotations
@@ -35,6 +39,8 @@ def register(sub: argparse._SubParsersAction) -> argparse.ArgumentParser:
     p.add_argument("--fit", choices=("sax-normal", "long-axis", "free"), default="sax-normal",
                    help="sax-normal (default): the views hold an LV long axis perpendicular to the SAX stack; "
                         "long-axis: its direction fitted from the slices' LV centres; free: each view its own plane")
+    p.add_argument("--backend", choices=("auto", "numpy", "torch"), default="auto",
+                   help="run the network in numpy (auto, default: no torch import) or in torch; the same plan")
     p.add_argument("--json", action="store_true", help="print one JSON object")
     p.add_argument("--out", type=Path, default=None, metavar="DIR",
                    help="write DIR/plan.json and the SAX stack reformatted on each proposed plane (NIfTI)")
@@ -79,6 +85,9 @@ def format_text(plan: dict) -> str:
 
 
 def run(args: argparse.Namespace) -> int:
+    from .predict import _one_blas_thread
+
+    _one_blas_thread()  # before numpy loads: the numpy network multiplies small matrices
     from PlaneSSLLib.atomic import atomic_write_text
     from PlaneSSLLib.inference.plan_views import load_planning_model, plan_stack
     from PlaneSSLLib.inference.segment import find_study_sax_stack
@@ -86,7 +95,7 @@ def run(args: argparse.Namespace) -> int:
     if args.dicom and args.out is None:
         raise CLIError("--dicom writes files: give --out DIR")
     path = study_path(args.study)
-    model = load_planning_model(args.weights)
+    model = load_planning_model(args.weights, backend=args.backend)
     stack = find_study_sax_stack(path)
     plan = plan_stack(stack, model, args.phase, args.orientation, args.fit)
     result = plan.as_dict()
