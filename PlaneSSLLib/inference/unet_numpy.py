@@ -1,4 +1,4 @@
-"""A PlaneSSLNet heatmap/segmentation decoder run in numpy (no torch): the fast CPU path of ``predict seg``.
+"""A PlaneSSLNet heatmap decoder run in numpy (no torch): the fast CPU path of ``predict seg`` and ``plan``.
 
 ``import torch`` alone takes longer than everything else a one-study ``planessl predict seg`` does on
 a CPU, so the segmentation network is also run here, from the same exported files: the weights are
