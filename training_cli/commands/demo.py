@@ -123,7 +123,8 @@ def _pretrain(anatomy: str, cfg: DemoConfig, cache: Path, run_dir: Path) -> None
                  f"data.image_size={prep['size']}", f"runtime.seed={cfg.seed}"]
     if cfg.epochs:
         overrides.append(f"optim.epochs={cfg.epochs}")
-    wanted = {"overrides": overrides, "config": Path(cfg.pretrain_config).read_text()}
+    realism = cfg.heart_realism if anatomy == "heart" else cfg.knee_realism  # a new cohort look: pretrain again
+    wanted = {"overrides": overrides, "config": Path(cfg.pretrain_config).read_text(), "realism": realism}
     stamp = run_dir / "demo_stage.json"
     if (run_dir / "model" / "manifest.json").is_file() and stamp.is_file():
         if json.loads(stamp.read_text()) == wanted:
