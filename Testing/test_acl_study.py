@@ -7,6 +7,7 @@ from __future__ import annotations
 import csv
 from pathlib import Path
 
+import pytest
 import yaml
 
 from PlaneSSLLib.training.experiment import load_experiment_config
@@ -31,19 +32,21 @@ def test_the_shipped_config_asks_for_what_the_study_needs(monkeypatch):
     assert "scratch" in cfg.inits and cfg.report["bootstrap"] >= 1000
 
 
+@pytest.mark.slow  # ~30 s of CPU: 13 exams written, one pretraining, four fine-tuning runs
 def test_tiny_acl_study_runs_from_one_command(tmp_path, monkeypatch):
     monkeypatch.chdir(REPO)
     raw = yaml.safe_load(CONFIG.read_text())
     small = {"data.image_size": 32, "data.spacing_mm": 6.0}
-    raw["cohorts"]["target"].update(subjects=10, options={"realism": "clinical", "matrix": 40})
-    raw["cohorts"]["pretrain"].update(subjects=3, options={"realism": "clinical", "matrix": 40, "sites": "A=1"})
+    raw["cohorts"]["target"].update(subjects=10, options={"realism": "clinical", "matrix": 40, "workers": 1})
+    raw["cohorts"]["pretrain"].update(subjects=3, options={"realism": "clinical", "matrix": 40, "sites": "A=1",
+                                                           "workers": 1})
     raw["pretraining"]["tasks"] = {"multitask": "both"}
     raw["pretraining"]["overrides"].update({**small, "data.sigma_px": 1.0, "optim.epochs": 1,
-                                            "optim.slices_per_subject": 2})
+                                            "optim.slices_per_subject": 2, "data.val_fraction": 0.0})
     raw["inits"] = {"scratch": "scratch", "multitask": "pretrained:multitask"}
     raw["labeled_subjects"], raw["seeds"] = [2], [0, 1]
     raw["finetune_overrides"].update({**small, "optim.epochs": 1, "optim.steps_per_epoch": 1,
-                                      "data.max_slices": 2})
+                                      "data.max_slices": 2, "evaluation.bootstrap": 50})
     raw["report"]["bootstrap"] = 200
     config = tmp_path / "study.yaml"
     config.write_text(yaml.safe_dump(raw, sort_keys=False))
