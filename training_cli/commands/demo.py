@@ -236,10 +236,11 @@ def _print_summary(summary: dict[str, dict], out: Path) -> None:
         if "pretext" in s:
             pre, base = s["pretext"]["pretrained"], s["pretext"].get("untrained")
             line = (f"    held-out pretext: median line angle error {pre['median_angle_deg']:.1f} deg, "
-                    f"distance {pre['median_distance_mm']:.1f} mm, location MAE {pre['location_mae']:.3f}")
+                    f"distance {pre['median_distance_mm']:.1f} mm, location MAE {pre['location_mae']:.3f}, "
+                    f"mirror confusion {pre.get('mirror_confusion', float('nan')):.0%}")
             if base:
                 line += (f"  (untrained: {base['median_angle_deg']:.1f} deg, {base['median_distance_mm']:.1f} mm, "
-                         f"{base['location_mae']:.3f})")
+                         f"{base['location_mae']:.3f}, {base.get('mirror_confusion', float('nan')):.0%})")
             print(line)
         print("    seconds: " + ", ".join(f"{k} {v}" for k, v in s["seconds"].items()))
     print(f"outputs in {out}: data/ (DICOM cohorts), cache/, pretrain/<anatomy>/ (weights in model/, "
