@@ -25,7 +25,7 @@ def test_demo_main_job_end_to_end(tmp_path, capsys):
             "--transfer-config", str(tmp_path / "exp.yaml")]
     assert main(argv) == 0
     printed = capsys.readouterr().out
-    assert "PlaneSSL demo summary" in printed and "held-out pretext" in printed
+    assert "PlaneSSL demo summary" in printed and "held-out pretext" in printed and "mirror confusion" in printed
     # it ends with the transfer experiment's table: scratch and two pretrained inits at 1 and 2 labelled subjects
     assert printed.rstrip().endswith(".") and "| labelled subjects | scratch | pretrained | encoder-only |" in printed
     assert "not whether pretraining helps" in printed and "experiment_transfer_clinical.yaml" in printed
@@ -49,6 +49,7 @@ def test_demo_main_job_end_to_end(tmp_path, capsys):
         report = json.loads((run / "pretext_eval" / "report.json").read_text())
         assert report["pretrained"]["overall"]["n_images"] > 0
         assert report["untrained"]["overall"]["n_images"] == report["pretrained"]["overall"]["n_images"]
+        assert 0.0 <= report["pretrained"]["overall"]["mirror_confusion"] <= 1.0
         assert list((run / "pretext_eval" / "overlays").glob("*.png"))
     # a second run reuses every finished stage
     assert main(argv) == 0

@@ -75,7 +75,7 @@ def test_rewrites_a_previous_cohort(capsys, tmp_path):
     assert is_phantom_cohort(target)
     code, _, err = run_cli(capsys, "knee", "--subjects", "1", "--seed", "4", "--out", str(target), *SMALL[2:])
     assert code == 0, err
-    assert sorted(p.name for p in target.iterdir()) == ["cohort.json", "labels.csv", "subject_0000"]
+    assert sorted(p.name for p in target.iterdir()) == ["cohort.json", "labels.csv", "subject_0000", "subjects.csv"]
     meta = json.loads((target / "cohort.json").read_text())
     assert meta["seed"] == 4 and meta["subjects"] == 1 and meta["complete"]
 

@@ -21,6 +21,7 @@ COHORTS = {
     "heart_kaggle": CohortOptions("heart", 1, seed=2, phases=2, matrix=96),
     "heart_ukbb": CohortOptions("heart", 1, seed=2, layout="ukbb", phases=2, matrix=96),
     "knee": CohortOptions("knee", 1, seed=2, matrix=96),
+    "knee_clinical": CohortOptions("knee", 1, seed=2, matrix=96, realism="clinical"),
     "heart_clinical": CohortOptions("heart", 1, seed=2, phases=2, matrix=96, realism="clinical"),
     "heart_clinical_ukbb": CohortOptions("heart", 1, seed=4, layout="ukbb", phases=2, matrix=96, realism="clinical"),
 }

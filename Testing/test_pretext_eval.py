@@ -14,7 +14,7 @@ from PlaneSSLLib.data.prepare import prepare_cache
 from PlaneSSLLib.data.targets import line_heatmaps
 from PlaneSSLLib.models import PlaneSSLNet, UNetConfig
 from PlaneSSLLib.preprocess.config import PrepareConfig
-from PlaneSSLLib.training.pretext_eval import evaluate_pretext, untrained_like
+from PlaneSSLLib.training.pretext_eval import evaluate_pretext, location_errors, untrained_like
 
 
 @pytest.fixture(scope="module")
@@ -55,6 +55,32 @@ def test_oracle_scores_zero_and_shift_is_measured_in_mm(dataset, tmp_path):
     assert shifted.overall_median_distance_mm == pytest.approx(4.0 * 3.0, abs=1.0)
     assert shifted.overall_median_angle_deg < 0.5
     assert "| SAX ← 2CH |" in report.markdown()
+
+
+def test_mirror_confusion_counts_predictions_nearer_the_mirrored_location():
+    true = np.array([0.0, 0.1, 0.25, 0.5, 0.75, 0.9, 1.0])
+    pred = np.array([0.9, 0.2, 0.0, 0.0, 0.1, 0.45, 0.8])
+    e = location_errors(pred, true)
+    # |t - 0.5| > 0.2: t = 0, 0.1, 0.25, 0.75, 0.9, 1.0; nearer 1 - t than t: t = 0 (p 0.9), t = 0.75 (p 0.1)
+    # and t = 0.9 (p 0.45 lies 0.35 from 1 - t, 0.45 from t)
+    assert e["n_mirror"] == 6 and e["mirror_confusion"] == pytest.approx(3 / 6)
+    assert e["mae"] == pytest.approx(np.mean(np.abs(pred - true))) and e["n"] == 7
+    assert np.isnan(location_errors(np.array([0.5]), np.array([0.5]))["mirror_confusion"])
+
+
+def test_a_mirrored_network_is_fully_confused(dataset):
+    class Mirrored(Oracle):
+        def forward(self, x):
+            out = super().forward(x)
+            return {"lines": out["lines"], "location": 1 - out["location"]}
+
+    right = evaluate_pretext(Oracle(dataset), dataset)
+    mirrored = evaluate_pretext(Mirrored(dataset), dataset)
+    assert right.mirror_confusion == 0.0 and mirrored.mirror_confusion == 1.0 and mirrored.n_mirror > 0
+    assert mirrored.location_by_view["SAX"]["mirror_confusion"] == 1.0
+    assert right.location_by_view["SAX"]["mae"] == pytest.approx(0.0, abs=1e-6)
+    assert "mirror confusion" in mirrored.markdown() and "| SAX |" in mirrored.markdown()
+    assert mirrored.as_dict()["overall"]["mirror_confusion"] == 1.0
 
 
 def test_silent_network_counts_misses_as_failures(dataset):

@@ -4,17 +4,20 @@ On-disk layout (``OUT`` = the cohort directory)::
 
     OUT/cohort.json                  anatomy, seed, layout, options, generator version, summaries
     OUT/subjects.csv                 heart: subject,ed_phase,es_phase,n_sax,pathology,site,sequence,field_strength_t
-    OUT/labels.csv                   knee:  subject,acl_tear
+    OUT/labels.csv                   knee:  subject,acl_tear (clinical: + acl_grade,effusion_mm,bone_bruise)
+    OUT/subjects.csv                 clinical knee: subject,laterality,site,sequence,field_strength_t
     OUT/subject_0003/study/...       DICOM files, one folder per series
     OUT/subject_0003/labels/sax_ed.nii.gz, sax_es.nii.gz   heart: ACDC labels of the SAX stack
 
 Heart series folders: layout ``kaggle`` (Data Science Bowl style): ``sax_N`` (one series per
 SAX slice holding its cine frames), ``2ch_N``, ``3ch_N``, ``4ch_N``; layout ``ukbb`` (UK Biobank
 style): ``cine_sax`` (all slices × phases in one series), ``cine_2ch``, ``cine_3ch``, ``cine_4ch``.
-Knee: ``sag_N``, ``cor_N``, ``ax_N``. Heart realism ``simple`` is the original look (one bSSFP
-site, normal hearts; the same files as before for a seed); ``clinical`` (``heart_clinical.py``,
-``sites.py``) adds pathology, surrounding anatomy, sites and sequences, artefacts and breath-hold
-misregistration, and writes every setting it drew from into ``cohort.json`` (``phantom_settings``).
+Knee: ``sag_N``, ``cor_N``, ``ax_N``. Realism ``simple`` is the original look (heart: one bSSFP
+site, normal hearts; knee: one PD FS look, nearly symmetric; the same files as before for a seed);
+heart ``clinical`` (``heart_clinical.py``, ``sites.py``) adds pathology, surrounding anatomy, sites
+and sequences, artefacts and breath-hold misregistration; knee ``clinical`` (``knee_clinical.py``)
+an asymmetric joint, ACL grades with overlapping secondary signs, sites and sequences. A clinical
+cohort writes every setting it drew from into ``cohort.json`` (``phantom_settings``).
 Files are ``IM-<series number>-<instance number>.dcm``.
 
 Determinism: subject ``k`` depends only on (seed, k) — its random generators are
@@ -55,6 +58,17 @@ from .heart_clinical import (
     sample_clinical_heart,
 )
 from .knee import acl_torn, plan_knee_stacks, render_knee_slice, sample_knee
+from .knee_clinical import (
+    KNEE_SEQUENCES,
+    KNEE_SITES,
+    clinical_knee_coverage,
+    clinical_knee_settings,
+    draw_acl_grade,
+    knee_site_look,
+    render_clinical_knee_slice,
+    sample_clinical_knee,
+    series_description,
+)
 from .render import display_window, random_look
 from .sites import draw_site, parse_site_weights, random_site_look, site_settings
 
@@ -76,7 +90,7 @@ __all__ = [
 
 ANATOMIES = ("heart", "knee")
 LAYOUTS = ("kaggle", "ukbb")
-#: Heart looks: the original easy phantom, and the clinically realistic one.
+#: Phantom looks (heart and knee): the original easy phantom, and the clinically realistic one.
 REALISMS = ("simple", "clinical")
 #: Cine phases per cardiac cycle by default (ED = phase 0; ES near 30–40 % of the cycle).
 DEFAULT_PHASES = 8
@@ -98,9 +112,9 @@ class CohortError(PlaneSSLError, ValueError):
 
 @dataclass(frozen=True)
 class CohortOptions:
-    """What to generate. ``phases``, ``layout``, ``realism`` and ``sites`` apply to the heart; ``matrix``
-    overrides image size. ``sites``: site weights (``sites.parse_site_weights`` text, e.g. "A=2,B=1";
-    None = every site equally), clinical realism only.
+    """What to generate. ``phases`` and ``layout`` apply to the heart; ``realism`` and ``sites`` to both;
+    ``matrix`` overrides image size. ``sites``: site weights (``sites.parse_site_weights`` text, e.g.
+    "A=2,B=1"; None = every site equally), clinical realism only.
     """
 
     anatomy: str
@@ -130,11 +144,9 @@ class CohortOptions:
             raise CohortError(f"the image matrix must be between 32 and 1024 pixels, got {self.matrix}")
         if self.realism not in REALISMS:
             raise CohortError(f"realism must be one of {', '.join(REALISMS)}, got {self.realism!r}")
-        if self.anatomy == "knee" and self.realism != "simple":
-            raise CohortError("--realism applies to heart cohorts only")
         if self.sites is not None:
             if self.realism != "clinical":
-                raise CohortError("--sites applies to clinical heart cohorts only (--realism clinical)")
+                raise CohortError("--sites applies to clinical cohorts only (--realism clinical)")
             try:
                 parse_site_weights(self.sites)
             except ValueError as exc:
@@ -372,6 +384,56 @@ def _write_knee(root: Path, options: CohortOptions, index: int) -> dict:
     }
 
 
+def _write_knee_clinical(root: Path, options: CohortOptions, index: int) -> dict:
+    """A clinical knee subject (``knee_clinical.py``): the same series folders as ``_write_knee``."""
+    site, sequence = draw_site(_rng(options, index, 3), parse_site_weights(options.sites), KNEE_SITES, KNEE_SEQUENCES)
+    grade = draw_acl_grade(options.seed, index)
+    anatomy = sample_clinical_knee(_rng(options, index, 0), grade, sequence)
+    coverage = clinical_knee_coverage(anatomy, _rng(options, index, 5))
+    stacks = plan_knee_stacks(anatomy, _rng(options, index, 1), options.matrix, coverage=coverage)
+    look = knee_site_look(_rng(options, index, 4), site, sequence, anatomy.origin_lps)
+    rng = _rng(options, index, 2)
+    study = _study(options, index, "KNEE", "PlaneSSL synthetic knee MR", laterality=anatomy.laterality)
+    folders: list[str] = []
+    n_slices: dict[str, int] = {}
+    for view, stack in stacks.items():
+        number, prefix, _ = _KNEE_SERIES[view]
+        folder = f"{prefix}_{number}"
+        description, protocol, scan_options = series_description(sequence, view)
+        series = SeriesInfo(
+            series_uid=_uid(options, index, "series", view), series_number=number, description=description,
+            protocol_name=protocol, scanning_sequence=sequence.scanning_sequence,
+            sequence_variant=sequence.sequence_variant, scan_options=scan_options,
+            repetition_time_ms=sequence.repetition_time_ms, echo_time_ms=sequence.echo_time_ms,
+            flip_angle_deg=look.flip_angle_deg, field_strength_t=site.field_strength_t,
+            extra={"Manufacturer": site.manufacturer, "ManufacturerModelName": site.model,
+                   "InstitutionName": site.institution, "SequenceName": sequence.sequence_name},
+        )
+        for k, plane in enumerate(stack.planes):
+            px = render_clinical_knee_slice(anatomy, plane, stack.thickness_mm, rng, look)
+            _write_image(
+                root / "study" / folder / f"IM-{number:04d}-{k + 1:04d}.dcm", px, plane, study, series, k + 1,
+                _uid(options, index, "image", view, k), stack.thickness_mm,
+            )
+        folders.append(folder)
+        n_slices[view] = len(stack.planes)
+    return {
+        "subject": subject_name(index),
+        "acl_tear": grade != "intact",
+        "acl_grade": grade,
+        "effusion_mm": round(anatomy.effusion_mm, 2),
+        "bone_bruise": anatomy.bone_bruise,
+        "laterality": anatomy.laterality,
+        "site": site.code,
+        "sequence": sequence.name,
+        "field_strength_t": site.field_strength_t,
+        "n_slices": n_slices,
+        "slice_thickness_mm": {v: s.thickness_mm for v, s in stacks.items()},
+        "sagittal_coverage_mm": round(2 * coverage["SAG"][1], 2),
+        "series_folders": folders,
+    }
+
+
 # ---------------------------------------------------------------------- cohort
 def write_subject(out_dir: str | os.PathLike, options: CohortOptions, index: int) -> dict:
     """Write subject ``index`` into ``out_dir/subject_XXXX`` (via a temporary folder); return its summary.
@@ -385,7 +447,9 @@ def write_subject(out_dir: str | os.PathLike, options: CohortOptions, index: int
         shutil.rmtree(tmp)
     tmp.mkdir(parents=True)
     try:
-        if options.anatomy == "knee":
+        if options.anatomy == "knee" and options.realism == "clinical":
+            summary = _write_knee_clinical(tmp, options, index)
+        elif options.anatomy == "knee":
             summary = _write_knee(tmp, options, index)
         elif options.realism == "clinical":
             summary = _write_heart_clinical(tmp, options, index)
@@ -444,7 +508,8 @@ def _cohort_json(options: CohortOptions, summaries: list[dict], complete: bool) 
         "options": {k: v for k, v in asdict(options).items() if k in ("phases", "matrix", "realism", "sites")},
         "label_convention": (
             {"RV": 1, "Myo": 2, "LV": 3, "voxel": "i=column, j=row, k=SAX slice ordered along the DICOM normal"}
-            if options.anatomy == "heart" else {"acl_tear": "1 = torn, 0 = intact"}
+            if options.anatomy == "heart" else {"acl_tear": "1 = torn, 0 = intact"} if options.realism == "simple"
+            else {"acl_tear": "1 = torn (partial or complete), 0 = intact", "acl_grade": "intact, partial or complete"}
         ),
         "complete": complete,
         "phantom_settings": _phantom_settings(options),
@@ -454,9 +519,15 @@ def _cohort_json(options: CohortOptions, summaries: list[dict], complete: bool) 
 
 
 def _phantom_settings(options: CohortOptions) -> dict | None:
-    """Every setting a clinical heart cohort drew from (None for the simple looks, fully given by the code)."""
-    if options.anatomy != "heart" or options.realism != "clinical":
+    """Every setting a clinical cohort drew from (None for the simple looks, fully given by the code)."""
+    if options.realism != "clinical":
         return None
+    if options.anatomy == "knee":
+        settings = clinical_knee_settings()
+        settings["site_weights"] = dict(parse_site_weights(options.sites))
+        settings.update(site_settings(KNEE_SITES, KNEE_SEQUENCES))
+        del settings["look"]  # the heart's look; the knee's ranges are under anatomy_ranges
+        return settings
     settings = clinical_settings()
     settings["site_weights"] = dict(parse_site_weights(options.sites))
     settings.update(site_settings())
@@ -517,6 +588,13 @@ def write_cohort(
         columns = ["subject", "ed_phase", "es_phase", "n_sax", "pathology", "site", "sequence", "field_strength_t"]
         rows: list[list[object]] = [columns] + [[s[c] for c in columns] for s in summaries]
         atomic_write_text(out / "subjects.csv", _csv(rows))
+    elif options.realism == "clinical":
+        columns = ["subject", "acl_tear", "acl_grade", "effusion_mm", "bone_bruise"]
+        rows = [columns] + [[s["subject"], int(s["acl_tear"]), s["acl_grade"], s["effusion_mm"], int(s["bone_bruise"])]
+                            for s in summaries]
+        atomic_write_text(out / "labels.csv", _csv(rows))
+        columns = ["subject", "laterality", "site", "sequence", "field_strength_t"]
+        atomic_write_text(out / "subjects.csv", _csv([columns] + [[s[c] for c in columns] for s in summaries]))
     else:
         rows = [["subject", "acl_tear"]] + [[s["subject"], int(s["acl_tear"])] for s in summaries]
         atomic_write_text(out / "labels.csv", _csv(rows))

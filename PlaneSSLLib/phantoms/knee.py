@@ -39,7 +39,9 @@ from .shapes import (
 )
 
 __all__ = [
-    "render_knee_slice","KneeTissue", "KneeAnatomy", "KneeStack", "sample_knee", "plan_knee_stacks", "acl_torn"]
+    "render_knee_slice", "KneeTissue", "ClinicalKneeTissue", "KneeAnatomy", "KneeStack", "sample_knee",
+    "plan_knee_stacks", "acl_torn", "DEFAULT_COVERAGE",
+]
 
 
 class KneeTissue(IntEnum):
@@ -82,6 +84,27 @@ _PD_FS_SIGNAL = {
 }
 
 _N_TISSUES = max(int(t) for t in KneeTissue) + 1
+
+
+class ClinicalKneeTissue(IntEnum):
+    """Tissue codes of the clinical knee (``knee_clinical.py``): the simple knee's codes and one more."""
+
+    AIR = 0
+    SKIN = 1
+    FAT = 2
+    MUSCLE = 3
+    MARROW = 4
+    CORTEX = 5
+    CARTILAGE = 6
+    FLUID = 7
+    MENISCUS = 8
+    ACL = 9
+    PCL = 10
+    TENDON = 11
+    OEDEMA = 12
+    BONE_BRUISE = 13
+    VESSEL = 14
+    ACL_DAMAGED = 15  # partially torn fibres: swollen, increased signal
 
 #: Per block of this many consecutive subjects, exactly ``_TORN_PER_BLOCK`` have a torn ACL.
 _BLOCK = 5
@@ -135,6 +158,16 @@ class KneeAnatomy:
     fat_mm: float
     cartilage_mm: float
     signal: np.ndarray = field(repr=False)
+    # Clinical realism (``knee_clinical.py``); the defaults draw the simple knee exactly as before.
+    clinical: bool = False
+    acl_grade: str = ""  # clinical: "intact", "partial" or "complete"
+    acl_oedema_mm: float = 7.5  # radius of the oedema around a torn ACL (0: none)
+    plateau_shape_mm: tuple[float, float] = (0.0, 0.0)  # (medial concavity depth, lateral convexity height)
+    fibula_head: tuple[np.ndarray, np.ndarray] | None = None  # (centre_k, semi); None: the simple fibula
+    patella_facets: tuple[float, float, float, float, float] | None = None  # ridge m, medial/lateral semi m, slopes
+    patellar_tendon_m_mm: float = 0.0  # medial offset of the patellar tendon (negative: lateral)
+    mcl_radius_mm: float = 2.5
+    acl_stump_k: np.ndarray | None = None  # complete tear: wavy tibial stump polyline (points, canonical frame)
 
     def frame_to_lps(self, k_points: np.ndarray) -> np.ndarray:
         """Canonical knee-frame points ``(..., 3)`` → LPS (mm)."""
@@ -157,6 +190,46 @@ class KneeAnatomy:
         return np.float32(self.plateau_top_mm) + np.float32(self.posterior_slope) * (
             a - np.float32(self.tibia_centre_a_mm)
         )
+
+    def plateau_surface(self, m: np.ndarray, a: np.ndarray) -> np.ndarray:
+        """s (mm) of the plateau at (m, a): ``plateau_top``, plus (clinical) the concave medial and convex
+        lateral compartments (``plateau_shape_mm``)."""
+        top = self.plateau_top(a)
+        depth, height = self.plateau_shape_mm
+        if depth == 0 and height == 0:
+            return top
+        tm, ta = (float(x) for x in self.tibia_semi_mm)
+        da = (a - np.float32(self.tibia_centre_a_mm)) * np.float32(1 / (0.8 * ta))
+        med = (m - np.float32(0.55 * tm)) * np.float32(1 / (0.38 * tm))
+        bowl = np.clip(1 - med * med - da * da, 0, None)  # medial: a bowl
+        dome = np.clip(1 - da * da, 0, None) * (m < np.float32(-7.0))  # lateral: convex front to back
+        return top - np.float32(depth) * bowl + np.float32(height) * dome
+
+    def fibula_head_k(self) -> tuple[np.ndarray, np.ndarray]:
+        """(centre, semi axes) of the fibular head in the canonical frame (mm)."""
+        if self.fibula_head is not None:
+            return self.fibula_head
+        tm, ta = (float(x) for x in self.tibia_semi_mm)
+        ac = self.tibia_centre_a_mm
+        return np.array([-tm + 4.0, ac - ta + 12.0, self.plateau_top_mm - 36.0]), np.array([9.0, 9.0, 11.0])
+
+    def _patella_r2(self, q: Coords, grow_mm: float) -> np.ndarray:
+        """Normalised squared radius of the patella grown by ``grow_mm`` (clinical: facets around a ridge)."""
+        pc, psemi = self.patella
+        if self.patella_facets is None:
+            return ellipsoid_r2(q, pc, psemi + grow_mm)
+        m, a, s = q
+        ridge, semi_med, semi_lat, slope_med, slope_lat = self.patella_facets
+        dm = m - np.float32(pc[0] + ridge)
+        medial = dm > 0
+        inv_m = np.where(medial, np.float32(1 / (semi_med + grow_mm)), np.float32(1 / (semi_lat + grow_mm)))
+        r2 = (dm * inv_m) ** 2
+        r2 += ((a - np.float32(pc[1])) * np.float32(1 / (psemi[1] + grow_mm))) ** 2
+        r2 += ((s - np.float32(pc[2])) * np.float32(1 / (psemi[2] + grow_mm))) ** 2
+        # The articular surface: the ridge lies deepest, each facet rises from it (the lateral one flatter).
+        floor = np.float32(pc[1] - psemi[1] - grow_mm) + np.abs(dm) * np.where(
+            medial, np.float32(slope_med), np.float32(slope_lat))
+        return np.where(a >= floor, r2, np.float32(2.0))
 
     # ------------------------------------------------------------------ tissue
     def codes_at(self, points_lps: np.ndarray) -> np.ndarray:
@@ -199,11 +272,11 @@ class KneeAnatomy:
         codes[film] = T.FLUID
 
         d2_acl, t_acl = segment_distance2(q, self.acl_femoral_k, self.acl_tibial_k)
-        if self.acl_tear:
-            codes[(d2_acl <= 7.5**2) & (t_acl > 0.12) & (t_acl < 0.88)] = T.OEDEMA
+        if self.acl_tear and self.acl_oedema_mm > 0:
+            codes[(d2_acl <= self.acl_oedema_mm**2) & (t_acl > 0.12) & (t_acl < 0.88)] = T.OEDEMA
 
         # Tibial cartilage, menisci.
-        top = self.plateau_top(a)
+        top = self.plateau_surface(m, a)
         tm, ta = (float(x) for x in self.tibia_semi_mm)
         ac = np.float32(self.tibia_centre_a_mm)
         plateau_r2 = (m * np.float32(1 / tm)) ** 2 + ((a - ac) * np.float32(1 / ta)) ** 2
@@ -221,10 +294,13 @@ class KneeAnatomy:
 
         # Ligaments and tendons.
         acl = (d2_acl <= self.acl_radius_mm**2)
-        if self.acl_tear:
-            t0, t1 = self.tear_interval
-            acl &= (t_acl < t0) | (t_acl > t1)
-        codes[acl] = T.ACL
+        if self.clinical:
+            self._clinical_acl(codes, q, acl, t_acl)
+        else:
+            if self.acl_tear:
+                t0, t1 = self.tear_interval
+                acl &= (t_acl < t0) | (t_acl > t1)
+            codes[acl] = T.ACL
         pcl = self.pcl_points_k
         for p0, p1 in zip(pcl[:-1], pcl[1:], strict=True):
             codes[segment_distance2(q, p0, p1)[0] <= 5.0**2] = T.PCL
@@ -232,14 +308,17 @@ class KneeAnatomy:
         inferior_pole = (0.0, pc[1] - 2.0, pc[2] - psemi[2] + 3.0)
         superior_pole = (0.0, pc[1] - 2.0, pc[2] + psemi[2] - 3.0)
         tuberosity = (0.0, ta + ac - 3.0, self.plateau_top_mm - 38.0)
+        sh = self.patellar_tendon_m_mm
         for off in (-6.0, 0.0, 6.0):
-            codes[segment_distance2(q, (off, *inferior_pole[1:]), (off, *tuberosity[1:]))[0] <= 3.5**2] = T.TENDON
+            codes[segment_distance2(q, (off, *inferior_pole[1:]), (off + sh, *tuberosity[1:]))[0] <= 3.5**2] = T.TENDON
             codes[segment_distance2(q, (off, *superior_pole[1:]), (off, pc[1] - 8.0, 130.0))[0] <= 4.0**2] = T.TENDON
         mcl_m = self.condyles["medial"][0][0] + self.condyles["medial"][1][0] + 3.0
-        codes[segment_distance2(q, (mcl_m, -4, 32), (mcl_m - 3, -2, -42))[0] <= 2.5**2] = T.TENDON
-        fib = (-tm + 4.0, ac - ta + 12.0, self.plateau_top_mm - 36.0)
+        codes[segment_distance2(q, (mcl_m, -4, 32), (mcl_m - 3, -2, -42))[0] <= self.mcl_radius_mm**2] = T.TENDON
+        fib, fib_semi = self.fibula_head_k()
         lcl_m = self.condyles["lateral"][0][0] - self.condyles["lateral"][1][0] - 3.0
-        codes[segment_distance2(q, (lcl_m, -8, 28), (fib[0] - 2, fib[1], fib[2] + 6))[0] <= 2.5**2] = T.TENDON
+        lcl_end = (fib[0] - 2, fib[1], fib[2] + 6) if self.fibula_head is None else (
+            fib[0], fib[1] + 0.3 * fib_semi[1], fib[2] + 0.8 * fib_semi[2])
+        codes[segment_distance2(q, (lcl_m, -8, 28), lcl_end)[0] <= 2.5**2] = T.TENDON
 
         # Femoral and patellar cartilage.
         femur_in = np.zeros(m.shape, dtype=bool)
@@ -251,8 +330,8 @@ class KneeAnatomy:
         meta_r2 = ellipsoid_r2(q, mc, ms)
         trochlea = (ellipsoid_r2(q, mc, ms + self.cartilage_mm) <= 1) & (meta_r2 > 1) & (a > 8) & (s < mc[2])
         codes[trochlea] = T.CARTILAGE
-        pat_r2 = ellipsoid_r2(q, pc, psemi)
-        codes[(ellipsoid_r2(q, pc, psemi + 3.0) <= 1) & (pat_r2 > 1) & (a < np.float32(pc[1]))] = T.CARTILAGE
+        pat_r2 = self._patella_r2(q, 0.0)
+        codes[(self._patella_r2(q, 3.0) <= 1) & (pat_r2 > 1) & (a < np.float32(pc[1]))] = T.CARTILAGE
 
         # Bones: cortex, then marrow inside it.
         cortex = 1.6
@@ -275,12 +354,17 @@ class KneeAnatomy:
         taper_marrow = ellipsoid_r2(q, (0, self.tibia_centre_a_mm, t_base), (tm - cortex, ta - cortex, 30.0)) <= 1
         tibia_marrow |= taper_marrow & (s < t_base)
         tibia_marrow &= ~((t_shaft_d2 > 10.5**2) & (s < t_base - 25))
-        fibula = inside_ellipsoid(q, fib, (9.0, 9.0, 11.0)) | (
-            ((m - np.float32(fib[0])) ** 2 + (a - np.float32(fib[1])) ** 2 <= 6.5**2) & (s < fib[2])
-        )
-        fib_marrow = inside_ellipsoid(q, fib, (7.5, 7.5, 9.5))
+        if self.fibula_head is None:
+            fibula = inside_ellipsoid(q, fib, (9.0, 9.0, 11.0)) | (
+                ((m - np.float32(fib[0])) ** 2 + (a - np.float32(fib[1])) ** 2 <= 6.5**2) & (s < fib[2])
+            )
+            fib_marrow = inside_ellipsoid(q, fib, (7.5, 7.5, 9.5))
+        else:
+            neck = (m - np.float32(fib[0] + 2.0)) ** 2 + (a - np.float32(fib[1])) ** 2
+            fibula = inside_ellipsoid(q, fib, fib_semi) | ((neck <= 7.0**2) & (s < fib[2]))
+            fib_marrow = inside_ellipsoid(q, fib, fib_semi - cortex) | ((neck <= 4.5**2) & (s < fib[2]))
         patella = pat_r2 <= 1
-        pat_marrow = ellipsoid_r2(q, pc, psemi - cortex) <= 1
+        pat_marrow = self._patella_r2(q, -cortex) <= 1
         codes[femur | tibia | fibula | patella] = T.CORTEX
         marrow = femur_marrow | tibia_marrow | fib_marrow | pat_marrow | (eminence & (s < top))
         codes[marrow] = T.MARROW
@@ -290,6 +374,36 @@ class KneeAnatomy:
             bruise |= inside_ellipsoid(q, (lat[0] + 2, self.tibia_centre_a_mm - 16, self.plateau_top_mm - 9), (9, 8, 7))
             codes[marrow & bruise] = T.BONE_BRUISE
         return codes
+
+    def _clinical_acl(self, codes: np.ndarray, q: Coords, acl: np.ndarray, t_acl: np.ndarray) -> None:
+        """Paint the clinical ACL by grade: intact; partial (the medial half of the fibres missing over the tear,
+        the rest swollen with increased signal); complete (a gap, a femoral stump, a wavy sagging tibial stump)."""
+        T = ClinicalKneeTissue
+        t0, t1 = self.tear_interval
+        if self.acl_grade == "partial":
+            f_m, t_m = float(self.acl_femoral_k[0]), float(self.acl_tibial_k[0])
+            m_axis = np.float32(f_m) + t_acl * np.float32(t_m - f_m)
+            in_tear = (t_acl >= t0) & (t_acl <= t1)
+            damaged = acl & (t_acl >= t0 - 0.12) & (t_acl <= t1 + 0.12)
+            codes[acl & ~damaged] = T.ACL
+            codes[damaged & ~(in_tear & (q[0] > m_axis))] = T.ACL_DAMAGED
+        elif self.acl_grade == "complete":
+            codes[acl & (t_acl < t0)] = T.ACL_DAMAGED
+            stump = self.acl_stump_k
+            if stump is not None:  # only the points in the stump's bounding box (speed)
+                r = self.acl_radius_mm
+                lo, hi = stump.min(axis=0) - r - 0.5, stump.max(axis=0) + r + 0.5
+                box = np.ones(q[0].shape, dtype=bool)
+                for i in range(3):
+                    box &= (q[i] >= np.float32(lo[i])) & (q[i] <= np.float32(hi[i]))
+                idx = np.flatnonzero(box)
+                sub = tuple(x.reshape(-1)[idx] for x in q)
+                hit = np.zeros(idx.size, dtype=bool)
+                for p0, p1 in zip(stump[:-1], stump[1:], strict=True):
+                    hit |= segment_distance2(sub, p0, p1)[0] <= np.float32(r * r)
+                codes.reshape(-1)[idx[hit]] = T.ACL_DAMAGED
+        else:
+            codes[acl] = T.ACL
 
 
 def sample_knee(rng: np.random.Generator, acl_tear: bool) -> KneeAnatomy:
@@ -365,15 +479,21 @@ _HINTS = {
 }
 
 
+#: Coverage of the simple knee's stacks in the canonical frame: (centre_k, half extent along the normal, mm).
+DEFAULT_COVERAGE = {"SAG": (np.array([0.0, 0.0, 10.0]), 50.0), "COR": (np.array([0.0, -2.0, 10.0]), 47.0),
+                    "AX": (np.array([0.0, 0.0, 8.0]), 50.0)}
+
+
 def plan_knee_stacks(
     anatomy: KneeAnatomy, rng: np.random.Generator, matrix: int | None = None,
-    fov_mm: tuple[float, float] = (130.0, 150.0),
+    fov_mm: tuple[float, float] = (130.0, 150.0), coverage: dict[str, tuple[np.ndarray, float]] | None = None,
 ) -> dict[str, KneeStack]:
     """Sagittal, coronal and axial stacks planned on the knee's landmarks (3–4 mm slices).
 
     Axial ⟂ the tibial shaft axis; coronal contains the posterior condylar line and the shaft
     axis; sagittal ⟂ the posterior condylar line. Each normal gets a planning error of up to 3°.
     Pixels are sub-millimetre (field of view 130–150 mm over 256–320 pixels by default).
+    ``coverage``: per view (centre_k, half extent along the normal in mm); default ``DEFAULT_COVERAGE``.
     """
     ax = anatomy.axes_lps
     shaft = unit(ax[2])
@@ -385,8 +505,7 @@ def plan_knee_stacks(
         "AX": shaft,
     }
     # Coverage in the canonical frame: (centre_k, half extent along the normal) per view.
-    coverage = {"SAG": (np.array([0.0, 0.0, 10.0]), 50.0), "COR": (np.array([0.0, -2.0, 10.0]), 47.0),
-                "AX": (np.array([0.0, 0.0, 8.0]), 50.0)}
+    coverage = DEFAULT_COVERAGE if coverage is None else {**DEFAULT_COVERAGE, **coverage}
     stacks: dict[str, KneeStack] = {}
     for view in ("SAG", "COR", "AX"):
         n_hat = perturb_direction(rng, normals[view], 3.0)

@@ -128,14 +128,19 @@ def parse_site_weights(text: str | None) -> tuple[tuple[str, float], ...]:
     return tuple(sorted(out.items()))
 
 
-def draw_site(rng: np.random.Generator, weights: tuple[tuple[str, float], ...]) -> tuple[Site, Sequence]:
-    """A site (by ``weights``) and one of its sequences (by the site's own mix)."""
+def draw_site(rng: np.random.Generator, weights: tuple[tuple[str, float], ...], sites: Mapping[str, Site] = SITES,
+              sequences: Mapping[str, Sequence] = SEQUENCES) -> tuple[Site, Sequence]:
+    """A site (by ``weights``) and one of its sequences (by the site's own mix).
+
+    ``sites`` / ``sequences``: the heart's by default; the clinical knee passes its own (``knee_clinical.py``:
+    the same scanners A-D running knee protocols).
+    """
     codes = [c for c, _ in weights]
     p = np.array([w for _, w in weights], np.float64)
-    site = SITES[codes[int(rng.choice(len(codes), p=p / p.sum()))]]
+    site = sites[codes[int(rng.choice(len(codes), p=p / p.sum()))]]
     names = list(site.sequences)
     q = np.array([site.sequences[n] for n in names], np.float64)
-    return site, SEQUENCES[names[int(rng.choice(len(names), p=q / q.sum()))]]
+    return site, sequences[names[int(rng.choice(len(names), p=q / q.sum()))]]
 
 
 @dataclass(frozen=True)
@@ -249,8 +254,8 @@ def finish_clinical_image(
     return out.astype(np.uint16)
 
 
-def site_settings() -> dict:
-    """Every site and sequence definition (for the cohort's settings file)."""
+def site_settings(sites: Mapping[str, Site] = SITES, sequences: Mapping[str, Sequence] = SEQUENCES) -> dict:
+    """Every site and sequence definition (for the cohort's settings file; the heart's by default)."""
     return {
         "sites": {
             c: {
@@ -258,7 +263,7 @@ def site_settings() -> dict:
                 "field_strength_t": s.field_strength_t, "sequences": dict(s.sequences),
                 "display_rotation_deg": s.display_rotation_deg, "display_flip": s.display_flip,
             }
-            for c, s in SITES.items()
+            for c, s in sites.items()
         },
         "sequences": {
             n: {
@@ -267,7 +272,7 @@ def site_settings() -> dict:
                 "echo_time_ms": q.echo_time_ms, "flip_angle_deg": list(q.flip_angle_deg), "banding": q.banding,
                 "contrast": dict(q.contrast),
             }
-            for n, q in SEQUENCES.items()
+            for n, q in sequences.items()
         },
         "look": {
             "coil_bias_over_120mm": [1.3, 1.6], "noise_sigma_of_blood": [0.03, 0.08], "noise_map_strength": 0.35,

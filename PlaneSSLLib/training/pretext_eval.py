@@ -10,7 +10,10 @@ line (``inference.line_fit``) and compared with the true line from the DICOM geo
   and enters the medians as 90° / NaN mm so that a network cannot look good by staying silent.
 
 Location: mean absolute error of the predicted relative slice location over images whose stack
-has at least two positions.
+has at least two positions, overall and per view; and the *mirror-confusion rate*: among images
+whose true location ``t`` lies away from the middle (``|t - 0.5| > 0.2``), the share whose
+prediction lies nearer ``1 - t`` than ``t`` (a knee read as its mirror image puts a lateral
+slice on the medial side; a network that learnt only "how far from the middle" scores 50 %).
 """
 
 from __future__ import annotations
@@ -29,7 +32,23 @@ from ..geometry.lines import ImageLine, clip_line_to_rect
 from ..inference.line_fit import fit_line, line_angle_error_deg, line_distance_error_px
 from ..preprocess.codes import VIEW_NAMES
 
-__all__ = ["PairErrors", "PretextReport", "evaluate_pretext", "untrained_like"]
+__all__ = ["PairErrors", "PretextReport", "evaluate_pretext", "location_errors", "untrained_like"]
+
+#: Images whose true relative location is within this distance of 0.5 do not count for mirror confusion.
+MIRROR_MARGIN = 0.2
+
+
+def location_errors(predicted: np.ndarray, true: np.ndarray) -> dict:
+    """Location MAE and mirror-confusion rate (module docstring) of predicted vs true relative locations."""
+    p, t = np.asarray(predicted, np.float64), np.asarray(true, np.float64)
+    away = np.abs(t - 0.5) > MIRROR_MARGIN
+    mirrored = np.abs(p - (1 - t)) < np.abs(p - t)
+    return {
+        "mae": float(np.mean(np.abs(p - t))) if t.size else math.nan,
+        "n": int(t.size),
+        "mirror_confusion": float(np.mean(mirrored[away])) if away.any() else math.nan,
+        "n_mirror": int(away.sum()),
+    }
 
 
 @dataclass
@@ -63,6 +82,9 @@ class PretextReport:
     n_images: int
     n_location: int
     overlays: list[str] = field(default_factory=list)
+    mirror_confusion: float = math.nan
+    n_mirror: int = 0
+    location_by_view: dict[str, dict] = field(default_factory=dict)  #: view name -> location_errors()
 
     def as_dict(self) -> dict:
         return {
@@ -70,9 +92,12 @@ class PretextReport:
                 "median_angle_deg": self.overall_median_angle_deg,
                 "median_distance_mm": self.overall_median_distance_mm,
                 "location_mae": self.location_mae,
+                "mirror_confusion": self.mirror_confusion,
                 "n_images": self.n_images,
                 "n_location": self.n_location,
+                "n_mirror": self.n_mirror,
             },
+            "location_by_view": self.location_by_view,
             "pairs": self.pairs,
             "overlays": self.overlays,
         }
@@ -83,7 +108,8 @@ class PretextReport:
             "",
             f"{self.n_images} images; median line angle error {self.overall_median_angle_deg:.1f}°, "
             f"median distance error {self.overall_median_distance_mm:.1f} mm; location MAE "
-            f"{self.location_mae:.3f} ({self.n_location} images).",
+            f"{self.location_mae:.3f} ({self.n_location} images), mirror confusion "
+            f"{self.mirror_confusion:.1%} ({self.n_mirror} images with |t - 0.5| > {MIRROR_MARGIN}).",
             "",
             "| image view ← partner line | n | misses | median angle (°) | median distance (mm) |",
             "|---|---|---|---|---|",
@@ -92,6 +118,10 @@ class PretextReport:
             lines.append(
                 f"| {key} | {s['n']} | {s['misses']} | {s['median_angle_deg']:.1f} | {s['median_distance_mm']:.1f} |"
             )
+        if self.location_by_view:
+            lines += ["", "| view | n | location MAE | mirror confusion (n) |", "|---|---|---|---|"]
+            for view, e in sorted(self.location_by_view.items()):
+                lines.append(f"| {view} | {e['n']} | {e['mae']:.3f} | {e['mirror_confusion']:.1%} ({e['n_mirror']}) |")
         return "\n".join(lines) + "\n"
 
 
@@ -120,7 +150,9 @@ def evaluate_pretext(
     pairs: dict[str, PairErrors] = defaultdict(PairErrors)
     all_angles: list[float] = []
     all_dist: list[float] = []
-    loc_err: list[float] = []
+    loc_pred: list[float] = []
+    loc_true: list[float] = []
+    loc_view: list[int] = []
     overlays: list[str] = []
     overlay_done_views: set[int] = set()
     h, w = dataset.image_shape
@@ -136,7 +168,9 @@ def evaluate_pretext(
             row = int(b["index"])
             px_mm = float(np.mean(spacing[row]))
             if loc is not None and bool(b["location_valid"]):
-                loc_err.append(abs(float(loc[j]) - float(b["location"])))
+                loc_pred.append(float(loc[j]))
+                loc_true.append(float(b["location"]))
+                loc_view.append(view)
             if heat is None:
                 continue
             fitted: dict[int, ImageLine | None] = {}
@@ -163,14 +197,20 @@ def evaluate_pretext(
                 _write_overlay(path, b, fitted, channels)
                 overlays.append(str(path))
     d = np.asarray(all_dist, dtype=np.float64)
+    pred, true_loc, views = np.asarray(loc_pred), np.asarray(loc_true), np.asarray(loc_view, dtype=int)
+    overall = location_errors(pred, true_loc)
+    by_view = {VIEW_NAMES[v]: location_errors(pred[views == v], true_loc[views == v]) for v in sorted(set(loc_view))}
     return PretextReport(
         pairs={k: v.summary() for k, v in pairs.items()},
         overall_median_angle_deg=float(np.median(all_angles)) if all_angles else math.nan,
         overall_median_distance_mm=float(np.nanmedian(d)) if np.isfinite(d).any() else math.nan,
-        location_mae=float(np.mean(loc_err)) if loc_err else math.nan,
+        location_mae=overall["mae"],
         n_images=len(items),
-        n_location=len(loc_err),
+        n_location=overall["n"],
         overlays=overlays,
+        mirror_confusion=overall["mirror_confusion"],
+        n_mirror=overall["n_mirror"],
+        location_by_view=by_view,
     )
 
 

@@ -26,8 +26,8 @@ experiment per protocol: ``runs/<protocol>/runs/<init>_n<N>_s<seed>/``), and the
 (every config file the study read, the resolved study, the cohorts' own records, software versions).
 
 An init's weights ``pretrained:<name>`` name the study's pretraining run ``<name>``. The target
-cohort reaches every protocol as ``data.dicom`` (its seg cache in ``OUT/seg_cache``), so the
-protocols' own data paths are replaced.
+cohort reaches every protocol as ``data.dicom`` (its seg cache in ``OUT/seg_cache``; an ACL study:
+``data.root``, the knee tree with its ``labels.csv``), so the protocols' own data paths are replaced.
 """
 
 from __future__ import annotations
@@ -245,8 +245,9 @@ def _protocol_configs(config: Any, folders: dict[str, Path], out: Path,
     protocols = config.protocols or {"default": {"config": config.finetune_config}}
     subs = {}
     for protocol, entry in protocols.items():
-        overrides = {**config.finetune_overrides, **dict(entry.get("overrides") or {}),
-                     "data.dicom": str(folders["target"]), "data.cache": str(out / "seg_cache")}
+        target = ({"data.root": str(folders["target"])} if config.task == "acl"  # DICOM tree + its labels.csv
+                  else {"data.dicom": str(folders["target"]), "data.cache": str(out / "seg_cache")})
+        overrides = {**config.finetune_overrides, **dict(entry.get("overrides") or {}), **target}
         raw = {"task": config.task, "finetune_config": str(entry["config"]),
                "labeled_subjects": list(config.labeled_subjects), "seeds": list(config.seeds),
                "inits": _resolve_inits(config.inits, weights), "finetune_overrides": overrides,

@@ -41,6 +41,7 @@ class DemoConfig:
     seed: int = 0
     heart_layout: str = "kaggle"
     heart_realism: str = "clinical"  # the clinically realistic heart (planessl phantom --realism)
+    knee_realism: str = "clinical"  # the clinically realistic knee (planessl phantom --realism)
     workers: int | None = None
     pretrain_config: str = str(CONFIG_DIR / "pretrain_demo.yaml")
     epochs: int | None = None  # None: as in the pretraining config
@@ -63,6 +64,8 @@ def register(sub: argparse._SubParsersAction) -> argparse.ArgumentParser:
     p.add_argument("--heart-layout", choices=["kaggle", "ukbb"], default=DemoConfig.heart_layout)
     p.add_argument("--heart-realism", choices=["clinical", "simple"], default=DemoConfig.heart_realism,
                    help="look of the synthetic heart (default clinical: pathology, sites, artefacts, misregistration)")
+    p.add_argument("--knee-realism", choices=["clinical", "simple"], default=DemoConfig.knee_realism,
+                   help="look of the synthetic knee (default clinical: asymmetric joint, ACL grades, sites)")
     p.add_argument("--workers", type=int, default=None, help="processes for writing cohorts (default: 2)")
     p.add_argument("--pretrain-config", type=Path, default=None, metavar="FILE",
                    help="pretraining YAML (default: Resources/Configs/pretrain_demo.yaml)")
@@ -95,9 +98,10 @@ def _write_cohort(anatomy: str, subjects: int, cfg: DemoConfig, out: Path) -> No
         previous = json.loads((out / "cohort.json").read_text())
         same = previous.get("subjects") == subjects and previous.get("seed") == cfg.seed
         same = same and previous.get("complete", True)
+        realism = cfg.heart_realism if anatomy == "heart" else cfg.knee_realism
+        same = same and previous.get("options", {}).get("realism", "simple") == realism
         if anatomy == "heart":
             same = same and previous.get("layout") == cfg.heart_layout
-            same = same and previous.get("options", {}).get("realism", "simple") == cfg.heart_realism
         if same:
             print(f"  reusing the cohort in {out}")
             return
@@ -105,6 +109,8 @@ def _write_cohort(anatomy: str, subjects: int, cfg: DemoConfig, out: Path) -> No
             "--quiet"]
     if anatomy == "heart":
         argv += ["--layout", cfg.heart_layout, "--realism", cfg.heart_realism]
+    else:
+        argv += ["--realism", cfg.knee_realism]
     if cfg.workers:
         argv += ["--workers", str(cfg.workers)]
     _planessl(argv)
@@ -117,7 +123,8 @@ def _pretrain(anatomy: str, cfg: DemoConfig, cache: Path, run_dir: Path) -> None
                  f"data.image_size={prep['size']}", f"runtime.seed={cfg.seed}"]
     if cfg.epochs:
         overrides.append(f"optim.epochs={cfg.epochs}")
-    wanted = {"overrides": overrides, "config": Path(cfg.pretrain_config).read_text()}
+    realism = cfg.heart_realism if anatomy == "heart" else cfg.knee_realism  # a new cohort look: pretrain again
+    wanted = {"overrides": overrides, "config": Path(cfg.pretrain_config).read_text(), "realism": realism}
     stamp = run_dir / "demo_stage.json"
     if (run_dir / "model" / "manifest.json").is_file() and stamp.is_file():
         if json.loads(stamp.read_text()) == wanted:
@@ -136,8 +143,8 @@ def _pretrain(anatomy: str, cfg: DemoConfig, cache: Path, run_dir: Path) -> None
 def run(args: argparse.Namespace) -> int:
     cfg = DemoConfig(
         out=str(args.out), heart_subjects=args.heart_subjects, knee_subjects=args.knee_subjects,
-        seed=args.seed, heart_layout=args.heart_layout, heart_realism=args.heart_realism, workers=args.workers,
-        epochs=args.epochs,
+        seed=args.seed, heart_layout=args.heart_layout, heart_realism=args.heart_realism,
+        knee_realism=args.knee_realism, workers=args.workers, epochs=args.epochs,
         skip_pretrain=args.skip_pretrain, skip_transfer=args.skip_transfer or args.skip_pretrain,
     )
     if args.pretrain_config is not None:
@@ -240,10 +247,11 @@ def _print_summary(summary: dict[str, dict], out: Path) -> None:
         if "pretext" in s:
             pre, base = s["pretext"]["pretrained"], s["pretext"].get("untrained")
             line = (f"    held-out pretext: median line angle error {pre['median_angle_deg']:.1f} deg, "
-                    f"distance {pre['median_distance_mm']:.1f} mm, location MAE {pre['location_mae']:.3f}")
+                    f"distance {pre['median_distance_mm']:.1f} mm, location MAE {pre['location_mae']:.3f}, "
+                    f"mirror confusion {pre.get('mirror_confusion', float('nan')):.0%}")
             if base:
                 line += (f"  (untrained: {base['median_angle_deg']:.1f} deg, {base['median_distance_mm']:.1f} mm, "
-                         f"{base['location_mae']:.3f})")
+                         f"{base['location_mae']:.3f}, {base.get('mirror_confusion', float('nan')):.0%})")
             print(line)
         print("    seconds: " + ", ".join(f"{k} {v}" for k, v in s["seconds"].items()))
     print(f"outputs in {out}: data/ (DICOM cohorts), cache/, pretrain/<anatomy>/ (weights in model/, "

@@ -2,7 +2,8 @@
 
 Reads the run's resolved ``config.yaml`` and exported weights (``RUN/model``), rebuilds the
 same held-out split from the cache, fits a line to every predicted heatmap and reports the
-angle error (°) and distance error (mm) per view pair and the location MAE, beside the same
+angle error (°) and distance error (mm) per view pair, the location MAE and mirror-confusion rate
+(overall and per view; ``training.pretext_eval``), beside the same
 architecture untrained (the baseline a pretrained network must beat). Writes
 ``RUN/pretext_eval/{report.json, report.md, overlays/*.png}``.
 """
@@ -79,10 +80,11 @@ def run(args: argparse.Namespace) -> int:
     print(md.rstrip())
     pre = reports["pretrained"]
     print(f"\n{config.data.anatomy}: median line angle error {pre.overall_median_angle_deg:.1f} deg, "
-          f"location MAE {pre.location_mae:.3f}", end="")
+          f"location MAE {pre.location_mae:.3f}, mirror confusion {pre.mirror_confusion:.1%}", end="")
     if "untrained" in reports:
         base = reports["untrained"]
-        print(f"  (untrained: {base.overall_median_angle_deg:.1f} deg, {base.location_mae:.3f})", end="")
+        print(f"  (untrained: {base.overall_median_angle_deg:.1f} deg, {base.location_mae:.3f}, "
+              f"{base.mirror_confusion:.1%})", end="")
     print(f"\nreport: {out / 'report.md'}")
     return 0
 

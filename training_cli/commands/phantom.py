@@ -19,8 +19,9 @@ def register(sub: argparse._SubParsersAction) -> argparse.ArgumentParser:
         help="write a synthetic heart or knee cohort as DICOM (+ labels), deterministic for a seed",
         description=(
             "Write a synthetic cohort: heart (cine SAX stack + 2CH/3CH/4CH, ACDC label maps of the SAX "
-            "stack at ED and ES as NIfTI) or knee (sagittal/coronal/axial PD FS stacks, ACL intact or torn "
-            "in OUT/labels.csv). The same seed gives byte-identical files."
+            "stack at ED and ES as NIfTI) or knee (sagittal/coronal/axial stacks, ACL intact or torn "
+            "in OUT/labels.csv; clinical: the grade intact/partial/complete too). The same seed gives "
+            "byte-identical files."
         ),
     )
     p.add_argument("anatomy", choices=("heart", "knee"))
@@ -46,16 +47,19 @@ def register(sub: argparse._SubParsersAction) -> argparse.ArgumentParser:
     )
     p.add_argument(
         "--realism", choices=REALISMS, default=None,
-        help="heart only. 'clinical' (default): ACDC-like pathology mix (subjects.csv column 'pathology'), "
+        help="'clinical' (default). Heart: ACDC-like pathology mix (subjects.csv column 'pathology'), "
         "atria, outflow tracts and venae cavae entering the basal slices, base descent, patchy fat, liver, "
         "effusion, four sites with 1.5 T/3 T bSSFP (banding) or spoiled gradient echo, coil bias, noise, ghosts, "
-        "breath-hold misregistration; the default because a method judged on it is judged on the difficulties of "
-        "real cine MR. 'simple': the original easy look (one bSSFP site, normal hearts; same files as before "
-        "for a seed), for quick checks of the geometry",
+        "breath-hold misregistration. Knee: an asymmetric joint (condyles, plateaus, fibular head, patellar "
+        "facets, ligaments), sagittal coverage of the bone plus a few mm, ACL intact/partial/complete with "
+        "overlapping effusion and bone bruise (labels.csv), the four sites' 1.5 T/3 T PD, PD FS or T2 FS "
+        "(subjects.csv), coil bias, noise. The default because a method judged on it is judged on the "
+        "difficulties of real MR. 'simple': the original easy look (heart: one bSSFP site, normal hearts; knee: "
+        "one PD FS look, nearly symmetric; same files as before for a seed), for quick checks of the geometry",
     )
     p.add_argument(
         "--sites", default=None, metavar="W",
-        help="clinical heart only: site mix as weights, e.g. 'A=2,B=1,C=0,D=1' (sites A 1.5 T, B 3 T, C 1.5 T, "
+        help="clinical cohorts only: site mix as weights, e.g. 'A=2,B=1,C=0,D=1' (sites A 1.5 T, B 3 T, C 1.5 T, "
         "D 3 T; default all equal); recorded in OUT/cohort.json. A study's separate pretraining cohort can use "
         "a different mix from its target cohort",
     )
@@ -70,11 +74,7 @@ def run(args: argparse.Namespace) -> int:
         raise CLIError("--layout applies to heart cohorts only")
     if args.anatomy == "knee" and args.phases != DEFAULT_PHASES:
         raise CLIError("--phases applies to heart cohorts only")
-    if args.anatomy == "knee" and args.realism not in (None, "simple"):
-        raise CLIError("--realism applies to heart cohorts only")
-    if args.anatomy == "knee" and args.sites is not None:
-        raise CLIError("--sites applies to clinical heart cohorts only")
-    realism = args.realism or ("clinical" if args.anatomy == "heart" else "simple")
+    realism = args.realism or "clinical"
     options = CohortOptions(
         anatomy=args.anatomy, subjects=args.subjects, seed=args.seed, layout=args.layout or "kaggle",
         phases=args.phases, matrix=args.matrix, realism=realism, sites=args.sites,
@@ -97,5 +97,8 @@ def run(args: argparse.Namespace) -> int:
     if args.anatomy == "knee":
         torn = sum(1 for s in meta["subject_summaries"] if s["acl_tear"])
         extra = f", {torn} with a torn ACL"
+        if realism == "clinical":
+            grades = Counter(s["acl_grade"] for s in meta["subject_summaries"])
+            extra += f" ({realism}: " + ", ".join(f"{grades[g]} {g}" for g in ("intact", "partial", "complete")) + ")"
     print(f"wrote {meta['subjects']} {args.anatomy} subjects{extra} to {args.out} in {elapsed:.1f} s")
     return 0
