@@ -25,6 +25,7 @@ and writes every run to a CSV::
     nice -n 10 python scripts/campaign.py --out runs/campaign            # ~250 runs, < 20 min on 2 cores
     python scripts/campaign.py --quick --out /tmp/campaign               # a few dozen runs, < 2 min
     python scripts/campaign.py --only weights/ --out /tmp/c              # the cases whose name holds 'weights/'
+    python scripts/campaign.py --only "no-ipp | lines" --out /tmp/c      # one command on one damage
 
 Exit status: 0 when no run is TRACEBACK, HANG, SILENT-WRONG or DATA-LOSS, else 1.
 """
@@ -537,7 +538,8 @@ class Workspace:
         self.knee = root / "clean" / "knee"
         self.study = self.heart / "subject_0000" / "study"
         self.exam = self.knee / "subject_0000" / "study"
-        self.acl_weights = root / "clean" / "acl-weights"
+        self._acl_weights = root / "clean" / "acl-weights"
+        self.filters: list[str] = []
         self.identifiers: list[str] = []
         self.baseline: dict = {}
         self.n_sax = 0
@@ -547,16 +549,28 @@ class Workspace:
 
         if not self.heart.exists():
             write_cohort(self.heart, CohortOptions("heart", subjects=3, seed=3, phases=2, matrix=48), workers=1)
-        if not self.knee.exists():
-            write_cohort(self.knee, CohortOptions("knee", subjects=1, seed=3, matrix=48), workers=1)
-        if not self.acl_weights.exists():
-            _export_acl_weights(self.acl_weights)
         self.n_sax = len(self.sax_dirs())
         pydicom = _pydicom()
         ds = pydicom.dcmread(self.sax_file(), stop_before_pixels=True)
         self.identifiers = [str(ds.get(k, "")) for k in ("PatientName", "PatientID", "StudyInstanceUID",
                                                            "SeriesInstanceUID", "SOPInstanceUID")]
         self.identifiers = [i for i in self.identifiers if len(i) >= 6]
+
+    @property
+    def acl_weights(self) -> Path:
+        """Tiny ACL weights and the knee exam they read (made on first use)."""
+        from PlaneSSLLib.phantoms import CohortOptions, write_cohort
+
+        if not self.knee.exists():
+            write_cohort(self.knee, CohortOptions("knee", subjects=1, seed=3, matrix=48), workers=1)
+        if not self._acl_weights.exists():
+            _export_acl_weights(self._acl_weights)
+        return self._acl_weights
+
+    def wants(self, tag: str) -> bool:
+        """Whether some ``--only`` filter can select a case of ``tag`` (its inputs are made only then)."""
+        names = [f.split(" | ")[0].strip() for f in self.filters]
+        return not self.filters or any(n in tag or tag in n for n in names)
 
     def sax_dirs(self, study: Path | None = None) -> list[Path]:
         study = study or self.study
@@ -612,6 +626,8 @@ def dicom_cases(ws: Workspace, quick: bool) -> list[Case]:
     damages = [d for d in DAMAGES if not quick or d.name in
                ("truncated-half", "no-ipp-end", "pixels-short", "spacing-1e-9", "deep-sequence", "syntax-jpeg2000")]
     for d in damages:
+        if not ws.wants(f"dicom/{d.name}"):
+            continue
         study = ws.copy_study(d.name)
         target = {"sax": ws.sax_file(study), "sax-end": ws.sax_file(study, end=True),
                   "lax": ws.lax_file(study)}[d.target]
@@ -651,6 +667,8 @@ def dicom_cases(ws: Workspace, quick: bool) -> list[Case]:
 def layout_cases(ws: Workspace, quick: bool) -> list[Case]:
     cases: list[Case] = []
     for name in (LAYOUT_DAMAGES if not quick else ["missing-phase0-file"]):
+        if not ws.wants(f"layout/{name}"):
+            continue
         study = ws.copy_study(name)
         names: tuple[str, ...] = ()
         seg_expect, seg_args = "any", []
@@ -858,9 +876,12 @@ def weights_cases(ws: Workspace, quick: bool) -> list[Case]:
     if quick:
         damages = [d for d in damages if d[0] in ("nan-tensor", "flipped-byte", "levels-string", "task-foreign")]
     study = ws.study
-    targets = [("seg", SAMPLE_SEG, "lines"), ("lines", SAMPLE_LINES, "seg"), ("acl", ws.acl_weights, "seg")]
+    targets = [("seg", SAMPLE_SEG, "lines"), ("lines", SAMPLE_LINES, "seg"), ("acl", None, "seg")]
     for name, kind, change in damages:
         for task, source, foreign in targets:
+            if not ws.wants(f"weights/{task}/{name}"):
+                continue
+            source = source or ws.acl_weights
             if task != "seg" and name not in (("nan-tensor", "task-foreign") if quick else OTHER_TASK_DAMAGES):
                 continue
             folder = ws.copy_weights(source, f"{task}-{name}")
@@ -934,6 +955,8 @@ def config_cases(ws: Workspace, quick: bool) -> list[Case]:
         "runtime": {"seed": 3, "tensorboard": False, "plot": False, "progress": "log", "log_every": 5,
                     "device": "cpu"},
     }
+    if not ws.wants("config/") and not ws.wants("finetune/"):
+        return cases
     folder = ws.root / "configs"
     folder.mkdir(parents=True, exist_ok=True)
 
@@ -984,7 +1007,7 @@ def config_cases(ws: Workspace, quick: bool) -> list[Case]:
             cases.append(Case(f"config/{name}", "pretrain", ["pretrain", "--config", str(base), "--out", str(out),
                                                              "--set", *sets],
                               expect="refuse", names=(key,), check=check_training_run(out), protect=[base]))
-        # fine-tuning on the phantom cohort, tiny budget, then a few bad settings
+    if not quick and ws.wants("finetune/"):  # fine-tuning on the phantom cohort, tiny budget, then bad settings
         seg = {
             "data": {"format": "phantom", "root": str(ws.heart), "cache": str(ws.root / "seg_cache"),
                      "spacing_mm": 6.0, "image_size": 32, "val_fraction": 0.34, "test_fraction": 0.34},
@@ -1016,6 +1039,8 @@ def config_cases(ws: Workspace, quick: bool) -> list[Case]:
 
 def output_cases(ws: Workspace, quick: bool) -> list[Case]:
     cases: list[Case] = []
+    if not any(ws.wants(t) for t in ("output/", "evaluate-pretext/")):
+        return cases
     folder = ws.root / "outputs"
     folder.mkdir(parents=True, exist_ok=True)
     blocker = folder / "a-file"
@@ -1115,7 +1140,8 @@ def main(argv: list[str] | None = None) -> int:
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--out", required=True, type=Path, help="work folder (inputs, outputs, campaign.csv)")
     parser.add_argument("--quick", action="store_true", help="a few dozen cases (< 2 minutes)")
-    parser.add_argument("--only", action="append", default=[], help="run the cases whose name holds this (repeat)")
+    parser.add_argument("--only", action="append", default=[],
+                        help="run the cases whose 'NAME | COMMAND' holds this text (repeat)")
     parser.add_argument("--command", action="append", default=[], help="run only this command (repeat)")
     parser.add_argument("--timeout", type=float, default=None, help="seconds per run (default: per case)")
     parser.add_argument("--list", action="store_true", help="list the cases and exit")
@@ -1127,13 +1153,14 @@ def main(argv: list[str] | None = None) -> int:
     started = time.monotonic()
     ws = Workspace(args.out.resolve())
     ws.root.mkdir(parents=True, exist_ok=True)
+    ws.filters = list(args.only)
     for name in ("inputs", "weights", "out", "runs", "outputs", "configs"):
         shutil.rmtree(ws.root / name, ignore_errors=True)
     ws.build()
     cases = (dicom_cases(ws, args.quick) + layout_cases(ws, args.quick) + weights_cases(ws, args.quick)
              + config_cases(ws, args.quick) + output_cases(ws, args.quick))
     if args.only:
-        cases = [c for c in cases if any(o in c.name for o in args.only)]
+        cases = [c for c in cases if any(o in f"{c.name} | {c.command}" for o in args.only)]
     if args.command:
         cases = [c for c in cases if c.command in args.command]
     if args.timeout:
