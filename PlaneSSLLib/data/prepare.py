@@ -77,6 +77,7 @@ class PrepareReport:
     views: dict[str, int] = field(default_factory=dict)  # slices per "anatomy VIEW"
     skipped: list[tuple[str, str]] = field(default_factory=list)  # (file, reason): frames not decoded
     scan_errors: list[tuple[str, str]] = field(default_factory=list)  # (file, reason) from the scan
+    ignored: list[tuple[str, str]] = field(default_factory=list)  # (file, reason): not images (empty, not DICOM)
     left_out: list[tuple[str, str]] = field(default_factory=list)  # (series folder, reason): unusable series
     warnings: list[str] = field(default_factory=list)
     partners: list[str] = field(default_factory=list)  # line-target coverage summary (default pairs)
@@ -129,6 +130,7 @@ def prepare_cache(
     except CacheError as exc:  # out_root cannot be written
         raise PrepareError(str(exc)) from None
     report.scan_errors = scan_errors
+    report.ignored = [(str(p.path), p.message) for p in scan.result.problems if p.kind == "ignored"]
     report.left_out = table.left_out
     report.notes = scan.notes
     report.format = spec.format
