@@ -124,3 +124,23 @@ def test_a_single_series_stack_with_a_frame_without_geometry_names_the_file(tmp_
 def test_a_phase_out_of_range_is_said_as_such(study, weights, tmp_path, capsys):
     code, out, err = _predict(capsys, study, weights, tmp_path / "o", 5)
     assert code == 2 and "phase 5 out of range (the SAX stack has 2)" in err
+
+
+def test_plan_never_shows_a_phase_1_image_for_a_missing_phase_0_file(study, tmp_path, capsys, monkeypatch):
+    """``plan`` took each slice's first file as phase 0 (campaign: layout/missing-phase0-file): the
+    slice without its phase-0 image is left out and the plan's notes say so."""
+    import json
+
+    from PlaneSSLLib.inference import plan_views
+
+    damaged = _copy(study, tmp_path)
+    (damaged / "sax_7" / "IM-0007-0001.dcm").unlink()
+    read = []
+    real = plan_views.read_frame_pixels
+    monkeypatch.setattr(plan_views, "read_frame_pixels", lambda frame: read.append(frame.path.name) or real(frame))
+    sample = Path(__file__).resolve().parents[1] / "Resources" / "Sample" / "heart-plane-lines"
+    assert main(["plan", str(damaged), "--weights", str(sample), "--json"]) == 0
+    plan = json.loads(capsys.readouterr().out)
+    assert "IM-0007-0002.dcm" not in read and len(read) == plan["sax"]["slices"] - 1
+    assert all(name.endswith("-0001.dcm") for name in read)
+    assert any("no image of phase 0" in n and "sax_7/IM-0007-0002.dcm" in n for n in plan["notes"])
