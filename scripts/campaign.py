@@ -323,6 +323,16 @@ def check_plan(r: Result) -> str | None:
     return None
 
 
+def check_plan_reports(report_names: tuple[str, ...]):
+    """``check_plan``, and a damaged SAX file must be named in the plan (its notes)."""
+    def check(r: Result) -> str | None:
+        problem = check_plan(r)
+        if problem is None and report_names and not any(n in r.stdout for n in report_names):
+            return f"damage not reported (none of {list(report_names)} in the plan)"
+        return problem
+    return check
+
+
 def check_training_run(out: Path):
     def check(r: Result) -> str | None:
         import numpy as np
@@ -660,7 +670,8 @@ def dicom_cases(ws: Workspace, quick: bool) -> list[Case]:
                               check=check_predict_lines, protect=[study]))
         if d.name in PLAN_DAMAGES and not quick:
             cases.append(Case(tag, "plan", ["plan", str(study), "--weights", str(SAMPLE_LINES), "--json"],
-                              expect="any", names=names, check=check_plan, protect=[study]))
+                              expect="any", names=names, check=check_plan_reports(names if on_sax and harmful else ()),
+                              protect=[study]))
     return cases
 
 
@@ -725,7 +736,7 @@ def layout_cases(ws: Workspace, quick: bool) -> list[Case]:
                           expect=seg_expect, names=names, check=check_seg(out, slices), protect=[study]))
         if name in ("duplicate-slice", "two-studies", "missing-phase0-file") and not quick:
             cases.append(Case(tag, "plan", ["plan", str(study), "--weights", str(SAMPLE_LINES), "--json"],
-                              check=check_plan, protect=[study]))
+                              check=check_plan_reports(names), protect=[study]))
     return cases
 
 
@@ -742,7 +753,7 @@ def _weights_damages() -> list[tuple[str, str, Any]]:
         state[key].flat[-1] = float("inf")
 
     def shape(state):
-        key = sorted(k for k, v in state.items() if v.ndim == 4)[0]
+        key = sorted(k for k, v in state.items() if v.ndim == 4 and v.shape[1] > 1)[0]
         state[key] = state[key][:, :1].copy()
 
     def missing(state):
