@@ -1071,6 +1071,23 @@ def output_cases(ws: Workspace, quick: bool) -> list[Case]:
                               expect="refuse", names=(str(blocker),), protect=[blocker, ws.study]))
     if quick:
         return cases
+    # an unwritable output folder: read-only for a user; root writes anywhere, so /sys (EPERM) stands in
+    if os.geteuid() != 0:
+        locked = folder / "read-only"
+        locked.mkdir(exist_ok=True)
+        locked.chmod(0o555)
+        unwritable = locked / "out"
+    else:
+        unwritable = Path("/sys/planessl-campaign/out")
+    if unwritable.parent.exists() or os.geteuid() == 0 and Path("/sys").is_dir():
+        for command, argv in [
+            ("predict seg", ["predict", "seg", str(ws.study), "--weights", str(SAMPLE_SEG), "--out", str(unwritable)]),
+            ("prepare", ["prepare", str(ws.study), "--out", str(unwritable), "--size", "32", "--spacing", "6"]),
+            ("plan", ["plan", str(ws.study), "--weights", str(SAMPLE_LINES), "--out", str(unwritable)]),
+            ("pretrain", ["pretrain", "--config", str(ws.root / "configs" / "valid.yaml"), "--out", str(unwritable)]),
+        ]:
+            cases.append(Case("output/unwritable", command, argv, expect="refuse",
+                              names=(str(unwritable.parent), str(unwritable)), protect=[ws.study]))
     # an existing output folder holding the user's other files: they must survive
     keep = folder / "existing"
     keep.mkdir(exist_ok=True)
