@@ -77,6 +77,18 @@ def test_an_absurd_learning_rate_is_a_config_error():
             config_from_dict(raw, "c.yaml")
 
 
+def test_a_seed_beyond_64_bits_is_a_config_error():
+    """runtime.seed 10**23 passed the checks and ended in torch.manual_seed's OverflowError (campaign)."""
+    from training_helpers import TINY
+
+    raw = copy.deepcopy(TINY)
+    raw["runtime"]["seed"] = 10**23
+    with pytest.raises(ConfigError, match="runtime.seed"):
+        config_from_dict(raw, "c.yaml")
+    raw["runtime"]["seed"] = 2**32 - 1
+    assert config_from_dict(raw, "c.yaml").runtime.seed == 2**32 - 1
+
+
 def _deep_sequence_file(source: Path, target: Path, depth: int = 5000) -> Path:
     """``source`` with a ReferencedImageSequence nested ``depth`` items deep (explicit VR little endian)."""
     raw = source.read_bytes()
