@@ -83,3 +83,13 @@ def test_files_that_are_not_images_are_listed_in_the_report(ukbb, tmp_path, caps
     assert main(["prepare", str(data), "--out", str(tmp_path / "cache2"), *PREPARE]) == 0
     text = capsys.readouterr().out
     assert "ignored (not images: empty, not DICOM, hidden): 2" in text and "empty.dcm" in text
+
+
+def test_a_cache_folder_that_holds_the_data_is_said_as_such(ukbb, tmp_path, capsys):
+    """``prepare DATA --out DATA`` said 'no files found' of a folder full of DICOM files (campaign)."""
+    data = Path(shutil.copytree(ukbb / "subject_0001", tmp_path / "data"))
+    for out in (data, tmp_path):
+        assert main(["prepare", str(data), "--out", str(out), *PREPARE]) != 0
+        err = capsys.readouterr().err
+        assert "the cache folder holds the data" in err and "no files found" not in err
+    assert not any(p.name == "current.json" for p in tmp_path.rglob("*"))

@@ -108,6 +108,10 @@ def prepare_cache(
         raise PrepareError(f"{data_dir}: no such file or directory")
     files = _data_files(data_dir, out_root)
     if not files:
+        resolved = out_root.resolve()
+        if resolved == data_dir.resolve() or resolved in data_dir.resolve().parents:
+            raise PrepareError(f"{out_root}: the cache folder holds the data ({data_dir}), whose files are "
+                               "then left out as cache files; choose another --out")
         raise PrepareError(f"{data_dir}: no files found")
     fingerprint = _fingerprint(spec, files)
     key = cache_key(config, fingerprint)
