@@ -957,9 +957,14 @@ def config_cases(ws: Workspace, quick: bool) -> list[Case]:
     import yaml
 
     cases: list[Case] = []
+    cache = ws.root / "clean" / "cache"
+    if not cache.exists():  # the pretraining cache of the phantom heart cohort (evaluate-pretext needs one)
+        subprocess.run([sys.executable, "-m", "training_cli.main", "prepare", str(ws.heart), "--out", str(cache),
+                        "--size", "32", "--spacing", "6", "--quiet", "--jobs", "1"], cwd=REPO, env=_env(), check=True,
+                       capture_output=True)
     tiny = {
-        "data": {"source": "synthetic", "image_size": 32, "sigma_px": 2.0, "synthetic_subjects": 4,
-                 "synthetic_slices": 2, "val_fraction": 0.25},
+        "data": {"source": "cache", "cache": str(cache), "anatomy": "heart", "image_size": 32, "spacing_mm": 6.0,
+                 "sigma_px": 2.0, "val_fraction": 0.34, "augment": False},
         "model": {"base_filters": 2, "levels": 2, "location_hidden": 4},
         "optim": {"epochs": 1, "batch_size": 2, "decay_every": 1},
         "runtime": {"seed": 3, "tensorboard": False, "plot": False, "progress": "log", "log_every": 5,
@@ -1066,7 +1071,7 @@ def output_cases(ws: Workspace, quick: bool) -> list[Case]:
         ("predict seg", ["predict", "seg", str(ws.study), "--weights", str(SAMPLE_SEG), "--out", "{OUT}"]),
         ("prepare", ["prepare", str(ws.study), "--out", "{OUT}", "--size", "32", "--spacing", "6", "--quiet"]),
         ("plan", ["plan", str(ws.study), "--weights", str(SAMPLE_LINES), "--out", "{OUT}"]),
-        ("phantom", ["phantom", "heart", "--subjects", "1", "--matrix", "32", "--phases", "1", "--out", "{OUT}",
+        ("phantom", ["phantom", "heart", "--subjects", "1", "--matrix", "32", "--phases", "2", "--out", "{OUT}",
                      "--quiet"]),
     ]:
         if quick and command not in ("predict seg",):
@@ -1102,13 +1107,14 @@ def output_cases(ws: Workspace, quick: bool) -> list[Case]:
                       expect="ok", check=check_seg(keep, ws.n_sax), protect=[keep / "notes.txt", ws.study]))
     # a non-empty folder that is not a cohort must not be written over without --force
     cases.append(Case("output/phantom-into-study", "phantom", ["phantom", "heart", "--subjects", "1", "--matrix", "32",
-                                                               "--phases", "1", "--out", str(ws.study), "--quiet"],
+                                                               "--phases", "2", "--out", str(ws.study), "--quiet"],
                       expect="refuse", names=(str(ws.study),), protect=[ws.study]))
     # prepare writing its cache into the data folder itself
     data_copy = ws.copy_study("prepare-into-data")
     cases.append(Case("output/prepare-into-data", "prepare", ["prepare", str(data_copy), "--out", str(data_copy),
                                                               "--size", "32", "--spacing", "6", "--json", "--quiet"],
-                      check=check_prepare(data_copy), protect=[*sorted(data_copy.rglob("*.dcm"))]))
+                      check=check_prepare(data_copy), names=(str(data_copy),),
+                      protect=[*sorted(data_copy.rglob("*.dcm"))]))
     # pretrain into a finished run's folder without --resume: the finished weights must not be replaced silently
     run = ws.root / "out" / "config" / "valid"
     cases.append(Case("output/pretrain-over-finished-run", "pretrain",
