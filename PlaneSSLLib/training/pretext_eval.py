@@ -54,6 +54,11 @@ class PairErrors:
         }
 
 
+def _number_or_null(value):
+    """``value``, or None where it is a float that is NaN or infinite."""
+    return None if isinstance(value, float) and not math.isfinite(value) else value
+
+
 @dataclass
 class PretextReport:
     pairs: dict[str, dict]
@@ -65,15 +70,17 @@ class PretextReport:
     overlays: list[str] = field(default_factory=list)
 
     def as_dict(self) -> dict:
+        """The report as JSON-able values: an error that is undefined (every line of a pair missed, no
+        location target) is null, never NaN (not JSON)."""
         return {
             "overall": {
-                "median_angle_deg": self.overall_median_angle_deg,
-                "median_distance_mm": self.overall_median_distance_mm,
-                "location_mae": self.location_mae,
+                "median_angle_deg": _number_or_null(self.overall_median_angle_deg),
+                "median_distance_mm": _number_or_null(self.overall_median_distance_mm),
+                "location_mae": _number_or_null(self.location_mae),
                 "n_images": self.n_images,
                 "n_location": self.n_location,
             },
-            "pairs": self.pairs,
+            "pairs": {k: {name: _number_or_null(v) for name, v in pair.items()} for k, pair in self.pairs.items()},
             "overlays": self.overlays,
         }
 
