@@ -110,6 +110,23 @@ def test_phases_are_placed_by_trigger_time_or_temporal_position():
     assert phase_frames(by_id, 0)[1] is None and phase_frames(by_id, 1)[1].temporal_position == 2
 
 
+def test_a_frame_without_trigger_time_is_placed_by_its_temporal_position():
+    """TriggerTime 'soon' on one phase-0 file sorted it after phase 1, and that slice's phase 0 was its
+    phase-1 image, exit 0 (campaign: dicom/trigger-time-text)."""
+    plane = ImagePlane((0.0, 0.0, 0.0), (1.0, 0.0, 0.0), (0.0, 1.0, 0.0), (1.0, 1.0), (4, 4))
+
+    def position(times, temporal):
+        return Position(plane, [Frame(Path(f"f{k}.dcm"), 0, plane, trigger_time_ms=t, temporal_position=i)
+                                for k, (t, i) in enumerate(zip(times, temporal, strict=True))])
+
+    other = position([0.0, 100.0], [1, 2])
+    odd = position([100.0, None], [2, 1])  # list order as phase_sort_key gives it: the None trigger last
+    assert [f.temporal_position for f in phase_frames([other, odd], 0)] == [1, 1]
+    assert [f.temporal_position for f in phase_frames([other, odd], 1)] == [2, 2]
+    unknowable = position([100.0, None], [None, None])  # nothing tells its order: no phase trusted
+    assert phase_frames([position([0.0, 100.0], [None, None]), unknowable], 0)[1] is None
+
+
 def test_a_single_series_stack_with_a_frame_without_geometry_names_the_file(tmp_path, capsys, weights):
     write_cohort(tmp_path / "c", CohortOptions("heart", subjects=1, seed=4, phases=2, matrix=48, layout="ukbb"),
                  workers=1)
