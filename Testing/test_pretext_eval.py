@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import numpy as np
@@ -92,6 +93,10 @@ def test_silent_network_counts_misses_as_failures(dataset):
     report = evaluate_pretext(Silent(dataset), dataset)
     assert report.overall_median_angle_deg == 90.0
     assert sum(p["misses"] for p in report.pairs.values()) == sum(p["n"] for p in report.pairs.values())
+    # every line missed: the distance error is undefined, null in the JSON report (NaN is not JSON; campaign)
+    as_json = json.loads(json.dumps(report.as_dict(), allow_nan=False))
+    assert all(p["median_distance_mm"] is None for p in as_json["pairs"].values())
+    assert as_json["overall"]["median_distance_mm"] is None and as_json["overall"]["median_angle_deg"] == 90.0
 
 
 def test_untrained_network_is_far_from_the_lines(dataset):

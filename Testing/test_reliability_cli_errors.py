@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import copy
 import errno
+import io
 import json
 import os
 import struct
@@ -76,6 +77,18 @@ def test_an_absurd_learning_rate_is_a_config_error():
             config_from_dict(raw, "c.yaml")
 
 
+def test_a_seed_beyond_64_bits_is_a_config_error():
+    """runtime.seed 10**23 passed the checks and ended in torch.manual_seed's OverflowError (campaign)."""
+    from training_helpers import TINY
+
+    raw = copy.deepcopy(TINY)
+    raw["runtime"]["seed"] = 10**23
+    with pytest.raises(ConfigError, match="runtime.seed"):
+        config_from_dict(raw, "c.yaml")
+    raw["runtime"]["seed"] = 2**32 - 1
+    assert config_from_dict(raw, "c.yaml").runtime.seed == 2**32 - 1
+
+
 def _deep_sequence_file(source: Path, target: Path, depth: int = 5000) -> Path:
     """``source`` with a ReferencedImageSequence nested ``depth`` items deep (explicit VR little endian)."""
     raw = source.read_bytes()
@@ -96,6 +109,24 @@ def test_deeply_nested_sequences_are_a_message(study, tmp_path, capsys):
     deep = _deep_sequence_file(next((study / "sax_5").glob("*.dcm")), tmp_path / "deep.dcm")
     code, out, err = _run(capsys, "lines", deep, other)
     assert code == 2 and "deep.dcm" in err and "nested too deep" in err and "Traceback" not in err
+
+
+def test_a_file_claiming_the_deflated_syntax_is_a_message(study, tmp_path, capsys):
+    """Its body is not deflate data: pydicom's zlib.error was a traceback in ``lines`` (campaign)."""
+    import pydicom
+    from pydicom.filewriter import write_file_meta_info
+
+    source = next((study / "sax_5").glob("*.dcm"))
+    raw = source.read_bytes()
+    meta_end = 144 + struct.unpack("<I", raw[140:144])[0]
+    meta = pydicom.dcmread(source, stop_before_pixels=True).file_meta
+    meta.TransferSyntaxUID = pydicom.uid.DeflatedExplicitVRLittleEndian
+    buffer = io.BytesIO()
+    write_file_meta_info(buffer, meta)
+    bad = tmp_path / "deflated.dcm"
+    bad.write_bytes(raw[:128] + b"DICM" + buffer.getvalue() + raw[meta_end:])
+    code, out, err = _run(capsys, "lines", bad, next((study / "4ch_4").glob("*.dcm")))
+    assert code == 2 and "deflated.dcm" in err and "not a readable DICOM file" in err and "Traceback" not in err
 
 
 @pytest.fixture(scope="module")

@@ -10,6 +10,7 @@ from __future__ import annotations
 import errno
 import json
 import os
+import shutil
 from pathlib import Path
 
 import pydicom
@@ -66,3 +67,29 @@ def test_an_unreadable_folder_is_named(tmp_path, monkeypatch, capsys):
     main(["inspect", str(root)])
     out = capsys.readouterr()
     assert "b: unreadable folder: Permission denied" in out.out
+
+
+def test_files_that_are_not_images_are_listed_in_the_report(ukbb, tmp_path, capsys):
+    """An emptied or overwritten .dcm in a stack is named by ``prepare``, as ``inspect`` names it."""
+    data = tmp_path / "data"
+    study = data / "subject_0001" / "study"
+    shutil.copytree(ukbb / "subject_0001" / "study", study)
+    (study / "empty.dcm").write_bytes(b"")
+    (study / "notes.dcm").write_text("not an image\n")
+    assert main(["prepare", str(data), "--out", str(tmp_path / "cache"), "--json", *PREPARE]) == 0
+    report = json.loads(capsys.readouterr().out)
+    ignored = {Path(i["path"]).name: i["reason"] for i in report["ignored"]}
+    assert ignored == {"empty.dcm": "empty file", "notes.dcm": "not a DICOM file"}
+    assert main(["prepare", str(data), "--out", str(tmp_path / "cache2"), *PREPARE]) == 0
+    text = capsys.readouterr().out
+    assert "ignored (not images: empty, not DICOM, hidden): 2" in text and "empty.dcm" in text
+
+
+def test_a_cache_folder_that_holds_the_data_is_said_as_such(ukbb, tmp_path, capsys):
+    """``prepare DATA --out DATA`` said 'no files found' of a folder full of DICOM files (campaign)."""
+    data = Path(shutil.copytree(ukbb / "subject_0001", tmp_path / "data"))
+    for out in (data, tmp_path):
+        assert main(["prepare", str(data), "--out", str(out), *PREPARE]) != 0
+        err = capsys.readouterr().err
+        assert "the cache folder holds the data" in err and "no files found" not in err
+    assert not any(p.name == "current.json" for p in tmp_path.rglob("*"))

@@ -110,6 +110,23 @@ def test_phases_are_placed_by_trigger_time_or_temporal_position():
     assert phase_frames(by_id, 0)[1] is None and phase_frames(by_id, 1)[1].temporal_position == 2
 
 
+def test_a_frame_without_trigger_time_is_placed_by_its_temporal_position():
+    """TriggerTime 'soon' on one phase-0 file sorted it after phase 1, and that slice's phase 0 was its
+    phase-1 image, exit 0 (campaign: dicom/trigger-time-text)."""
+    plane = ImagePlane((0.0, 0.0, 0.0), (1.0, 0.0, 0.0), (0.0, 1.0, 0.0), (1.0, 1.0), (4, 4))
+
+    def position(times, temporal):
+        return Position(plane, [Frame(Path(f"f{k}.dcm"), 0, plane, trigger_time_ms=t, temporal_position=i)
+                                for k, (t, i) in enumerate(zip(times, temporal, strict=True))])
+
+    other = position([0.0, 100.0], [1, 2])
+    odd = position([100.0, None], [2, 1])  # list order as phase_sort_key gives it: the None trigger last
+    assert [f.temporal_position for f in phase_frames([other, odd], 0)] == [1, 1]
+    assert [f.temporal_position for f in phase_frames([other, odd], 1)] == [2, 2]
+    unknowable = position([100.0, None], [None, None])  # nothing tells its order: no phase trusted
+    assert phase_frames([position([0.0, 100.0], [None, None]), unknowable], 0)[1] is None
+
+
 def test_a_single_series_stack_with_a_frame_without_geometry_names_the_file(tmp_path, capsys, weights):
     write_cohort(tmp_path / "c", CohortOptions("heart", subjects=1, seed=4, phases=2, matrix=48, layout="ukbb"),
                  workers=1)
@@ -124,3 +141,23 @@ def test_a_single_series_stack_with_a_frame_without_geometry_names_the_file(tmp_
 def test_a_phase_out_of_range_is_said_as_such(study, weights, tmp_path, capsys):
     code, out, err = _predict(capsys, study, weights, tmp_path / "o", 5)
     assert code == 2 and "phase 5 out of range (the SAX stack has 2)" in err
+
+
+def test_plan_never_shows_a_phase_1_image_for_a_missing_phase_0_file(study, tmp_path, capsys, monkeypatch):
+    """``plan`` took each slice's first file as phase 0 (campaign: layout/missing-phase0-file): the
+    slice without its phase-0 image is left out and the plan's notes say so."""
+    import json
+
+    from PlaneSSLLib.inference import plan_views
+
+    damaged = _copy(study, tmp_path)
+    (damaged / "sax_7" / "IM-0007-0001.dcm").unlink()
+    read = []
+    real = plan_views.read_frame_pixels
+    monkeypatch.setattr(plan_views, "read_frame_pixels", lambda frame: read.append(frame.path.name) or real(frame))
+    sample = Path(__file__).resolve().parents[1] / "Resources" / "Sample" / "heart-plane-lines"
+    assert main(["plan", str(damaged), "--weights", str(sample), "--json"]) == 0
+    plan = json.loads(capsys.readouterr().out)
+    assert "IM-0007-0002.dcm" not in read and len(read) == plan["sax"]["slices"] - 1
+    assert all(name.endswith("-0001.dcm") for name in read)
+    assert any("no image of phase 0" in n and "sax_7/IM-0007-0002.dcm" in n for n in plan["notes"])

@@ -83,6 +83,8 @@ BROKEN = [
     ("seg", _set("terminology.labels.2.color_rgb", [0, 300, 0]), "terminology.labels.2.color_rgb"),
     ("seg", _set("label_names", ["background", "RV"]), "label_names"),
     ("seg", _set("input.spacing_mm", [math.inf, 2.0]), "input.spacing_mm"),
+    ("seg", _set("input.spacing_mm", [1e-9, 1e-9]), "input.spacing_mm"),  # campaign: a traceback when resampling
+    ("seg", _set("channels", ["background"]), "channels"),  # campaign: accepted beside four label names
     ("seg", _set("input.size_hw", [32, 16]), "input must be square"),
     ("acl", _drop("decision"), "decision is missing"),
     ("acl", _set("decision.threshold", 1.5), "decision.threshold"),

@@ -77,6 +77,7 @@ class PrepareReport:
     views: dict[str, int] = field(default_factory=dict)  # slices per "anatomy VIEW"
     skipped: list[tuple[str, str]] = field(default_factory=list)  # (file, reason): frames not decoded
     scan_errors: list[tuple[str, str]] = field(default_factory=list)  # (file, reason) from the scan
+    ignored: list[tuple[str, str]] = field(default_factory=list)  # (file, reason): not images (empty, not DICOM)
     left_out: list[tuple[str, str]] = field(default_factory=list)  # (series folder, reason): unusable series
     warnings: list[str] = field(default_factory=list)
     partners: list[str] = field(default_factory=list)  # line-target coverage summary (default pairs)
@@ -107,6 +108,10 @@ def prepare_cache(
         raise PrepareError(f"{data_dir}: no such file or directory")
     files = _data_files(data_dir, out_root)
     if not files:
+        resolved = out_root.resolve()
+        if resolved == data_dir.resolve() or resolved in data_dir.resolve().parents:
+            raise PrepareError(f"{out_root}: the cache folder holds the data ({data_dir}), whose files are "
+                               "then left out as cache files; choose another --out")
         raise PrepareError(f"{data_dir}: no files found")
     fingerprint = _fingerprint(spec, files)
     key = cache_key(config, fingerprint)
@@ -129,6 +134,7 @@ def prepare_cache(
     except CacheError as exc:  # out_root cannot be written
         raise PrepareError(str(exc)) from None
     report.scan_errors = scan_errors
+    report.ignored = [(str(p.path), p.message) for p in scan.result.problems if p.kind == "ignored"]
     report.left_out = table.left_out
     report.notes = scan.notes
     report.format = spec.format

@@ -10,7 +10,10 @@ image. Phases are therefore identified from what the headers say:
 - a frame of a shorter position is phase ``t`` when its temporal position equals phase ``t``'s, or
   else when its trigger time is the nearest to phase ``t``'s and within half the smallest interval
   between phases; two frames claiming one phase make both unknown;
-- a shorter position whose frames cannot be told so has *every* phase missing.
+- a shorter position whose frames cannot be told so has *every* phase missing;
+- so is a full position whose list order is not its time order (one frame without a TriggerTime,
+  or with one that is not a number, sorts after the later phases): its frames are placed by their
+  temporal positions (or trigger times) as above, never by their place in the list.
 
 ``stack_gaps_mm`` names slices missing inside a stack (a spacing far above the stack's median):
 a slice deleted or unreadable there leaves no position at all.
@@ -41,8 +44,10 @@ def _reference(positions: Sequence[Position]) -> tuple[list[int] | None, np.ndar
     full = [p for p in positions if len(p.frames) == n]
     ids = [[f.temporal_position for f in p.frames] for p in full]
     temporal = None
-    if all(v is not None for row in ids for v in row) and all(row == ids[0] for row in ids) and len(set(ids[0])) == n:
-        temporal = [int(v) for v in ids[0]]
+    if all(v is not None for row in ids for v in row):
+        rows = [sorted(int(v) for v in row) for row in ids]  # the ids in time order, whatever the list order
+        if all(row == rows[0] for row in rows) and len(set(rows[0])) == n:
+            temporal = rows[0]
     times = [[f.trigger_time_ms for f in p.frames] for p in full]
     trigger = None
     if all(v is not None for row in times for v in row):
@@ -80,11 +85,21 @@ def phase_frames(positions: Sequence[Position], phase: int) -> list[Frame | None
     temporal, trigger = _reference(positions)
     out: list[Frame | None] = []
     for p in positions:
-        if len(p.frames) == n:
+        if len(p.frames) == n and _uniformly_sorted(p.frames):
             out.append(p.frames[phase])
+        elif temporal is None and trigger is None:
+            out.append(None)  # a position's frames in an order no header can confirm: no phase is trusted
         else:
             out.append(_assign(p.frames, n, temporal, trigger)[phase])
     return out
+
+
+def _uniformly_sorted(frames: Sequence[Frame]) -> bool:
+    """Whether the list order of a position's frames (``dicom.series.phase_sort_key``) is their time
+    order: each sort key (trigger time, temporal position, instance number) held by all frames or by
+    none. A frame whose TriggerTime is missing or not a number sorts last, after later phases."""
+    return all(len({getattr(f, key) is None for f in frames}) == 1
+               for key in ("trigger_time_ms", "temporal_position", "instance_number"))
 
 
 def stack_gaps_mm(locations_mm: Sequence[float]) -> list[tuple[int, float, float]]:

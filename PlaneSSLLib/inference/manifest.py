@@ -26,6 +26,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from ..errors import PlaneSSLError
+from ..geometry.planes import MIN_PIXEL_SPACING_MM
 from ..models.configs import ExamClassifierConfig, UNetConfig
 from ..preprocess.resample import NORMALISATIONS
 from .architectures import ARCHITECTURES, Architecture, architecture_record, config_in_channels
@@ -107,8 +108,9 @@ def _check_input(manifest: dict[str, Any], config: Any, source: str) -> None:
     _require(_is_seq(size) and len(size) == 2 and all(_is_int(s) and 0 < s <= MAX_SIZE_PX for s in size),
              source, "input.size_hw", f"must be two integers in 1..{MAX_SIZE_PX}, got {size!r}")
     _require(_is_seq(spacing) and len(spacing) == 2
-             and all(_is_number(s) and 0 < s <= MAX_SPACING_MM for s in spacing),
-             source, "input.spacing_mm", f"must be two finite numbers in (0, {MAX_SPACING_MM:g}] mm, got {spacing!r}")
+             and all(_is_number(s) and MIN_PIXEL_SPACING_MM <= s <= MAX_SPACING_MM for s in spacing),
+             source, "input.spacing_mm",
+             f"must be two finite numbers in [{MIN_PIXEL_SPACING_MM:g}, {MAX_SPACING_MM:g}] mm, got {spacing!r}")
     if "channels" in inp:
         _require(inp["channels"] == config_in_channels(config), source, "input.channels",
                  f"is {inp['channels']!r}, the architecture reads {config_in_channels(config)}")
@@ -174,6 +176,9 @@ def _check_seg(manifest: dict[str, Any], config: UNetConfig, source: str) -> Non
              f"is {config.line_channels}: a segmentation network has one output per class (>= 2)")
     _require(_is_str_list(names) and len(names) == config.line_channels, source, "label_names",
              f"{names!r} do not match the network's {config.line_channels} output channels")
+    channels = manifest["channels"]
+    _require(channels in (None, []) or (_is_seq(channels) and list(channels) == list(names)), source, "channels",
+             f"must be the label names {names!r} (one per output channel) or empty, got {channels!r}")
     _check_square_input(manifest, source)
     _check_terminology(manifest["terminology"], config.line_channels, source)
 

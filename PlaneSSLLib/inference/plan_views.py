@@ -25,7 +25,7 @@ from __future__ import annotations
 
 import warnings
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -33,6 +33,7 @@ import numpy as np
 from scipy import ndimage
 
 from ..dicom.pixels import read_frame_pixels
+from ..dicom.stack_phases import phase_frames
 from ..dicom.stacks import SaxStack, view_stacks
 from ..dicom.views import APEX_PRIOR_LPS
 from ..errors import InputError
@@ -388,13 +389,25 @@ def stack_lines(stack: SaxStack, model: PlanningModel, phase: int = 0,
         raise InputError(f"{where}: the SAX stack has {len(stack.positions)} slice; planning needs at least 2")
     if not 0 <= phase < stack.n_phases:
         raise InputError(f"{where}: phase {phase} out of range (the SAX stack has {stack.n_phases})")
+    # each slice's own image of the phase (told by its temporal position, never by its place in a list
+    # that a missing file shortens); a slice without one is left out (plan_stack notes it)
+    frames = phase_frames(stack.positions, phase)
+    present = [k for k, f in enumerate(frames) if f is not None]
+    if len(present) < 2:
+        raise InputError(f"{where}: {len(present)} SAX slice(s) hold an image of phase {phase}; planning needs 2")
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         try:
-            pixels = [read_frame_pixels(pos.frames[phase]) for pos in stack.positions]
+            pixels = [read_frame_pixels(frames[k]) for k in present]
         except Exception as exc:  # noqa: BLE001 - pydicom / codec errors of a damaged file
             raise InputError(f"{where}: cannot read the SAX images ({type(exc).__name__}: {exc})") from None
-    return predict_sax_lines(model, pixels, stack.planes, orientation)
+    found = predict_sax_lines(model, pixels, [stack.planes[k] for k in present], orientation)
+    out: dict[str, list[SliceLine | None]] = {}
+    for view, lines in found.items():
+        out[view] = [None] * len(stack.positions)
+        for k, line in zip(present, lines, strict=True):
+            out[view][k] = None if line is None else replace(line, slice_index=k)
+    return out
 
 
 def plan_stack(stack: SaxStack, model: PlanningModel, phase: int = 0, orientation: str = "canonical",
@@ -403,7 +416,10 @@ def plan_stack(stack: SaxStack, model: PlanningModel, phase: int = 0, orientatio
     when already predicted)."""
     if lines is None:
         lines = stack_lines(stack, model, phase, orientation)
+    from .segment import stack_problems
+
     plan = plan_from_lines(lines, stack.planes, acquired_view_planes(stack), fit=fit)
+    plan.notes += [f"incomplete SAX stack, planned without: {p}" for p in stack_problems(stack, [phase])]
     plan.meta = {
         "study": stack.study.key if stack.study is not None else None,
         "model_id": model.manifest.get("model_id"),

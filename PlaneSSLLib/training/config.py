@@ -175,6 +175,9 @@ MAX_DEEPEST_FILTERS = 8192
 MAX_CHANNELS = 8192
 MAX_IMAGE_SIZE_PX = 4096
 
+#: The largest seed accepted (numpy's legacy seeding takes 32 bits; a larger one was a traceback in torch).
+MAX_SEED = 2**32 - 1
+
 #: The largest learning rate accepted: Adam's step (rate / bias correction) must stay a float32.
 MAX_LR = 1e30
 
@@ -206,6 +209,8 @@ def check_runtime(r: TrainRuntime, bad: Callable[[str, str], None]) -> None:
     check_choice(bad, "runtime.amp", r.amp, ("none", "bf16", "fp16"))
     check_choice(bad, "runtime.progress", r.progress, ("auto", "bar", "log", "none"))
     check_minimums(bad, "runtime", r, log_every=1, val_every=1, checkpoint_every_steps=0, seed=0)
+    if isinstance(r.seed, int) and r.seed > MAX_SEED:  # torch and numpy take seeds of 64 and 32 bits
+        bad("runtime.seed", f"must be an integer in 0..{MAX_SEED}, got {r.seed}")
 
 
 @dataclass

@@ -73,6 +73,11 @@ class PairErrors:
         }
 
 
+def _number_or_null(value):
+    """``value``, or None where it is a float that is NaN or infinite."""
+    return None if isinstance(value, float) and not math.isfinite(value) else value
+
+
 @dataclass
 class PretextReport:
     pairs: dict[str, dict]
@@ -87,18 +92,21 @@ class PretextReport:
     location_by_view: dict[str, dict] = field(default_factory=dict)  #: view name -> location_errors()
 
     def as_dict(self) -> dict:
+        """The report as JSON-able values: an error that is undefined (every line of a pair missed, no
+        location target) is null, never NaN (not JSON)."""
         return {
             "overall": {
-                "median_angle_deg": self.overall_median_angle_deg,
-                "median_distance_mm": self.overall_median_distance_mm,
-                "location_mae": self.location_mae,
-                "mirror_confusion": self.mirror_confusion,
+                "median_angle_deg": _number_or_null(self.overall_median_angle_deg),
+                "median_distance_mm": _number_or_null(self.overall_median_distance_mm),
+                "location_mae": _number_or_null(self.location_mae),
+                "mirror_confusion": _number_or_null(self.mirror_confusion),
                 "n_images": self.n_images,
                 "n_location": self.n_location,
                 "n_mirror": self.n_mirror,
             },
-            "location_by_view": self.location_by_view,
-            "pairs": self.pairs,
+            "location_by_view": {view: {name: _number_or_null(v) for name, v in e.items()}
+                                 for view, e in self.location_by_view.items()},
+            "pairs": {k: {name: _number_or_null(v) for name, v in pair.items()} for k, pair in self.pairs.items()},
             "overlays": self.overlays,
         }
 

@@ -239,6 +239,16 @@ def _transfer_experiment(cfg: DemoConfig, out: Path) -> str:
     return (exp_out / "results.md").read_text(encoding="utf-8")
 
 
+def _fmt(value: float | None, digits: int) -> str:
+    """A report number, or '-' where it is undefined (null in report.json: every line missed)."""
+    return "-" if value is None else f"{value:.{digits}f}"
+
+
+def _pct(value: float | None) -> str:
+    """A share as a percentage, or '-' where it is undefined (null in report.json)."""
+    return "-" if value is None or value != value else f"{value:.0%}"
+
+
 def _print_summary(summary: dict[str, dict], out: Path) -> None:
     print("\nPlaneSSL demo summary")
     for anatomy, s in summary.items():
@@ -246,12 +256,13 @@ def _print_summary(summary: dict[str, dict], out: Path) -> None:
         print(f"  {anatomy}: {s['studies']} studies; series by view {views}; unreadable files {s['errors']}")
         if "pretext" in s:
             pre, base = s["pretext"]["pretrained"], s["pretext"].get("untrained")
-            line = (f"    held-out pretext: median line angle error {pre['median_angle_deg']:.1f} deg, "
-                    f"distance {pre['median_distance_mm']:.1f} mm, location MAE {pre['location_mae']:.3f}, "
-                    f"mirror confusion {pre.get('mirror_confusion', float('nan')):.0%}")
+            line = (f"    held-out pretext: median line angle error {_fmt(pre['median_angle_deg'], 1)} deg, "
+                    f"distance {_fmt(pre['median_distance_mm'], 1)} mm, location MAE {_fmt(pre['location_mae'], 3)}, "
+                    f"mirror confusion {_pct(pre.get('mirror_confusion'))}")
             if base:
-                line += (f"  (untrained: {base['median_angle_deg']:.1f} deg, {base['median_distance_mm']:.1f} mm, "
-                         f"{base['location_mae']:.3f}, {base.get('mirror_confusion', float('nan')):.0%})")
+                line += (f"  (untrained: {_fmt(base['median_angle_deg'], 1)} deg, "
+                         f"{_fmt(base['median_distance_mm'], 1)} mm, {_fmt(base['location_mae'], 3)}, "
+                         f"{_pct(base.get('mirror_confusion'))})")
             print(line)
         print("    seconds: " + ", ".join(f"{k} {v}" for k, v in s["seconds"].items()))
     print(f"outputs in {out}: data/ (DICOM cohorts), cache/, pretrain/<anatomy>/ (weights in model/, "

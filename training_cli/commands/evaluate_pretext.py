@@ -70,12 +70,12 @@ def run(args: argparse.Namespace) -> int:
                    "slices_per_subject": config.optim.slices_per_subject, "image_size": config.data.image_size},
         **{name: r.as_dict() for name, r in reports.items()},
     }
-    atomic_write_text(out / "report.json", json.dumps(result, indent=2))
+    atomic_write_text(out / "report.json", json.dumps(result, indent=2, allow_nan=False))
     md = "".join(r.markdown(f"{config.data.anatomy}: {name} network ({args.split} subjects)") + "\n"
                  for name, r in reports.items())
     atomic_write_text(out / "report.md", md)
     if args.json:
-        print(json.dumps(result))
+        print(json.dumps(result, allow_nan=False))
         return 0
     print(md.rstrip())
     pre = reports["pretrained"]

@@ -40,10 +40,12 @@ def read_plane(path: Path, frame: int = 0) -> ImagePlane:
         raise CLIError(f"{path}: no such file")
     try:
         ds = pydicom.dcmread(path, stop_before_pixels=True)
-    except (InvalidDicomError, OSError, EOFError, ValueError) as exc:
-        raise CLIError(f"{path}: not a readable DICOM file ({exc})") from exc
     except RecursionError:  # sequences nested thousands deep: a hostile or broken file
         raise CLIError(f"{path}: not a readable DICOM file (sequences nested too deep)") from None
+    except (InvalidDicomError, OSError, EOFError, ValueError) as exc:
+        raise CLIError(f"{path}: not a readable DICOM file ({exc})") from exc
+    except Exception as exc:  # noqa: BLE001 - pydicom raises many types on bad bytes (zlib.error, struct.error ...)
+        raise CLIError(f"{path}: not a readable DICOM file ({type(exc).__name__}: {exc})") from None
     try:
         return plane_from_dataset(ds, frame)
     except GeometryError as exc:

@@ -111,6 +111,7 @@ def report_dict(report: PrepareReport, config: PrepareConfig) -> dict:
         "skipped": [{"path": p, "reason": r} for p, r in report.skipped],
         "scan_errors": [{"path": p, "reason": r} for p, r in report.scan_errors],
         "series_left_out": [{"folder": p, "reason": r} for p, r in report.left_out],
+        "ignored": [{"path": p, "reason": r} for p, r in report.ignored],
         "warnings": report.warnings,
         "data_format": report.format or None,
         "layout_notes": report.notes,
@@ -130,7 +131,8 @@ def format_report(report: PrepareReport, config: PrepareConfig) -> str:
     lines += [f"  {s}" for s in report.partners]
     for title, items in (("skipped (pixel data unreadable)", report.skipped),
                          ("unreadable files and folders", report.scan_errors),
-                         ("series left out (unusable)", report.left_out)):
+                         ("series left out (unusable)", report.left_out),
+                         ("ignored (not images: empty, not DICOM, hidden)", report.ignored)):
         if items:
             lines.append(f"{title}: {len(items)}")
             lines += [f"  {p}: {r}" if r and not r.startswith(p) else f"  {r or p}" for p, r in items[:_MAX_LISTED]]
