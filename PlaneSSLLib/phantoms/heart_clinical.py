@@ -24,14 +24,22 @@ the long axis ``φ`` run from ``u`` (septum) towards ``v`` (anterior). Tissue co
 from __future__ import annotations
 
 from dataclasses import dataclass, field, fields
-from enum import IntEnum
 
 import numpy as np
 
 from ..geometry.planes import ImagePlane, unit
-from .heart import HeartAnatomy, HeartViews, sample_heart, series_matrix
+from .heart import HeartAnatomy, HeartTissue, HeartViews, sample_heart, series_matrix
 from .render import slice_offsets_mm, slice_points_lps
-from .shapes import Coords, inside_capsule, inside_ellipsoid, plane_axes, polyline_distance2, rotate_in_plane, to_frame
+from .shapes import (
+    Coords,
+    extended_tissues,
+    inside_capsule,
+    inside_ellipsoid,
+    plane_axes,
+    polyline_distance2,
+    rotate_in_plane,
+    to_frame,
+)
 from .sites import SEQUENCES, Site, SiteLook, finish_clinical_image
 
 __all__ = [
@@ -53,31 +61,10 @@ __all__ = [
 PATHOLOGIES = ("NOR", "DCM", "HCM", "MINF", "ARV")
 
 
-class ClinicalTissue(IntEnum):
-    """Tissue codes of the clinical heart: the simple heart's codes (same values) and five more."""
-
-    AIR = 0
-    FAT = 1
-    MUSCLE = 2
-    LUNG = 3
-    LIVER = 4
-    SOFT = 5
-    BONE = 6
-    EPICARDIAL_FAT = 7
-    LV_MYO = 8
-    LV_BLOOD = 9
-    RV_BLOOD = 10
-    RV_WALL = 11
-    LA_BLOOD = 12
-    RA_BLOOD = 13
-    AORTA = 14
-    PAPILLARY = 15
-    CSF = 16
-    TRABECULAE = 17
-    PERICARDIAL_FLUID = 18
-    STOMACH = 19
-    PULMONARY = 20
-    VENA_CAVA = 21
+ClinicalTissue = extended_tissues(
+    "ClinicalTissue", HeartTissue,
+    {"TRABECULAE": 17, "PERICARDIAL_FLUID": 18, "STOMACH": 19, "PULMONARY": 20, "VENA_CAVA": 21},
+    "Tissue codes of the clinical heart: the simple heart's codes (same values) and five more.")
 
 
 T = ClinicalTissue

@@ -28,6 +28,7 @@ from .render import ImageLook, finish_image, signal_from_codes, slice_offsets_mm
 from .shapes import (
     Coords,
     ellipsoid_r2,
+    extended_tissues,
     inside_ellipsoid,
     orthonormal_in_plane,
     perturb_direction,
@@ -86,25 +87,10 @@ _PD_FS_SIGNAL = {
 _N_TISSUES = max(int(t) for t in KneeTissue) + 1
 
 
-class ClinicalKneeTissue(IntEnum):
-    """Tissue codes of the clinical knee (``knee_clinical.py``): the simple knee's codes and one more."""
-
-    AIR = 0
-    SKIN = 1
-    FAT = 2
-    MUSCLE = 3
-    MARROW = 4
-    CORTEX = 5
-    CARTILAGE = 6
-    FLUID = 7
-    MENISCUS = 8
-    ACL = 9
-    PCL = 10
-    TENDON = 11
-    OEDEMA = 12
-    BONE_BRUISE = 13
-    VESSEL = 14
-    ACL_DAMAGED = 15  # partially torn fibres: swollen, increased signal
+#: Tissue codes of the clinical knee (``knee_clinical.py``): the simple knee's codes and one more.
+ClinicalKneeTissue = extended_tissues(
+    "ClinicalKneeTissue", KneeTissue, {"ACL_DAMAGED": 15},  # partially torn fibres: swollen, increased signal
+    "Tissue codes of the clinical knee (``knee_clinical.py``): the simple knee's codes and one more.")
 
 #: Per block of this many consecutive subjects, exactly ``_TORN_PER_BLOCK`` have a torn ACL.
 _BLOCK = 5

@@ -10,6 +10,7 @@ the organ's own coordinates.
 from __future__ import annotations
 
 from collections.abc import Sequence
+from enum import IntEnum
 
 import numpy as np
 
@@ -143,3 +144,14 @@ def rotate_in_plane(x_dir: np.ndarray, y_dir: np.ndarray, angle_deg: float) -> t
     x = np.cos(a) * x_dir + np.sin(a) * y_dir
     y = -np.sin(a) * x_dir + np.cos(a) * y_dir
     return unit(x), unit(y)
+
+
+def extended_tissues(name: str, base: type[IntEnum], extra: dict[str, int], doc: str) -> type[IntEnum]:
+    """A tissue-code enum holding every code of ``base`` (same names and values) and then ``extra``: a
+    phantom's richer look keeps its simpler look's codes, so both render through one look-up table."""
+    clash = sorted(set(extra) & {t.name for t in base} | {str(v) for v in extra.values()} & {str(int(t)) for t in base})
+    if clash:
+        raise ValueError(f"{name}: codes {clash} already in {base.__name__}")
+    tissues = IntEnum(name, [(t.name, int(t)) for t in base] + list(extra.items()), module=base.__module__)
+    tissues.__doc__ = doc
+    return tissues
