@@ -85,9 +85,9 @@ def format_text(plan: dict) -> str:
 
 
 def run(args: argparse.Namespace) -> int:
-    from .predict import _one_blas_thread
+    from ..threads import one_blas_thread
 
-    _one_blas_thread()  # before numpy loads: the numpy network multiplies small matrices
+    one_blas_thread()  # before numpy loads: the numpy network multiplies small matrices
     from PlaneSSLLib.atomic import atomic_write_text
     from PlaneSSLLib.inference.plan_views import load_planning_model, plan_stack
     from PlaneSSLLib.inference.segment import find_study_sax_stack

@@ -18,12 +18,11 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
-import sys
 from pathlib import Path
 
 from ..arguments import add_task_group
 from ..errors import CLIError
+from ..threads import one_blas_thread
 from .predict_acl import register_acl
 
 
@@ -121,20 +120,8 @@ def _run_seg_nifti(args: argparse.Namespace, path: Path) -> int:
     return 0
 
 
-def _one_blas_thread() -> None:
-    """One BLAS thread for this process, when numpy is not loaded yet (it reads the setting once).
-
-    The CPU network of ``predict seg`` (``inference.unet_numpy``) multiplies small matrices, where
-    OpenBLAS threads spend more time waiting for each other than computing: a whole one-study run
-    measured 1.7 s with one thread and 2.6 s with the default on a busy 2-core machine. A user's
-    own ``OPENBLAS_NUM_THREADS`` is kept.
-    """
-    if "numpy" not in sys.modules:
-        os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")
-
-
 def run_seg(args: argparse.Namespace) -> int:
-    _one_blas_thread()
+    one_blas_thread()
     import numpy as np
 
     from PlaneSSLLib.dicom.nifti import write_label_nifti
