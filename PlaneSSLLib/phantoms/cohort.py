@@ -360,19 +360,13 @@ def _write_knee(root: Path, options: CohortOptions, index: int) -> dict:
     n_slices: dict[str, int] = {}
     for view, stack in stacks.items():
         number, prefix, description = _KNEE_SERIES[view]
-        folder = f"{prefix}_{number}"
         series = SeriesInfo(
             series_uid=_uid(options, index, "series", view), series_number=number, description=description,
             protocol_name=f"pd_fs_{prefix}", scanning_sequence="SE", sequence_variant="SK", scan_options="FS",
             repetition_time_ms=3000.0, echo_time_ms=30.0, flip_angle_deg=90.0, field_strength_t=3.0,
         )
-        for k, plane in enumerate(stack.planes):
-            px = render_knee_slice(anatomy, plane, stack.thickness_mm, rng, look)
-            _write_image(
-                root / "study" / folder / f"IM-{number:04d}-{k + 1:04d}.dcm", px, plane, study, series, k + 1,
-                _uid(options, index, "image", view, k), stack.thickness_mm,
-            )
-        folders.append(folder)
+        folders.append(_write_knee_series(root, options, index, view, stack, study, series,
+                                          lambda plane, t: render_knee_slice(anatomy, plane, t, rng, look)))
         n_slices[view] = len(stack.planes)
     return {
         "subject": subject_name(index),
@@ -382,6 +376,19 @@ def _write_knee(root: Path, options: CohortOptions, index: int) -> dict:
         "slice_thickness_mm": {v: s.thickness_mm for v, s in stacks.items()},
         "series_folders": folders,
     }
+
+
+def _write_knee_series(root: Path, options: CohortOptions, index: int, view: str, stack, study, series: SeriesInfo,
+                       render) -> str:
+    """One knee series (either look): ``render(plane, thickness_mm)`` gives each slice's pixels. Returns its folder."""
+    number = series.series_number
+    folder = f"{_KNEE_SERIES[view][1]}_{number}"
+    for k, plane in enumerate(stack.planes):
+        _write_image(
+            root / "study" / folder / f"IM-{number:04d}-{k + 1:04d}.dcm", render(plane, stack.thickness_mm), plane,
+            study, series, k + 1, _uid(options, index, "image", view, k), stack.thickness_mm,
+        )
+    return folder
 
 
 def _write_knee_clinical(root: Path, options: CohortOptions, index: int) -> dict:
@@ -398,7 +405,6 @@ def _write_knee_clinical(root: Path, options: CohortOptions, index: int) -> dict
     n_slices: dict[str, int] = {}
     for view, stack in stacks.items():
         number, prefix, _ = _KNEE_SERIES[view]
-        folder = f"{prefix}_{number}"
         description, protocol, scan_options = series_description(sequence, view)
         series = SeriesInfo(
             series_uid=_uid(options, index, "series", view), series_number=number, description=description,
@@ -409,13 +415,8 @@ def _write_knee_clinical(root: Path, options: CohortOptions, index: int) -> dict
             extra={"Manufacturer": site.manufacturer, "ManufacturerModelName": site.model,
                    "InstitutionName": site.institution, "SequenceName": sequence.sequence_name},
         )
-        for k, plane in enumerate(stack.planes):
-            px = render_clinical_knee_slice(anatomy, plane, stack.thickness_mm, rng, look)
-            _write_image(
-                root / "study" / folder / f"IM-{number:04d}-{k + 1:04d}.dcm", px, plane, study, series, k + 1,
-                _uid(options, index, "image", view, k), stack.thickness_mm,
-            )
-        folders.append(folder)
+        folders.append(_write_knee_series(root, options, index, view, stack, study, series,
+                                          lambda plane, t: render_clinical_knee_slice(anatomy, plane, t, rng, look)))
         n_slices[view] = len(stack.planes)
     return {
         "subject": subject_name(index),
