@@ -95,20 +95,27 @@ def test_study_end_to_end_then_resumes(tmp_path, caplog, monkeypatch):
     assert "torch" in json.loads((settings / "software.json").read_text())
     before = (out / "results.csv").read_bytes()
 
-    # a rerun reuses cohorts, pretraining and finished runs; a run without its results file is run again
+    # a rerun reuses cohorts, pretraining and finished runs; a run without its results file is run again (from
+    # its last checkpoint: here the one its last epoch wrote)
     (out / "runs" / "paper" / "runs" / "lines_n1_s1" / "results_rows.json").unlink()
+    # meanwhile --report-only reports the 7 finished runs, paired on the seeds each cell has, and runs nothing
+    assert main(["experiment", "transfer", "--config", str(config), "--out", str(out), "--report-only"]) == 0
+    md = (out / "results.md").read_text()
+    assert "Partial report: 7 of 8 fine-tuning runs finished (seeds 0)" in md
+    assert not (out / "runs" / "paper" / "runs" / "lines_n1_s1" / "results_rows.json").exists()
     stamp = (out / "pretrain" / "lines" / "model" / "model.safetensors").stat().st_mtime_ns
     caplog.clear()
     assert main(["experiment", "transfer", "--config", str(config), "--out", str(out)]) == 0
     text = caplog.text
     assert "cohort target: reusing" in text and "pretraining lines: reusing" in text
-    assert text.count("fine-tuning seg") == 1 and "lines_n1_s1: removing an unfinished" in text
+    assert text.count("fine-tuning seg") == 0 and text.count("resuming seg") == 1 and "lines_n1_s1: resuming" in text
     assert (out / "pretrain" / "lines" / "model" / "model.safetensors").stat().st_mtime_ns == stamp
     assert (out / "results.csv").read_bytes() == before  # deterministic runs: the same numbers again
 
     # --jobs 2: the first unfinished run alone (it would prepare shared caches), the rest in worker processes
     for name in ("scratch_n1_s1", "lines_nall_s1"):  # one seed: the same block of the grid
         (out / "runs" / "paper" / "runs" / name / "results_rows.json").unlink()
+        (out / "runs" / "paper" / "runs" / name / "run_plan.json").unlink()  # no plan: started again
     caplog.clear()
     assert main(["experiment", "transfer", "--config", str(config), "--out", str(out), "--jobs", "2"]) == 0
     assert caplog.text.count("fine-tuning seg") == 2 and "lines_nall_s1: finished" in caplog.text

@@ -30,10 +30,14 @@ class FakeFinetune:
     def __init__(self) -> None:
         self.calls: list[tuple[str, int, int, str]] = []
         self.transfers: dict[str, str] = {}  # run directory name -> the config's init.transfer
+        self.resumed: list[str] = []  # run directory names continued from their checkpoint
 
     def __call__(self, config, resume=False):
         assert config.optim.epochs == 1  # the experiment's finetune_overrides reached the config
         init, n, seed, output = config.init.init, config.data.labeled_subjects, config.runtime.seed, config.output
+        if resume:
+            assert (Path(output) / "checkpoints").is_dir()
+            self.resumed.append(Path(output).name)
         self.calls.append((str(init), int(n), int(seed), str(output)))
         self.transfers[Path(output).name] = config.init.transfer
         Path(output).mkdir(parents=True, exist_ok=True)
@@ -109,6 +113,56 @@ def test_runs_every_combination_and_reuses(setup):
     assert len(fake.calls) == 19 and summary["ran"] == 1
     saved = json.loads((out / "runs" / "scratch_n1_s0" / "results_rows.json").read_text())
     assert saved["rows"][0]["init"] == "scratch"
+
+
+def test_a_stopped_run_resumes_and_report_only_runs_nothing(setup):
+    from PlaneSSLLib.training.engine import last_checkpoint
+
+    fake, raw, tmp = setup
+    out = tmp / "exp"
+    config = exp.experiment_config_from_dict(raw)
+    exp.run_transfer_experiment(config, out)
+    assert fake.resumed == [] and len(fake.calls) == 12
+    runs = out / "runs"
+    assert json.loads((runs / "both_n2_s1" / exp.RUN_PLAN).read_text())["fingerprint"] == json.loads(
+        (runs / "both_n2_s1" / "results_rows.json").read_text())["fingerprint"]
+    # stopped part-way: its plan and a checkpoint, no results file -> continued, not started again
+    (runs / "both_n2_s1" / "results_rows.json").unlink()
+    last_checkpoint(runs / "both_n2_s1").parent.mkdir(parents=True)
+    last_checkpoint(runs / "both_n2_s1").write_bytes(b"checkpoint")
+    # stopped before its first checkpoint: started again from nothing
+    (runs / "scratch_n1_s0" / "results_rows.json").unlink()
+    # a checkpoint left by other settings (another plan): removed and started again
+    (runs / "scratch_n4_s1" / "results_rows.json").unlink()
+    last_checkpoint(runs / "scratch_n4_s1").parent.mkdir(parents=True)
+    last_checkpoint(runs / "scratch_n4_s1").write_bytes(b"checkpoint")
+    (runs / "scratch_n4_s1" / exp.RUN_PLAN).write_text('{"fingerprint": "other settings"}')
+
+    # --report-only: nothing runs, nothing is removed, the report holds the 9 finished runs
+    summary = exp.run_transfer_experiment(config, out, report_only=True)
+    assert len(fake.calls) == 12 and summary["finished"] == 9 and summary["ran"] == 0
+    assert last_checkpoint(runs / "scratch_n4_s1").is_file()
+    md = (out / "results.md").read_text()
+    assert next(line for line in md.splitlines() if line.startswith("| 4 |"))  # count 4 still has seed 0
+
+    summary = exp.run_transfer_experiment(config, out)
+    assert fake.resumed == ["both_n2_s1"] and len(fake.calls) == 15 and summary["ran"] == 3
+    assert json.loads((runs / "both_n2_s1" / "results_rows.json").read_text())["resumed"] is True
+    assert not last_checkpoint(runs / "scratch_n4_s1").is_file()  # the stale run's folder was cleared
+
+
+def test_report_only_without_runs_is_a_clean_error(setup, capsys):
+    from training_cli.main import main
+
+    _, raw, tmp = setup
+    path = tmp / "exp.yaml"
+    path.write_text(yaml.safe_dump(raw))
+    assert main(["experiment", "transfer", "--config", str(path), "--out", str(tmp / "none"), "--report-only"]) != 0
+    assert "no such directory" in capsys.readouterr().err
+    (tmp / "empty").mkdir()
+    assert main(["experiment", "transfer", "--config", str(path), "--out", str(tmp / "empty"), "--report-only"]) != 0
+    err = capsys.readouterr().err
+    assert "no finished fine-tuning run" in err and "Traceback" not in err
 
 
 def test_inits_may_choose_their_transfer_mode(setup):

@@ -70,6 +70,8 @@ RESULT_COLUMNS = ("task", "init", "labeled_subjects", "seed", "metric", "value")
 HEADLINE_METRICS = {name: (kind.headline, kind.description) for name, kind in FINETUNE_KINDS.items()}
 #: an init's weights "pretrained:<name>": the study's pretraining run <name> (training/study.py)
 PRETRAINED_PREFIX = "pretrained:"
+#: a run's plan, written before it starts (its fingerprint): a stopped run with a checkpoint resumes under it
+RUN_PLAN = "run_plan.json"
 _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.+-]*$")
 
 
@@ -356,12 +358,12 @@ def _fingerprint(task: str, finetune: Any, init: str, n: int | str, seed: int) -
 
 
 def _run_one(cfg: ExperimentConfig, name: str, init: Any, n: int | str, seed: int,
-             run_dir: Path) -> list[dict[str, Any]]:
+             run_dir: Path, resume: bool = False) -> list[dict[str, Any]]:
     count = labeled_count(n)
     config = _load_finetune(cfg, init, labeled_subjects=count, seed=seed, output=run_dir)
     if count is None:  # 'all', whatever finetune_overrides say
         config.data.labeled_subjects = None
-    rows = FINETUNE_KINDS[cfg.task].run(config).results_rows()
+    rows = FINETUNE_KINDS[cfg.task].run(config, resume=resume).results_rows()
     # 'all': the rows keep the pool's size that the run reports
     return [{**r, "init": name, "labeled_subjects": count if count is not None else r["labeled_subjects"],
              "seed": seed, "labeled_setting": n} for r in rows]
@@ -372,13 +374,18 @@ def _csv_value(value: Any) -> Any:
 
 
 def _run_and_record(config: ExperimentConfig, name: str, init: Any, n: int | str, seed: int, run_dir: Path,
-                    fp: str) -> list[dict[str, Any]]:
+                    fp: str, resume: bool = False) -> list[dict[str, Any]]:
     """One fine-tuning run, then its ``results_rows.json`` (written last, atomically: a run without it is
-    unfinished and is run again)."""
+    unfinished). ``RUN/run_plan.json`` (the run's fingerprint, written first) lets a stopped run resume from its
+    ``last`` checkpoint (``resume``) instead of starting again."""
     started = time.perf_counter()
-    rows = _run_one(config, name, init, n, seed, run_dir)
+    if not resume:
+        run_dir.mkdir(parents=True, exist_ok=True)
+        atomic_write_text(run_dir / RUN_PLAN, json.dumps({"fingerprint": fp}) + "\n")
+    rows = _run_one(config, name, init, n, seed, run_dir, resume)
     payload = {"fingerprint": fp, "init": init, "rows": rows,
-               "wall_s": round(time.perf_counter() - started, 1)}  # this machine's time for the run
+               # this machine's time for the run (a resumed run: the time since it resumed)
+               "wall_s": round(time.perf_counter() - started, 1), **({"resumed": True} if resume else {})}
     atomic_write_text(run_dir / "results_rows.json", json.dumps(payload, indent=1, default=_csv_value) + "\n")
     return rows
 
@@ -435,56 +442,85 @@ def _run_parallel(pending: list[tuple[int, tuple[Any, ...]]], jobs: int, announc
                 log.info("[%d/%d] %s: finished", i, total, run_dir.name)
 
 
-def run_transfer_experiment(config: ExperimentConfig, out: str | Path, jobs: int = 1) -> dict[str, Any]:
+def _read_json(path: Path) -> Any:
+    try:
+        return json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return None
+
+
+@dataclass
+class RunPlan:
+    """The grid of an experiment folder: finished runs' rows and the runs still to do (with ``resume`` set for
+    a stopped run that left a checkpoint under the same settings)."""
+
+    total: int
+    done: dict[int, list[dict[str, Any]]]
+    pending: list[tuple[int, tuple[Any, ...]]]
+    reused: int
+
+
+def plan_runs(config: ExperimentConfig, out: Path, tidy: bool = True) -> RunPlan:
+    """Which runs of ``config``'s grid under ``out`` are finished (same fingerprint), resumable or to start;
+    ``tidy``: remove folders of stale runs (other settings) and of unfinished runs that cannot resume."""
+    from .engine import last_checkpoint
+
+    combos = [(name, init, n, seed) for name, init in config.inits.items()
+              for n in config.labeled_subjects for seed in config.seeds]
+    plan = RunPlan(len(combos), {}, [], 0)
+    for i, (name, init, n, seed) in enumerate(combos, 1):
+        run_dir = out / "runs" / f"{name}_n{n}_s{seed}"  # n: a count or "all"
+        fp = _fingerprint(config.task, _load_finetune(config, init), init, n, seed)
+        saved = _read_json(run_dir / "results_rows.json")
+        if isinstance(saved, dict) and saved.get("fingerprint") == fp:
+            if tidy:
+                log.info("[%d/%d] %s: reusing %s", i, len(combos), run_dir.name, run_dir / "results_rows.json")
+            plan.done[i] = [{**r, "init": name, "labeled_setting": n} for r in saved["rows"]]
+            plan.reused += 1
+            continue
+        started = _read_json(run_dir / RUN_PLAN)
+        resume = (saved is None and isinstance(started, dict) and started.get("fingerprint") == fp
+                  and last_checkpoint(run_dir).is_file())
+        if tidy and run_dir.exists() and not resume:
+            log.info("[%d/%d] %s: removing an unfinished or stale run", i, len(combos), run_dir.name)
+            shutil.rmtree(run_dir)
+        plan.pending.append((i, (config, name, init, n, seed, run_dir, fp, resume)))
+    return plan
+
+
+def run_transfer_experiment(config: ExperimentConfig, out: str | Path, jobs: int = 1,
+                            report_only: bool = False) -> dict[str, Any]:
     """Run (or reuse) every combination and write the outputs (module docstring); returns a summary dict.
 
     ``jobs`` > 1 runs that many fine-tuning runs at once in worker processes, each with
     :func:`threads_per_job` CPU threads (the first unfinished run goes alone, so it prepares the shared
-    caches). A run's numbers do not depend on ``jobs`` beyond floating-point summation order."""
+    caches). A run's numbers do not depend on ``jobs`` beyond floating-point summation order. A run stopped
+    part-way resumes from its last checkpoint. ``report_only``: run nothing; the outputs hold the finished runs."""
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
-    header = "# resolved PlaneSSL transfer experiment (planessl experiment transfer)\n"
-    atomic_write_text(out / "experiment.yaml", header + yaml.safe_dump(config.to_dict(), sort_keys=False))
-    combos = [(name, init, n, seed) for name, init in config.inits.items()
-              for n in config.labeled_subjects for seed in config.seeds]
-    done: dict[int, list[dict[str, Any]]] = {}
-    pending: list[tuple[int, tuple[Any, ...]]] = []
-    reused = 0
-    for i, (name, init, n, seed) in enumerate(combos, 1):
-        run_dir = out / "runs" / f"{name}_n{n}_s{seed}"  # n: a count or "all"
-        rows_file = run_dir / "results_rows.json"
-        finetune = _load_finetune(config, init)
-        fp = _fingerprint(config.task, finetune, init, n, seed)
-        saved = None
-        if rows_file.is_file():
-            try:
-                saved = json.loads(rows_file.read_text(encoding="utf-8"))
-            except (OSError, ValueError):
-                saved = None
-        if isinstance(saved, dict) and saved.get("fingerprint") == fp:
-            log.info("[%d/%d] %s: reusing %s", i, len(combos), run_dir.name, rows_file)
-            done[i] = [{**r, "init": name, "labeled_setting": n} for r in saved["rows"]]
-            reused += 1
-            continue
-        if run_dir.exists():
-            log.info("[%d/%d] %s: removing an unfinished or stale run", i, len(combos), run_dir.name)
-            shutil.rmtree(run_dir)
-        pending.append((i, (config, name, init, n, seed, run_dir, fp)))
+    if not report_only:
+        header = "# resolved PlaneSSL transfer experiment (planessl experiment transfer)\n"
+        atomic_write_text(out / "experiment.yaml", header + yaml.safe_dump(config.to_dict(), sort_keys=False))
+    plan = plan_runs(config, out, tidy=not report_only)
+    done, pending, total = plan.done, ([] if report_only else plan.pending), plan.total
 
     def announce(i: int, args: tuple[Any, ...]) -> None:
-        _, name, init, n, seed, run_dir, _ = args
+        _, name, init, n, seed, run_dir, _, resume = args
         weights, transfer = init_spec(init)
-        log.info("[%d/%d] %s: fine-tuning %s (init %s%s, %s labelled, seed %d)", i, len(combos), run_dir.name,
-                 config.task, weights, f", transfer {transfer}" if transfer else "", n, seed)
+        log.info("[%d/%d] %s: %s %s (init %s%s, %s labelled, seed %d)", i, total, run_dir.name,
+                 "resuming" if resume else "fine-tuning", config.task, weights,
+                 f", transfer {transfer}" if transfer else "", n, seed)
 
     alone = pending if jobs <= 1 else pending[:1]
     for i, args in alone:
         announce(i, args)
         done[i] = _run_and_record(*args)
     if len(pending) > len(alone):
-        _run_parallel(pending[len(alone):], jobs, announce, done, len(combos))
+        _run_parallel(pending[len(alone):], jobs, announce, done, total)
     all_rows = [r for i in sorted(done) for r in done[i]]
     ran = len(pending)
+    if not all_rows:
+        raise ExperimentRunError(f"{out}: no finished fine-tuning run to report")
 
     buffer = io.StringIO()
     writer = csv.DictWriter(buffer, fieldnames=list(RESULT_COLUMNS), extrasaction="ignore", lineterminator="\n")
@@ -502,6 +538,7 @@ def run_transfer_experiment(config: ExperimentConfig, out: str | Path, jobs: int
     atomic_write_text(out / "results.md", f"{markdown}\n`{metric}`: {description}.\n")
     plot_summary(table, out / "results.png", f"{config.task}: {metric} vs labelled subjects")
     return {"output": str(out), "task": config.task, "metric": metric, "metric_description": description,
-            "runs": len(combos), "ran": ran, "reused": reused, "results_csv": str(out / "results.csv"),
+            "runs": total, "ran": ran, "reused": plan.reused, "finished": len(done),
+            "results_csv": str(out / "results.csv"),
             "results_md": str(out / "results.md"), "results_png": str(out / "results.png"),
             "table": table, "markdown": markdown, "rows": all_rows}

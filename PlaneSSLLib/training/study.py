@@ -46,7 +46,14 @@ import yaml
 
 from ..atomic import atomic_write_text
 from .config import ConfigError
-from .experiment import PRETRAINED_PREFIX, experiment_config_from_dict, pretraining_names, run_transfer_experiment
+from .experiment import (
+    PRETRAINED_PREFIX,
+    ExperimentRunError,
+    experiment_config_from_dict,
+    plan_runs,
+    pretraining_names,
+    run_transfer_experiment,
+)
 
 __all__ = ["CohortSpec", "StudyStages", "PRETRAINED_PREFIX", "run_study", "cohort_flags"]
 
@@ -266,6 +273,43 @@ def _pretext_summaries(out: Path, names: list[str]) -> dict[str, dict[str, Any]]
         if path.is_file():
             found[name] = json.loads(path.read_text(encoding="utf-8"))
     return found
+
+
+def _finished_seeds(rows: list[dict[str, Any]], config: Any, protocols: list[str]) -> list[Any]:
+    """The seeds whose every (protocol, init, labelled count) run has finished."""
+    cells = {(r.get("protocol"), r["init"], str(r.get("labeled_setting", r["labeled_subjects"])), r["seed"])
+             for r in rows}
+    return [seed for seed in config.seeds
+            if all((p, i, str(n), seed) in cells for p in protocols for i in config.inits
+                   for n in config.labeled_subjects)]
+
+
+def study_report_now(config: Any, out: str | Path) -> dict[str, Any]:
+    """The report of the runs a study has finished so far, running nothing (``experiment transfer --report-only``):
+    every finished run counts, each initialisation's gain paired with scratch on the seeds both have."""
+    from .study_report import write_study_report
+
+    out = Path(out)
+    names = pretraining_names(config.inits)
+    folders = {name: out / "cohorts" / name for name in cohort_specs(config.cohorts)}
+    weights = {name: out / "pretrain" / name / "model" for name in names}
+    missing = [f"{p}" for p in [*folders.values(), *weights.values()] if not p.is_dir()]
+    if missing:
+        raise ExperimentRunError(f"{out}: nothing to report yet (not written: {', '.join(missing)}); run the study "
+                                 "command without --report-only")
+    subs = _protocol_configs(config, folders, out, weights)
+    protocols = list(subs)
+    rows: list[dict[str, Any]] = []
+    for protocol, sub in subs.items():
+        plan = plan_runs(sub, out / "runs" / protocol, tidy=False)
+        rows += [{**r, "protocol": protocol} for i in sorted(plan.done) for r in plan.done[i]]
+    if not rows:
+        raise ExperimentRunError(f"{out}: no fine-tuning run of the study has finished yet")
+    total = len(protocols) * len(config.inits) * len(config.labeled_subjects) * len(config.seeds)
+    done = len({(r["protocol"], r["init"], str(r.get("labeled_setting")), r["seed"]) for r in rows})
+    progress = {"runs_done": done, "runs_total": total, "seeds_done": _finished_seeds(rows, config, protocols)}
+    return write_study_report(rows, out, config, protocols, pretext=_pretext_summaries(out, names),
+                              progress=progress if done < total else None)
 
 
 def run_study(config: Any, out: str | Path, stages: StudyStages, jobs: int = 1) -> dict[str, Any]:

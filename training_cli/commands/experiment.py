@@ -38,6 +38,9 @@ def register(sub: argparse._SubParsersAction) -> argparse.ArgumentParser:
     t.add_argument("--out", type=Path, required=True, metavar="DIR", help="output directory (reused on a rerun)")
     t.add_argument("--jobs", type=_positive_int, default=1, metavar="N",
                    help="fine-tuning runs at once, in worker processes sharing the CPU cores (default 1)")
+    t.add_argument("--report-only", action="store_true",
+                   help="run nothing: rewrite the report from the runs finished so far (a study still running or "
+                        "stopped; each gain paired with scratch on the seeds both have)")
     t.set_defaults(func=run_transfer)
     return p
 
@@ -77,11 +80,30 @@ def run_study(config, out: Path, jobs: int = 1) -> int:
     return 0
 
 
+def report_now(config, out: Path) -> int:
+    """``--report-only``: the report of the finished runs (a study's or a plain experiment's), nothing run."""
+    from PlaneSSLLib.training.experiment import run_transfer_experiment
+    from PlaneSSLLib.training.study import study_report_now
+
+    if not out.is_dir():
+        raise CLIError(f"{out}: no such directory (nothing to report)")
+    if config.cohorts:
+        summary = study_report_now(config, out)
+    else:
+        summary = run_transfer_experiment(config, out, report_only=True)
+        print(f"{summary['finished']} of {summary['runs']} runs finished", file=sys.stderr)
+    print(f"wrote {summary['results_csv']}, {summary['results_md']}, {summary['results_png']}", file=sys.stderr)
+    print(summary["markdown"], end="")
+    return 0
+
+
 def run_transfer(args: argparse.Namespace) -> int:
     from PlaneSSLLib.training.config import parse_overrides
     from PlaneSSLLib.training.experiment import load_experiment_config, run_transfer_experiment
 
     config = load_experiment_config(args.config, parse_overrides(args.overrides))
+    if args.report_only:
+        return report_now(config, args.out)
     if config.cohorts:
         return run_study(config, args.out, args.jobs)
     n = len(config.inits) * len(config.labeled_subjects) * len(config.seeds)
