@@ -17,7 +17,7 @@ examples:
 A rerun with the same --out reuses every finished combination (OUT/runs/<init>_n<N>_s<seed>/results_rows.json)
 and continues a stopped one from its last checkpoint. --report-only runs nothing and rewrites the report from
 the runs finished so far, e.g. while a long study runs:
-  planessl experiment transfer --config Resources/Configs/experiment_transfer_clinical.yaml --out runs/study --report-only
+  planessl experiment transfer --config exp.yaml --out runs/exp --report-only
 A config with a 'cohorts' section runs a whole study (cohorts written by 'planessl phantom', pretraining,
 one grid per fine-tuning protocol; every finished stage reused), e.g.
   planessl experiment transfer --config Resources/Configs/experiment_transfer_clinical.yaml --out runs/study
