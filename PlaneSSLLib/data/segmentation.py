@@ -57,7 +57,7 @@ from ..geometry.frames import affine_ras_to_lps
 from ..geometry.planes import ImagePlane
 from ..preprocess.config import PrepareConfig
 from ..preprocess.labels import ACDC_LABEL_NAMES
-from ..preprocess.resample import prepare_image
+from ..preprocess.resample import canonical_sax_plane, pixel_map, prepare_image, sax_apex_direction_lps
 from .cache import (
     IMAGES,
     INDEX,
@@ -190,23 +190,18 @@ def read_label_slices(path: Path, planes: Sequence[ImagePlane]) -> list[np.ndarr
 
 
 def resample_labels_to_plane(labels: np.ndarray, source: ImagePlane, target: ImagePlane) -> np.ndarray:
-    """Nearest-neighbour resampling of a label image from ``source`` onto ``target`` (same orientation).
+    """Nearest-neighbour resampling of a label image from ``source`` onto ``target`` (a parallel plane, any
+    in-plane orientation).
 
-    The same pixel map as ``preprocess.resample.resample_to_plane`` (so labels stay on the image);
-    0 (background) outside the source. Returns uint8 ``target.shape_px``.
+    The same pixel map as ``preprocess.resample.resample_to_plane`` (``pixel_map``: so labels stay on the
+    image); 0 (background) outside the source. Returns uint8 ``target.shape_px``.
     """
     lab = np.asarray(labels)
     if lab.shape != source.shape_px:
         raise ValueError(f"label array {lab.shape} does not match the plane's shape {source.shape_px}")
-    if not (abs(float(source.x_dir_lps @ target.x_dir_lps)) >= 1 - 1e-6
-            and abs(float(source.y_dir_lps @ target.y_dir_lps)) >= 1 - 1e-6):
-        raise ValueError("resample_labels_to_plane needs a target with the source's orientation")
-    (dr_s, dc_s), (dr_t, dc_t) = source.spacing_mm, target.spacing_mm
-    offset_xy, _ = source.lps_to_pixel(target.origin_lps)
-    step_x = dc_t / dc_s * float(source.x_dir_lps @ target.x_dir_lps)
-    step_y = dr_t / dr_s * float(source.y_dir_lps @ target.y_dir_lps)
+    matrix, offset = pixel_map(source, target)
     return ndimage.affine_transform(
-        lab.astype(np.uint8), matrix=np.array([step_y, step_x]), offset=np.array([offset_xy[1], offset_xy[0]]),
+        lab.astype(np.uint8), matrix=matrix, offset=offset,
         output_shape=target.shape_px, order=0, mode="constant", cval=0, prefilter=False,
     ).astype(np.uint8, copy=False)
 
@@ -228,6 +223,7 @@ class _Item:
     label: np.ndarray
     pixels: np.ndarray | None = None  # NIfTI: the slice's pixels (rows, cols)
     group: str | None = None  # the subject's diagnosis group, when the data set has one
+    apex_lps: np.ndarray | None = None  # the stack's base -> apex direction (canonical orientation)
 
 
 def _collect(data_dir: Path, config: PrepareConfig, require_labels: bool) -> tuple[list[_Item], list[str], list[Path]]:
@@ -256,6 +252,7 @@ def _collect(data_dir: Path, config: PrepareConfig, require_labels: bool) -> tup
                                f"names ED {ed} / ES {es}")
         subject = subjects.setdefault(study.patient_key, len(subjects))
         planes = stack.planes
+        apex = sax_apex_direction_lps(planes)
         s_mm = [float(planes[0].normal_lps @ p.origin_lps) for p in planes]
         for kind, (phase, path) in enumerate(((ed, ed_path), (es, es_path))):
             label_files.append(path)
@@ -266,7 +263,7 @@ def _collect(data_dir: Path, config: PrepareConfig, require_labels: bool) -> tup
                     raise SegDataError(f"{pos.frames[0].path.parent}: slice {k + 1} of {len(planes)} has no image of "
                                        f"phase {phase} ({len(pos.frames)} of {stack.n_phases} phases present)")
                 items.append(_Item(subject, study.patient_key, study.key, kind, phase, k, len(planes), s_mm[k],
-                                   frame.path, frame.frame_index, pos.plane, lab))
+                                   frame.path, frame.frame_index, pos.plane, lab, apex_lps=apex))
     if not items:
         raise SegDataError(f"{data_dir}: no SAX stack with ED/ES labels found ({len(result.studies)} studies; "
                            + "; ".join(notes[:3]) + ")")
@@ -283,11 +280,12 @@ def _collect_volumes(volumes: Sequence[LabelledVolume]) -> list[_Item]:
             planes = planes_from_affine_ras(v.affine_ras, v.image.shape)
         except ValueError as exc:
             raise SegDataError(f"subject {v.subject_key}: unusable NIfTI affine ({exc})") from None
+        apex = sax_apex_direction_lps(planes)
         s_mm = [float(planes[0].normal_lps @ p.origin_lps) for p in planes]
         for k, plane in enumerate(planes):
             items.append(_Item(subject, v.subject_key, v.subject_key, v.phase_kind, v.frame, k, len(planes), s_mm[k],
                                None, 0, plane, slice_image(v.label, k), slice_image(v.image, k).astype(np.float32),
-                               v.group))
+                               v.group, apex))
     return items
 
 
@@ -343,8 +341,10 @@ def _write_seg_cache(tmp: Path, items: list[_Item], config: PrepareConfig, key: 
             with warnings.catch_warnings():
                 warnings.simplefilter("ignore")
                 pixels = read_file_frames(it.frame_path, [it.frame_index])[0]
+        target = (canonical_sax_plane(it.plane, it.apex_lps, config.spacing_mm, size)
+                  if config.sax_orientation == "canonical" and it.apex_lps is not None else None)
         img, dst = prepare_image(pixels, it.plane, config.spacing_mm, size, config.normalisation,
-                                 config.clip_percentiles, config.antialias)
+                                 config.clip_percentiles, config.antialias, target)
         images[i] = img.astype(config.dtype)
         labels[i] = resample_labels_to_plane(it.label, it.plane, dst)
         index[i] = (it.subject, it.subject_key, it.study_key, it.kind, it.phase, it.k, it.n_k, it.location_mm,

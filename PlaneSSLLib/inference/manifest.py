@@ -111,6 +111,8 @@ def _check_input(manifest: dict[str, Any], config: Any, source: str) -> None:
              and all(_is_number(s) and MIN_PIXEL_SPACING_MM <= s <= MAX_SPACING_MM for s in spacing),
              source, "input.spacing_mm",
              f"must be two finite numbers in [{MIN_PIXEL_SPACING_MM:g}, {MAX_SPACING_MM:g}] mm, got {spacing!r}")
+    _require(inp.get("sax_orientation", "stored") in ("stored", "canonical"), source, "input.sax_orientation",
+             f"must be stored or canonical, got {inp.get('sax_orientation')!r}")
     if "channels" in inp:
         _require(inp["channels"] == config_in_channels(config), source, "input.channels",
                  f"is {inp['channels']!r}, the architecture reads {config_in_channels(config)}")
@@ -231,6 +233,8 @@ class InputPreparation:
     spacing_mm: float
     normalisation: str
     clip_percentiles: tuple[float, float]
+    #: SAX slices as stored, or resampled onto the standard display orientation (``preprocess.resample``)
+    sax_orientation: str = "stored"
 
 
 @dataclass(frozen=True)
@@ -249,7 +253,8 @@ class ValidatedManifest:
         inp, norm = self.manifest["input"], self.manifest["intensity_normalisation"] or {}
         low, high = (float(v) for v in norm.get("clip_percentiles", (0.5, 99.5)))
         return InputPreparation(int(inp["size_hw"][0]), float(inp["spacing_mm"][0]),
-                                str(norm.get("method", "minmax")), (low, high))
+                                str(norm.get("method", "minmax")), (low, high),
+                                str(inp.get("sax_orientation", "stored")))
 
 
 def _check_format(manifest: Any, source: str) -> None:
@@ -347,6 +352,7 @@ def build_manifest(
     channels: list[str] | None = None,
     input_size_hw: tuple[int, int] | list[int],
     input_spacing_mm: tuple[float, float] | list[float] | float,
+    input_sax_orientation: str = "stored",
     intensity_normalisation: dict[str, Any] | None = None,
     label_names: list[str] | None = None,
     terminology: dict[str, Any] | None = None,
@@ -379,6 +385,8 @@ def build_manifest(
             "channels": in_channels,
             "size_hw": [int(s) for s in input_size_hw],
             "spacing_mm": [float(s) for s in input_spacing_mm],
+            # canonical: SAX slices resampled onto the standard display orientation (absent: as stored)
+            **({"sax_orientation": input_sax_orientation} if input_sax_orientation != "stored" else {}),
         },
         "intensity_normalisation": intensity_normalisation,
         "label_names": label_names,

@@ -49,7 +49,7 @@ from ..geometry.plane_fit import (
 )
 from ..geometry.planes import ImagePlane, angle_between_normals_deg, unit
 from ..geometry.stacks import stack_normal_lps
-from ..preprocess.resample import normalise_intensity, prepare_image
+from ..preprocess.resample import canonical_sax_plane, normalise_intensity, prepare_image
 from .line_fit import fit_line
 from .unet_numpy import NumpyUNet, load_numpy_unet
 from .weights import WeightsError
@@ -286,20 +286,9 @@ def load_planning_model(weights: str | Path, device: str = "cpu", backend: str =
 
 def canonical_sax_grid(plane: ImagePlane, apex_direction_lps: np.ndarray, spacing_mm: float,
                        size_px: int) -> ImagePlane:
-    """The prepared grid of a SAX slice in the standard display orientation, whatever the stored one:
-    seen from the apex, the patient's left towards +column, rows running posterior/inferior
-    (columns along the patient's L projected into the slice). Centred on the slice's centre."""
-    w = unit(apex_direction_lps)
-    left = np.array([1.0, 0.0, 0.0])
-    x = left - float(left @ w) * w
-    if np.linalg.norm(x) < 1e-6:
-        x = np.array([0.0, 1.0, 0.0]) - float(w[1]) * w
-    x = unit(x)
-    y = unit(np.cross(w, x))
-    if float(y @ np.cross(left, w)) < 0:
-        y = -y
-    return ImagePlane.centred(plane.centre_lps, x, y, (float(spacing_mm), float(spacing_mm)),
-                              (int(size_px), int(size_px)))
+    """The prepared grid of a SAX slice in the standard display orientation (``preprocess.resample.
+    canonical_sax_plane``, the grid segmentation uses with ``sax_orientation: canonical``)."""
+    return canonical_sax_plane(plane, apex_direction_lps, spacing_mm, size_px)
 
 
 def prepare_on_grid(pixels: np.ndarray, source: ImagePlane, grid: ImagePlane, normalisation: str,

@@ -9,8 +9,9 @@ decoder output (the ``"lines"`` key of ``PlaneSSLNet.forward``, ``line_channels`
 classes) holds the class logits, and it has no location head. Steps of :func:`segment_stack`:
 
 1. each SAX slice of the chosen cine phase is normalised and resampled onto the prepared grid
-   exactly as in training (``preprocess.resample.prepare_image`` with the manifest's spacing, size and
-   normalisation);
+   exactly as in training (``preprocess.resample.prepare_image`` with the manifest's spacing, size,
+   normalisation and SAX orientation: as stored, or the standard display orientation of
+   ``canonical_sax_plane`` when ``input.sax_orientation`` is ``canonical``);
 2. the network gives class probabilities (softmax) on that grid;
 3. the probabilities are resampled back onto each original slice (linear, anti-aliased; outside
    the prepared field of view the slice is background) and the arg-max is taken;
@@ -46,7 +47,7 @@ from ..dicom.stack_phases import phase_count, phase_frames, stack_gaps_mm
 from ..dicom.stacks import SaxStack, find_sax_stack
 from ..errors import InputError
 from ..geometry.planes import ImagePlane
-from ..preprocess.resample import prepare_image, resample_to_plane
+from ..preprocess.resample import canonical_sax_plane, prepare_image, resample_to_plane, sax_apex_direction_lps
 from .manifest import WeightsError
 from .unet_numpy import NumpyUNet, load_numpy_unet
 
@@ -86,6 +87,7 @@ class SegModel:
     normalisation: str
     clip_percentiles: tuple[float, float]
     label_names: list[str]
+    sax_orientation: str = "stored"  #: the manifest's ``input.sax_orientation`` (how training prepared slices)
 
     @property
     def n_classes(self) -> int:
@@ -114,7 +116,7 @@ def load_seg_model(path: str | Path, device: str | torch.device = "cpu", backend
         net = net.to(memory_format=torch.channels_last)  # 2-3x faster convolutions, same results
     prep = validated.preparation
     return SegModel(net, validated.manifest, prep.size_px, prep.spacing_mm, prep.normalisation,
-                    prep.clip_percentiles, list(validated.manifest["label_names"]))
+                    prep.clip_percentiles, list(validated.manifest["label_names"]), prep.sax_orientation)
 
 
 def predict_probabilities(net: PlaneSSLNet | NumpyUNet, images: np.ndarray, batch_size: int = 16) -> np.ndarray:
@@ -220,9 +222,11 @@ def segment_images(model: SegModel, pixels: Sequence[np.ndarray], planes: Sequen
     """Labels ``(k, rows, cols)`` uint8 of images ``pixels[k]`` (modality values) on ``planes[k]``
     (one equally shaped stack; steps 1-4 of the module docstring)."""
     prepared, grids = [], []
+    apex = sax_apex_direction_lps(list(planes)) if model.sax_orientation == "canonical" else None
     for px, plane in zip(pixels, planes, strict=True):
+        target = canonical_sax_plane(plane, apex, model.spacing_mm, model.size_px) if apex is not None else None
         img, grid = prepare_image(px, plane, model.spacing_mm, model.size_px, model.normalisation,
-                                  model.clip_percentiles)
+                                  model.clip_percentiles, target=target)
         prepared.append(img)
         grids.append(grid)
     probs = predict_probabilities(model.net, np.stack(prepared), batch_size)

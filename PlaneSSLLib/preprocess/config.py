@@ -99,6 +99,8 @@ class PrepareConfig:
         antialias: Gaussian prefilter when downsampling.
         anatomy: "auto", "heart" or "knee" (passed to view identification).
         overrides: series folder name / description / key → view label.
+        sax_orientation: "stored" (the file's in-plane orientation) or "canonical" (segmentation's SAX slices
+            in the standard display orientation: ``preprocess.resample.canonical_sax_plane``).
     """
 
     spacing_mm: float = 1.26
@@ -109,6 +111,7 @@ class PrepareConfig:
     antialias: bool = True
     anatomy: str = "auto"
     overrides: dict[str, str] = field(default_factory=dict)
+    sax_orientation: str = "stored"
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "clip_percentiles", tuple(float(v) for v in self.clip_percentiles))
@@ -132,11 +135,15 @@ class PrepareConfig:
             raise ConfigError(f"dtype must be one of {', '.join(_DTYPES)}, got {self.dtype!r}")
         if self.anatomy not in ("auto", "heart", "knee"):
             raise ConfigError(f"anatomy must be auto, heart or knee, got {self.anatomy!r}")
+        if self.sax_orientation not in ("stored", "canonical"):
+            raise ConfigError(f"sax_orientation must be stored or canonical, got {self.sax_orientation!r}")
 
     def to_dict(self) -> dict[str, Any]:
         d = asdict(self)
         d["clip_percentiles"] = list(self.clip_percentiles)
         d["spacing_mm"] = float(self.spacing_mm)
+        if self.sax_orientation == "stored":  # the default: absent, so caches keyed before it keep their keys
+            del d["sax_orientation"]
         return d
 
     def digest(self) -> str:

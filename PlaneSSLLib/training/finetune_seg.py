@@ -56,6 +56,7 @@ from ..inference.weights import build_manifest, export_weights
 from ..models import PlaneSSLNet, UNetConfig
 from ..preprocess.config import PrepareConfig
 from ..preprocess.labels import ACDC_LABEL_NAMES, terminology_record
+from ..preprocess.resample import SAX_ORIENTATIONS
 from .config import ConfigError, RunConfig, TrainOptim, TrainRuntime, check_choice, check_minimums, run_config_loaders
 from .distributed import DistInfo, barrier
 from .engine import Engine, Task
@@ -96,6 +97,9 @@ class SegDataConfig:
     spacing_mm: float = 1.26
     image_size: int = 224
     normalisation: str = "minmax"
+    #: stored: SAX slices in the file's orientation; canonical: resampled onto the standard display orientation
+    #: from the geometry (sites store images rotated and mirrored), in training and in every prediction after
+    sax_orientation: str = "stored"
     val_fraction: float = 0.2
     test_fraction: float = 0.2
     split_seed: int = 0  #: seed of the pool/val/test split (kept fixed across labelled-subset seeds)
@@ -183,6 +187,7 @@ def _check(cfg: FinetuneSegConfig, bad) -> None:
     if d.image_size < 8 or d.image_size % 2 ** (m.levels - 1):
         bad("data.image_size", f"{d.image_size} must be >= 8 and divisible by 2**(model.levels-1)")
     check_choice(bad, "data.normalisation", d.normalisation, ("minmax", "zscore"))
+    check_choice(bad, "data.sax_orientation", d.sax_orientation, SAX_ORIENTATIONS)
     for key in ("val_fraction", "test_fraction"):
         if not 0.0 <= getattr(d, key) < 1.0:
             bad(f"data.{key}", f"must be in [0, 1), got {getattr(d, key)}")
@@ -271,7 +276,7 @@ def _open_data(config: FinetuneSegConfig) -> SliceCache:
         if d.format == "auto":
             log.info("data.root %s: detected the %s layout", spec.root, spec.format)
         prep = PrepareConfig(spacing_mm=d.spacing_mm, size_px=d.image_size, normalisation=d.normalisation,
-                             dtype="float32", anatomy="heart")
+                             dtype="float32", anatomy="heart", sax_orientation=d.sax_orientation)
         root = Path(d.cache) if d.cache else Path(config.output).parent / "seg_cache"
         cache = prepare_seg_cache(spec, root, prep)
     else:
@@ -280,6 +285,10 @@ def _open_data(config: FinetuneSegConfig) -> SliceCache:
     if (h, w) != (d.image_size, d.image_size) or abs(cache.spacing_mm - d.spacing_mm) > 1e-9:
         raise ConfigError([f"data.cache: {cache.path} holds {h}x{w} px at {cache.spacing_mm} mm, the config asks for "
                            f"{d.image_size} px at {d.spacing_mm} mm"])
+    held = str(cache.meta.get("config", {}).get("sax_orientation", "stored"))
+    if held != d.sax_orientation:
+        raise ConfigError([f"data.cache: {cache.path} holds SAX slices in the {held} orientation, the config asks "
+                           f"for {d.sax_orientation} (data.sax_orientation)"])
     return cache
 
 
@@ -519,6 +528,7 @@ class SegTask(Task):
         manifest = build_manifest(
             self.model_config, "seg", views=["SAX"], channels=list(ACDC_LABEL_NAMES),
             input_size_hw=cache.image_shape, input_spacing_mm=cache.spacing_mm,
+            input_sax_orientation=str(cache.meta["config"].get("sax_orientation", "stored")),
             intensity_normalisation=cache.meta["normalisation"], label_names=list(ACDC_LABEL_NAMES),
             terminology=terminology_record(),
             training_config={**config.to_dict(), "labeled_subject_count": len(self.labeled),
