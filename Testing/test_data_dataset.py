@@ -22,7 +22,7 @@ from PlaneSSLLib.data.targets import line_heatmaps  # noqa: E402
 from PlaneSSLLib.dicom.nifti import read_label_nifti  # noqa: E402
 from PlaneSSLLib.geometry import image_line  # noqa: E402
 from PlaneSSLLib.geometry.frames import ras_to_lps  # noqa: E402
-from PlaneSSLLib.phantoms import CohortOptions, write_cohort  # noqa: E402
+from PlaneSSLLib.phantoms import CohortOptions, acl_torn, plan_knee_stacks, sample_knee, write_cohort  # noqa: E402
 from PlaneSSLLib.preprocess.codes import VIEW_CODES, VIEW_NAMES  # noqa: E402
 from PlaneSSLLib.preprocess.config import PrepareConfig  # noqa: E402
 
@@ -131,6 +131,51 @@ def test_knee_channels(knee):
         assert not ds.line_valid[own, k].any()
         assert ds.line_valid[own].sum(dim=1).eq(2).all()
     assert ds.location_valid.all()
+
+
+def _knee_angle_to_deg(lines: torch.Tensor, direction_xy: tuple[float, float]) -> np.ndarray:
+    """Angle (deg) between each line (a, b, d) and the pixel direction ``direction_xy``."""
+    a, b = lines[:, 0].numpy(), lines[:, 1].numpy()
+    along = np.abs(-b * direction_xy[0] + a * direction_xy[1])  # |line direction (-b, a) . direction|
+    return np.degrees(np.arccos(np.clip(along, 0.0, 1.0)))
+
+
+def test_knee_partner_lines_are_fixed_anatomical_planes(knee):
+    """Every axial slice's COR and SAG lines run through the joint centre (the middle coronal slice lies 2 mm behind
+    it, the middle sagittal slice through it: the simple knee's coverage), so both are identifiable from the image.
+    The COR channel is the one whose direction depends on the input view (vertical in SAG images, horizontal in AX
+    images; SAG lines are vertical and AX lines horizontal in every view that has them): a network must tell an
+    axial from a sagittal image to draw it, which is why AX <- COR is the last knee pair it learns."""
+    cache = open_cache(knee)
+    ds = PretextDataset(cache)
+    ix = cache.index
+    anatomies = [sample_knee(np.random.default_rng([1, i, 0]), acl_torn(1, i)) for i in range(5)]
+    sag_normals = [plan_knee_stacks(k, np.random.default_rng([1, i, 1]), 64)["SAG"].planes[0].normal_lps
+                   for i, k in enumerate(anatomies)]
+    ax = ds.view.numpy() == VIEW_CODES["AX"]
+    checked = 0
+    for subject in range(cache.n_subjects):
+        rows = np.flatnonzero(ax & (ds.subject.numpy() == subject))
+        sag_row = int(np.flatnonzero((ix["subject"] == subject) & (ix["view"] == VIEW_CODES["SAG"]))[0])
+        normal = cache.plane(sag_row).normal_lps
+        knee = anatomies[int(np.argmax([abs(float(normal @ n)) for n in sag_normals]))]
+        for i in rows:
+            # the joint centre projected along the axial normal
+            xy, _ = cache.plane(int(ds.rows[i])).lps_to_pixel(knee.origin_lps)
+            for view, expected_mm in (("COR", 2.0), ("SAG", 0.0)):
+                a, b, d = ds.lines[i, ds.channels.index(view)].tolist()
+                assert abs(abs(a * xy[0] + b * xy[1] + d) * CONFIG.spacing_mm - expected_mm) < 4.0, (subject, view)
+            checked += 1
+    assert checked >= 5 * 20
+    view = ds.view.numpy()
+    k = {name: ds.channels.index(name) for name in ds.channels}
+    vertical, horizontal = (0.0, 1.0), (1.0, 0.0)
+    for image_view, channel, direction in (("SAG", "COR", vertical), ("AX", "COR", horizontal),
+                                           ("COR", "SAG", vertical), ("AX", "SAG", vertical),
+                                           ("SAG", "AX", horizontal), ("COR", "AX", horizontal)):
+        sel = torch.from_numpy(view == VIEW_CODES[image_view])
+        angles = _knee_angle_to_deg(ds.lines[sel, k[channel]], direction)
+        assert np.median(angles) < 15.0 and angles.max() < 30.0, (image_view, channel, np.median(angles))
 
 
 def test_pair_config_variants(heart):

@@ -122,6 +122,37 @@ def test_the_joint_is_asymmetric():
     assert _mirror_mismatch(knee) > 1.5 * _mirror_mismatch(simple)  # measured: 0.089 against 0.045
 
 
+def _meniscus_horns_mm(knee, m_mm: float) -> tuple[float, float]:
+    """(anterior, posterior) horn length front to back in the sagittal plane at ``m_mm``, 1 mm above the plateau."""
+    ac = float(knee.tibia_centre_a_mm)
+    a = np.arange(ac - 30.0, ac + 30.0, 0.1, dtype=np.float32)
+    m = np.full(a.shape, m_mm, np.float32)
+    s = knee.plateau_surface(m, a) + np.float32(1.0)
+    meniscus = knee.codes_k((m, a, s.astype(np.float32))) == T.MENISCUS
+    return 0.1 * float(meniscus[a > ac].sum()), 0.1 * float(meniscus[a < ac].sum())
+
+
+def test_menisci_and_side_tendons_tell_medial_from_lateral():
+    """Sagittal cues of the side: the medial posterior meniscal horn about twice the anterior one, the lateral horns
+    alike; the popliteus and biceps femoris tendons only laterally, the semimembranosus only medially."""
+    knee = sample_clinical_knee(np.random.default_rng(0), "intact", KNEE_SEQUENCES["PDFS"])
+    for d in (16.0, 22.0, 28.0):
+        ant, post = _meniscus_horns_mm(knee, d)
+        assert post > 1.6 * ant > 0, (d, ant, post)
+        ant, post = _meniscus_horns_mm(knee, -d)
+        assert 0.75 * ant < post < 1.33 * ant, (-d, ant, post)
+    simple = sample_knee(np.random.default_rng(0), False)
+    assert simple.meniscus_horns_mm is None and simple.side_tendons is None
+    for name, side in (("popliteus", -1), ("biceps_femoris", -1), ("semimembranosus", 1)):
+        points, radius = knee.side_tendons[name]
+        assert np.all(side * points[:, 0] > 15.0), name  # wholly on its side of the joint
+        mid = 0.5 * (points[0] + points[1])
+        assert knee.codes_k(tuple(np.array([x], np.float32) for x in mid))[0] == T.TENDON, name
+    # The same knee otherwise: the new structures are drawn after every earlier draw.
+    again = sample_clinical_knee(np.random.default_rng(0), "intact", KNEE_SEQUENCES["PDFS"])
+    assert knee.fibula_head_k()[0].tolist() == again.fibula_head_k()[0].tolist()
+
+
 def test_sagittal_coverage_is_the_bone_plus_a_few_mm():
     knee = sample_clinical_knee(np.random.default_rng(3), "partial", KNEE_SEQUENCES["PD"])
     coverage = clinical_knee_coverage(knee, np.random.default_rng(4))

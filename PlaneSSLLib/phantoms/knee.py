@@ -154,6 +154,8 @@ class KneeAnatomy:
     patellar_tendon_m_mm: float = 0.0  # medial offset of the patellar tendon (negative: lateral)
     mcl_radius_mm: float = 2.5
     acl_stump_k: np.ndarray | None = None  # complete tear: wavy tibial stump polyline (points, canonical frame)
+    meniscus_horns_mm: tuple[float, float, float] | None = None  # clinical: medial anterior, medial posterior, lateral
+    side_tendons: dict[str, tuple[np.ndarray, float]] | None = None  # clinical: name -> (polyline_k, radius mm)
 
     def frame_to_lps(self, k_points: np.ndarray) -> np.ndarray:
         """Canonical knee-frame points ``(..., 3)`` → LPS (mm)."""
@@ -272,13 +274,16 @@ class KneeAnatomy:
             cm, ca = sign * 22.0, self.tibia_centre_a_mm - (1.0 if side == "medial" else -1.0)
             dm, dA = m - np.float32(cm), a - np.float32(ca)
             rho = np.sqrt(dm * dm + dA * dA)
-            r_in = 8.5
+            r_in = 8.5 if self.meniscus_horns_mm is None else self._meniscus_inner_radius(side, r_out, dA, rho)
             h = 6.5 * np.clip((rho - r_in) / (r_out - r_in), 0, 1)
             cos_open = (-sign * dm) / np.maximum(rho, 1e-3)  # towards the notch
             ring = (rho >= r_in) & (rho <= r_out) & (cos_open < np.cos(np.radians(opening)))
             codes[ring & (s >= top) & (s <= top + h)] = T.MENISCUS
 
         # Ligaments and tendons.
+        for points, radius in (self.side_tendons or {}).values():
+            for p0, p1 in zip(points[:-1], points[1:], strict=True):
+                codes[segment_distance2(q, p0, p1)[0] <= np.float32(radius * radius)] = T.TENDON
         acl = (d2_acl <= self.acl_radius_mm**2)
         if self.clinical:
             self._clinical_acl(codes, q, acl, t_acl)
@@ -360,6 +365,15 @@ class KneeAnatomy:
             bruise |= inside_ellipsoid(q, (lat[0] + 2, self.tibia_centre_a_mm - 16, self.plateau_top_mm - 9), (9, 8, 7))
             codes[marrow & bruise] = T.BONE_BRUISE
         return codes
+
+    def _meniscus_inner_radius(self, side: str, r_out: float, d_anterior: np.ndarray, rho: np.ndarray) -> np.ndarray:
+        """Clinical menisci: inner radius of the ring so that its width is ``meniscus_horns_mm`` (the medial
+        meniscus widening from its anterior to its posterior horn, the lateral one of even width)."""
+        ant, post, lat = self.meniscus_horns_mm
+        if side == "lateral":
+            return np.float32(r_out - lat)
+        towards_front = (np.float32(1.0) + d_anterior / np.maximum(rho, np.float32(1e-3))) * np.float32(0.5)
+        return np.float32(r_out - post) + np.float32(post - ant) * towards_front
 
     def _clinical_acl(self, codes: np.ndarray, q: Coords, acl: np.ndarray, t_acl: np.ndarray) -> None:
         """Paint the clinical ACL by grade: intact; partial (the medial half of the fibres missing over the tear,

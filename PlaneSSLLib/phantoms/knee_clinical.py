@@ -7,7 +7,11 @@ a real knee exam asymmetric and harder to read:
   concave medial and a convex lateral tibial plateau; the fibular head posterolateral, its top
   8–15 mm below the lateral plateau; a patella whose lateral facet is wider than the medial one;
   a patellar tendon inserting lateral of the midline, a broad medial and a thin lateral collateral
-  ligament (to the fibular head);
+  ligament (to the fibular head); the menisci as seen on sagittal images, the medial one C-shaped with
+  a posterior horn about twice as wide as its anterior horn (11–14 against 5.5–7 mm), the lateral one
+  of even width (8.5–10 mm) so that its two horns look alike; the tendons found on one side only: the
+  popliteus (lateral, through the hiatus behind the lateral meniscus), the semimembranosus (inserting
+  posteromedially on the tibia) and the biceps femoris (to the fibular head);
 - coverage: the sagittal stack spans the bone plus 0.5–3 mm on each side (not a fixed ±50 mm);
 - ACL findings as radiologists grade them (``ACL_GRADES``): intact; partial tear (the medial half
   of the fibres missing over the tear, the rest swollen with increased signal, a little oedema);
@@ -106,6 +110,12 @@ _RANGES = {
     "patellar_tendon_lateral_shift_mm": (3.0, 6.0),
     "mcl_radius_mm": (2.5, 3.5),
     "sagittal_margin_mm": (0.5, 3.0),
+    "medial_meniscus_anterior_horn_mm": (5.5, 7.0),
+    "medial_meniscus_posterior_horn_mm": (11.0, 14.0),
+    "lateral_meniscus_horn_mm": (8.5, 10.0),
+    "popliteus_tendon_radius_mm": (2.2, 2.8),
+    "semimembranosus_tendon_radius_mm": (3.5, 4.5),
+    "biceps_femoris_tendon_radius_mm": (3.0, 4.0),
     "coil_bias_over_120mm": (1.15, 1.45),
     "psf_mm": (0.3, 0.55),
 }
@@ -184,7 +194,7 @@ def sample_clinical_knee(rng: np.random.Generator, grade: str, sequence: Sequenc
     gains = rng.uniform(0.9, 1.1, size=N_CLINICAL_KNEE_TISSUES)
     signal = np.array([sequence.contrast[T(i).name] for i in range(N_CLINICAL_KNEE_TISSUES)]) * gains
     signal[T.AIR] = 0.0
-    return dataclasses.replace(
+    knee = dataclasses.replace(
         base,
         condyles=condyles,
         tear_interval=tear,
@@ -201,6 +211,47 @@ def sample_clinical_knee(rng: np.random.Generator, grade: str, sequence: Sequenc
         mcl_radius_mm=_u(rng, r["mcl_radius_mm"]),
         acl_stump_k=stump,
     )
+    # Drawn last, so that every earlier draw (and so the rest of the knee) is the same as without them.
+    return dataclasses.replace(knee, meniscus_horns_mm=(
+        _u(rng, r["medial_meniscus_anterior_horn_mm"]), _u(rng, r["medial_meniscus_posterior_horn_mm"]),
+        _u(rng, r["lateral_meniscus_horn_mm"])), side_tendons=_side_tendons(knee, rng))
+
+
+def _side_tendons(knee: KneeAnatomy, rng: np.random.Generator) -> dict[str, tuple[np.ndarray, float]]:
+    """The tendons that pass on one side of the joint only (canonical frame polylines, radius mm):
+
+    - popliteus (lateral): from the lateral surface of the lateral femoral condyle, below the lateral collateral
+      ligament's origin, through the popliteal hiatus behind the lateral meniscus' posterior horn, down to its
+      muscle on the back of the tibia;
+    - semimembranosus (medial): a thick tendon inserting on the posteromedial tibial condyle just below the joint
+      line, running up behind the medial femoral condyle;
+    - biceps femoris (lateral): inserting on the fibular head beside the lateral collateral ligament, running up
+      behind the lateral side of the femur.
+    """
+    r = _RANGES
+    tm, ta = (float(x) for x in knee.tibia_semi_mm)
+    ac, top = float(knee.tibia_centre_a_mm), float(knee.plateau_top_mm)
+    lat_c, lat_s = knee.condyles["lateral"]
+    fib_c, fib_s = knee.fibula_head_k()
+    hiatus = 16.0 + 2.5  # just outside the lateral meniscus ring (centre m = -22, outer radius 16), at 45 degrees
+    popliteus = np.array([
+        [lat_c[0] - 0.85 * lat_s[0], lat_c[1] + 0.1 * lat_s[1], lat_c[2] - 0.55 * lat_s[2]],
+        [-22.0 - hiatus / np.sqrt(2), ac + 1.0 - hiatus / np.sqrt(2), top + 1.0],
+        [-0.45 * tm, ac - ta - 2.0, top - 14.0],
+    ])
+    semimembranosus = np.array([
+        [0.8 * tm, ac - 0.75 * ta, top - 9.0], [0.85 * tm + 3.0, ac - ta - 8.0, top + 25.0],
+        [0.85 * tm + 5.0, ac - ta - 12.0, top + 90.0],
+    ])
+    biceps = np.array([
+        [fib_c[0] - 0.5 * fib_s[0], fib_c[1], fib_c[2] + 0.5 * fib_s[2]], [-tm - 4.0, ac - 0.9 * ta, top + 30.0],
+        [-tm - 6.0, ac - ta - 6.0, top + 90.0],
+    ])
+    return {
+        "popliteus": (popliteus, _u(rng, r["popliteus_tendon_radius_mm"])),
+        "semimembranosus": (semimembranosus, _u(rng, r["semimembranosus_tendon_radius_mm"])),
+        "biceps_femoris": (biceps, _u(rng, r["biceps_femoris_tendon_radius_mm"])),
+    }
 
 
 def clinical_knee_coverage(anatomy: KneeAnatomy, rng: np.random.Generator) -> dict[str, tuple[np.ndarray, float]]:
