@@ -101,7 +101,7 @@ def test_study_end_to_end_then_resumes(tmp_path, caplog, monkeypatch):
     # meanwhile --report-only reports the 7 finished runs, paired on the seeds each cell has, and runs nothing
     assert main(["experiment", "transfer", "--config", str(config), "--out", str(out), "--report-only"]) == 0
     md = (out / "results.md").read_text()
-    assert "Partial report: 7 of 8 fine-tuning runs finished (seeds 0)" in md
+    assert "Partial report: 7 of 8 fine-tuning runs finished (seeds 0 complete)" in md
     assert not (out / "runs" / "paper" / "runs" / "lines_n1_s1" / "results_rows.json").exists()
     stamp = (out / "pretrain" / "lines" / "model" / "model.safetensors").stat().st_mtime_ns
     caplog.clear()

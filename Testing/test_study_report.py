@@ -116,7 +116,8 @@ def test_a_partial_report_says_how_far_the_study_got_and_shows_the_pretext_error
     write_study_report(rows, tmp_path, config, ["paper"], pretext=pretext,
                        progress={"runs_done": 2, "runs_total": 10, "seeds_done": [0]})
     md = (tmp_path / "results.md").read_text()
-    assert md.startswith("# Transfer study") and "Partial report: 2 of 10 fine-tuning runs finished (seeds 0)" in md
+    assert md.startswith("# Transfer study")
+    assert "Partial report: 2 of 10 fine-tuning runs finished (seeds 0 complete)" in md
     assert "| multitask | 120 | 7.2 | 2.0 | 0.061 |" in md and "+0.100" in md
     write_study_report(rows, tmp_path, config, ["paper"])
     assert "Partial report" not in (tmp_path / "results.md").read_text()

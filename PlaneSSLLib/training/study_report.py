@@ -236,8 +236,9 @@ def _num(value: Any) -> float:
 
 def _progress_markdown(progress: dict[str, Any]) -> str:
     seeds = ", ".join(str(s) for s in progress["seeds_done"])
+    done = f"seeds {seeds} complete" if seeds else "no seed complete yet"
     return (f"**Partial report: {progress['runs_done']} of {progress['runs_total']} fine-tuning runs finished "
-            f"(seeds {seeds}).** The study is still running (or was stopped); rerunning its command resumes it and "
+            f"({done}).** The study is still running (or was stopped); rerunning its command resumes it and "
             "rewrites this report.\n\n")
 
 
