@@ -175,3 +175,14 @@ def test_a_stopped_pretraining_resumes_and_a_changed_one_restarts(heart_cohort, 
     _pretrain_stage({**stage, "overrides": {**overrides, "optim.epochs": 1}}, heart_cohort, out, ["lines"])
     assert "resuming" not in caplog.text and "reusing" not in caplog.text
     assert json.loads((run / "done.json").read_text())["epochs"] == 1
+
+
+def test_a_location_only_decoder_is_refused_before_anything_runs(tmp_path, capsys):
+    config = _tiny_study(tmp_path)
+    raw = yaml.safe_load(config.read_text())
+    raw["pretraining"]["tasks"] = {"location": "location"}
+    raw["inits"] = {"scratch": "scratch", "location": "pretrained:location"}
+    config.write_text(yaml.safe_dump(raw))
+    assert main(["experiment", "transfer", "--config", str(config), "--out", str(tmp_path / "s")]) == 2
+    err = capsys.readouterr().err
+    assert "inits.location" in err and "no decoder" in err and not (tmp_path / "s").exists()

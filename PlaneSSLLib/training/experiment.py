@@ -178,6 +178,13 @@ def _check_study(cfg: ExperimentConfig, bad) -> None:
             if tasks.get(name) not in ("lines", "location", "both"):
                 bad(f"pretraining.tasks.{name}", f"the inits use {PRETRAINED_PREFIX}{name}: map it to lines, location "
                                                  f"or both, got {tasks.get(name)!r}")
+        for init_name, value in cfg.inits.items():  # a location-only network has no decoder to transfer
+            weights, transfer = init_spec(value)
+            pretrained = weights[len(PRETRAINED_PREFIX):] if weights.startswith(PRETRAINED_PREFIX) else None
+            if pretrained and tasks.get(pretrained) == "location" and cfg.task == "seg" \
+                    and (transfer or cfg.transfer or "encoder+decoder") != "encoder":
+                bad(f"inits.{init_name}", f"{weights} is a location-only pretraining (no decoder): give it "
+                                          "{weights: ..., transfer: encoder}")
     for name, entry in cfg.protocols.items():
         if not _NAME.match(name):
             bad(f"protocols.{name}", "name must be letters, digits, '_', '-', '.' or '+' (it names a directory)")

@@ -221,7 +221,7 @@ STUDY_NOTE = (
     "\nThis table shows that the pipeline runs end to end, not whether pretraining helps: the demo pretrains on\n"
     "its own few subjects, fine-tunes for 150 steps with 2 seeds and tests on 2 subjects, so its differences lie\n"
     "within the seeds' spread. The study that can answer it (a separate 120-subject pretraining cohort, 12 test\n"
-    "subjects stratified by pathology, 5 paired seeds, 2,400 steps per run, ~13.5 h on 2 idle cores) is one command:\n"
+    "subjects stratified by pathology, 5 paired seeds, 2,400 steps per run, ~11.5 h on 2 idle cores) is one command:\n"
     "  planessl experiment transfer --config Resources/Configs/experiment_transfer_clinical.yaml --out runs/study\n"
     "(README, 'The transfer study').")
 
