@@ -4,7 +4,7 @@ A pretrained line network (manifest task ``lines`` or ``both``, input view SAX) 
 SAX slice where each long-axis view cuts it (``inference.line_fit.fit_line`` per heatmap channel,
 with its confidence); the lines are taken into patient coordinates (LPS mm) through the slice's
 prepared grid (each slice shown to the network in the standard display orientation,
-``canonical_sax_grid``), and ``geometry.plane_fit`` fits one plane per view across the slices,
+``preprocess.resample.canonical_sax_plane``), and ``geometry.plane_fit`` fits one plane per view across the slices,
 robust to outlier slices (``plan_from_lines``: the views share the LV long axis, perpendicular to
 the SAX stack by default, or each is fitted alone). From the proposed 2CH and 4CH planes, the LV
 long axis (where they meet) gives the SAX orientation back. When the study holds a view, the proposed plane is
@@ -30,7 +30,6 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
-from scipy import ndimage
 
 from ..dicom.pixels import read_frame_pixels
 from ..dicom.stack_phases import phase_frames
@@ -49,7 +48,7 @@ from ..geometry.plane_fit import (
 )
 from ..geometry.planes import ImagePlane, angle_between_normals_deg, unit
 from ..geometry.stacks import stack_normal_lps
-from ..preprocess.resample import canonical_sax_plane, normalise_intensity, prepare_image
+from ..preprocess.resample import canonical_sax_plane, prepare_image, sax_apex_direction_lps
 from .line_fit import fit_line
 from .unet_numpy import NumpyUNet, load_numpy_unet
 from .weights import WeightsError
@@ -70,8 +69,6 @@ __all__ = [
     "plan_stack",
     "stack_lines",
     "plan_study",
-    "canonical_sax_grid",
-    "prepare_on_grid",
 ]
 
 LONG_AXIS_VIEWS = ("2CH", "3CH", "4CH")
@@ -284,27 +281,6 @@ def load_planning_model(weights: str | Path, device: str = "cpu", backend: str =
                          prep.clip_percentiles, device)
 
 
-def canonical_sax_grid(plane: ImagePlane, apex_direction_lps: np.ndarray, spacing_mm: float,
-                       size_px: int) -> ImagePlane:
-    """The prepared grid of a SAX slice in the standard display orientation (``preprocess.resample.
-    canonical_sax_plane``, the grid segmentation uses with ``sax_orientation: canonical``)."""
-    return canonical_sax_plane(plane, apex_direction_lps, spacing_mm, size_px)
-
-
-def prepare_on_grid(pixels: np.ndarray, source: ImagePlane, grid: ImagePlane, normalisation: str,
-                    clip_percentiles: tuple[float, float]) -> np.ndarray:
-    """Normalise ``pixels`` (as ``preprocess.resample.prepare_image``) and resample them onto ``grid``, a plane
-    parallel to ``source`` in any in-plane orientation (linear, anti-aliased; outside: the background value)."""
-    img, background = normalise_intensity(pixels, normalisation, clip_percentiles)
-    ratio = grid.spacing_mm[0] / min(source.spacing_mm)
-    if ratio > 1:
-        img = ndimage.gaussian_filter(img, sigma=(ratio - 1) / 2, mode="nearest", truncate=3.0)
-    xy, _ = source.lps_to_pixel(grid.pixel_grid_lps())
-    out = ndimage.map_coordinates(img, [xy[..., 1], xy[..., 0]], order=1, mode="constant", cval=float(background),
-                                  prefilter=False)
-    return out.astype(np.float32, copy=False)
-
-
 def _heatmaps(model: PlanningModel, images: np.ndarray) -> np.ndarray:
     """The network's ``lines`` output ``(N, C, H, W)`` float32 of prepared images ``(N, H, W)``."""
     if isinstance(model.net, NumpyUNet):
@@ -321,21 +297,21 @@ def predict_sax_lines(model: PlanningModel, pixels: Sequence[np.ndarray], planes
     """Per long-axis view, the predicted line on each SAX slice in LPS (None where the heatmap shows none).
 
     ``orientation``: ``canonical`` shows the network every slice in the standard display orientation
-    (``canonical_sax_grid``: sites store images rotated and mirrored, the geometry says how);
+    (``preprocess.resample.canonical_sax_plane``: sites store images rotated and mirrored, the geometry says how);
     ``stored`` as the file stores it, exactly as in pretraining.
     """
     if orientation not in ("canonical", "stored"):
         raise ValueError(f"unknown orientation {orientation!r} (canonical or stored)")
-    n = unit(stack_normal_lps(list(planes)))
-    apex = n if n @ APEX_PRIOR_LPS >= 0 else -n
+    apex = sax_apex_direction_lps(list(planes))
     prepared, grids = [], []
     for px, plane in zip(pixels, planes, strict=True):
         if orientation == "stored":
             img, grid = prepare_image(px, plane, model.spacing_mm, model.size_px, model.normalisation,
                                       model.clip_percentiles)
         else:
-            grid = canonical_sax_grid(plane, apex, model.spacing_mm, model.size_px)
-            img = prepare_on_grid(px, plane, grid, model.normalisation, model.clip_percentiles)
+            img, grid = prepare_image(px, plane, model.spacing_mm, model.size_px, model.normalisation,
+                                      model.clip_percentiles, target=canonical_sax_plane(plane, apex, model.spacing_mm,
+                                                                                         model.size_px))
         prepared.append(img)
         grids.append(grid)
     heat = _heatmaps(model, np.ascontiguousarray(np.stack(prepared), dtype=np.float32))
