@@ -28,7 +28,7 @@ def _tiny_study(tmp: Path) -> Path:
                                       "runtime.progress": "none", "runtime.plot": False}},
         "protocols": {"paper": {"config": str(CONFIGS / "finetune_seg_paper.yaml"),
                                 "overrides": {"split.test_subjects": 2, "split.val_subjects": 1}}},
-        "labeled_subjects": [1, "all"], "seeds": [0, 1],
+        "labeled_subjects": [1, "all"], "seeds": [0, 1], "first_labeled_subjects": [1],
         "inits": {"scratch": "scratch", "lines": "pretrained:lines"},
         "finetune_overrides": {**size, "optim.epochs": 1, "optim.steps_per_epoch": 2},
         "report": {"bootstrap": 200},
@@ -81,11 +81,13 @@ def test_study_end_to_end_then_resumes(tmp_path, caplog, monkeypatch):
     assert "Partial report" not in md and "## Pretext tasks on held-out subjects" in md and "| lines |" in md
     pretext = json.loads((out / "pretrain" / "lines" / "pretext_eval.json").read_text())
     assert pretext["overall"]["n_images"] > 0 and 0.0 <= pretext["overall"]["median_angle_deg"] <= 90.0
-    # seed-major: every init and count of seed 0 first, then a partial report, then seed 1
+    # first_labeled_subjects [1]: 1 labelled for seed 0 and seed 1 first, then 'all' seed by seed, a partial report
+    # after each step
     started = [line.split(": fine-tuning")[0].rsplit(" ", 1)[-1] for line in caplog.text.splitlines()
                if "fine-tuning seg" in line]
-    assert [r.endswith("_s0") for r in started] == [True] * 4 + [False] * 4
-    assert "study report after seed 0 (4 of 8 runs)" in caplog.text
+    assert [r.split("_", 1)[1] for r in started] == ["n1_s0"] * 2 + ["n1_s1"] * 2 + ["nall_s0"] * 2 + ["nall_s1"] * 2
+    assert "study report after step 1 of 4 (2 runs finished)" in caplog.text
+    assert "study report after step 3 of 4 (6 runs finished)" in caplog.text
     rows_file = out / "runs" / "paper" / "runs" / "scratch_n1_s0" / "results_rows.json"
     assert json.loads(rows_file.read_text())["wall_s"] > 0
     assert (out / "results.png").stat().st_size > 1000
@@ -102,6 +104,7 @@ def test_study_end_to_end_then_resumes(tmp_path, caplog, monkeypatch):
     assert main(["experiment", "transfer", "--config", str(config), "--out", str(out), "--report-only"]) == 0
     md = (out / "results.md").read_text()
     assert "Partial report: 7 of 8 fine-tuning runs finished (seeds 0 complete)" in md
+    assert "per protocol and labelled count: paper 1 labelled 3/4; paper all labelled 4/4." in md
     assert not (out / "runs" / "paper" / "runs" / "lines_n1_s1" / "results_rows.json").exists()
     stamp = (out / "pretrain" / "lines" / "model" / "model.safetensors").stat().st_mtime_ns
     caplog.clear()
@@ -112,7 +115,7 @@ def test_study_end_to_end_then_resumes(tmp_path, caplog, monkeypatch):
     assert (out / "pretrain" / "lines" / "model" / "model.safetensors").stat().st_mtime_ns == stamp
     assert (out / "results.csv").read_bytes() == before  # deterministic runs: the same numbers again
 
-    # --jobs 2: the first unfinished run alone (it would prepare shared caches), the rest in worker processes
+    # --jobs 2: every run in a worker process (runs have finished here, so the shared caches exist)
     for name in ("scratch_n1_s1", "lines_nall_s1"):  # one seed: the same block of the grid
         (out / "runs" / "paper" / "runs" / name / "results_rows.json").unlink()
         (out / "runs" / "paper" / "runs" / name / "run_plan.json").unlink()  # no plan: started again
@@ -186,3 +189,31 @@ def test_a_location_only_decoder_is_refused_before_anything_runs(tmp_path, capsy
     assert main(["experiment", "transfer", "--config", str(config), "--out", str(tmp_path / "s")]) == 2
     err = capsys.readouterr().err
     assert "inits.location" in err and "no decoder" in err and not (tmp_path / "s").exists()
+
+
+def test_grid_steps_put_the_first_counts_first_for_every_seed():
+    from types import SimpleNamespace
+
+    from PlaneSSLLib.training.study import _grid_steps
+
+    cfg = SimpleNamespace(labeled_subjects=[1, 2, 4, "all"], seeds=[0, 1], first_labeled_subjects=[])
+    assert _grid_steps(cfg, ["paper", "strong"]) == [  # default: seed by seed, every protocol, every count
+        ("paper", [1, 2, 4, "all"], 0), ("strong", [1, 2, 4, "all"], 0),
+        ("paper", [1, 2, 4, "all"], 1), ("strong", [1, 2, 4, "all"], 1)]
+    cfg.first_labeled_subjects = [2, 1]  # in the grid's order whatever the config's
+    assert _grid_steps(cfg, ["paper", "strong"]) == [
+        ("paper", [1, 2], 0), ("paper", [1, 2], 1), ("strong", [1, 2], 0), ("strong", [1, 2], 1),
+        ("paper", [4, "all"], 0), ("strong", [4, "all"], 0), ("paper", [4, "all"], 1), ("strong", [4, "all"], 1)]
+    cfg.first_labeled_subjects = [1, 2, 4, "all"]
+    assert [s[2] for s in _grid_steps(cfg, ["paper"])] == [0, 1]
+
+
+def test_first_counts_must_be_in_the_grid(tmp_path, capsys):
+    config = _tiny_study(tmp_path)
+    raw = yaml.safe_load(config.read_text())
+    raw["first_labeled_subjects"] = [2]
+    config.write_text(yaml.safe_dump(raw))
+    assert main(["experiment", "transfer", "--config", str(config), "--out", str(tmp_path / "o")]) != 0
+    err = capsys.readouterr().err
+    assert "first_labeled_subjects" in err and "not among labeled_subjects" in err and "Traceback" not in err
+    assert not (tmp_path / "o").exists()

@@ -93,6 +93,9 @@ class ExperimentConfig:
     protocols: dict[str, Any] = field(default_factory=dict)
     #: a study's report: {bootstrap: resamples, confidence: 0.95, seed: 0}
     report: dict[str, Any] = field(default_factory=dict)
+    #: a study: labelled counts whose runs go first (every seed, one protocol after another), before the grid's
+    #: other counts seed by seed; empty: the whole grid seed by seed (training/study.py)
+    first_labeled_subjects: list[Any] = field(default_factory=list)
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -144,8 +147,11 @@ def labeled_count(value: Any) -> int | None:
 def _check_study(cfg: ExperimentConfig, bad) -> None:
     """The sections of a whole study (``training/study.py``)."""
     study = bool(cfg.cohorts)
+    unknown = [n for n in cfg.first_labeled_subjects if str(n) not in {str(m) for m in cfg.labeled_subjects}]
+    if unknown:
+        bad("first_labeled_subjects", f"{unknown} not among labeled_subjects {cfg.labeled_subjects}")
     if not study:
-        for key in ("pretraining", "protocols"):
+        for key in ("pretraining", "protocols", "first_labeled_subjects"):
             if getattr(cfg, key):
                 bad(key, "needs a cohorts section (a study: training/study.py)")
         return
@@ -500,9 +506,10 @@ def run_transfer_experiment(config: ExperimentConfig, out: str | Path, jobs: int
     """Run (or reuse) every combination and write the outputs (module docstring); returns a summary dict.
 
     ``jobs`` > 1 runs that many fine-tuning runs at once in worker processes, each with
-    :func:`threads_per_job` CPU threads (the first unfinished run goes alone, so it prepares the shared
-    caches). A run's numbers do not depend on ``jobs`` beyond floating-point summation order. A run stopped
-    part-way resumes from its last checkpoint. ``report_only``: run nothing; the outputs hold the finished runs."""
+    :func:`threads_per_job` CPU threads (when no run has finished in ``out`` yet, the first goes alone, so it
+    prepares the shared caches). A run's numbers do not depend on ``jobs`` beyond floating-point summation order.
+    A run stopped part-way resumes from its last checkpoint. ``report_only``: run nothing; the outputs hold the
+    finished runs."""
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     if not report_only:
@@ -518,7 +525,8 @@ def run_transfer_experiment(config: ExperimentConfig, out: str | Path, jobs: int
                  "resuming" if resume else "fine-tuning", config.task, weights,
                  f", transfer {transfer}" if transfer else "", n, seed)
 
-    alone = pending if jobs <= 1 else pending[:1]
+    # with jobs > 1 the first run goes alone when none has finished here yet (it writes the shared caches)
+    alone = pending if jobs <= 1 else pending[:1] if not done else []
     for i, args in alone:
         announce(i, args)
         done[i] = _run_and_record(*args)

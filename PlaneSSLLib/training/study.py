@@ -307,18 +307,33 @@ def study_report_now(config: Any, out: str | Path) -> dict[str, Any]:
         raise ExperimentRunError(f"{out}: no fine-tuning run of the study has finished yet")
     total = len(protocols) * len(config.inits) * len(config.labeled_subjects) * len(config.seeds)
     done = len({(r["protocol"], r["init"], str(r.get("labeled_setting")), r["seed"]) for r in rows})
-    progress = {"runs_done": done, "runs_total": total, "seeds_done": _finished_seeds(rows, config, protocols)}
+    finished = {(r["protocol"], str(r.get("labeled_setting")), r["init"], r["seed"]) for r in rows}
+    per_count = {(p, str(n)): sum((p, str(n), i, s) in finished for i in config.inits for s in config.seeds)
+                 for p in protocols for n in config.labeled_subjects}
+    progress = {"runs_done": done, "runs_total": total, "seeds_done": _finished_seeds(rows, config, protocols),
+                "per_count": per_count, "per_count_total": len(config.inits) * len(config.seeds)}
     return write_study_report(rows, out, config, protocols, pretext=_pretext_summaries(out, names),
                               progress=progress if done < total else None)
+
+
+def _grid_steps(config: Any, protocols: list[str]) -> list[tuple[str, list[Any], Any]]:
+    """The fine-tuning grid's order as (protocol, labelled counts, seed) steps: ``first_labeled_subjects`` for every
+    seed, one protocol after another (in the config's order), then the other counts seed by seed, every protocol."""
+    first = {str(n) for n in config.first_labeled_subjects}
+    head = [n for n in config.labeled_subjects if str(n) in first]
+    rest = [n for n in config.labeled_subjects if str(n) not in first]
+    steps = [(p, head, seed) for p in protocols for seed in config.seeds] if head else []
+    return steps + ([(p, rest, seed) for seed in config.seeds for p in protocols] if rest else [])
 
 
 def run_study(config: Any, out: str | Path, stages: StudyStages, jobs: int = 1) -> dict[str, Any]:
     """Every stage of a study (module docstring); returns the report's summary.
 
-    The fine-tuning grid runs seed by seed (every protocol, count and init of seed 0, then of seed 1, ...), and
-    the report is rewritten after each seed, so a study stopped part-way has a report of the seeds it finished
-    (every initialisation paired on the same seeds) that says how far it got. ``jobs``: fine-tuning runs at
-    once (``training.experiment.run_transfer_experiment``)."""
+    The fine-tuning grid runs in steps (:func:`_grid_steps`): by default seed by seed (every protocol, count and
+    init of seed 0, then of seed 1, ...); with ``first_labeled_subjects`` those counts first, for every seed. The
+    report is rewritten after each step from every run finished so far (each initialisation paired with scratch
+    on the seeds both have, marked partial with how far it got), so a study stopped part-way still reports.
+    ``jobs``: fine-tuning runs at once (``training.experiment.run_transfer_experiment``)."""
     from .study_report import write_study_report
 
     out = Path(out)
@@ -331,19 +346,17 @@ def run_study(config: Any, out: str | Path, stages: StudyStages, jobs: int = 1) 
     pretext = _pretext_summaries(out, names)
     subs = _protocol_configs(config, folders, out, weights)
     protocols = list(subs)
-    total = len(protocols) * len(config.inits) * len(config.labeled_subjects) * len(config.seeds)
-    rows: list[dict[str, Any]] = []
-    for k, seed in enumerate(config.seeds[:-1]):
-        for protocol, sub in subs.items():
-            log.info("protocol %s, seed %s: fine-tuning grid in %s", protocol, seed, out / "runs" / protocol)
-            summary = run_transfer_experiment(replace(sub, seeds=[seed]), out / "runs" / protocol, jobs)
-            rows += [{**r, "protocol": protocol} for r in summary["rows"]]
-        done = (k + 1) * total // len(config.seeds)
-        write_study_report(rows, out, config, protocols, pretext=pretext,
-                           progress={"runs_done": done, "runs_total": total, "seeds_done": config.seeds[:k + 1]})
-        log.info("study report after seed %s (%d of %d runs): %s", seed, done, total, out / "results.md")
+    steps = _grid_steps(config, protocols)
+    for k, (protocol, counts, seed) in enumerate(steps[:-1], 1):
+        log.info("protocol %s, seed %s, labelled %s: fine-tuning grid in %s (step %d of %d)", protocol, seed,
+                 ", ".join(map(str, counts)), out / "runs" / protocol, k, len(steps))
+        run_transfer_experiment(replace(subs[protocol], seeds=[seed], labeled_subjects=counts),
+                                out / "runs" / protocol, jobs)
+        summary = study_report_now(config, out)
+        log.info("study report after step %d of %d (%d runs finished): %s", k, len(steps), summary["runs"],
+                 out / "results.md")
     rows = []
-    for protocol, sub in subs.items():  # the last seed, then each protocol's whole grid (finished runs reused)
+    for protocol, sub in subs.items():  # the last step, then each protocol's whole grid (finished runs reused)
         log.info("protocol %s: fine-tuning grid in %s", protocol, out / "runs" / protocol)
         summary = run_transfer_experiment(sub, out / "runs" / protocol, jobs)
         rows += [{**r, "protocol": protocol} for r in summary["rows"]]

@@ -237,9 +237,14 @@ def _num(value: Any) -> float:
 def _progress_markdown(progress: dict[str, Any]) -> str:
     seeds = ", ".join(str(s) for s in progress["seeds_done"])
     done = f"seeds {seeds} complete" if seeds else "no seed complete yet"
-    return (f"**Partial report: {progress['runs_done']} of {progress['runs_total']} fine-tuning runs finished "
+    text = (f"**Partial report: {progress['runs_done']} of {progress['runs_total']} fine-tuning runs finished "
             f"({done}).** The study is still running (or was stopped); rerunning its command resumes it and "
             "rewrites this report.\n\n")
+    per_count = progress.get("per_count")
+    if per_count:  # (protocol, labelled count) -> runs finished (of every init x seed)
+        cells = [f"{p} {n} labelled {k}/{progress['per_count_total']}" for (p, n), k in per_count.items()]
+        text += f"Runs finished per protocol and labelled count: {'; '.join(cells)}.\n\n"
+    return text
 
 
 def write_study_report(rows: list[dict[str, Any]], out: Path, config: Any, protocols: list[str],
