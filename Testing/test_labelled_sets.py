@@ -260,3 +260,16 @@ def test_predict_lines_on_mnms2_nifti_equals_the_dicom_it_was_written_from(heart
         if a["in_a"] is not None:
             assert np.allclose(a["in_a"]["p0"], b["in_a"]["p0"], atol=0.1)
             assert np.allclose(a["in_a"]["p1"], b["in_a"]["p1"], atol=0.1)
+
+
+@pytest.mark.parametrize("flag, value", [("--seed", "-3"), ("--labeled-subjects", "0"), ("--seed", "two")])
+def test_run_flags_are_checked_by_their_own_name(flag, value, tmp_path, capsys):
+    from training_cli.main import main
+
+    argv = ["finetune", "seg", "--config", "Resources/Configs/finetune_seg_demo.yaml", flag, value,
+            "--out", str(tmp_path / "run")]
+    with pytest.raises(SystemExit) as exc:
+        main(argv)
+    err = capsys.readouterr().err
+    assert exc.value.code == 2 and f"argument {flag}:" in err and "runtime.seed" not in err and "Traceback" not in err
+    assert not (tmp_path / "run").exists()

@@ -52,7 +52,7 @@ def check_field_types(config_type: type, data: Any, prefix: str = "") -> None:
 def _unet_config(data: dict[str, Any]) -> UNetConfig:
     """A validated :class:`UNetConfig`; TypeError/ValueError naming an unknown or bad field."""
     check_field_types(UNetConfig, data)
-    config = UNetConfig(**data)
+    config = UNetConfig(**{k: tuple(v) if k == "head_views" else v for k, v in data.items()})
     config.validate()
     return config
 

@@ -143,6 +143,9 @@ def _check_line_heatmaps(manifest: dict[str, Any], config: UNetConfig, source: s
     _require(views is None or _is_str_list(views)
              or (isinstance(views, dict) and all(_is_str_list(p) for p in views.values())),
              source, "views", f"must map each view to its partner views, got {views!r}")
+    heads = config.head_views
+    _require(not heads or isinstance(views, dict) and set(heads) <= set(views), source,
+             "architecture.config.head_views", f"{list(heads)} must be input views of 'views' ({views!r})")
 
 
 def _check_location(manifest: dict[str, Any], config: UNetConfig, source: str) -> None:
@@ -173,6 +176,8 @@ def _check_terminology(record: Any, n_classes: int, source: str) -> None:
 
 
 def _check_seg(manifest: dict[str, Any], config: UNetConfig, source: str) -> None:
+    _require(not config.head_views, source, "architecture.config.head_views",
+             "must be empty: a segmentation network has one head")
     names = manifest["label_names"]
     _require(config.line_channels >= 2, source, "architecture.config.line_channels",
              f"is {config.line_channels}: a segmentation network has one output per class (>= 2)")

@@ -281,15 +281,18 @@ def load_planning_model(weights: str | Path, device: str = "cpu", backend: str =
                          prep.clip_percentiles, device)
 
 
-def _heatmaps(model: PlanningModel, images: np.ndarray) -> np.ndarray:
-    """The network's ``lines`` output ``(N, C, H, W)`` float32 of prepared images ``(N, H, W)``."""
+def _heatmaps(model: PlanningModel, images: np.ndarray, view: str = "SAX") -> np.ndarray:
+    """The network's ``lines`` output ``(N, C, H, W)`` float32 of prepared images ``(N, H, W)`` of ``view``."""
+    config = model.net.config
+    heads = np.full(len(images), config.head_index(view), dtype=np.int64) if config.head_views else None
     if isinstance(model.net, NumpyUNet):
-        return model.net.logits(images[:, None])
+        return model.net.logits(images[:, None], heads)
     import torch
 
     with torch.no_grad():
         x = torch.from_numpy(images).unsqueeze(1).to(model.device).contiguous(memory_format=torch.channels_last)
-        return model.net(x)["lines"].float().cpu().numpy()
+        return model.net(x, None if heads is None else torch.from_numpy(heads).to(model.device))[
+            "lines"].float().cpu().numpy()
 
 
 def predict_sax_lines(model: PlanningModel, pixels: Sequence[np.ndarray], planes: Sequence[ImagePlane],

@@ -163,8 +163,9 @@ def predict_image_lines(weights: str | Path, image: str | Path, view: str | None
         raise InputError(f"{image}: view {view!r} is not an input view of these weights "
                          f"({', '.join(sorted(partners_of)) or 'none'}); pass --view")
     img, grid = prepare_image(pixels, plane, prep.spacing_mm, prep.size_px, prep.normalisation, prep.clip_percentiles)
+    heads = torch.tensor([validated.config.head_index(view)], device=device) if validated.config.head_views else None
     with torch.no_grad():
-        heat = net(torch.from_numpy(img)[None, None].to(device))["lines"][0].float().cpu().numpy()
+        heat = net(torch.from_numpy(img)[None, None].to(device), heads)["lines"][0].float().cpu().numpy()
     out = []
     for partner in partners_of[view]:
         entry: dict[str, Any] = {"view": partner, "in_a": None, "confidence": 0.0}

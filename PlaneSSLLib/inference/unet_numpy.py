@@ -72,11 +72,11 @@ def unet_state_shapes(config: UNetConfig) -> dict[str, tuple[tuple[int, ...], st
         out[f"decoder.ups.{j}.weight"] = ((f[i], f[i - 1], 2, 2), "float32")
         out[f"decoder.ups.{j}.bias"] = ((f[i - 1],), "float32")
         out.update(_double_conv_shapes(f"decoder.blocks.{j}", 2 * f[i - 1], f[i - 1], config.norm))
-    out["decoder.head.weight"] = ((config.line_channels, f[0], 1, 1), "float32")
-    out["decoder.head.bias"] = ((config.line_channels,), "float32")
+    out["decoder.head.weight"] = ((config.head_outputs, f[0], 1, 1), "float32")
+    out["decoder.head.bias"] = ((config.head_outputs,), "float32")
     if config.location_head:
         hidden = config.location_hidden
-        out["location.mlp.0.weight"] = ((hidden, f[-1]), "float32")
+        out["location.mlp.0.weight"] = ((hidden, config.location_features), "float32")
         out["location.mlp.0.bias"] = ((hidden,), "float32")
         out["location.mlp.2.weight"] = ((1, hidden), "float32")
         out["location.mlp.2.bias"] = ((1,), "float32")
@@ -151,8 +151,9 @@ class NumpyUNet:
         self.head_w = np.ascontiguousarray(head.reshape(head.shape[0], -1))
         self.head_b = state["decoder.head.bias"].astype(np.float32)[:, None]
 
-    def logits(self, images: np.ndarray) -> np.ndarray:
-        """Class logits ``(N, C, H, W)`` float32 of images ``(N, in_channels, H, W)``."""
+    def logits(self, images: np.ndarray, heads: np.ndarray | None = None) -> np.ndarray:
+        """Class logits ``(N, C, H, W)`` float32 of images ``(N, in_channels, H, W)``; ``heads`` ``(N,)``: each
+        image's head (``UNetConfig.head_index`` of its view), required when the config has ``head_views``."""
         x = np.ascontiguousarray(np.asarray(images, dtype=np.float32).transpose(1, 0, 2, 3))
         m = self.config.size_multiple
         if x.shape[2] % m or x.shape[3] % m:
@@ -171,8 +172,14 @@ class NumpyUNet:
             up = up.reshape(c_out, n, 2 * h, 2 * wd) + bias
             x = b(a(np.concatenate([up, skip], axis=0)))
         c, n, h, w = x.shape
-        out = (self.head_w @ x.reshape(c, -1) + self.head_b).reshape(-1, n, h, w)
-        return np.ascontiguousarray(out.transpose(1, 0, 2, 3))
+        out = (self.head_w @ x.reshape(c, -1) + self.head_b).reshape(-1, n, h, w).transpose(1, 0, 2, 3)
+        if self.config.head_views:
+            if heads is None or np.shape(heads) != (n,):
+                raise ValueError(f"a network with heatmap heads per view ({', '.join(self.config.head_views)}) "
+                                 "needs each image's head index")
+            k = self.config.line_channels
+            out = out.reshape(n, len(self.config.head_views), k, h, w)[np.arange(n), np.asarray(heads)]
+        return np.ascontiguousarray(out)
 
 
 def load_numpy_unet(path: str | Path, expect_task: str | Sequence[str] | None = None, heatmaps_only: bool = False

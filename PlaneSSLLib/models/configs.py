@@ -10,7 +10,8 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
-__all__ = ["MAX_CHANNELS", "MAX_DEEPEST_FILTERS", "MAX_LEVELS", "POOLINGS", "ExamClassifierConfig", "UNetConfig"]
+__all__ = ["LOCATION_GRID", "LOCATION_POOLINGS", "MAX_CHANNELS", "MAX_DEEPEST_FILTERS", "MAX_LEVELS", "POOLINGS",
+           "ExamClassifierConfig", "UNetConfig"]
 
 
 #: Upper bounds of a network's size (the paper's network: 5 levels, 1024 filters at the deepest):
@@ -18,6 +19,9 @@ __all__ = ["MAX_CHANNELS", "MAX_DEEPEST_FILTERS", "MAX_LEVELS", "POOLINGS", "Exa
 MAX_LEVELS = 8
 MAX_DEEPEST_FILTERS = 8192
 MAX_CHANNELS = 8192
+#: the location head's pooling: global average ("mean") or average per cell of a fixed grid ("grid")
+LOCATION_POOLINGS = ("mean", "grid")
+LOCATION_GRID = 4
 
 @dataclass(frozen=True)
 class UNetConfig:
@@ -28,6 +32,17 @@ class UNetConfig:
     location_head: bool = True
     location_hidden: int = 128
     norm: str = "batch"  # "batch", "instance" or "none" (encoder and decoder)
+    #: views with a heatmap head of their own (``line_channels`` outputs each, in this order); empty: one head
+    #: shared by every input view. A channel whose line turns with the input view (the knee's COR line:
+    #: vertical in sagittal images, horizontal in axial ones) needs them: one head cannot draw both.
+    head_views: tuple[str, ...] = ()
+    #: how the location head reads the bottleneck: "mean" (global average, the paper's) or "grid" (average over a
+    #: LOCATION_GRID x LOCATION_GRID grid of cells, so where a structure lies is kept, not only that it is there)
+    location_pooling: str = "mean"
+
+    def __post_init__(self) -> None:
+        if isinstance(self.head_views, list):  # as a manifest's JSON gives it
+            object.__setattr__(self, "head_views", tuple(self.head_views))
 
     @classmethod
     def reference(cls, line_channels: int = 3) -> UNetConfig:
@@ -42,8 +57,33 @@ class UNetConfig:
     def size_multiple(self) -> int:
         return 2 ** (self.levels - 1)
 
+    @property
+    def head_outputs(self) -> int:
+        """Output channels of the decoder's last convolution: ``line_channels`` per head."""
+        return self.line_channels * max(1, len(self.head_views))
+
+    def head_index(self, view: str) -> int:
+        """The head an image of ``view`` is read from (0 with one shared head); ValueError for a view without one."""
+        if not self.head_views:
+            return 0
+        if view not in self.head_views:
+            raise ValueError(f"the network has heatmap heads for {', '.join(self.head_views)}, not for {view!r}")
+        return self.head_views.index(view)
+
+    @property
+    def location_features(self) -> int:
+        """Inputs of the location head's MLP: the bottleneck's channels, per grid cell with ``grid`` pooling."""
+        return self.filters[-1] * (LOCATION_GRID ** 2 if self.location_pooling == "grid" else 1)
+
     def to_dict(self) -> dict:
-        return asdict(self)
+        d = asdict(self)
+        if self.head_views:
+            d["head_views"] = list(self.head_views)
+        else:  # one shared head: the record stays as before heads per view existed
+            d.pop("head_views")
+        if self.location_pooling == "mean":  # likewise for the paper's global average
+            d.pop("location_pooling")
+        return d
 
     def validate(self) -> None:
         """ValueError naming the first field out of range (upper bounds: ``MAX_*`` of this module, so a
@@ -61,6 +101,17 @@ class UNetConfig:
                 raise ValueError(f"{name} must be at most {MAX_CHANNELS}, got {getattr(self, name)}")
         if self.norm not in ("batch", "instance", "none"):
             raise ValueError(f"unknown norm {self.norm!r} (batch, instance or none)")
+        heads = self.head_views
+        if not isinstance(heads, tuple) or not all(isinstance(v, str) and v for v in heads) \
+                or len(set(heads)) != len(heads):
+            raise ValueError(f"head_views must be distinct view names, got {heads!r}")
+        if self.head_outputs > MAX_CHANNELS:
+            raise ValueError(f"{len(heads)} heads x {self.line_channels} channels is more than {MAX_CHANNELS}")
+        if self.location_pooling not in LOCATION_POOLINGS:
+            raise ValueError(f"location_pooling must be one of {', '.join(LOCATION_POOLINGS)}, "
+                             f"got {self.location_pooling!r}")
+        if heads and self.line_channels < 1:
+            raise ValueError("head_views needs heatmap channels (line_channels >= 1)")
 
 
 POOLINGS = ("max", "attention")
@@ -95,6 +146,7 @@ class ExamClassifierConfig:
 
     def to_dict(self) -> dict[str, Any]:
         d = asdict(self)
+        d["encoder"] = self.encoder.to_dict()
         d["views"] = list(self.views)
         return d
 

@@ -5,7 +5,9 @@ Plain torch, no MONAI (docs/conventions.md, 'Layers'). The reference configurati
 
 Shapes: input ``(B, in_channels, H, W)`` with H and W divisible by ``2 ** (levels - 1)``;
 ``lines`` output ``(B, line_channels, H, W)`` (one heatmap per partner view); ``location``
-output ``(B,)`` (relative slice location, trained towards [0, 1]).
+output ``(B,)`` (relative slice location, trained towards [0, 1]). A network with ``head_views`` has one
+set of ``line_channels`` heatmaps per listed view and reads each image's from the head of its view
+(``forward(x, heads=...)``, indices from ``UNetConfig.head_index``).
 """
 
 from __future__ import annotations
@@ -13,10 +15,11 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from .configs import MAX_CHANNELS, MAX_DEEPEST_FILTERS, MAX_LEVELS, UNetConfig
+from ..preprocess.codes import VIEW_CODES, VIEW_NAMES
+from .configs import LOCATION_GRID, MAX_CHANNELS, MAX_DEEPEST_FILTERS, MAX_LEVELS, UNetConfig
 
 __all__ = ["MAX_CHANNELS", "MAX_DEEPEST_FILTERS", "MAX_LEVELS", "UNetConfig", "PlaneSSLNet", "Encoder", "Decoder",
-           "LocationHead"]
+           "LocationHead", "select_heads", "head_lookup", "batch_heads"]
 
 
 def _norm(kind: str, channels: int) -> nn.Module:
@@ -77,14 +80,54 @@ class Decoder(nn.Module):
 
 
 class LocationHead(nn.Module):
-    """Global average pool of the bottleneck → MLP → one number per image."""
+    """Pool the bottleneck (global average, or average per cell of a ``LOCATION_GRID`` grid) → MLP → one number
+    per image."""
 
-    def __init__(self, channels: int, hidden: int) -> None:
+    def __init__(self, channels: int, hidden: int, pooling: str = "mean") -> None:
         super().__init__()
-        self.mlp = nn.Sequential(nn.Linear(channels, hidden), nn.ReLU(inplace=True), nn.Linear(hidden, 1))
+        self.pooling = pooling
+        features = channels * (LOCATION_GRID ** 2 if pooling == "grid" else 1)
+        self.mlp = nn.Sequential(nn.Linear(features, hidden), nn.ReLU(inplace=True), nn.Linear(hidden, 1))
 
     def forward(self, bottleneck: torch.Tensor) -> torch.Tensor:
-        return self.mlp(bottleneck.mean(dim=(2, 3))).squeeze(1)
+        if self.pooling == "grid":
+            pooled = nn.functional.adaptive_avg_pool2d(bottleneck, LOCATION_GRID).flatten(1)
+        else:
+            pooled = bottleneck.mean(dim=(2, 3))
+        return self.mlp(pooled).squeeze(1)
+
+
+def select_heads(maps: torch.Tensor, heads: torch.Tensor | None, config: UNetConfig) -> torch.Tensor:
+    """``(B, line_channels, H, W)``: each image's heatmaps from its own head of ``maps`` ``(B, heads x C, H, W)``."""
+    if not config.head_views:
+        return maps
+    if heads is None or heads.shape != maps.shape[:1]:
+        raise ValueError(f"a network with heatmap heads per view ({', '.join(config.head_views)}) needs each "
+                         "image's head index (forward(x, heads=...))")
+    b, _, h, w = maps.shape
+    per_head = maps.reshape(b, len(config.head_views), config.line_channels, h, w)
+    return per_head[torch.arange(b, device=maps.device), heads.to(maps.device)]
+
+
+def head_lookup(config: UNetConfig) -> torch.Tensor | None:
+    """View code (``preprocess.codes.VIEW_CODES``) -> head index of ``config`` (-1: no head); None: one head."""
+    if not config.head_views:
+        return None
+    lookup = torch.full((len(VIEW_CODES),), -1, dtype=torch.int64)
+    for view in config.head_views:
+        lookup[VIEW_CODES[view]] = config.head_index(view)
+    return lookup
+
+
+def batch_heads(lookup: torch.Tensor | None, views: torch.Tensor) -> torch.Tensor | None:
+    """The head index of each image of a batch (its ``view`` codes); ValueError for a view without a head."""
+    if lookup is None:
+        return None
+    heads = lookup.to(views.device)[views]
+    if bool((heads < 0).any()):
+        missing = sorted({VIEW_NAMES[int(v)] for v in views[heads < 0]})
+        raise ValueError(f"images of view(s) {', '.join(missing)} have no heatmap head in this network")
+    return heads
 
 
 class PlaneSSLNet(nn.Module):
@@ -95,17 +138,20 @@ class PlaneSSLNet(nn.Module):
         config.validate()
         self.config = config
         self.encoder = Encoder(config)
-        self.decoder = Decoder(config, config.line_channels) if config.line_channels > 0 else None
-        self.location = LocationHead(config.filters[-1], config.location_hidden) if config.location_head else None
+        self.decoder = Decoder(config, config.head_outputs) if config.line_channels > 0 else None
+        self.location = (LocationHead(config.filters[-1], config.location_hidden, config.location_pooling)
+                         if config.location_head else None)
 
-    def forward(self, x: torch.Tensor) -> dict[str, torch.Tensor]:
+    def forward(self, x: torch.Tensor, heads: torch.Tensor | None = None) -> dict[str, torch.Tensor]:
+        """``heads``: ``(B,)`` int64, the head of each image (``UNetConfig.head_index`` of its view); required
+        when the config has ``head_views``."""
         m = self.config.size_multiple
         if x.shape[-1] % m or x.shape[-2] % m:
             raise ValueError(f"input size {tuple(x.shape[-2:])} must be divisible by {m}")
         features = self.encoder(x)
         out: dict[str, torch.Tensor] = {}
         if self.decoder is not None:
-            out["lines"] = self.decoder(features)
+            out["lines"] = select_heads(self.decoder(features), heads, self.config)
         if self.location is not None:
             out["location"] = self.location(features[-1])
         return out

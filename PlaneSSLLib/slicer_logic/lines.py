@@ -59,7 +59,9 @@ class LinePredictor(Protocol):
     """Heatmaps ``(C, H, W)`` for one image ``(H, W)`` with its plane; ``channels`` names C views.
 
     A predictor may also have ``fit_lines(image, plane) -> [FittedLine | None] * C`` (lines in the
-    image's own pixel coordinates); ``LineOverlay`` then uses it instead of fitting the heatmaps.
+    image's own pixel coordinates); ``LineOverlay`` then uses it instead of fitting the heatmaps. A
+    predictor with ``takes_view = True`` is also given the image's view (``view=`` its label): a network
+    with a heatmap head per view reads that view's.
     """
 
     channels: Sequence[str]
@@ -163,12 +165,13 @@ class LineOverlay:
         self.network_calls = 0  # how many times the predictor ran (the tests and the bench read it)
 
     # ------------------------------------------------------------------ cache
-    def _fit(self, image: np.ndarray, plane: ImagePlane) -> list:
+    def _fit(self, image: np.ndarray, plane: ImagePlane, view: str) -> list:
         self.network_calls += 1
+        extra = {"view": view} if getattr(self.predictor, "takes_view", False) else {}
         fit_lines = getattr(self.predictor, "fit_lines", None)
         if fit_lines is not None:  # lines fitted by the predictor itself, in this image's pixels
-            return list(fit_lines(image, plane))
-        heatmaps = np.asarray(self.predictor(image, plane))
+            return list(fit_lines(image, plane, **extra))
+        heatmaps = np.asarray(self.predictor(image, plane, **extra))
         if heatmaps.shape[1:] != image.shape:
             raise ValueError(f"predictor returned {heatmaps.shape} for an image of shape {image.shape}")
         return [fit_line(h) for h in heatmaps]
@@ -184,7 +187,7 @@ class LineOverlay:
             if hit is not None:
                 return hit
         image = np.asarray(volume_array(view.volume_node)[k], dtype=np.float32)
-        out = self._fit(image, view.planes[k])
+        out = self._fit(image, view.planes[k], view.label)
         if self.cacheable:
             with self._lock:
                 self._cache[(self.model_key, view.label, int(k))] = out
@@ -337,7 +340,7 @@ class LineOverlay:
                     continue
                 arr, planes = work[label]
                 try:
-                    out = self._fit(arr[k], planes[k])
+                    out = self._fit(arr[k], planes[k], label)
                 except Exception:  # noqa: BLE001 - the GUI thread recomputes it and shows the error
                     return
                 with self._lock:
@@ -417,6 +420,7 @@ class ManifestLinePredictor:
     """
 
     image_only = True  # lines from the image alone: cacheable per slice
+    takes_view = True  # a network with a heatmap head per view reads the image's view's
 
     def __init__(self, net, validated, device: str = "cpu", model_key: str = "") -> None:
         """``net`` and its ``inference.manifest.ValidatedManifest`` (of task lines or both)."""
@@ -443,20 +447,27 @@ class ManifestLinePredictor:
         net, validated = load_validated(path, device, expect_task=("lines", "both"))
         return cls(net, validated, device, model_key=str(path))
 
-    def heatmaps_prepared(self, image: np.ndarray, plane: ImagePlane) -> tuple[np.ndarray, ImagePlane]:
-        """``(heatmaps (C, size, size) on the prepared grid, that grid's plane)``."""
+    def heatmaps_prepared(self, image: np.ndarray, plane: ImagePlane,
+                          view: str | None = None) -> tuple[np.ndarray, ImagePlane]:
+        """``(heatmaps (C, size, size) on the prepared grid, that grid's plane)``; ``view``: the image's view
+        (required by a network with a heatmap head per view)."""
         img, grid = self._prepare(image, plane, self.spacing_mm, self.size_px, self.normalisation,
                                   self.clip_percentiles)
-        with self.torch.no_grad():
-            out = self.net(self.torch.from_numpy(np.ascontiguousarray(img))[None, None].to(self.device))
+        torch, config = self.torch, self.net.config
+        if config.head_views and view is None:
+            raise ValueError(f"these weights have a heatmap head per view ({', '.join(config.head_views)}): "
+                             "the image's view is needed")
+        heads = torch.tensor([config.head_index(view)], device=self.device) if config.head_views else None
+        with torch.no_grad():
+            out = self.net(torch.from_numpy(np.ascontiguousarray(img))[None, None].to(self.device), heads)
         lines = out["lines"] if isinstance(out, dict) else out
         return lines[0].float().cpu().numpy(), grid
 
-    def fit_lines(self, image: np.ndarray, plane: ImagePlane) -> list:
+    def fit_lines(self, image: np.ndarray, plane: ImagePlane, view: str | None = None) -> list:
         """Per channel, the fitted line in ``image``'s pixel coordinates (None where no line)."""
         from ..inference.line_fit import FittedLine
 
-        heat, grid = self.heatmaps_prepared(image, plane)
+        heat, grid = self.heatmaps_prepared(image, plane, view)
         out = []
         for h in heat:
             fitted = fit_line(h)
@@ -464,6 +475,6 @@ class ManifestLinePredictor:
                        FittedLine(self._map(fitted.line, grid, plane), fitted.confidence, fitted.peak))
         return out
 
-    def __call__(self, image: np.ndarray, plane: ImagePlane) -> np.ndarray:
-        heat, grid = self.heatmaps_prepared(image, plane)
+    def __call__(self, image: np.ndarray, plane: ImagePlane, view: str | None = None) -> np.ndarray:
+        heat, grid = self.heatmaps_prepared(image, plane, view)
         return np.stack([self._resample(h, grid, plane, antialias=True, cval=0.0) for h in heat]).astype(np.float32)

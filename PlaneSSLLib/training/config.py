@@ -29,6 +29,7 @@ from typing import Any
 import yaml
 
 from ..errors import ConfigError
+from ..models.configs import LOCATION_POOLINGS
 from ..preprocess.config import check_config_size, load_yaml_bounded, read_config_file
 from .schedule import SCHEDULES
 
@@ -97,6 +98,11 @@ class ModelConfig:
     norm: str = "batch"  #: "batch", "instance" or "none"
     location_hidden: int = 512
     line_channels: int | None = None  #: None = one per partner channel the data layer reports
+    #: a heatmap head per input view (``UNetConfig.head_views``: the views that have partners), instead of one
+    #: head for all: the knee's COR line is vertical in sagittal images and horizontal in axial ones
+    view_heads: bool = False
+    #: the location head's pooling of the bottleneck: "mean" (global average, the paper's) or "grid" (4 x 4 cells)
+    location_pooling: str = "mean"
 
 
 @dataclass
@@ -413,6 +419,7 @@ def _check_ranges(cfg: PretrainConfig, origin_of: typing.Callable[[str], str], p
         if value is not None and value > MAX_CHANNELS:
             bad(f"model.{name}", f"must be at most {MAX_CHANNELS}, got {value}")
     check_choice(bad, "model.norm", m.norm, NORMS)
+    check_choice(bad, "model.location_pooling", m.location_pooling, LOCATION_POOLINGS)
     if m.line_channels is not None and m.line_channels < 1:
         bad("model.line_channels", f"must be >= 1 or null (from the data), got {m.line_channels}")
     if t.name not in TASKS:

@@ -30,6 +30,7 @@ import torch
 from ..atomic import atomic_path
 from ..geometry.lines import ImageLine, clip_line_to_rect
 from ..inference.line_fit import fit_line, line_angle_error_deg, line_distance_error_px
+from ..models.unet import batch_heads, head_lookup
 from ..preprocess.codes import VIEW_NAMES
 
 __all__ = ["PairErrors", "PretextReport", "evaluate_pretext", "location_errors", "untrained_like"]
@@ -168,7 +169,9 @@ def evaluate_pretext(
     for start in range(0, len(items), batch_size):
         batch = [dataset[i] for i in items[start : start + batch_size]]
         images = torch.stack([b["image"] for b in batch]).to(device)
-        out = model(images)
+        heads = batch_heads(head_lookup(model.config), torch.stack([b["view"] for b in batch])) \
+            if getattr(model, "config", None) is not None and model.config.head_views else None
+        out = model(images) if heads is None else model(images, heads.to(device))
         heat = out["lines"].float().cpu().numpy() if "lines" in out else None
         loc = out["location"].float().cpu().numpy() if "location" in out else None
         for j, b in enumerate(batch):

@@ -36,6 +36,8 @@ from torch.utils.data import DataLoader, Dataset, Subset, default_collate
 from PlaneSSLLib.models import PlaneSSLNet, UNetConfig
 
 from ..inference.weights import build_manifest, export_weights
+from ..models.unet import batch_heads, head_lookup
+from ..preprocess.codes import VIEW_CODES
 from .config import ConfigError, PretrainConfig
 from .data_hooks import DataInfo, SamplerFactory, build_datasets
 from .distributed import DistInfo, all_reduce_sum, shard_batches
@@ -78,6 +80,14 @@ def build_model_config(config: PretrainConfig, info: DataInfo) -> UNetConfig:
             f"model.line_channels: {m.line_channels}, but the data gives {channels} partner channel(s) "
             f"({', '.join(info.channel_names)}); set it to {channels} or null"
         ])
+    heads: tuple[str, ...] = ()
+    if m.view_heads and task != "location":
+        known = set(VIEW_CODES)
+        heads = tuple(v for v, partners in (info.views or {}).items() if partners and v in known) \
+            if isinstance(info.views, dict) else ()
+        if len(heads) < 2:
+            raise ConfigError([f"model.view_heads: needs lines from two or more views, the data gives "
+                               f"{info.views!r}"])
     cfg = UNetConfig(
         in_channels=m.in_channels,
         base_filters=m.base_filters,
@@ -86,6 +96,8 @@ def build_model_config(config: PretrainConfig, info: DataInfo) -> UNetConfig:
         location_head=task != "lines",
         location_hidden=m.location_hidden,
         norm=m.norm,
+        head_views=heads,
+        location_pooling=m.location_pooling,
     )
     cfg.validate()
     return cfg
@@ -158,6 +170,7 @@ class PretextTask(Task):
         self.device, self.dist = device, dist
         self.channels_last = cfg.runtime.channels_last
         self.model_config = build_model_config(cfg, self.info)
+        self.heads = head_lookup(self.model_config)
         self.augment = _find_augment(cfg)
         self._batches = _EpochBatches()
         workers = cfg.data.workers
@@ -201,7 +214,7 @@ class PretextTask(Task):
             generator.manual_seed(_batch_seed(cfg.runtime.seed, epoch, index, dist.rank))
             augment_batch, augment_config = self.augment
             batch = augment_batch(batch, generator, augment_config)
-        outputs = model(batch["image"])
+        outputs = model(batch["image"], batch_heads(self.heads, batch["view"]))
         terms = pretext_terms(outputs, batch, cfg.task.name, cfg.data.sigma_px)
         global_counts = self._sync_counts(terms)
         loss = combine_terms(terms, cfg.task.alpha, cfg.task.beta, global_counts, dist.world_size)
@@ -235,7 +248,7 @@ class PretextTask(Task):
         for batch in loader:
             batch = _to_device(batch, self.device, self.channels_last)
             with autocast(self.device, amp):
-                outputs = model(batch["image"])
+                outputs = model(batch["image"], batch_heads(self.heads, batch["view"]))
             terms = pretext_terms(outputs, batch, cfg.task.name, cfg.data.sigma_px)
             for i, name in enumerate(self.terms):
                 mean, count = terms[name]

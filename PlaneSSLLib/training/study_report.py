@@ -204,7 +204,10 @@ def _plot(table: list[dict[str, Any]], protocols: list[str], metric: str, path: 
             ax.set_xlabel("labelled subjects")
             ax.set_title(f"protocol {protocol}")
             ax.grid(True, alpha=0.3)
-            ax.legend(fontsize=7)
+            if entries:  # a protocol with no finished run yet (a partial report) has nothing to label
+                ax.legend(fontsize=7)
+            else:
+                ax.text(0.5, 0.5, "no run finished yet", transform=ax.transAxes, ha="center", color="grey")
         axes[0][0].set_ylabel(f"{metric} (mean ± std over seeds)")
         fig.tight_layout()
         with atomic_path(path) as tmp:

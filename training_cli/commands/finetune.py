@@ -67,13 +67,29 @@ def register(sub: argparse._SubParsersAction) -> argparse.ArgumentParser:
         t.add_argument("--transfer", choices=("encoder+decoder", "encoder"), default=None,
                        help="what to transfer from pretrained weights (seg default encoder+decoder: all but the "
                             "last layer; acl: encoder)")
-        t.add_argument("--labeled-subjects", type=int, default=None, metavar="N",
+        t.add_argument("--labeled-subjects", type=_int_at_least(1), default=None, metavar="N",
                        help="labelled training subjects, chosen deterministically by --seed (default: all)")
-        t.add_argument("--seed", type=int, default=None, metavar="S", help="seed (labelled subset, init, order)")
+        t.add_argument("--seed", type=_int_at_least(0), default=None, metavar="S",
+                       help="seed (labelled subset, init, order)")
         t.add_argument("--out", type=Path, required=True, metavar="DIR", help="output directory")
         t.add_argument("--resume", action="store_true", help="continue the run in --out after a stop or a crash")
         t.set_defaults(func=run)
     return p
+
+
+def _int_at_least(low: int):
+    """An argparse type: an integer >= ``low`` (the message names the flag, not the config key it sets)."""
+
+    def parse(text: str) -> int:
+        try:
+            value = int(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"must be an integer, got {text!r}") from None
+        if value < low:
+            raise argparse.ArgumentTypeError(f"must be >= {low}, got {value}")
+        return value
+
+    return parse
 
 
 def run(args: argparse.Namespace) -> int:
