@@ -281,7 +281,8 @@ def _resolve_init(init: str | Path, cfg: AclConfig) -> _Init:
         normalisation=norm.get("method", d.normalisation),
         clip_percentiles=tuple(norm.get("clip_percentiles", (0.5, 99.5))), dtype="float32", anatomy="knee",
     )
-    enc = dataclasses.replace(net.config, line_channels=0, location_head=False, head_views=())
+    enc = dataclasses.replace(net.config, line_channels=0, location_head=False, head_views=(),
+                              location_pooling="mean")
     state = {k: v.clone() for k, v in net.encoder.state_dict().items()}
     # weights_sha256 / model_id: the pretrained file's own (the manifest fields of that name, None for
     # old exports); encoder_sha256: 16 hex digits over the encoder tensors actually transferred

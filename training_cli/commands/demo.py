@@ -31,6 +31,10 @@ CONFIG_DIR = Path(__file__).resolve().parents[2] / "Resources" / "Configs"
 
 #: Preparation per anatomy for the demo network: pixels (mm) so that 96 px cover the organ.
 PREPARE = {"heart": {"spacing": 3.0, "size": 96}, "knee": {"spacing": 2.0, "size": 96}}
+#: Pretraining settings per anatomy beyond the config's: the knee's location head pools the bottleneck per grid
+#: cell (``model.location_pooling``; on two seeds of a 20-exam clinical knee cohort it cut the sagittal mirror
+#: confusion from 45 % / 36 % to 29 % / 21 %: README, "Pretext results on the synthetic cohorts").
+PRETRAIN_SETTINGS = {"heart": {}, "knee": {"model.location_pooling": "grid"}}
 
 
 @dataclass
@@ -49,6 +53,7 @@ class DemoConfig:
     skip_transfer: bool = False
     transfer_config: str = str(CONFIG_DIR / "experiment_transfer_demo.yaml")
     prepare: dict = field(default_factory=lambda: {k: dict(v) for k, v in PREPARE.items()})
+    pretrain_settings: dict = field(default_factory=lambda: {k: dict(v) for k, v in PRETRAIN_SETTINGS.items()})
 
 
 def register(sub: argparse._SubParsersAction) -> argparse.ArgumentParser:
@@ -121,6 +126,7 @@ def _pretrain(anatomy: str, cfg: DemoConfig, cache: Path, run_dir: Path) -> None
     prep = cfg.prepare[anatomy]
     overrides = [f"data.cache={cache}", f"data.anatomy={anatomy}", f"data.spacing_mm={prep['spacing']}",
                  f"data.image_size={prep['size']}", f"runtime.seed={cfg.seed}"]
+    overrides += [f"{key}={value}" for key, value in cfg.pretrain_settings.get(anatomy, {}).items()]
     if cfg.epochs:
         overrides.append(f"optim.epochs={cfg.epochs}")
     realism = cfg.heart_realism if anatomy == "heart" else cfg.knee_realism  # a new cohort look: pretrain again
