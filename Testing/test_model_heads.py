@@ -18,9 +18,9 @@ from PlaneSSLLib.data.prepare import prepare_cache  # noqa: E402
 from PlaneSSLLib.inference.unet_numpy import load_numpy_unet  # noqa: E402
 from PlaneSSLLib.inference.weights import WeightsError, load_validated  # noqa: E402
 from PlaneSSLLib.models import PlaneSSLNet, UNetConfig  # noqa: E402
-from PlaneSSLLib.models.unet import batch_heads, head_lookup  # noqa: E402
 from PlaneSSLLib.preprocess.codes import VIEW_CODES  # noqa: E402
 from PlaneSSLLib.preprocess.config import PrepareConfig  # noqa: E402
+from PlaneSSLLib.training.view_heads import batch_heads, head_lookup  # noqa: E402
 from training_cli.main import main  # noqa: E402
 
 REPO = Path(__file__).resolve().parents[1]

@@ -15,11 +15,10 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from ..preprocess.codes import VIEW_CODES, VIEW_NAMES
 from .configs import LOCATION_GRID, MAX_CHANNELS, MAX_DEEPEST_FILTERS, MAX_LEVELS, UNetConfig
 
 __all__ = ["MAX_CHANNELS", "MAX_DEEPEST_FILTERS", "MAX_LEVELS", "UNetConfig", "PlaneSSLNet", "Encoder", "Decoder",
-           "LocationHead", "select_heads", "head_lookup", "batch_heads"]
+           "LocationHead", "select_heads"]
 
 
 def _norm(kind: str, channels: int) -> nn.Module:
@@ -107,27 +106,6 @@ def select_heads(maps: torch.Tensor, heads: torch.Tensor | None, config: UNetCon
     b, _, h, w = maps.shape
     per_head = maps.reshape(b, len(config.head_views), config.line_channels, h, w)
     return per_head[torch.arange(b, device=maps.device), heads.to(maps.device)]
-
-
-def head_lookup(config: UNetConfig) -> torch.Tensor | None:
-    """View code (``preprocess.codes.VIEW_CODES``) -> head index of ``config`` (-1: no head); None: one head."""
-    if not config.head_views:
-        return None
-    lookup = torch.full((len(VIEW_CODES),), -1, dtype=torch.int64)
-    for view in config.head_views:
-        lookup[VIEW_CODES[view]] = config.head_index(view)
-    return lookup
-
-
-def batch_heads(lookup: torch.Tensor | None, views: torch.Tensor) -> torch.Tensor | None:
-    """The head index of each image of a batch (its ``view`` codes); ValueError for a view without a head."""
-    if lookup is None:
-        return None
-    heads = lookup.to(views.device)[views]
-    if bool((heads < 0).any()):
-        missing = sorted({VIEW_NAMES[int(v)] for v in views[heads < 0]})
-        raise ValueError(f"images of view(s) {', '.join(missing)} have no heatmap head in this network")
-    return heads
 
 
 class PlaneSSLNet(nn.Module):

@@ -30,8 +30,8 @@ import torch
 from ..atomic import atomic_path
 from ..geometry.lines import ImageLine, clip_line_to_rect
 from ..inference.line_fit import fit_line, line_angle_error_deg, line_distance_error_px
-from ..models.unet import batch_heads, head_lookup
 from ..preprocess.codes import VIEW_NAMES
+from .view_heads import batch_heads, head_lookup
 
 __all__ = ["PairErrors", "PretextReport", "evaluate_pretext", "location_errors", "untrained_like"]
 

@@ -36,7 +36,6 @@ from torch.utils.data import DataLoader, Dataset, Subset, default_collate
 from PlaneSSLLib.models import PlaneSSLNet, UNetConfig
 
 from ..inference.weights import build_manifest, export_weights
-from ..models.unet import batch_heads, head_lookup
 from ..preprocess.codes import VIEW_CODES
 from .config import ConfigError, PretrainConfig
 from .data_hooks import DataInfo, SamplerFactory, build_datasets
@@ -44,6 +43,7 @@ from .distributed import DistInfo, all_reduce_sum, shard_batches
 from .engine import Engine, RunExistsError, Task, last_checkpoint
 from .losses import combine_terms, pretext_terms
 from .signals import GracefulStop
+from .view_heads import batch_heads, head_lookup
 
 __all__ = ["TrainResult", "PretextTask", "train", "build_model_config", "task_terms", "RunExistsError",
            "last_checkpoint"]
@@ -214,7 +214,7 @@ class PretextTask(Task):
             generator.manual_seed(_batch_seed(cfg.runtime.seed, epoch, index, dist.rank))
             augment_batch, augment_config = self.augment
             batch = augment_batch(batch, generator, augment_config)
-        outputs = model(batch["image"], batch_heads(self.heads, batch["view"]))
+        outputs = model(batch["image"], batch_heads(self.heads, batch.get("view")))
         terms = pretext_terms(outputs, batch, cfg.task.name, cfg.data.sigma_px)
         global_counts = self._sync_counts(terms)
         loss = combine_terms(terms, cfg.task.alpha, cfg.task.beta, global_counts, dist.world_size)
@@ -248,7 +248,7 @@ class PretextTask(Task):
         for batch in loader:
             batch = _to_device(batch, self.device, self.channels_last)
             with autocast(self.device, amp):
-                outputs = model(batch["image"], batch_heads(self.heads, batch["view"]))
+                outputs = model(batch["image"], batch_heads(self.heads, batch.get("view")))
             terms = pretext_terms(outputs, batch, cfg.task.name, cfg.data.sigma_px)
             for i, name in enumerate(self.terms):
                 mean, count = terms[name]
