@@ -147,9 +147,12 @@ def test_grid_pooling_keeps_where_a_feature_lies():
         UNetConfig(location_pooling="max").validate()
 
 
-def test_an_unknown_location_pooling_is_a_config_error(tmp_path, capsys):
+@pytest.mark.parametrize("setting, message", [("model.location_pooling=max", "'grid'"),
+                                              ("model.view_heads=true", "two or more views")])
+def test_network_options_the_data_cannot_serve_are_config_errors(setting, message, tmp_path, capsys):
     argv = ["pretrain", "--config", str(REPO / "Resources" / "Configs" / "pretrain_demo.yaml"), "--out",
-            str(tmp_path / "run"), "--set", "data.source=synthetic", "model.location_pooling=max"]
+            str(tmp_path / "run"), "--set", "data.source=synthetic", setting]  # synthetic shapes: no views
     assert main(argv) == 2
     err = capsys.readouterr().err
-    assert "model.location_pooling" in err and "'grid'" in err and "Traceback" not in err
+    assert setting.split("=")[0] in err and message in err and "Traceback" not in err
+    assert not (tmp_path / "run" / "checkpoints").exists()
