@@ -132,6 +132,36 @@ def test_study_end_to_end_then_resumes(tmp_path, caplog, monkeypatch):
     worst = max(abs(again[k] - first[k]) for k in first if first[k] == first[k])
     assert worst < 1e-3, worst  # one CPU thread in the worker instead of two: summation order only
 
+    def same(a: dict, b: dict) -> bool:  # the same numbers (NaN where a metric is undefined)
+        return a.keys() == b.keys() and all(a[k] == b[k] or (a[k] != a[k] and b[k] != b[k]) for k in a)
+
+    # the study's record: no cohorts, caches or checkpoints; its own report rewritten in place from it alone
+    record = tmp_path / "record"
+    assert main(["experiment", "transfer", "--config", str(config), "--out", str(out), "--report-only",
+                 "--save-record", str(record)]) == 0
+    kept = {p.relative_to(record).parts[0] for p in record.rglob("*")}
+    assert {"settings", "pretrain", "runs", "results.csv", "record.json"} <= kept
+    assert not kept & {"cohorts", "pretrain_cache", "seg_cache"} and not list(record.rglob("checkpoints"))
+    assert (record / "pretrain" / "lines" / "model" / "model.safetensors").is_file()
+    assert json.loads((record / "record.json").read_text())["finished_finetuning_runs"] == 8
+    assert main(["experiment", "transfer", "--config", str(config), "--out", str(record), "--report-only"]) == 0
+    assert same(values((record / "results.csv").read_bytes()), again)
+    # a copy elsewhere resumes: the cohorts are written again (identically), the pretraining and every run reused
+    moved = tmp_path / "elsewhere" / "study"
+    moved.parent.mkdir()
+    record.rename(moved)
+    caplog.clear()
+    assert main(["experiment", "transfer", "--config", str(config), "--out", str(moved)]) == 0
+    text = caplog.text
+    assert "cohort target: writing" in text and "pretraining lines: reusing" in text, text
+    assert "fine-tuning seg" not in text and "resuming seg" not in text
+    assert same(values((moved / "results.csv").read_bytes()), again)
+    # a record is not written over a folder that is not one, nor inside its study
+    (tmp_path / "taken").mkdir()
+    for dest in (tmp_path / "taken", moved / "inside"):
+        assert main(["experiment", "transfer", "--config", str(config), "--out", str(moved), "--report-only",
+                     "--save-record", str(dest)]) != 0
+
 
 def test_study_config_problems_are_named(tmp_path, capsys):
     raw = yaml.safe_load(_tiny_study(tmp_path).read_text())

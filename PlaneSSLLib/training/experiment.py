@@ -363,10 +363,36 @@ def plot_summary(table: SummaryTable, path: Path, title: str = "") -> Path:
 
 
 # ----------------------------------------------------------------------------- running
-def _fingerprint(task: str, finetune: Any, init: str, n: int | str, seed: int) -> str:
+#: how a path under a study's folder is written in its stamps and run fingerprints (see :func:`portable_paths`)
+STUDY_ROOT_TOKEN = "<study>"
+
+
+def portable_paths(value: Any, root: str | Path | None) -> Any:
+    """``value`` (nested dicts, lists, strings) with every string that names ``root`` or a path under it written
+    as ``<study>/relative/path``: a study's stamps and run fingerprints then stay the same when its folder is
+    moved or copied to another machine (its record: ``training.study.copy_study_record``). ``root`` None:
+    ``value`` unchanged."""
+    if root is None:
+        return value
+    base = str(root).rstrip("/\\") or str(root)
+    if isinstance(value, dict):
+        return {k: portable_paths(v, base) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [portable_paths(v, base) for v in value]
+    if isinstance(value, Path):
+        value = str(value)
+    if isinstance(value, str) and (value == base or value.startswith((base + "/", base + "\\"))):
+        return STUDY_ROOT_TOKEN + value[len(base):].replace("\\", "/")
+    return value
+
+
+def _fingerprint(task: str, finetune: Any, init: Any, n: int | str, seed: int,
+                 root: str | Path | None = None) -> str:
+    """The settings of one run; paths under ``root`` (a study's folder) enter relative to it."""
     settings = finetune.to_dict()
     settings.pop("output", None)
-    data = {"task": task, "finetune": settings, "init": init, "labeled_subjects": n, "seed": seed}
+    data = portable_paths({"task": task, "finetune": settings, "init": init, "labeled_subjects": n, "seed": seed},
+                          root)
     return hashlib.sha256(json.dumps(data, sort_keys=True, default=str).encode("utf-8")).hexdigest()
 
 
@@ -473,9 +499,10 @@ class RunPlan:
     reused: int
 
 
-def plan_runs(config: ExperimentConfig, out: Path, tidy: bool = True) -> RunPlan:
+def plan_runs(config: ExperimentConfig, out: Path, tidy: bool = True, root: str | Path | None = None) -> RunPlan:
     """Which runs of ``config``'s grid under ``out`` are finished (same fingerprint), resumable or to start;
-    ``tidy``: remove folders of stale runs (other settings) and of unfinished runs that cannot resume."""
+    ``tidy``: remove folders of stale runs (other settings) and of unfinished runs that cannot resume; ``root``:
+    the study folder the grid belongs to (its paths enter the fingerprints relative to it)."""
     from .engine import last_checkpoint
 
     combos = [(name, init, n, seed) for name, init in config.inits.items()
@@ -483,7 +510,7 @@ def plan_runs(config: ExperimentConfig, out: Path, tidy: bool = True) -> RunPlan
     plan = RunPlan(len(combos), {}, [], 0)
     for i, (name, init, n, seed) in enumerate(combos, 1):
         run_dir = out / "runs" / f"{name}_n{n}_s{seed}"  # n: a count or "all"
-        fp = _fingerprint(config.task, _load_finetune(config, init), init, n, seed)
+        fp = _fingerprint(config.task, _load_finetune(config, init), init, n, seed, root)
         saved = _read_json(run_dir / "results_rows.json")
         if isinstance(saved, dict) and saved.get("fingerprint") == fp:
             if tidy:
@@ -502,20 +529,20 @@ def plan_runs(config: ExperimentConfig, out: Path, tidy: bool = True) -> RunPlan
 
 
 def run_transfer_experiment(config: ExperimentConfig, out: str | Path, jobs: int = 1,
-                            report_only: bool = False) -> dict[str, Any]:
+                            report_only: bool = False, root: str | Path | None = None) -> dict[str, Any]:
     """Run (or reuse) every combination and write the outputs (module docstring); returns a summary dict.
 
     ``jobs`` > 1 runs that many fine-tuning runs at once in worker processes, each with
     :func:`threads_per_job` CPU threads (when no run has finished in ``out`` yet, the first goes alone, so it
     prepares the shared caches). A run's numbers do not depend on ``jobs`` beyond floating-point summation order.
     A run stopped part-way resumes from its last checkpoint. ``report_only``: run nothing; the outputs hold the
-    finished runs."""
+    finished runs. ``root``: the study folder this grid belongs to (:func:`plan_runs`)."""
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     if not report_only:
         header = "# resolved PlaneSSL transfer experiment (planessl experiment transfer)\n"
         atomic_write_text(out / "experiment.yaml", header + yaml.safe_dump(config.to_dict(), sort_keys=False))
-    plan = plan_runs(config, out, tidy=not report_only)
+    plan = plan_runs(config, out, tidy=not report_only, root=root)
     done, pending, total = plan.done, ([] if report_only else plan.pending), plan.total
 
     def announce(i: int, args: tuple[Any, ...]) -> None:

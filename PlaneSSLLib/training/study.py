@@ -51,6 +51,7 @@ from .experiment import (
     ExperimentRunError,
     experiment_config_from_dict,
     plan_runs,
+    portable_paths,
     pretraining_names,
     run_transfer_experiment,
 )
@@ -137,8 +138,26 @@ def _cohort_stage(specs: dict[str, CohortSpec], out: Path, stages: StudyStages) 
     return folders
 
 
+def _cohort_identity(cohort: Path, cache_name: str, prep: Any) -> Any:
+    """What a pretraining stamp records of its data: a cohort this study wrote, by its stamp (its generator's
+    settings: the phantom is a deterministic function of them, so a copied study's record (:func:`copy_study_record`)
+    still matches after the cohort is written again on another machine), with the cache format and preparation;
+    other data by its cache's name (which changes with the files' sizes and times)."""
+    from ..data.cache import CACHE_FORMAT, CACHE_VERSION
+
+    stamp = cohort / STAMP
+    try:
+        written = json.loads(stamp.read_text(encoding="utf-8")) if stamp.is_file() else None
+    except (OSError, ValueError):
+        written = None
+    if isinstance(written, dict) and written.get("stage") == "cohort":
+        return {"cohort": written, "cache": f"{CACHE_FORMAT}:{CACHE_VERSION}:{prep.digest()}"}
+    return {"cache": cache_name}
+
+
 def _pretrain_stage(pretraining: dict[str, Any], cohort: Path, out: Path, names: list[str]) -> dict[str, Path]:
-    """Prepare the pretraining cohort and pretrain each named task on it (resumed after a stop)."""
+    """Prepare the pretraining cohort and pretrain each named task on it (resumed after a stop). Each run's stamp
+    holds its settings with the study's paths relative to ``out`` (``training.experiment.portable_paths``)."""
     from ..data.prepare import prepare_cache
     from ..preprocess.config import PrepareConfig
     from .config import load_config
@@ -158,8 +177,9 @@ def _pretrain_stage(pretraining: dict[str, Any], cohort: Path, out: Path, names:
         run_dir = out / "pretrain" / name
         overrides = {**dict(pretraining.get("overrides") or {}), "data.source": "cache",
                      "data.cache": str(report.cache_dir), "task.name": task, "output": str(run_dir)}
-        wanted = {"stage": "pretrain", "config": Path(config_path).read_text(encoding="utf-8"), "overrides": overrides,
-                  "cache": report.cache_dir.name}
+        wanted = {"stage": "pretrain", "config": Path(config_path).read_text(encoding="utf-8"),
+                  "overrides": portable_paths({**overrides, "data.cache": str(out / "pretrain_cache")}, out),
+                  "data": _cohort_identity(cohort, report.cache_dir.name, prep)}
         done = run_dir / "done.json"
         if _stamp_matches(run_dir, wanted) and done.is_file() and (run_dir / "model" / "manifest.json").is_file():
             log.info("pretraining %s: reusing %s", name, run_dir)
@@ -293,7 +313,8 @@ def study_report_now(config: Any, out: str | Path) -> dict[str, Any]:
     names = pretraining_names(config.inits)
     folders = {name: out / "cohorts" / name for name in cohort_specs(config.cohorts)}
     weights = {name: out / "pretrain" / name / "model" for name in names}
-    missing = [f"{p}" for p in [*folders.values(), *weights.values()] if not p.is_dir()]
+    # the pretrained weights name the runs; the cohorts need not be there (a study's record leaves them out)
+    missing = [f"{p}" for p in weights.values() if not p.is_dir()]
     if missing:
         raise ExperimentRunError(f"{out}: nothing to report yet (not written: {', '.join(missing)}); run the study "
                                  "command without --report-only")
@@ -301,7 +322,7 @@ def study_report_now(config: Any, out: str | Path) -> dict[str, Any]:
     protocols = list(subs)
     rows: list[dict[str, Any]] = []
     for protocol, sub in subs.items():
-        plan = plan_runs(sub, out / "runs" / protocol, tidy=False)
+        plan = plan_runs(sub, out / "runs" / protocol, tidy=False, root=out)
         rows += [{**r, "protocol": protocol} for i in sorted(plan.done) for r in plan.done[i]]
     if not rows:
         raise ExperimentRunError(f"{out}: no fine-tuning run of the study has finished yet")
@@ -351,13 +372,75 @@ def run_study(config: Any, out: str | Path, stages: StudyStages, jobs: int = 1) 
         log.info("protocol %s, seed %s, labelled %s: fine-tuning grid in %s (step %d of %d)", protocol, seed,
                  ", ".join(map(str, counts)), out / "runs" / protocol, k, len(steps))
         run_transfer_experiment(replace(subs[protocol], seeds=[seed], labeled_subjects=counts),
-                                out / "runs" / protocol, jobs)
+                                out / "runs" / protocol, jobs, root=out)
         summary = study_report_now(config, out)
         log.info("study report after step %d of %d (%d runs finished): %s", k, len(steps), summary["runs"],
                  out / "results.md")
     rows = []
     for protocol, sub in subs.items():  # the last step, then each protocol's whole grid (finished runs reused)
         log.info("protocol %s: fine-tuning grid in %s", protocol, out / "runs" / protocol)
-        summary = run_transfer_experiment(sub, out / "runs" / protocol, jobs)
+        summary = run_transfer_experiment(sub, out / "runs" / protocol, jobs, root=out)
         rows += [{**r, "protocol": protocol} for r in summary["rows"]]
     return write_study_report(rows, out, config, protocols, pretext=pretext)
+
+
+#: folders of a study that its record leaves out: the cohorts (written again from their settings), the caches
+#: (prepared again from the cohorts) and every run's checkpoints
+RECORD_LEFT_OUT = ("cohorts", "pretrain_cache", "seg_cache")
+RECORD_NOTE = "record.json"
+
+
+def _record_files(out: Path) -> list[Path]:
+    """The files of a study's record (:func:`copy_study_record`), relative to ``out``."""
+    files = []
+    for path in sorted(out.rglob("*")):
+        rel = path.relative_to(out)
+        if not path.is_file() or rel.parts[0] in RECORD_LEFT_OUT or "checkpoints" in rel.parts[:-1]:
+            continue
+        if rel.name == RECORD_NOTE and len(rel.parts) == 1:
+            continue
+        # a fine-tuning run's folder counts once it has finished (its results_rows.json is written last)
+        if len(rel.parts) >= 5 and rel.parts[0] == "runs" and rel.parts[2] == "runs":
+            if not (out / Path(*rel.parts[:4]) / "results_rows.json").is_file():
+                continue
+        files.append(rel)
+    return files
+
+
+def copy_study_record(out: str | Path, dest: str | Path) -> dict[str, Any]:
+    """Copy a study's record to ``dest``: everything a report and a resumed study need, without what the study
+    can write again (:data:`RECORD_LEFT_OUT`, checkpoints, unfinished fine-tuning runs). The record is portable:
+    stamps and run fingerprints hold the study's paths relative to its folder, and the cohorts are written again
+    identically from their settings (the phantom is deterministic), so a study started with ``--out`` on a copy
+    of the record writes its cohorts and caches, then reuses every finished pretraining and fine-tuning run.
+    ``dest`` must not exist or must hold an earlier record (it is replaced whole, through a temporary sibling)."""
+    out, dest = Path(out), Path(dest)
+    if not (out / "settings").is_dir():
+        raise ExperimentRunError(f"{out}: not a study folder (no settings/ written yet)")
+    if dest.exists() and not (dest / RECORD_NOTE).is_file():
+        raise ExperimentRunError(f"{dest}: exists and is not a study record ({RECORD_NOTE} missing); "
+                                 "choose a new folder")
+    if dest.resolve() == out.resolve() or out.resolve() in dest.resolve().parents:
+        raise ExperimentRunError(f"{dest}: a record cannot be written inside its own study folder {out}")
+    files = _record_files(out)
+    tmp = dest.with_name(f".{dest.name}.partial")
+    if tmp.exists():
+        shutil.rmtree(tmp)
+    size = 0
+    for rel in files:
+        target = tmp / rel
+        target.parent.mkdir(parents=True, exist_ok=True)
+        shutil.copy2(out / rel, target)
+        size += target.stat().st_size
+    finished = sum(1 for rel in files if rel.name == "results_rows.json")
+    note = {"what": "the record of a PlaneSSL study (planessl experiment transfer --save-record): its settings, "
+                    "pretrained weights, finished fine-tuning runs and report",
+            "left_out": [*RECORD_LEFT_OUT, "checkpoints", "unfinished fine-tuning runs"],
+            "resume": "copy this folder to a new --out and run the study command with the same --config",
+            "report": "planessl experiment transfer --config CONFIG --out THIS_FOLDER --report-only",
+            "finished_finetuning_runs": finished, "files": len(files) + 1}
+    atomic_write_text(tmp / RECORD_NOTE, json.dumps(note, indent=1) + "\n")
+    if dest.exists():
+        shutil.rmtree(dest)
+    tmp.rename(dest)
+    return {"dest": str(dest), "files": len(files) + 1, "bytes": size, "finished_runs": finished}

@@ -21,6 +21,11 @@ the runs finished so far, e.g. while a long study runs:
 A config with a 'cohorts' section runs a whole study (cohorts written by 'planessl phantom', pretraining,
 one grid per fine-tuning protocol; every finished stage reused), e.g.
   planessl experiment transfer --config Resources/Configs/experiment_transfer_clinical.yaml --out runs/study
+A study's record (--save-record DIR: settings, pretrained weights, finished runs, report; not the cohorts,
+caches or checkpoints, which it writes again identically) is small and portable: copy it to a new --out on
+another machine and the study resumes there; --report-only on the record itself rewrites its report:
+  planessl experiment transfer --config Resources/Configs/experiment_transfer_clinical.yaml --out runs/study \
+      --report-only --save-record study_record
 outputs: OUT/experiment.yaml, OUT/runs/..., OUT/results.csv (task,init,labeled_subjects,seed,metric,value),
 OUT/results.md (headline metric, mean ± std over seeds), OUT/results.png.
 """
@@ -44,6 +49,9 @@ def register(sub: argparse._SubParsersAction) -> argparse.ArgumentParser:
     t.add_argument("--report-only", action="store_true",
                    help="run nothing: rewrite the report from the runs finished so far (a study still running or "
                         "stopped; each gain paired with scratch on the seeds both have)")
+    t.add_argument("--save-record", type=Path, metavar="DIR",
+                   help="a study only: afterwards copy its record (settings, pretrained weights, finished runs, "
+                        "report) to DIR, a new folder or an earlier record, which it replaces")
     t.set_defaults(func=run_transfer)
     return p
 
@@ -100,15 +108,28 @@ def report_now(config, out: Path) -> int:
     return 0
 
 
+def save_record(out: Path, dest: Path) -> None:
+    from PlaneSSLLib.training.study import copy_study_record
+
+    saved = copy_study_record(out, dest)
+    print(f"wrote the study's record to {saved['dest']} ({saved['files']} files, {saved['bytes'] / 1e6:.1f} MB, "
+          f"{saved['finished_runs']} finished fine-tuning runs)", file=sys.stderr)
+
+
 def run_transfer(args: argparse.Namespace) -> int:
     from PlaneSSLLib.training.config import parse_overrides
     from PlaneSSLLib.training.experiment import load_experiment_config, run_transfer_experiment
 
     config = load_experiment_config(args.config, parse_overrides(args.overrides))
-    if args.report_only:
-        return report_now(config, args.out)
-    if config.cohorts:
-        return run_study(config, args.out, args.jobs)
+    record = getattr(args, "save_record", None)
+    if record is not None and not config.cohorts:
+        raise CLIError(f"--save-record: {args.config} is not a study (no 'cohorts' section); an experiment's "
+                       "folder is its own record")
+    if args.report_only or config.cohorts:
+        code = report_now(config, args.out) if args.report_only else run_study(config, args.out, args.jobs)
+        if record is not None:
+            save_record(args.out, record)
+        return code
     n = len(config.inits) * len(config.labeled_subjects) * len(config.seeds)
     print(f"planessl experiment transfer: {n} runs ({config.task}) into {args.out}", file=sys.stderr, flush=True)
     summary = run_transfer_experiment(config, args.out, args.jobs)
