@@ -142,6 +142,8 @@ def test_study_end_to_end_then_resumes(tmp_path, caplog, monkeypatch):
     kept = {p.relative_to(record).parts[0] for p in record.rglob("*")}
     assert {"settings", "pretrain", "runs", "results.csv", "record.json"} <= kept
     assert not kept & {"cohorts", "pretrain_cache", "seg_cache"} and not list(record.rglob("checkpoints"))
+    assert not list(record.rglob("tensorboard")) and not list((record / "runs").rglob("model"))
+    assert (record / "runs" / "paper" / "runs" / "lines_n1_s0" / "test_metrics.csv").is_file()
     assert (record / "pretrain" / "lines" / "model" / "model.safetensors").is_file()
     assert json.loads((record / "record.json").read_text())["finished_finetuning_runs"] == 8
     assert main(["experiment", "transfer", "--config", str(config), "--out", str(record), "--report-only"]) == 0

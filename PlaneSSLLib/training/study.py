@@ -385,8 +385,10 @@ def run_study(config: Any, out: str | Path, stages: StudyStages, jobs: int = 1) 
 
 
 #: folders of a study that its record leaves out: the cohorts (written again from their settings), the caches
-#: (prepared again from the cohorts) and every run's checkpoints
+#: (prepared again from the cohorts); and in every run its checkpoints and TensorBoard events, and in every
+#: fine-tuning run its fine-tuned network (model/: half a megabyte each at the demo size, hundreds of runs)
 RECORD_LEFT_OUT = ("cohorts", "pretrain_cache", "seg_cache")
+RECORD_LEFT_OUT_OF_RUNS = ("checkpoints", "tensorboard")
 RECORD_NOTE = "record.json"
 
 
@@ -395,13 +397,15 @@ def _record_files(out: Path) -> list[Path]:
     files = []
     for path in sorted(out.rglob("*")):
         rel = path.relative_to(out)
-        if not path.is_file() or rel.parts[0] in RECORD_LEFT_OUT or "checkpoints" in rel.parts[:-1]:
+        if (not path.is_file() or rel.parts[0] in RECORD_LEFT_OUT
+                or set(RECORD_LEFT_OUT_OF_RUNS) & set(rel.parts[:-1])):
             continue
         if rel.name == RECORD_NOTE and len(rel.parts) == 1:
             continue
-        # a fine-tuning run's folder counts once it has finished (its results_rows.json is written last)
+        # runs/<protocol>/runs/<run>/...: a fine-tuning run counts once it has finished (its results_rows.json is
+        # written last), without its network
         if len(rel.parts) >= 5 and rel.parts[0] == "runs" and rel.parts[2] == "runs":
-            if not (out / Path(*rel.parts[:4]) / "results_rows.json").is_file():
+            if rel.parts[4] == "model" or not (out / Path(*rel.parts[:4]) / "results_rows.json").is_file():
                 continue
         files.append(rel)
     return files
@@ -409,7 +413,8 @@ def _record_files(out: Path) -> list[Path]:
 
 def copy_study_record(out: str | Path, dest: str | Path) -> dict[str, Any]:
     """Copy a study's record to ``dest``: everything a report and a resumed study need, without what the study
-    can write again (:data:`RECORD_LEFT_OUT`, checkpoints, unfinished fine-tuning runs). The record is portable:
+    can write again or does not need to resume (:data:`RECORD_LEFT_OUT`, :data:`RECORD_LEFT_OUT_OF_RUNS`, the
+    fine-tuned networks, unfinished fine-tuning runs): a few kilobytes per run. The record is portable:
     stamps and run fingerprints hold the study's paths relative to its folder, and the cohorts are written again
     identically from their settings (the phantom is deterministic), so a study started with ``--out`` on a copy
     of the record writes its cohorts and caches, then reuses every finished pretraining and fine-tuning run.
@@ -435,7 +440,8 @@ def copy_study_record(out: str | Path, dest: str | Path) -> dict[str, Any]:
     finished = sum(1 for rel in files if rel.name == "results_rows.json")
     note = {"what": "the record of a PlaneSSL study (planessl experiment transfer --save-record): its settings, "
                     "pretrained weights, finished fine-tuning runs and report",
-            "left_out": [*RECORD_LEFT_OUT, "checkpoints", "unfinished fine-tuning runs"],
+            "left_out": [*RECORD_LEFT_OUT, *RECORD_LEFT_OUT_OF_RUNS, "fine-tuned networks (runs/*/runs/*/model)",
+                         "unfinished fine-tuning runs"],
             "resume": "copy this folder to a new --out and run the study command with the same --config",
             "report": "planessl experiment transfer --config CONFIG --out THIS_FOLDER --report-only",
             "finished_finetuning_runs": finished, "files": len(files) + 1}

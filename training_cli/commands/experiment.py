@@ -21,9 +21,10 @@ the runs finished so far, e.g. while a long study runs:
 A config with a 'cohorts' section runs a whole study (cohorts written by 'planessl phantom', pretraining,
 one grid per fine-tuning protocol; every finished stage reused), e.g.
   planessl experiment transfer --config Resources/Configs/experiment_transfer_clinical.yaml --out runs/study
-A study's record (--save-record DIR: settings, pretrained weights, finished runs, report; not the cohorts,
-caches or checkpoints, which it writes again identically) is small and portable: copy it to a new --out on
-another machine and the study resumes there; --report-only on the record itself rewrites its report:
+A study's record (--save-record DIR: settings, pretrained weights, finished runs' results, report; not the
+cohorts and caches, which it writes again identically, nor checkpoints or fine-tuned networks) is small and
+portable: copy it to a new --out on another machine and the study resumes there; --report-only on the record
+itself rewrites its report:
   planessl experiment transfer --config Resources/Configs/experiment_transfer_clinical.yaml --out runs/study \
       --report-only --save-record study_record
 outputs: OUT/experiment.yaml, OUT/runs/..., OUT/results.csv (task,init,labeled_subjects,seed,metric,value),
