@@ -24,6 +24,8 @@ cohort prepared as the pretraining config asks), ``pretrain/<name>/`` (pretraini
 experiment per protocol: ``runs/<protocol>/runs/<init>_n<N>_s<seed>/``), and the report
 (``training.study_report``): ``results.csv``, ``results.md``, ``results.png``, and ``settings/``
 (every config file the study read, the resolved study, the cohorts' own records, software versions).
+:func:`copy_study_record` copies the study's record (all but the cohorts, caches, checkpoints and fine-tuned
+networks), from which the study resumes in another folder or on another machine.
 
 An init's weights ``pretrained:<name>`` name the study's pretraining run ``<name>``. The target
 cohort reaches every protocol as ``data.dicom`` (its seg cache in ``OUT/seg_cache``; an ACL study:
