@@ -122,11 +122,16 @@ def cohort_specs(cohorts: dict[str, Any]) -> dict[str, CohortSpec]:
             for name, c in cohorts.items()}
 
 
+def cohort_stamp(spec: CohortSpec) -> dict[str, Any]:
+    """What a cohort's stamp holds: its generator's settings."""
+    return {"stage": "cohort", **spec.as_dict()}
+
+
 def _cohort_stage(specs: dict[str, CohortSpec], out: Path, stages: StudyStages) -> dict[str, Path]:
     folders = {}
     for name, spec in specs.items():
         folder = out / "cohorts" / name
-        wanted = {"stage": "cohort", **spec.as_dict()}
+        wanted = cohort_stamp(spec)
         if _stamp_matches(folder, wanted):
             log.info("cohort %s: reusing %s", name, folder)
         else:
@@ -140,48 +145,67 @@ def _cohort_stage(specs: dict[str, CohortSpec], out: Path, stages: StudyStages) 
     return folders
 
 
-def _cohort_identity(cohort: Path, cache_name: str, prep: Any) -> Any:
-    """What a pretraining stamp records of its data: a cohort this study wrote, by its stamp (its generator's
-    settings: the phantom is a deterministic function of them, so a copied study's record (:func:`copy_study_record`)
-    still matches after the cohort is written again on another machine), with the cache format and preparation;
-    other data by its cache's name (which changes with the files' sizes and times)."""
+def _read_stamp(folder: Path) -> Any:
+    try:
+        return json.loads((folder / STAMP).read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return None
+
+
+def _pretraining_preparation(pretraining: dict[str, Any]) -> Any:
+    """The slice preparation the pretraining config asks for (read as a synthetic run: no cache exists yet)."""
+    from ..preprocess.config import PrepareConfig
+    from .config import load_config
+
+    base = load_config(str(pretraining["config"]),
+                       {**dict(pretraining.get("overrides") or {}), "data.source": "synthetic"})
+    d = base.data
+    return PrepareConfig(spacing_mm=d.spacing_mm, size_px=d.image_size, anatomy=d.anatomy)
+
+
+def _pretraining_overrides(pretraining: dict[str, Any], name: str, out: Path, cache_dir: Path) -> dict[str, Any]:
+    return {**dict(pretraining.get("overrides") or {}), "data.source": "cache", "data.cache": str(cache_dir),
+            "task.name": str(pretraining["tasks"][name]), "output": str(out / "pretrain" / name)}
+
+
+def pretraining_stamp(pretraining: dict[str, Any], name: str, out: Path, cohort_stamp: Any,
+                      cache_name: str) -> dict[str, Any]:
+    """The settings a pretraining run's stamp holds: the config file's text, the overrides (the study's paths
+    relative to ``out``: ``training.experiment.portable_paths``; the cache by its folder, not its key) and its
+    data: a cohort this study wrote by that cohort's stamp (``cohort_stamp``: its generator's settings; the
+    phantom writes the same bytes from them, so a copied record (:func:`copy_study_record`) still matches once
+    the cohort is written again on another machine) with the cache format and preparation; other data by its
+    cache's name ``cache_name`` (which changes with the files' sizes and times)."""
     from ..data.cache import CACHE_FORMAT, CACHE_VERSION
 
-    stamp = cohort / STAMP
-    try:
-        written = json.loads(stamp.read_text(encoding="utf-8")) if stamp.is_file() else None
-    except (OSError, ValueError):
-        written = None
-    if isinstance(written, dict) and written.get("stage") == "cohort":
-        return {"cohort": written, "cache": f"{CACHE_FORMAT}:{CACHE_VERSION}:{prep.digest()}"}
-    return {"cache": cache_name}
+    overrides = _pretraining_overrides(pretraining, name, out, out / "pretrain_cache")
+    if isinstance(cohort_stamp, dict) and cohort_stamp.get("stage") == "cohort":
+        prep = _pretraining_preparation(pretraining)
+        data: dict[str, Any] = {"cohort": cohort_stamp,
+                                "cache": f"{CACHE_FORMAT}:{CACHE_VERSION}:{prep.digest()}"}
+    else:
+        data = {"cache": cache_name}
+    return {"stage": "pretrain", "config": Path(str(pretraining["config"])).read_text(encoding="utf-8"),
+            "overrides": portable_paths(overrides, out), "data": data}
 
 
 def _pretrain_stage(pretraining: dict[str, Any], cohort: Path, out: Path, names: list[str]) -> dict[str, Path]:
-    """Prepare the pretraining cohort and pretrain each named task on it (resumed after a stop). Each run's stamp
-    holds its settings with the study's paths relative to ``out`` (``training.experiment.portable_paths``)."""
+    """Prepare the pretraining cohort and pretrain each named task on it (resumed after a stop); each run's stamp:
+    :func:`pretraining_stamp`."""
     from ..data.prepare import prepare_cache
-    from ..preprocess.config import PrepareConfig
     from .config import load_config
     from .pretrain import train
 
     if not names:
         return {}
     config_path = str(pretraining["config"])
-    # the preparation the pretraining config asks for (its cache does not exist yet: read as a synthetic run)
-    base = load_config(config_path, {**dict(pretraining.get("overrides") or {}), "data.source": "synthetic"})
-    d = base.data
-    prep = PrepareConfig(spacing_mm=d.spacing_mm, size_px=d.image_size, anatomy=d.anatomy)
-    report = prepare_cache(cohort, out / "pretrain_cache", prep)
+    report = prepare_cache(cohort, out / "pretrain_cache", _pretraining_preparation(pretraining))
     weights = {}
     for name in names:
         task = str(pretraining["tasks"][name])
         run_dir = out / "pretrain" / name
-        overrides = {**dict(pretraining.get("overrides") or {}), "data.source": "cache",
-                     "data.cache": str(report.cache_dir), "task.name": task, "output": str(run_dir)}
-        wanted = {"stage": "pretrain", "config": Path(config_path).read_text(encoding="utf-8"),
-                  "overrides": portable_paths({**overrides, "data.cache": str(out / "pretrain_cache")}, out),
-                  "data": _cohort_identity(cohort, report.cache_dir.name, prep)}
+        overrides = _pretraining_overrides(pretraining, name, out, report.cache_dir)
+        wanted = pretraining_stamp(pretraining, name, out, _read_stamp(cohort), report.cache_dir.name)
         done = run_dir / "done.json"
         if _stamp_matches(run_dir, wanted) and done.is_file() and (run_dir / "model" / "manifest.json").is_file():
             log.info("pretraining %s: reusing %s", name, run_dir)
