@@ -1,0 +1,58 @@
+"""The clinical heart study's record (``docs/studies/heart_clinical``, written by ``planessl experiment transfer
+--save-record``) still matches the code: a study spread over several machines resumes from it only while every
+pretraining stamp and run fingerprint it holds is what the current code and configs compute. A change that
+breaks this (a pretraining config's text, a fine-tuning setting, a new config field) would make the next sitting
+run the finished runs again; this test names them instead."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+from PlaneSSLLib.training.experiment import load_experiment_config, plan_runs, pretraining_names
+from PlaneSSLLib.training.study import _protocol_configs, cohort_specs, cohort_stamp, pretraining_stamp
+
+REPO = Path(__file__).resolve().parents[1]
+RECORD = REPO / "docs" / "studies" / "heart_clinical"
+CONFIG = REPO / "Resources" / "Configs" / "experiment_transfer_clinical.yaml"
+
+
+def _config():
+    return load_experiment_config(CONFIG)
+
+
+def test_the_record_is_there_and_says_what_it_holds():
+    note = json.loads((RECORD / "record.json").read_text(encoding="utf-8"))
+    finished = list(RECORD.glob("runs/*/runs/*/results_rows.json"))
+    assert note["finished_finetuning_runs"] == len(finished) > 0
+    assert (RECORD / "results.md").is_file() and (RECORD / "settings" / "study.yaml").is_file()
+    assert not (RECORD / "cohorts").exists() and not list(RECORD.rglob("checkpoints"))
+
+
+def test_pretraining_stamps_match_the_configs():
+    config = _config()
+    specs = cohort_specs(config.cohorts)
+    for name in pretraining_names(config.inits):
+        run = RECORD / "pretrain" / name
+        assert (run / "done.json").is_file() and (run / "model" / "model.safetensors").is_file(), name
+        wanted = pretraining_stamp(config.pretraining, name, RECORD, cohort_stamp(specs["pretrain"]), "")
+        saved = json.loads((run / "stage.json").read_text(encoding="utf-8"))
+        assert saved == json.loads(json.dumps(wanted, default=str)), (
+            f"pretraining {name}: its stamp no longer matches {config.pretraining['config']} and the study's "
+            "pretraining overrides; the next sitting would pretrain again")
+
+
+def test_every_finished_run_is_reused():
+    config = _config()
+    names = pretraining_names(config.inits)
+    weights = {name: RECORD / "pretrain" / name / "model" for name in names}
+    folders = {name: RECORD / "cohorts" / name for name in cohort_specs(config.cohorts)}
+    subs = _protocol_configs(config, folders, RECORD, weights)
+    stale = []
+    for protocol, sub in subs.items():
+        plan = plan_runs(sub, RECORD / "runs" / protocol, tidy=False, root=RECORD)
+        finished = {p.parent.name for p in (RECORD / "runs" / protocol / "runs").glob("*/results_rows.json")}
+        redo = {args[5].name for _, args in plan.pending}
+        stale += sorted(f"{protocol}/{run}" for run in finished & redo)
+    assert not stale, (f"{len(stale)} finished runs of the record no longer match their settings (e.g. "
+                       f"{', '.join(stale[:4])}): a fine-tuning config or config field changed")
