@@ -56,13 +56,17 @@ def _with_pathology(write):
     return wrapped
 
 
-def test_study_end_to_end_then_resumes(tmp_path, caplog, monkeypatch):
+def test_study_end_to_end_then_resumes(tmp_path, caplog, monkeypatch, capsys):
     from training_cli.commands import experiment as command
 
     monkeypatch.setattr(command, "_write_cohort", _with_pathology(command._write_cohort))
     config, out = _tiny_study(tmp_path), tmp_path / "study"
     caplog.set_level(logging.INFO)
-    assert main(["experiment", "transfer", "--config", str(config), "--out", str(out)]) == 0
+    following = tmp_path / "following"  # --save-record with a run: the record after every step and at the end
+    assert main(["experiment", "transfer", "--config", str(config), "--out", str(out),
+                 "--save-record", str(following)]) == 0
+    assert capsys.readouterr().err.count(f"wrote the study's record to {following}") == 4  # 3 steps + the end
+    assert json.loads((following / "record.json").read_text())["finished_finetuning_runs"] == 8
     assert (out / "cohorts" / "target" / "subjects.csv").is_file() and (out / "pretrain" / "lines" / "model").is_dir()
     runs = sorted(p.name for p in (out / "runs" / "paper" / "runs").iterdir())
     assert runs == [f"{i}_n{n}_s{s}" for i in ("lines", "scratch") for n in ("1", "all") for s in (0, 1)]

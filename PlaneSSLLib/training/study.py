@@ -97,9 +97,11 @@ def cohort_flags(spec: CohortSpec) -> list[str]:
 
 @dataclass
 class StudyStages:
-    """What the study needs from outside the library: writing a cohort (the ``planessl phantom`` command)."""
+    """What the study needs from outside the library: writing a cohort (the ``planessl phantom`` command) and,
+    optionally, what to do after each report (``--save-record``: copy the study's record)."""
 
     write_cohort: Callable[[CohortSpec, Path], None]
+    after_report: Callable[[], None] | None = None
 
 
 def _stamp_matches(folder: Path, wanted: dict[str, Any]) -> bool:
@@ -402,6 +404,8 @@ def run_study(config: Any, out: str | Path, stages: StudyStages, jobs: int = 1) 
         summary = study_report_now(config, out)
         log.info("study report after step %d of %d (%d runs finished): %s", k, len(steps), summary["runs"],
                  out / "results.md")
+        if stages.after_report is not None:
+            stages.after_report()
     rows = []
     for protocol, sub in subs.items():  # the last step, then each protocol's whole grid (finished runs reused)
         log.info("protocol %s: fine-tuning grid in %s", protocol, out / "runs" / protocol)

@@ -51,8 +51,9 @@ def register(sub: argparse._SubParsersAction) -> argparse.ArgumentParser:
                    help="run nothing: rewrite the report from the runs finished so far (a study still running or "
                         "stopped; each gain paired with scratch on the seeds both have)")
     t.add_argument("--save-record", type=Path, metavar="DIR",
-                   help="a study only: afterwards copy its record (settings, pretrained weights, finished runs, "
-                        "report) to DIR, a new folder or an earlier record, which it replaces")
+                   help="a study only: copy its record (settings, pretrained weights, finished runs, report) to "
+                        "DIR, a new folder or an earlier record, which it replaces; after every step of the grid "
+                        "and at the end (with --report-only: once)")
     t.set_defaults(func=run_transfer)
     return p
 
@@ -80,13 +81,15 @@ def _write_cohort(spec, folder: Path) -> None:
                        exit_code=code)
 
 
-def run_study(config, out: Path, jobs: int = 1) -> int:
+def run_study(config, out: Path, jobs: int = 1, record: Path | None = None) -> int:
     from PlaneSSLLib.training.study import StudyStages
     from PlaneSSLLib.training.study import run_study as run
 
     print(f"planessl experiment transfer: study into {out} (cohorts, pretraining, "
           f"{max(1, len(config.protocols))} fine-tuning grid(s))", file=sys.stderr, flush=True)
-    summary = run(config, out, StudyStages(write_cohort=_write_cohort), jobs)
+    # --save-record: the record follows the study step by step, so a sitting cut short keeps what it finished
+    after = (lambda: save_record(out, record)) if record is not None else None
+    summary = run(config, out, StudyStages(write_cohort=_write_cohort, after_report=after), jobs)
     print(f"wrote {summary['results_csv']}, {summary['results_md']}, {summary['results_png']}", file=sys.stderr)
     print(summary["markdown"], end="")
     return 0
@@ -127,7 +130,7 @@ def run_transfer(args: argparse.Namespace) -> int:
         raise CLIError(f"--save-record: {args.config} is not a study (no 'cohorts' section); an experiment's "
                        "folder is its own record")
     if args.report_only or config.cohorts:
-        code = report_now(config, args.out) if args.report_only else run_study(config, args.out, args.jobs)
+        code = report_now(config, args.out) if args.report_only else run_study(config, args.out, args.jobs, record)
         if record is not None:
             save_record(args.out, record)
         return code
