@@ -104,14 +104,17 @@ class StudyStages:
     after_report: Callable[[], None] | None = None
 
 
-def _stamp_matches(folder: Path, wanted: dict[str, Any]) -> bool:
-    stamp = folder / STAMP
-    if not stamp.is_file():
-        return False
+def _read_stamp(folder: Path) -> Any:
+    """A folder's stamp, or None when it has none (or an unreadable one)."""
     try:
-        return json.loads(stamp.read_text(encoding="utf-8")) == json.loads(json.dumps(wanted, default=str))
+        return json.loads((folder / STAMP).read_text(encoding="utf-8"))
     except (OSError, ValueError):
-        return False
+        return None
+
+
+def _stamp_matches(folder: Path, wanted: dict[str, Any]) -> bool:
+    saved = _read_stamp(folder)
+    return saved is not None and saved == json.loads(json.dumps(wanted, default=str))
 
 
 def _write_stamp(folder: Path, wanted: dict[str, Any]) -> None:
@@ -147,13 +150,6 @@ def _cohort_stage(specs: dict[str, CohortSpec], out: Path, stages: StudyStages) 
     return folders
 
 
-def _read_stamp(folder: Path) -> Any:
-    try:
-        return json.loads((folder / STAMP).read_text(encoding="utf-8"))
-    except (OSError, ValueError):
-        return None
-
-
 def _pretraining_preparation(pretraining: dict[str, Any]) -> Any:
     """The slice preparation the pretraining config asks for (read as a synthetic run: no cache exists yet)."""
     from ..preprocess.config import PrepareConfig
@@ -171,18 +167,19 @@ def _pretraining_overrides(pretraining: dict[str, Any], name: str, out: Path, ca
 
 
 def pretraining_stamp(pretraining: dict[str, Any], name: str, out: Path, cohort_stamp: Any,
-                      cache_name: str) -> dict[str, Any]:
+                      cache_name: str, prep: Any = None) -> dict[str, Any]:
     """The settings a pretraining run's stamp holds: the config file's text, the overrides (the study's paths
     relative to ``out``: ``training.experiment.portable_paths``; the cache by its folder, not its key) and its
     data: a cohort this study wrote by that cohort's stamp (``cohort_stamp``: its generator's settings; the
     phantom writes the same bytes from them, so a copied record (:func:`copy_study_record`) still matches once
     the cohort is written again on another machine) with the cache format and preparation; other data by its
-    cache's name ``cache_name`` (which changes with the files' sizes and times)."""
+    cache's name ``cache_name`` (which changes with the files' sizes and times). ``prep``: the preparation, when
+    the caller has it (else read from the pretraining config)."""
     from ..data.cache import CACHE_FORMAT, CACHE_VERSION
 
     overrides = _pretraining_overrides(pretraining, name, out, out / "pretrain_cache")
     if isinstance(cohort_stamp, dict) and cohort_stamp.get("stage") == "cohort":
-        prep = _pretraining_preparation(pretraining)
+        prep = prep if prep is not None else _pretraining_preparation(pretraining)
         data: dict[str, Any] = {"cohort": cohort_stamp,
                                 "cache": f"{CACHE_FORMAT}:{CACHE_VERSION}:{prep.digest()}"}
     else:
@@ -201,13 +198,15 @@ def _pretrain_stage(pretraining: dict[str, Any], cohort: Path, out: Path, names:
     if not names:
         return {}
     config_path = str(pretraining["config"])
-    report = prepare_cache(cohort, out / "pretrain_cache", _pretraining_preparation(pretraining))
+    prep = _pretraining_preparation(pretraining)
+    report = prepare_cache(cohort, out / "pretrain_cache", prep)
+    cohort_written = _read_stamp(cohort)
     weights = {}
     for name in names:
         task = str(pretraining["tasks"][name])
         run_dir = out / "pretrain" / name
         overrides = _pretraining_overrides(pretraining, name, out, report.cache_dir)
-        wanted = pretraining_stamp(pretraining, name, out, _read_stamp(cohort), report.cache_dir.name)
+        wanted = pretraining_stamp(pretraining, name, out, cohort_written, report.cache_dir.name, prep)
         done = run_dir / "done.json"
         if _stamp_matches(run_dir, wanted) and done.is_file() and (run_dir / "model" / "manifest.json").is_file():
             log.info("pretraining %s: reusing %s", name, run_dir)
@@ -476,7 +475,13 @@ def copy_study_record(out: str | Path, dest: str | Path) -> dict[str, Any]:
             "report": "planessl experiment transfer --config CONFIG --out THIS_FOLDER --report-only",
             "finished_finetuning_runs": finished, "files": len(files) + 1}
     atomic_write_text(tmp / RECORD_NOTE, json.dumps(note, indent=1) + "\n")
+    # the earlier record steps aside before the new one takes its name: a stop in between leaves one of them
+    old = dest.with_name(f".{dest.name}.old")
+    if old.exists():
+        shutil.rmtree(old)
     if dest.exists():
-        shutil.rmtree(dest)
+        dest.rename(old)
     tmp.rename(dest)
+    if old.exists():
+        shutil.rmtree(old)
     return {"dest": str(dest), "files": len(files) + 1, "bytes": size, "finished_runs": finished}

@@ -125,7 +125,7 @@ def run_transfer(args: argparse.Namespace) -> int:
     from PlaneSSLLib.training.experiment import load_experiment_config, run_transfer_experiment
 
     config = load_experiment_config(args.config, parse_overrides(args.overrides))
-    record = getattr(args, "save_record", None)
+    record = args.save_record
     if record is not None and not config.cohorts:
         raise CLIError(f"--save-record: {args.config} is not a study (no 'cohorts' section); an experiment's "
                        "folder is its own record")
