@@ -30,6 +30,9 @@ def test_the_shipped_config_asks_for_what_the_study_needs(monkeypatch):
                for n in (0.6 * target["subjects"], 0.4 * target["subjects"]))
     assert test >= 60
     assert "scratch" in cfg.inits and cfg.report["bootstrap"] >= 1000
+    # the faster layout (bench/bench_finetune_layout.py --task acl) in both stages
+    assert cfg.finetune_overrides["runtime.channels_last"] is True
+    assert cfg.pretraining["overrides"]["runtime.channels_last"] is True
 
 
 @pytest.mark.slow  # ~30 s of CPU: 13 exams written, one pretraining, four fine-tuning runs

@@ -11,6 +11,7 @@ from pathlib import Path
 import pytest
 import yaml
 
+from PlaneSSLLib.training.provenance import source_revision
 from training_cli.main import main
 
 REPO = Path(__file__).resolve().parents[1]
@@ -93,12 +94,17 @@ def test_study_end_to_end_then_resumes(tmp_path, caplog, monkeypatch, capsys):
     assert "study report after step 1 of 4 (2 runs finished)" in caplog.text
     assert "study report after step 3 of 4 (6 runs finished)" in caplog.text
     rows_file = out / "runs" / "paper" / "runs" / "scratch_n1_s0" / "results_rows.json"
-    assert json.loads(rows_file.read_text())["wall_s"] > 0
+    saved_rows = json.loads(rows_file.read_text())
+    assert saved_rows["wall_s"] > 0
+    # the code that ran it: this checkout's revision (the suite runs in a git clone; the key is left out otherwise)
+    revision = source_revision()
+    assert saved_rows.get("code") == (revision or None)
     assert (out / "results.png").stat().st_size > 1000
     settings = out / "settings"
     assert {"study.yaml", "protocol_paper.yaml", "pretraining.yaml", "software.json", "cohort_target.json"} <= {
         p.name for p in settings.iterdir()}
-    assert "torch" in json.loads((settings / "software.json").read_text())
+    software = json.loads((settings / "software.json").read_text())
+    assert "torch" in software and software.get("planessl_commit") == revision.get("commit")
     before = (out / "results.csv").read_bytes()
 
     # a rerun reuses cohorts, pretraining and finished runs; a run without its results file is run again (from

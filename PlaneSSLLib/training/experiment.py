@@ -56,6 +56,7 @@ from ..atomic import atomic_path, atomic_write_bytes, atomic_write_text
 from ..errors import PlaneSSLError
 from .config import ConfigError, build_config, problem_reporter, read_yaml_config
 from .finetune import run_overrides
+from .provenance import source_revision
 from .tasks import FINETUNE_KINDS
 
 __all__ = [
@@ -424,7 +425,9 @@ def _run_and_record(config: ExperimentConfig, name: str, init: Any, n: int | str
     rows = _run_one(config, name, init, n, seed, run_dir, resume)
     payload = {"fingerprint": fp, "init": init, "rows": rows,
                # this machine's time for the run (a resumed run: the time since it resumed)
-               "wall_s": round(time.perf_counter() - started, 1), **({"resumed": True} if resume else {})}
+               "wall_s": round(time.perf_counter() - started, 1), **({"resumed": True} if resume else {}),
+               # the code that finished it (a git checkout's revision; not part of the fingerprint)
+               **({"code": code} if (code := source_revision()) else {})}
     atomic_write_text(run_dir / "results_rows.json", json.dumps(payload, indent=1, default=_csv_value) + "\n")
     return rows
 

@@ -57,6 +57,7 @@ from .experiment import (
     pretraining_names,
     run_transfer_experiment,
 )
+from .provenance import source_revision
 
 __all__ = ["CohortSpec", "StudyStages", "PRETRAINED_PREFIX", "run_study", "cohort_flags"]
 
@@ -260,6 +261,11 @@ def software_versions() -> dict[str, str]:
             out[name] = "not installed"
     import torch
 
+    revision = source_revision()
+    if revision:
+        out["planessl_commit"] = str(revision["commit"])
+        if "modified" in revision:
+            out["planessl_modified"] = str(revision["modified"]).lower()
     out["torch_threads"] = str(torch.get_num_threads())
     out["cpu_count"] = str(os.cpu_count())
     return out
