@@ -11,7 +11,7 @@ import pytest
 from PlaneSSLLib.data.splits import SplitError, split_seg_subjects_stratified, stratified_counts
 from PlaneSSLLib.dicom.views import APEX_PRIOR_LPS
 from PlaneSSLLib.training.seg_metrics import region_dice, stack_thirds
-from PlaneSSLLib.training.study_report import paired_bootstrap_ci, paired_gains
+from PlaneSSLLib.training.study_report import paired_bootstrap_ci, paired_gains, paired_t_ci
 
 
 def test_bootstrap_interval_of_constant_and_two_point_differences():
@@ -32,6 +32,20 @@ def test_bootstrap_interval_matches_the_exact_bootstrap_distribution():
     assert mean == pytest.approx(np.mean(d))
     assert low == pytest.approx(exact[0], abs=0.006) and high == pytest.approx(exact[1], abs=0.006)
     assert paired_bootstrap_ci(d, resamples=2000, seed=1) == paired_bootstrap_ci(d, resamples=2000, seed=1)
+
+
+def test_paired_t_interval_on_known_numbers():
+    # differences 0.1, 0.2, 0.3: mean 0.2, sd 0.1, t(0.975, 2 df) = 4.302653
+    mean, low, high = paired_t_ci([0.1, 0.2, 0.3])
+    assert mean == pytest.approx(0.2)
+    assert (low, high) == pytest.approx((0.2 - 4.302653 * 0.1 / math.sqrt(3), 0.2 + 4.302653 * 0.1 / math.sqrt(3)))
+    assert paired_t_ci([0.05] * 4) == pytest.approx((0.05, 0.05, 0.05))
+    assert math.isnan(paired_t_ci([0.2])[1]) and all(math.isnan(x) for x in paired_t_ci([]))
+    # five differences: the t interval is wider than the percentile bootstrap's (which sees only these five)
+    d = [0.21, 0.30, 0.02, 0.15, 0.11]
+    _, b_low, b_high = paired_bootstrap_ci(d, resamples=20000)
+    _, t_low, t_high = paired_t_ci(d)
+    assert t_low < b_low and t_high > b_high
 
 
 def test_paired_gains_pair_by_seed():
@@ -109,15 +123,22 @@ def test_a_partial_report_says_how_far_the_study_got_and_shows_the_pretext_error
 
     rows = [{"task": "seg", "protocol": "paper", "init": init, "labeled_subjects": 1, "labeled_setting": 1,
              "seed": 0, "metric": "dice mean", "value": value} for init, value in (("scratch", 0.5), ("enc", 0.6))]
+    rows += [{**r, "seed": 2, "value": r["value"] + (0.1 if r["init"] == "scratch" else -0.05)} for r in rows]
     config = ExperimentConfig(inits={"scratch": "scratch", "enc": {"weights": "w", "transfer": "encoder"}},
                               report={"bootstrap": 100})
     pretext = {"multitask": {"overall": {"median_angle_deg": 7.25, "median_distance_mm": 2.0, "location_mae": 0.061,
-                                         "n_images": 120}}}
+                                         "mirror_confusion": 0.125, "n_images": 120},
+                             "location_by_view": {"SAG": {"mae": 0.173, "mirror_confusion": 0.16},
+                                                  "AX": {"mae": 0.02, "mirror_confusion": None}}}}
     write_study_report(rows, tmp_path, config, ["paper"], pretext=pretext,
                        progress={"runs_done": 2, "runs_total": 10, "seeds_done": [0]})
     md = (tmp_path / "results.md").read_text()
     assert md.startswith("# Transfer study")
     assert "Partial report: 2 of 10 fine-tuning runs finished (seeds 0 complete)" in md
-    assert "| multitask | 120 | 7.2 | 2.0 | 0.061 |" in md and "+0.100" in md
+    assert "| multitask | 120 | 7.2 | 2.0 | 0.061 | 12.5 % | SAG 0.173, 16.0 %; AX 0.020, – |" in md
+    # the gain seed by seed (seed 0: +0.100, seed 2: -0.050), positive on one of two, and its t interval
+    t_low, t_high = paired_t_ci([0.1, -0.05])[1:]
+    assert (f"| enc | +0.100 | -0.050 | 1 of 2 | [{t_low:.3f}, {t_high:.3f}] |") in md
+    assert "| seed 0 | seed 2 |" in md and "+0.025 [" in md
     write_study_report(rows, tmp_path, config, ["paper"])
     assert "Partial report" not in (tmp_path / "results.md").read_text()
