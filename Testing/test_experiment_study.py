@@ -84,6 +84,7 @@ def test_study_end_to_end_then_resumes(tmp_path, caplog, monkeypatch, capsys):
     assert "gain over scratch [95 % CI]" in md and "all (2) labelled" in md and "| lines |" in md
     assert "| apical | DCM | NOR |" in md  # pathology columns
     assert "Partial report" not in md and "## Pretext tasks on held-out subjects" in md and "| lines |" in md
+    assert "## Compute" in md and "| paper | 8 |" in md  # the eight runs' wall times
     pretext = json.loads((out / "pretrain" / "lines" / "pretext_eval.json").read_text())
     assert pretext["overall"]["n_images"] > 0 and 0.0 <= pretext["overall"]["median_angle_deg"] <= 90.0
     # first_labeled_subjects [1]: 1 labelled for seed 0 and seed 1 first, then 'all' seed by seed, a partial report

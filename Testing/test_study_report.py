@@ -130,8 +130,11 @@ def test_a_partial_report_says_how_far_the_study_got_and_shows_the_pretext_error
                                          "mirror_confusion": 0.125, "n_images": 120},
                              "location_by_view": {"SAG": {"mae": 0.173, "mirror_confusion": 0.16},
                                                   "AX": {"mae": 0.02, "mirror_confusion": None}}}}
+    for r, wall in zip(rows, (200.0, 210.0, 190.0, 400.0), strict=True):
+        r["wall_s"] = wall
     write_study_report(rows, tmp_path, config, ["paper"], pretext=pretext,
-                       progress={"runs_done": 2, "runs_total": 10, "seeds_done": [0]})
+                       progress={"runs_done": 2, "runs_total": 10, "seeds_done": [0]},
+                       pretraining_time={"multitask": {"epochs": 80, "train_s": 600.0}})
     md = (tmp_path / "results.md").read_text()
     assert md.startswith("# Transfer study")
     assert "Partial report: 2 of 10 fine-tuning runs finished (seeds 0 complete)" in md
@@ -140,5 +143,7 @@ def test_a_partial_report_says_how_far_the_study_got_and_shows_the_pretext_error
     t_low, t_high = paired_t_ci([0.1, -0.05])[1:]
     assert (f"| enc | +0.100 | -0.050 | 1 of 2 | [{t_low:.3f}, {t_high:.3f}] |") in md
     assert "| seed 0 | seed 2 |" in md and "+0.025 [" in md
+    # what it cost: four runs' wall times, the pretraining's epochs
+    assert "| paper | 4 | 205 s (190–400 s) | 0.28 h |" in md and "| multitask | 80 | 10.0 min |" in md
     write_study_report(rows, tmp_path, config, ["paper"])
     assert "Partial report" not in (tmp_path / "results.md").read_text()

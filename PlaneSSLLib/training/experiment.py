@@ -429,7 +429,7 @@ def _run_and_record(config: ExperimentConfig, name: str, init: Any, n: int | str
                # the code that finished it (a git checkout's revision; not part of the fingerprint)
                **({"code": code} if (code := source_revision()) else {})}
     atomic_write_text(run_dir / "results_rows.json", json.dumps(payload, indent=1, default=_csv_value) + "\n")
-    return rows
+    return [{**r, "wall_s": payload["wall_s"]} for r in rows]
 
 
 def _worker_start(threads: int) -> None:
@@ -518,7 +518,8 @@ def plan_runs(config: ExperimentConfig, out: Path, tidy: bool = True, root: str 
         if isinstance(saved, dict) and saved.get("fingerprint") == fp:
             if tidy:
                 log.info("[%d/%d] %s: reusing %s", i, len(combos), run_dir.name, run_dir / "results_rows.json")
-            plan.done[i] = [{**r, "init": name, "labeled_setting": n} for r in saved["rows"]]
+            plan.done[i] = [{**r, "init": name, "labeled_setting": n, "wall_s": saved.get("wall_s")}
+                            for r in saved["rows"]]
             plan.reused += 1
             continue
         started = _read_json(run_dir / RUN_PLAN)

@@ -328,6 +328,22 @@ def _pretext_summaries(out: Path, names: list[str]) -> dict[str, dict[str, Any]]
     return found
 
 
+def _pretraining_time(out: Path, names: list[str]) -> dict[str, dict[str, float]]:
+    """name -> ``{epochs, train_s}`` from each pretraining's metrics.csv (``epoch_seconds``: training only)."""
+    import csv
+
+    found = {}
+    for name in names:
+        path = out / "pretrain" / name / "metrics.csv"
+        if not path.is_file():
+            continue
+        with path.open(newline="", encoding="utf-8") as fh:
+            seconds = [float(r["epoch_seconds"]) for r in csv.DictReader(fh) if r.get("epoch_seconds")]
+        if seconds:
+            found[name] = {"epochs": len(seconds), "train_s": sum(seconds)}
+    return found
+
+
 def _finished_seeds(rows: list[dict[str, Any]], config: Any, protocols: list[str]) -> list[Any]:
     """The seeds whose every (protocol, init, labelled count) run has finished."""
     cells = {(r.get("protocol"), r["init"], str(r.get("labeled_setting", r["labeled_subjects"])), r["seed"])
@@ -367,7 +383,8 @@ def study_report_now(config: Any, out: str | Path) -> dict[str, Any]:
     progress = {"runs_done": done, "runs_total": total, "seeds_done": _finished_seeds(rows, config, protocols),
                 "per_count": per_count, "per_count_total": len(config.inits) * len(config.seeds)}
     return write_study_report(rows, out, config, protocols, pretext=_pretext_summaries(out, names),
-                              progress=progress if done < total else None)
+                              progress=progress if done < total else None,
+                              pretraining_time=_pretraining_time(out, names))
 
 
 def _grid_steps(config: Any, protocols: list[str]) -> list[tuple[str, list[Any], Any]]:
@@ -416,7 +433,8 @@ def run_study(config: Any, out: str | Path, stages: StudyStages, jobs: int = 1) 
         log.info("protocol %s: fine-tuning grid in %s", protocol, out / "runs" / protocol)
         summary = run_transfer_experiment(sub, out / "runs" / protocol, jobs, root=out)
         rows += [{**r, "protocol": protocol} for r in summary["rows"]]
-    return write_study_report(rows, out, config, protocols, pretext=pretext)
+    return write_study_report(rows, out, config, protocols, pretext=pretext,
+                              pretraining_time=_pretraining_time(out, names))
 
 
 #: folders of a study that its record leaves out: the cohorts (written again from their settings), the caches

@@ -14,7 +14,8 @@
   pretrained (protocol, init) against the best scratch protocol (:func:`best_against_best`); then every
   per-seed gain, how many seeds it is positive on, and the paired Student-t interval of the mean gain
   (:func:`paired_t_ci`), a check on the bootstrap: with five seeds the percentile bootstrap interval is
-  narrower than its nominal level (it resamples only the five differences seen), the t interval is not.
+  narrower than its nominal level (it resamples only the five differences seen), the t interval is not;
+  the pretext errors of the pretrained networks; and what the study cost (:func:`compute_summary`).
 - ``results.png``: label-efficiency curves (headline metric vs labelled subjects, log2 axis), one panel
   per protocol, one line per initialisation with a ± std band.
 """
@@ -33,7 +34,7 @@ import numpy as np
 from ..atomic import atomic_path, atomic_write_bytes, atomic_write_text
 
 __all__ = ["paired_bootstrap_ci", "paired_t_ci", "paired_gains", "study_table", "best_against_best",
-           "write_study_report"]
+           "compute_summary", "write_study_report"]
 
 RESULT_COLUMNS = ("task", "init", "labeled_subjects", "seed", "metric", "value")
 REGION_METRICS = ("dice basal", "dice mid", "dice apical")
@@ -301,6 +302,43 @@ def _num(value: Any) -> float:
         return math.nan
 
 
+def compute_summary(rows: list[dict[str, Any]], protocols: list[str],
+                    pretraining: dict[str, dict[str, float]] | None = None) -> dict[str, Any]:
+    """What the study cost this machine: per protocol the finished runs' wall times (``wall_s`` of each run's
+    results_rows.json; a run resumed after a stop counts from its resumption), and per pretraining its epochs
+    and the sum of its epochs' training time (``pretraining``: name -> ``{epochs, train_s}``)."""
+    out: dict[str, Any] = {"protocols": {}, "pretraining": dict(pretraining or {})}
+    for protocol in protocols:
+        runs = {(r["init"], str(r.get("labeled_setting", r["labeled_subjects"])), r["seed"]): _num(r.get("wall_s"))
+                for r in rows if r.get("protocol", "") == protocol}
+        walls = sorted(w for w in runs.values() if math.isfinite(w))
+        if walls:
+            out["protocols"][protocol] = {"runs": len(runs), "timed": len(walls), "median_s": float(np.median(walls)),
+                                          "min_s": walls[0], "max_s": walls[-1], "sum_s": float(sum(walls))}
+    return out
+
+
+def _compute_markdown(compute: dict[str, Any]) -> str:
+    if not compute["protocols"] and not compute["pretraining"]:
+        return ""
+    lines = ["", "## Compute", "",
+             "Wall time on the machine that ran the study (`settings/software.json` names its CPU count and "
+             "threads). A run resumed after a stop counts from its resumption; runs that ran side by side "
+             "(`--jobs N`) each count their own time, so the grid's clock time is about the sum divided by N.", ""]
+    if compute["protocols"]:
+        lines += ["| protocol | runs | wall time per run: median (range) | sum of run wall times |",
+                  "|---|---:|---:|---:|"]
+        for protocol, c in compute["protocols"].items():
+            lines.append(f"| {protocol} | {c['timed']} | {c['median_s']:.0f} s ({c['min_s']:.0f}–{c['max_s']:.0f} s) "
+                         f"| {c['sum_s'] / 3600:.2f} h |")
+    if compute["pretraining"]:
+        lines += ["", "| pretraining | epochs | training time (sum over epochs, without validation) |",
+                  "|---|---:|---:|"]
+        for name, p in compute["pretraining"].items():
+            lines.append(f"| {name} | {int(p['epochs'])} | {p['train_s'] / 60:.1f} min |")
+    return "\n".join(lines) + "\n"
+
+
 def _progress_markdown(progress: dict[str, Any]) -> str:
     seeds = ", ".join(str(s) for s in progress["seeds_done"])
     done = f"seeds {seeds} complete" if seeds else "no seed complete yet"
@@ -316,10 +354,12 @@ def _progress_markdown(progress: dict[str, Any]) -> str:
 
 def write_study_report(rows: list[dict[str, Any]], out: Path, config: Any, protocols: list[str],
                        pretext: dict[str, dict[str, Any]] | None = None,
-                       progress: dict[str, Any] | None = None) -> dict[str, Any]:
+                       progress: dict[str, Any] | None = None,
+                       pretraining_time: dict[str, dict[str, float]] | None = None) -> dict[str, Any]:
     """results.csv, results.md, results.png of a study (module docstring); returns a summary dict. ``pretext``:
     pretraining name -> its held-out pretext report (a section of results.md); ``progress``: ``{runs_done,
-    runs_total, seeds_done}`` of a study still running (said at the top of results.md)."""
+    runs_total, seeds_done}`` of a study still running (said at the top of results.md); ``pretraining_time``:
+    name -> ``{epochs, train_s}`` (the compute section, with the runs' wall times)."""
     from .experiment import HEADLINE_METRICS, init_spec
 
     metric, description = HEADLINE_METRICS[config.task]
@@ -344,9 +384,11 @@ def write_study_report(rows: list[dict[str, Any]], out: Path, config: Any, proto
         markdown = f"{head}\n\n{_progress_markdown(progress)}{rest.lstrip()}"
     if pretext:
         markdown += _pretext_markdown(pretext)
+    compute = compute_summary(rows, protocols, pretraining_time)
+    markdown += _compute_markdown(compute)
     atomic_write_text(out / "results.md", markdown)
     _plot(table, protocols, metric, out / "results.png")
     return {"output": str(out), "task": config.task, "metric": metric, "metric_description": description,
             "runs": len({(r.get("protocol"), r["init"], r["labeled_subjects"], r["seed"]) for r in rows}),
             "results_csv": str(out / "results.csv"), "results_md": str(out / "results.md"),
-            "results_png": str(out / "results.png"), "table": table, "markdown": markdown}
+            "results_png": str(out / "results.png"), "table": table, "markdown": markdown, "compute": compute}
