@@ -41,16 +41,19 @@ REGION_METRICS = ("dice basal", "dice mid", "dice apical")
 PATHOLOGY_PREFIX = "dice pathology "
 
 
+def _finite_and_mean(differences: Sequence[float]) -> tuple[np.ndarray, float]:
+    """The finite differences and their mean (nan when there are none)."""
+    d = np.asarray([x for x in differences if math.isfinite(x)], dtype=np.float64)
+    return d, float(d.mean()) if len(d) else math.nan
+
+
 def paired_bootstrap_ci(differences: Sequence[float], confidence: float = 0.95, resamples: int = 10000,
                         seed: int = 0) -> tuple[float, float, float]:
     """``(mean, low, high)`` of paired differences: the mean, and the percentile bootstrap interval of the mean
     (``resamples`` draws of ``len(differences)`` differences with replacement, numpy generator seeded by
     ``seed``; percentiles ``(1 ± confidence) / 2``). One difference: ``(d, nan, nan)``; none: all nan."""
-    d = np.asarray([x for x in differences if math.isfinite(x)], dtype=np.float64)
-    if len(d) == 0:
-        return math.nan, math.nan, math.nan
-    mean = float(d.mean())
-    if len(d) == 1:
+    d, mean = _finite_and_mean(differences)
+    if len(d) < 2:
         return mean, math.nan, math.nan
     rng = np.random.default_rng([seed, 0xB007])
     means = d[rng.integers(0, len(d), size=(resamples, len(d)))].mean(axis=1)
@@ -64,11 +67,8 @@ def paired_t_ci(differences: Sequence[float], confidence: float = 0.95) -> tuple
     freedom, standard error ``sd / sqrt(n)``). Fewer than two differences: the interval is nan."""
     from scipy import stats
 
-    d = np.asarray([x for x in differences if math.isfinite(x)], dtype=np.float64)
-    if len(d) == 0:
-        return math.nan, math.nan, math.nan
-    mean = float(d.mean())
-    if len(d) == 1:
+    d, mean = _finite_and_mean(differences)
+    if len(d) < 2:
         return mean, math.nan, math.nan
     half = float(stats.t.ppf(0.5 + confidence / 2.0, len(d) - 1) * d.std(ddof=1) / math.sqrt(len(d)))
     return mean, mean - half, mean + half
