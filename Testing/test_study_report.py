@@ -147,3 +147,26 @@ def test_a_partial_report_says_how_far_the_study_got_and_shows_the_pretext_error
     assert "| paper | 4 | 205 s (190–400 s) | 0.28 h |" in md and "| multitask | 80 | 10.0 min |" in md
     write_study_report(rows, tmp_path, config, ["paper"])
     assert "Partial report" not in (tmp_path / "results.md").read_text()
+
+
+def test_runs_that_never_found_a_structure_are_listed(tmp_path):
+    from PlaneSSLLib.training.experiment import ExperimentConfig
+    from PlaneSSLLib.training.study_report import collapsed_structures, write_study_report
+
+    def rows_of(init, seed, myo, empty):
+        base = {"task": "seg", "protocol": "strong", "init": init, "labeled_subjects": 2, "labeled_setting": 2,
+                "seed": seed}
+        return [{**base, "metric": "dice mean", "value": 0.5}, {**base, "metric": "dice all Myo", "value": myo},
+                {**base, "metric": "n_empty_pred all Myo", "value": empty}]
+
+    rows = rows_of("scratch", 0, 0.6, 0) + rows_of("lines", 0, 0.0, 24) + rows_of("lines", 1, 0.01, 20)
+    # only a Dice of exactly 0 over the test set counts (0.01: found somewhere, just badly)
+    assert collapsed_structures(rows, ["strong"]) == [{"protocol": "strong", "init": "lines", "labeled": "2",
+                                                       "seed": 0, "structure": "Myo", "empty_volumes": 24.0}]
+    assert collapsed_structures(rows, ["paper"]) == []
+    config = ExperimentConfig(inits={"scratch": "scratch", "lines": "w"}, report={"bootstrap": 100})
+    write_study_report(rows, tmp_path, config, ["strong"])
+    md = (tmp_path / "results.md").read_text()
+    assert "| strong / lines | 1 of 2 | 2 labelled, seed 0: Myo (24) |" in md
+    write_study_report(rows_of("scratch", 0, 0.6, 0), tmp_path, config, ["strong"])
+    assert "never found a structure" not in (tmp_path / "results.md").read_text()

@@ -15,7 +15,8 @@
   per-seed gain, how many seeds it is positive on, and the paired Student-t interval of the mean gain
   (:func:`paired_t_ci`), a check on the bootstrap: with five seeds the percentile bootstrap interval is
   narrower than its nominal level (it resamples only the five differences seen), the t interval is not;
-  the pretext errors of the pretrained networks; and what the study cost (:func:`compute_summary`).
+  the runs that never found a structure (:func:`collapsed_structures`); the pretext errors of the pretrained
+  networks; and what the study cost (:func:`compute_summary`).
 - ``results.png``: label-efficiency curves (headline metric vs labelled subjects, log2 axis), one panel
   per protocol, one line per initialisation with a ± std band.
 """
@@ -34,7 +35,7 @@ import numpy as np
 from ..atomic import atomic_path, atomic_write_bytes, atomic_write_text
 
 __all__ = ["paired_bootstrap_ci", "paired_t_ci", "paired_gains", "study_table", "best_against_best",
-           "compute_summary", "write_study_report"]
+           "collapsed_structures", "compute_summary", "write_study_report"]
 
 RESULT_COLUMNS = ("task", "init", "labeled_subjects", "seed", "metric", "value")
 REGION_METRICS = ("dice basal", "dice mid", "dice apical")
@@ -318,6 +319,47 @@ def compute_summary(rows: list[dict[str, Any]], protocols: list[str],
     return out
 
 
+def collapsed_structures(rows: list[dict[str, Any]], protocols: list[str]) -> list[dict[str, Any]]:
+    """Segmentation runs whose test Dice of a structure is 0 over every test volume (``dice all <S>``): the
+    network never found it, a failure of the run rather than a low score (a class left out of the prediction,
+    e.g. a fine-tuning that never leaves a start where another class wins every pixel). Each with the number
+    of test volumes in which it predicted none of that structure (``n_empty_pred all <S>``)."""
+    out = []
+    values = {(r.get("protocol", ""), r["init"], str(r.get("labeled_setting", r["labeled_subjects"])), r["seed"],
+               r["metric"]): _num(r.get("value")) for r in rows}
+    for (protocol, init, setting, seed, metric), value in sorted(values.items(), key=lambda kv: str(kv[0])):
+        if protocol not in protocols or not metric.startswith("dice all ") or value != 0.0:
+            continue
+        structure = metric[len("dice all "):]
+        empty = values.get((protocol, init, setting, seed, f"n_empty_pred all {structure}"), math.nan)
+        out.append({"protocol": protocol, "init": init, "labeled": setting, "seed": seed, "structure": structure,
+                    "empty_volumes": empty})
+    return out
+
+
+def _collapsed_markdown(collapsed: list[dict[str, Any]], rows: list[dict[str, Any]]) -> str:
+    if not collapsed:
+        return ""
+    runs: dict[tuple[str, str], set[tuple[str, Any]]] = {}
+    for r in rows:
+        runs.setdefault((r.get("protocol", ""), r["init"]), set()).add(
+            (str(r.get("labeled_setting", r["labeled_subjects"])), r["seed"]))
+    failed: dict[tuple[str, str], set[tuple[str, Any]]] = {}
+    for c in collapsed:
+        failed.setdefault((c["protocol"], c["init"]), set()).add((c["labeled"], c["seed"]))
+    lines = ["", "## Runs that never found a structure", "",
+             "Test Dice 0 for a structure over every test volume: the fine-tuned network leaves that class out "
+             "(its means above include these runs). Per protocol and initialisation, the runs affected of those "
+             "finished:", "",
+             "| protocol / init | runs | which: structure (test volumes with none of it predicted) |",
+             "|---|---:|---|"]
+    for key in sorted(failed):
+        which = "; ".join(f"{c['labeled']} labelled, seed {c['seed']}: {c['structure']} "
+                          f"({_fmt(c['empty_volumes'], 0)})" for c in collapsed if (c["protocol"], c["init"]) == key)
+        lines.append(f"| {key[0]} / {key[1]} | {len(failed[key])} of {len(runs.get(key, ()))} | {which} |")
+    return "\n".join(lines) + "\n"
+
+
 def _compute_markdown(compute: dict[str, Any]) -> str:
     if not compute["protocols"] and not compute["pretraining"]:
         return ""
@@ -382,6 +424,8 @@ def write_study_report(rows: list[dict[str, Any]], out: Path, config: Any, proto
     if progress:
         head, rest = markdown.split("\n", 1)
         markdown = f"{head}\n\n{_progress_markdown(progress)}{rest.lstrip()}"
+    collapsed = collapsed_structures(rows, protocols)
+    markdown += _collapsed_markdown(collapsed, rows)
     if pretext:
         markdown += _pretext_markdown(pretext)
     compute = compute_summary(rows, protocols, pretraining_time)
@@ -391,4 +435,5 @@ def write_study_report(rows: list[dict[str, Any]], out: Path, config: Any, proto
     return {"output": str(out), "task": config.task, "metric": metric, "metric_description": description,
             "runs": len({(r.get("protocol"), r["init"], r["labeled_subjects"], r["seed"]) for r in rows}),
             "results_csv": str(out / "results.csv"), "results_md": str(out / "results.md"),
-            "results_png": str(out / "results.png"), "table": table, "markdown": markdown, "compute": compute}
+            "results_png": str(out / "results.png"), "table": table, "markdown": markdown, "compute": compute,
+            "collapsed": collapsed}
