@@ -344,19 +344,17 @@ def _pretraining_time(out: Path, names: list[str]) -> dict[str, dict[str, float]
     return found
 
 
-def _finished_seeds(rows: list[dict[str, Any]], config: Any, protocols: list[str]) -> list[Any]:
-    """The seeds whose every (protocol, init, labelled count) run has finished."""
-    cells = {(r.get("protocol"), r["init"], str(r.get("labeled_setting", r["labeled_subjects"])), r["seed"])
-             for r in rows}
+def _finished_seeds(finished: set[tuple[str, str, str, Any]], config: Any, protocols: list[str]) -> list[Any]:
+    """The seeds whose every (protocol, init, labelled count) run is among ``finished`` (``run_key``s)."""
     return [seed for seed in config.seeds
-            if all((p, i, str(n), seed) in cells for p in protocols for i in config.inits
+            if all((p, i, str(n), seed) in finished for p in protocols for i in config.inits
                    for n in config.labeled_subjects)]
 
 
 def study_report_now(config: Any, out: str | Path) -> dict[str, Any]:
     """The report of the runs a study has finished so far, running nothing (``experiment transfer --report-only``):
     every finished run counts, each initialisation's gain paired with scratch on the seeds both have."""
-    from .study_report import write_study_report
+    from .study_report import run_key, write_study_report
 
     out = Path(out)
     names = pretraining_names(config.inits)
@@ -376,11 +374,11 @@ def study_report_now(config: Any, out: str | Path) -> dict[str, Any]:
     if not rows:
         raise ExperimentRunError(f"{out}: no fine-tuning run of the study has finished yet")
     total = len(protocols) * len(config.inits) * len(config.labeled_subjects) * len(config.seeds)
-    done = len({(r["protocol"], r["init"], str(r.get("labeled_setting")), r["seed"]) for r in rows})
-    finished = {(r["protocol"], str(r.get("labeled_setting")), r["init"], r["seed"]) for r in rows}
-    per_count = {(p, str(n)): sum((p, str(n), i, s) in finished for i in config.inits for s in config.seeds)
+    finished = {run_key(r) for r in rows}
+    done = len(finished)
+    per_count = {(p, str(n)): sum((p, i, str(n), s) in finished for i in config.inits for s in config.seeds)
                  for p in protocols for n in config.labeled_subjects}
-    progress = {"runs_done": done, "runs_total": total, "seeds_done": _finished_seeds(rows, config, protocols),
+    progress = {"runs_done": done, "runs_total": total, "seeds_done": _finished_seeds(finished, config, protocols),
                 "per_count": per_count, "per_count_total": len(config.inits) * len(config.seeds)}
     return write_study_report(rows, out, config, protocols, pretext=_pretext_summaries(out, names),
                               progress=progress if done < total else None,

@@ -34,7 +34,8 @@ import numpy as np
 
 from ..atomic import atomic_path, atomic_write_bytes, atomic_write_text
 
-__all__ = ["paired_bootstrap_ci", "paired_t_ci", "paired_gains", "study_table", "best_against_best",
+__all__ = ["paired_bootstrap_ci", "paired_t_ci", "paired_differences", "paired_gains", "run_key", "study_table",
+           "best_against_best",
            "collapsed_structures", "compute_summary", "write_study_report"]
 
 RESULT_COLUMNS = ("task", "init", "labeled_subjects", "seed", "metric", "value")
@@ -85,13 +86,24 @@ def _values(rows: list[dict[str, Any]], metric: str) -> dict[tuple[str, str, int
     return out
 
 
+def paired_differences(by_seed: dict[int, float], reference: dict[int, float]) -> dict[int, float]:
+    """``{seed: by_seed - reference}`` on the seeds both have (finite differences only), in seed order."""
+    diffs = {s: by_seed[s] - reference[s] for s in sorted(set(by_seed) & set(reference))}
+    return {s: d for s, d in diffs.items() if math.isfinite(d)}
+
+
 def paired_gains(by_seed: dict[int, float], reference: dict[int, float], **bootstrap: Any) -> tuple[float, float,
                                                                                                         float, int]:
     """``(mean gain, low, high, pairs)`` of ``by_seed`` over ``reference`` on the seeds both have."""
-    seeds = sorted(set(by_seed) & set(reference))
-    diffs = [by_seed[s] - reference[s] for s in seeds]
-    diffs = [x for x in diffs if math.isfinite(x)]
+    diffs = list(paired_differences(by_seed, reference).values())
     return (*paired_bootstrap_ci(diffs, **bootstrap), len(diffs))
+
+
+def run_key(row: dict[str, Any]) -> tuple[str, str, str, Any]:
+    """The fine-tuning run a results row belongs to: ``(protocol, init, labelled setting, seed)`` (the setting
+    as the grid names it: a count or ``all``)."""
+    return (row.get("protocol", ""), row["init"], str(row.get("labeled_setting", row["labeled_subjects"])),
+            row["seed"])
 
 
 def _mean_std(values: list[float]) -> tuple[float, float, int]:
@@ -124,11 +136,10 @@ def study_table(rows: list[dict[str, Any]], metric: str, inits: list[str], proto
                 entry: dict[str, Any] = {"protocol": protocol, "labeled_subjects": n, "setting": settings[n],
                                          "init": init, "mean": mean, "std": std, "n": count}
                 if scratch and init != scratch and ref:
-                    g, lo, hi, pairs = paired_gains(values, ref, confidence=confidence, resamples=resamples, seed=seed)
-                    per_seed = {s: values[s] - ref[s] for s in sorted(set(values) & set(ref))
-                                if math.isfinite(values[s] - ref[s])}
+                    per_seed = paired_differences(values, ref)
+                    g, lo, hi = paired_bootstrap_ci(list(per_seed.values()), confidence, resamples, seed)
                     _, t_lo, t_hi = paired_t_ci(list(per_seed.values()), confidence)
-                    entry |= {"gain": g, "low": lo, "high": hi, "pairs": pairs, "per_seed": per_seed,
+                    entry |= {"gain": g, "low": lo, "high": hi, "pairs": len(per_seed), "per_seed": per_seed,
                               "t_low": t_lo, "t_high": t_hi}
                 for m in REGION_METRICS:
                     entry[m.split()[1]] = _mean_std(list(regions[m].get((protocol, init, n), {}).values()))[0]
@@ -310,8 +321,7 @@ def compute_summary(rows: list[dict[str, Any]], protocols: list[str],
     and the sum of its epochs' training time (``pretraining``: name -> ``{epochs, train_s}``)."""
     out: dict[str, Any] = {"protocols": {}, "pretraining": dict(pretraining or {})}
     for protocol in protocols:
-        runs = {(r["init"], str(r.get("labeled_setting", r["labeled_subjects"])), r["seed"]): _num(r.get("wall_s"))
-                for r in rows if r.get("protocol", "") == protocol}
+        runs = {run_key(r): _num(r.get("wall_s")) for r in rows if r.get("protocol", "") == protocol}
         walls = sorted(w for w in runs.values() if math.isfinite(w))
         if walls:
             out["protocols"][protocol] = {"runs": len(runs), "timed": len(walls), "median_s": float(np.median(walls)),
@@ -325,8 +335,7 @@ def collapsed_structures(rows: list[dict[str, Any]], protocols: list[str]) -> li
     e.g. a fine-tuning that never leaves a start where another class wins every pixel). Each with the number
     of test volumes in which it predicted none of that structure (``n_empty_pred all <S>``)."""
     out = []
-    values = {(r.get("protocol", ""), r["init"], str(r.get("labeled_setting", r["labeled_subjects"])), r["seed"],
-               r["metric"]): _num(r.get("value")) for r in rows}
+    values = {(*run_key(r), r["metric"]): _num(r.get("value")) for r in rows}
     for (protocol, init, setting, seed, metric), value in sorted(values.items(), key=lambda kv: str(kv[0])):
         if protocol not in protocols or not metric.startswith("dice all ") or value != 0.0:
             continue
@@ -340,12 +349,12 @@ def collapsed_structures(rows: list[dict[str, Any]], protocols: list[str]) -> li
 def _collapsed_markdown(collapsed: list[dict[str, Any]], rows: list[dict[str, Any]]) -> str:
     if not collapsed:
         return ""
-    runs: dict[tuple[str, str], set[tuple[str, Any]]] = {}
+    runs: dict[tuple[str, str], set[tuple[str, str, str, Any]]] = {}
     for r in rows:
-        runs.setdefault((r.get("protocol", ""), r["init"]), set()).add(
-            (str(r.get("labeled_setting", r["labeled_subjects"])), r["seed"]))
+        key = run_key(r)
+        runs.setdefault(key[:2], set()).add(key)
     failed: dict[tuple[str, str], set[tuple[str, Any]]] = {}
-    for c in collapsed:
+    for c in collapsed:  # a run that lost two structures counts once
         failed.setdefault((c["protocol"], c["init"]), set()).add((c["labeled"], c["seed"]))
     lines = ["", "## Runs that never found a structure", "",
              "Test Dice 0 for a structure over every test volume: the fine-tuned network leaves that class out "
