@@ -41,8 +41,9 @@ class FakeFinetune:
         self.calls.append((str(init), int(n), int(seed), str(output)))
         self.transfers[Path(output).name] = config.init.transfer
         Path(output).mkdir(parents=True, exist_ok=True)
-        (Path(output) / "result.json").write_text("{}")
         v = _value(str(init), n, seed)
+        # no val_dice row below: the experiment takes it from here (as for runs recorded before the row existed)
+        (Path(output) / "result.json").write_text(json.dumps({"best_val_dice": v - 0.1}))
 
         def results_rows():
             label = "scratch" if init == "scratch" else "pretrained:encoder+decoder"
@@ -80,10 +81,12 @@ def test_runs_every_combination_and_reuses(setup):
         header = next(reader)
         body = list(reader)
     assert header == ["task", "init", "labeled_subjects", "seed", "metric", "value"]
-    assert len(body) == 12 * 3
+    assert len(body) == 12 * 4  # the fake's 3 rows + the validation Dice of the kept epoch
     assert {r[1] for r in body} == {"scratch", "both"}  # experiment init names
     row = next(r for r in body if r[1] == "both" and r[2] == "4" and r[3] == "1" and r[4] == "dice mean")
     assert float(row[5]) == pytest.approx(_value("w", 4, 1))
+    row = next(r for r in body if r[1] == "both" and r[2] == "4" and r[3] == "1" and r[4] == "val_dice mean")
+    assert float(row[5]) == pytest.approx(_value("w", 4, 1) - 0.1)
 
     md = (out / "results.md").read_text()
     assert "| labelled subjects | scratch | both |" in md

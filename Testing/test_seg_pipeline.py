@@ -179,6 +179,10 @@ def test_finetune_from_pretrained_exports_seg_weights(finetuned):
         assert all(0.0 <= d <= 1.0 for d in per) and float(r["val_dice"]) == pytest.approx(sum(per) / 3)
     rows = result.results_rows()
     assert {"task", "init", "labeled_subjects", "seed", "metric", "value"} == set(rows[0])
+    # the validation Dice of the kept epoch travels with the test rows (a study chooses between inits on it)
+    (val,) = [r["value"] for r in rows if r["metric"] == "val_dice mean"]
+    assert val == pytest.approx(result.best_val_dice)
+    assert val == pytest.approx(float(epochs[result.best_epoch - 1]["val_dice"]))
 
 
 def test_finetune_cli_from_scratch_and_errors(cohort, seg_cache, tmp_path, cli):

@@ -117,6 +117,30 @@ def test_best_pretrained_against_best_scratch_across_protocols():
     assert entry["low"] == pytest.approx(0.07) and entry["high"] == pytest.approx(0.09)
 
 
+def test_best_pretrained_is_chosen_on_validation_not_on_the_test_numbers():
+    from PlaneSSLLib.training.study_report import best_against_best
+
+    def rows(protocol, init, test, val):
+        base = {"protocol": protocol, "init": init, "labeled_subjects": 2, "seed": 0}
+        return [{**base, "seed": s, "metric": m, "value": v + 0.01 * s}
+                for s in range(3) for m, v in (("dice mean", test), ("val_dice mean", val))]
+
+    # 'lines' has the best test mean, 'enc' the best validation mean; scratch likewise per protocol
+    data = (rows("paper", "scratch", 0.50, 0.60) + rows("strong", "scratch", 0.55, 0.58)
+            + rows("paper", "lines", 0.80, 0.62) + rows("paper", "enc", 0.70, 0.70))
+    (test_choice,) = best_against_best(data, "dice mean", ["paper", "strong"], "scratch", resamples=2000)
+    (val_choice,) = best_against_best(data, "dice mean", ["paper", "strong"], "scratch", resamples=2000,
+                                      choose_by="val_dice mean")
+    assert (test_choice["best"], test_choice["scratch"]) == ("paper/lines", "strong/scratch")
+    assert (val_choice["best"], val_choice["scratch"]) == ("paper/enc", "paper/scratch")
+    assert val_choice["gain"] == pytest.approx(0.20) and val_choice["better_on"] == 3
+    assert val_choice["best_score"] == pytest.approx(0.71) and val_choice["scratch_score"] == pytest.approx(0.61)
+    assert val_choice["t_low"] == pytest.approx(0.20) == val_choice["t_high"]  # no spread in the differences
+    # without validation scores no honest choice can be made: the count is left out
+    test_only = [r for r in data if r["metric"] == "dice mean"]
+    assert best_against_best(test_only, "dice mean", ["paper", "strong"], "scratch", choose_by="val_dice mean") == []
+
+
 def test_a_partial_report_says_how_far_the_study_got_and_shows_the_pretext_errors(tmp_path):
     from PlaneSSLLib.training.experiment import ExperimentConfig
     from PlaneSSLLib.training.study_report import write_study_report

@@ -403,10 +403,25 @@ def _run_one(cfg: ExperimentConfig, name: str, init: Any, n: int | str, seed: in
     config = _load_finetune(cfg, init, labeled_subjects=count, seed=seed, output=run_dir)
     if count is None:  # 'all', whatever finetune_overrides say
         config.data.labeled_subjects = None
-    rows = FINETUNE_KINDS[cfg.task].run(config, resume=resume).results_rows()
+    rows = _with_validation_row(FINETUNE_KINDS[cfg.task].run(config, resume=resume).results_rows(), run_dir,
+                                cfg.task)
     # 'all': the rows keep the pool's size that the run reports
     return [{**r, "init": name, "labeled_subjects": count if count is not None else r["labeled_subjects"],
              "seed": seed, "labeled_setting": n} for r in rows]
+
+
+def _with_validation_row(rows: list[dict[str, Any]], run_dir: Path, task: str) -> list[dict[str, Any]]:
+    """A finished run's rows with its validation score (the task's ``validation`` metric). A segmentation run
+    recorded before its rows carried ``val_dice mean`` (2026-12-01) gets it from its ``result.json``
+    (``best_val_dice``: the same number), so a study's validation-chosen comparison covers every run."""
+    metric = FINETUNE_KINDS[task].validation
+    if not rows or any(r.get("metric") == metric for r in rows) or task != "seg":
+        return rows
+    result = _read_json(run_dir / "result.json")
+    value = result.get("best_val_dice") if isinstance(result, dict) else None
+    value = float("nan") if value is None else float(value)
+    return [*rows, {**{k: rows[0][k] for k in ("task", "init", "labeled_subjects", "seed") if k in rows[0]},
+                    "metric": metric, "value": value}]
 
 
 def _csv_value(value: Any) -> Any:
@@ -519,7 +534,7 @@ def plan_runs(config: ExperimentConfig, out: Path, tidy: bool = True, root: str 
             if tidy:
                 log.info("[%d/%d] %s: reusing %s", i, len(combos), run_dir.name, run_dir / "results_rows.json")
             plan.done[i] = [{**r, "init": name, "labeled_setting": n, "wall_s": saved.get("wall_s")}
-                            for r in saved["rows"]]
+                            for r in _with_validation_row(saved["rows"], run_dir, config.task)]
             plan.reused += 1
             continue
         started = _read_json(run_dir / RUN_PLAN)

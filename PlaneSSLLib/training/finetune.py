@@ -63,6 +63,9 @@ class FinetuneKind:
     name: str
     headline: str  #: the metric (as named in results rows) that tables and summaries show
     description: str
+    #: the validation score of the epoch the run kept (a results-row metric): a study chooses its best
+    #: initialisation on it, not on the test numbers it reports
+    validation: str
     #: ``(path, {dotted key: value}) -> validated config``
     load_config: Callable[[str | Path, dict[str, Any]], Any]
     #: ``(config, resume) -> result`` (a :class:`FinetuneSummary`)

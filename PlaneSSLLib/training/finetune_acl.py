@@ -578,6 +578,6 @@ def _fingerprint(exams: Sequence[Exam], prep: PrepareConfig) -> str:
 #: the task as ``planessl finetune acl`` and ``planessl experiment transfer`` see it
 ACL_KIND = FinetuneKind(
     name="acl", headline="auc",
-    description="ROC AUC on the test exams (the validation exams without data.test_fraction)",
+    description="ROC AUC on the test exams (the validation exams without data.test_fraction)", validation="val_auc",
     load_config=load_acl_config, run=finetune_acl, transfer_modes=("encoder",),
 )

@@ -256,6 +256,10 @@ class FinetuneResult(FinetuneSummary):
         for key, value in self.region_dice.items():
             out.append({"task": self.task, "init": init, "labeled_subjects": self.labeled_subjects,
                         "seed": self.seed, "metric": f"dice {key}", "value": value})
+        # the validation Dice of the kept epoch (what chose it), so a study can choose between inits on it
+        out.append({"task": self.task, "init": init, "labeled_subjects": self.labeled_subjects, "seed": self.seed,
+                    "metric": "val_dice mean",
+                    "value": float("nan") if self.best_val_dice is None else float(self.best_val_dice)})
         return out
 
     def as_dict(self) -> dict[str, Any]:
@@ -569,6 +573,6 @@ def finetune_seg(config: FinetuneSegConfig, init: str | None = None, labeled_sub
 #: the task as ``planessl finetune seg`` and ``planessl experiment transfer`` see it
 SEG_KIND = FinetuneKind(
     name="seg", headline="dice mean",
-    description="mean Dice over structures (RV, Myo, LV) and phases (ED, ES)",
+    description="mean Dice over structures (RV, Myo, LV) and phases (ED, ES)", validation="val_dice mean",
     load_config=load_finetune_config, run=finetune_seg, transfer_modes=TRANSFER_MODES,
 )
