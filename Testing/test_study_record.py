@@ -58,3 +58,20 @@ def test_every_finished_run_is_reused():
                        f"{', '.join(stale[:4])}): a fine-tuning config, a setting or a config field changed. Keep "
                        "a new field out of the config's to_dict while it holds its default, or, when the change is "
                        "meant to change the study, say so in the README and let the next sitting run them again")
+
+
+def test_the_demo_quotes_the_record():
+    """``make demo`` ends with the study's answer at 1 and 2 labelled subjects; it must be the record's."""
+    import re
+
+    from training_cli.commands.demo import STUDY_NOTE
+
+    text = (RECORD / "results.md").read_text(encoding="utf-8")
+    section = text.split("## Best pretrained against best scratch", 1)[1].split("The same chosen on the test", 1)[0]
+    note = " ".join(STUDY_NOTE.split())
+    for n in (1, 2):
+        row = re.search(rf"^\| {n} \| (\S+) \| (\S+) \| ([+-]\d\.\d+) \[[^]]*\] \| \[(-?\d\.\d+), (-?\d\.\d+)\] \| "
+                        r"(\d) of (\d)", section, re.M)
+        assert row, f"no validation-chosen row for {n} labelled in {RECORD / 'results.md'}"
+        assert row[1] == "strong/lines-enc" and row[3] in note and f"{row[4]} to {row[5]}" in note, (n, row.groups())
+    assert "the lines-only encoder, strong fine-tuning protocol" in note
