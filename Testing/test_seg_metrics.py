@@ -9,7 +9,7 @@ import pytest
 from scipy import ndimage
 
 from PlaneSSLLib.inference.segment import keep_largest_component
-from PlaneSSLLib.training.seg_metrics import structure_metrics, summarise
+from PlaneSSLLib.training.seg_metrics import never_found, structure_metrics, summarise
 
 
 # ---------------------------------------------------------------- independent reference (scipy only)
@@ -75,6 +75,21 @@ def test_empty_masks_are_counted_not_dropped():
     assert summary["ED RV"]["n_empty_pred"] == 1 and summary["mean"]["n"] == 3
     assert summary["mean"]["n_undefined"] == 2
     assert summary["mean"]["dice"] == pytest.approx(np.mean([r["dice"] for r in rows.values()]))
+
+
+def test_a_structure_never_found_is_named_but_one_the_reference_lacks_is_not():
+    _, ref = _volumes()
+    missed = ref.copy()
+    missed[missed == 1] = 0  # RV never predicted
+    no_myo_ref = ref.copy()
+    no_myo_ref[no_myo_ref == 2] = 0  # a reference without Myo: a prediction of it scores 0 but is not "missed"
+    rows = structure_metrics(missed, ref, (8.0, 1.0, 1.0)) + structure_metrics(missed, no_myo_ref, (8.0, 1.0, 1.0))
+    assert never_found(rows) == {"RV": (2, 2)}
+    found_once = rows + structure_metrics(ref, ref, (8.0, 1.0, 1.0))
+    assert never_found(found_once) == {}
+    misplaced = np.zeros_like(ref)
+    misplaced[ref == 3] = 1  # RV predicted where the LV is: present, wrong place, still never found
+    assert never_found(structure_metrics(misplaced, ref, (8.0, 1.0, 1.0)))["RV"] == (0, 1)
 
 
 def test_metrics_refuse_mismatched_inputs():

@@ -62,7 +62,7 @@ from .distributed import DistInfo, barrier
 from .engine import Engine, Task
 from .finetune import FinetuneKind, FinetuneSummary, InitConfig, check_finetune, run_overrides, write_result_json
 from .progress import write_metrics_csv
-from .seg_metrics import one_hot_volume, region_dice, stack_thirds, structure_metrics, summarise
+from .seg_metrics import never_found, one_hot_volume, region_dice, stack_thirds, structure_metrics, summarise
 from .signals import GracefulStop
 from .transfer import TRANSFER_MODES, TransferReport, load_pretrained, transfer_keys
 
@@ -524,6 +524,11 @@ class SegTask(Task):
         rows = self.evaluate(model, volumes)
         summary = summarise(rows)
         write_metrics_csv(rows, out / "test_metrics.csv", TEST_COLUMNS)
+        for structure, (empty, n) in never_found(rows).items():
+            log.warning("%s: the fine-tuned network never finds %s (Dice 0 on all %d %s volumes that have it, "
+                        "none of it predicted in %d): the run failed for that structure. Another seed, more steps or a "
+                        "transfer of the encoder only (init.transfer: encoder) may find it.", out, structure, n,
+                        on, empty)
         history = state["history"]
         best = state.get("best_epoch") or state["epoch"]
         best_row = history[best - 1]

@@ -39,8 +39,8 @@ import numpy as np
 from ..dicom.views import APEX_PRIOR_LPS
 from ..preprocess.labels import ACDC_STRUCTURES
 
-__all__ = ["METRIC_NAMES", "REGIONS", "structure_metrics", "summarise", "one_hot_volume", "stack_thirds",
-           "region_dice"]
+__all__ = ["METRIC_NAMES", "REGIONS", "structure_metrics", "summarise", "never_found", "one_hot_volume",
+           "stack_thirds", "region_dice"]
 
 METRIC_NAMES = ("dice", "hd95_mm", "assd_mm")
 #: thirds of a SAX stack, base to apex
@@ -149,3 +149,15 @@ def summarise(rows: Iterable[dict[str, Any]]) -> dict[str, dict[str, Any]]:
             entry[m] = float(finite.mean()) if len(finite) else math.nan
         out[key] = entry
     return out
+
+
+def never_found(rows: Iterable[dict[str, Any]]) -> dict[str, tuple[int, int]]:
+    """Structures that :func:`structure_metrics` rows score Dice 0 in every volume whose reference has them
+    (at least one): the network never found them, a failed run for that structure rather than a low score.
+    Structure -> (volumes in which none of it was predicted, volumes whose reference has it)."""
+    present: dict[str, list[dict[str, Any]]] = {}
+    for r in rows:
+        if r["status"] not in ("empty_ref", "both_empty"):
+            present.setdefault(r["structure"], []).append(r)
+    return {name: (sum(r["status"] == "empty_pred" for r in items), len(items)) for name, items in present.items()
+            if all(r["dice"] == 0.0 for r in items)}
