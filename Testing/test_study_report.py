@@ -169,6 +169,9 @@ def test_a_partial_report_says_how_far_the_study_got_and_shows_the_pretext_error
     assert "| seed 0 | seed 2 |" in md and "+0.025 [" in md
     # what it cost: four runs' wall times, the pretraining's epochs
     assert "| paper | 4 | 205 s (190–400 s) | 0.28 h |" in md and "| multitask | 80 | 10.0 min |" in md
+    # the label-efficiency matrix: one row per init, one column per count (seeds 0 and 2: 0.5/0.6, 0.6/0.55)
+    assert "| init \\ labelled subjects | 1 |" in md
+    assert "| scratch | 0.550 ± 0.071 |" in md and "| enc | 0.575 ± 0.035 |" in md
     write_study_report(rows, tmp_path, config, ["paper"])
     assert "Partial report" not in (tmp_path / "results.md").read_text()
 

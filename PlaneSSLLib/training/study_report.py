@@ -5,7 +5,8 @@
   labelled subjects the run trained on (``all``: the pool's size). Beside the task's own metrics, seg runs give
   ``dice basal|mid|apical`` (thirds of each test stack, ``training.seg_metrics.region_dice``) and
   ``dice pathology <GROUP>`` (mean Dice of the test subjects of that group).
-- ``results.md``: per protocol and labelled count, per initialisation: the headline metric's mean ± std over
+- ``results.md``: first the label-efficiency matrix (per protocol, init × labelled count, mean ± std over
+  seeds); then per protocol and labelled count, per initialisation: the headline metric's mean ± std over
   seeds, the **paired gain over scratch** (same protocol, same seeds: the same labelled subjects, as
   ``data.splits.choose_labeled_subjects`` draws them from the seed alone) with a percentile bootstrap
   interval (:func:`paired_bootstrap_ci`: the per-seed differences resampled with replacement; the test
@@ -201,6 +202,7 @@ def _markdown(table: list[dict[str, Any]], metric: str, description: str, scratc
              "reflects labelled-subset and training randomness, not patient sampling). Thirds: basal / mid / apical "
              "third of each test SAX stack (structures absent from both prediction and reference skipped); "
              "pathology columns: mean Dice of the test subjects of that group.", ""]
+    lines += _efficiency_markdown(table, metric)
     cols = ["init", "mean ± std (seeds)", f"gain over {scratch} [{pct} CI]", "basal", "mid", "apical",
             *[g.split(" ", 1)[1] for g in groups]]
     current = None
@@ -249,6 +251,29 @@ def _best_markdown(best: list[dict[str, Any]], chosen: list[dict[str, Any]], pct
         lines += ["Per labelled count, the pretrained (protocol/init) and the scratch protocol with the highest mean, "
                   "paired by seed; chosen on these same test numbers, so the gain is optimistic.", ""]
     return lines + [head, "|---:|---|---|---:|---:|---:|", *map(row, best)]
+
+
+def _efficiency_markdown(table: list[dict[str, Any]], metric: str) -> list[str]:
+    """The label-efficiency curves in numbers: per protocol, one row per initialisation, one column per
+    labelled count, the mean ± std over seeds (and how many seeds where fewer than the most of any cell)."""
+    lines = ["", f"## Label efficiency: `{metric}`, mean ± std over seeds"]
+    most = max((e["n"] for e in table), default=0)
+    for protocol in dict.fromkeys(e["protocol"] for e in table):
+        entries = [e for e in table if e["protocol"] == protocol]
+        counts = sorted({e["labeled_subjects"] for e in entries})
+        settings = {e["labeled_subjects"]: e["setting"] for e in entries}
+        heads = [f"all ({n})" if settings[n] == "all" else str(n) for n in counts]
+        cell = {(e["init"], e["labeled_subjects"]): e for e in entries}
+        lines += ["", f"**`{protocol}`**", "", "| init \\ labelled subjects | " + " | ".join(heads) + " |",
+                  "|---|" + "---:|" * len(counts)]
+        for init in dict.fromkeys(e["init"] for e in entries):
+            cells = []
+            for n in counts:
+                e = cell.get((init, n))
+                text = "–" if e is None else f"{_fmt(e['mean'])} ± {_fmt(e['std'])}"
+                cells.append(text + (f" (n={e['n']})" if e is not None and e["n"] < most else ""))
+            lines.append(f"| {init} | " + " | ".join(cells) + " |")
+    return lines
 
 
 def _per_seed_markdown(table: list[dict[str, Any]], scratch: str | None, pct: str) -> list[str]:
