@@ -526,9 +526,9 @@ class SegTask(Task):
         write_metrics_csv(rows, out / "test_metrics.csv", TEST_COLUMNS)
         for structure, (empty, n) in never_found(rows).items():
             log.warning("%s: the fine-tuned network never finds %s (Dice 0 on all %d %s volumes that have it, "
-                        "none of it predicted in %d): the run failed for that structure. Another seed, more steps or a "
-                        "transfer of the encoder only (init.transfer: encoder) may find it.", out, structure, n,
-                        on, empty)
+                        "none of it predicted in %d): the run failed for that structure. The full rate for the "
+                        "transferred layers (optim.transferred_lr: null), a transfer of the encoder only "
+                        "(init.transfer: encoder) or another seed may find it.", out, structure, n, on, empty)
         history = state["history"]
         best = state.get("best_epoch") or state["epoch"]
         best_row = history[best - 1]
