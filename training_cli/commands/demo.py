@@ -231,8 +231,9 @@ STUDY_NOTE = (
     "  planessl experiment transfer --config Resources/Configs/experiment_transfer_clinical.yaml --out runs/study\n"
     "Measured there at 1 and 2 labelled subjects (its record: docs/studies/heart_clinical/results.md, 'Best\n"
     "pretrained against best scratch'): the best pretrained initialisation by validation Dice (the lines-only\n"
-    "encoder, strong fine-tuning protocol) beats the best scratch protocol by +0.169 (paired t 95 % CI 0.043 to\n"
-    "0.295) and +0.084 (0.008 to 0.160) test Dice, better on 5 of 5 seeds each (README, 'The transfer study').")
+    "encoder, strong fine-tuning protocol) beats the better of its two scratch protocols by +0.169 (paired t 95 %\n"
+    "CI 0.043 to 0.295) and +0.084 (0.008 to 0.160) test Dice, better on 5 of 5 seeds each (README, 'The transfer\n"
+    "study', which also says what is still to check).")
 
 
 def _transfer_experiment(cfg: DemoConfig, out: Path) -> str:
