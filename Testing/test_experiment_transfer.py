@@ -42,14 +42,14 @@ class FakeFinetune:
         self.transfers[Path(output).name] = config.init.transfer
         Path(output).mkdir(parents=True, exist_ok=True)
         v = _value(str(init), n, seed)
-        # no val_dice row below: the experiment takes it from here (as for runs recorded before the row existed)
         (Path(output) / "result.json").write_text(json.dumps({"best_val_dice": v - 0.1}))
 
         def results_rows():
             label = "scratch" if init == "scratch" else "pretrained:encoder+decoder"
             base = {"task": "seg", "init": label, "labeled_subjects": n, "seed": seed}
             return [{**base, "metric": "dice mean", "value": v}, {**base, "metric": "dice ED LV", "value": v + 0.05},
-                    {**base, "metric": "hd95_mm mean", "value": 10.0 - v}]
+                    {**base, "metric": "hd95_mm mean", "value": 10.0 - v},
+                    {**base, "metric": "val_dice mean", "value": v - 0.1}]
 
         return SimpleNamespace(results_rows=results_rows)
 
@@ -81,7 +81,7 @@ def test_runs_every_combination_and_reuses(setup):
         header = next(reader)
         body = list(reader)
     assert header == ["task", "init", "labeled_subjects", "seed", "metric", "value"]
-    assert len(body) == 12 * 4  # the fake's 3 rows + the validation Dice of the kept epoch
+    assert len(body) == 12 * 4
     assert {r[1] for r in body} == {"scratch", "both"}  # experiment init names
     row = next(r for r in body if r[1] == "both" and r[2] == "4" and r[3] == "1" and r[4] == "dice mean")
     assert float(row[5]) == pytest.approx(_value("w", 4, 1))
@@ -116,6 +116,22 @@ def test_runs_every_combination_and_reuses(setup):
     assert len(fake.calls) == 19 and summary["ran"] == 1
     saved = json.loads((out / "runs" / "scratch_n1_s0" / "results_rows.json").read_text())
     assert saved["rows"][0]["init"] == "scratch"
+
+
+def test_a_run_recorded_without_its_validation_row_gets_it_from_result_json(setup):
+    fake, raw, tmp = setup
+    out = tmp / "exp"
+    config = exp.experiment_config_from_dict(raw)
+    exp.run_transfer_experiment(config, out)
+    path = out / "runs" / "both_n2_s1" / "results_rows.json"
+    saved = json.loads(path.read_text())
+    saved["rows"] = [r for r in saved["rows"] if r["metric"] != "val_dice mean"]  # as recorded before 2026-12-01
+    path.write_text(json.dumps(saved))
+    (out / "runs" / "both_n2_s1" / "result.json").write_text(json.dumps({"best_val_dice": 0.625}))
+    plan = exp.plan_runs(config, out, tidy=False)
+    rows = [r for done in plan.done.values() for r in done
+            if r["metric"] == "val_dice mean" and r["init"] == "both" and r["labeled_subjects"] == 2 and r["seed"] == 1]
+    assert [r["value"] for r in rows] == [0.625] and not plan.pending  # still reused, not run again
 
 
 def test_a_stopped_run_resumes_and_report_only_runs_nothing(setup):

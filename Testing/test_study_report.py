@@ -49,8 +49,11 @@ def test_paired_t_interval_on_known_numbers():
 
 
 def test_paired_gains_pair_by_seed():
-    gain, low, high, pairs = paired_gains({0: 0.8, 1: 0.7, 2: 0.9}, {0: 0.6, 1: 0.5, 3: 0.1}, resamples=500)
-    assert pairs == 2 and gain == pytest.approx(0.2) and low == pytest.approx(0.2) and high == pytest.approx(0.2)
+    g = paired_gains({0: 0.8, 1: 0.7, 2: 0.9}, {0: 0.6, 1: 0.5, 3: 0.1}, resamples=500)
+    assert g["pairs"] == 2 and g["gain"] == pytest.approx(0.2) and g["better_on"] == 2
+    assert g["low"] == pytest.approx(0.2) and g["high"] == pytest.approx(0.2)
+    assert g["t_low"] == pytest.approx(0.2) and g["t_high"] == pytest.approx(0.2)  # no spread: a point
+    assert list(g["per_seed"]) == [0, 1]
 
 
 def test_stratified_counts_proportional_and_keeping_each_group():

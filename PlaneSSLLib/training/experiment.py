@@ -403,17 +403,17 @@ def _run_one(cfg: ExperimentConfig, name: str, init: Any, n: int | str, seed: in
     config = _load_finetune(cfg, init, labeled_subjects=count, seed=seed, output=run_dir)
     if count is None:  # 'all', whatever finetune_overrides say
         config.data.labeled_subjects = None
-    rows = _with_validation_row(FINETUNE_KINDS[cfg.task].run(config, resume=resume).results_rows(), run_dir,
-                                cfg.task)
+    rows = FINETUNE_KINDS[cfg.task].run(config, resume=resume).results_rows()
     # 'all': the rows keep the pool's size that the run reports
     return [{**r, "init": name, "labeled_subjects": count if count is not None else r["labeled_subjects"],
              "seed": seed, "labeled_setting": n} for r in rows]
 
 
 def _with_validation_row(rows: list[dict[str, Any]], run_dir: Path, task: str) -> list[dict[str, Any]]:
-    """A finished run's rows with its validation score (the task's ``validation`` metric). A segmentation run
-    recorded before its rows carried ``val_dice mean`` (2026-12-01) gets it from its ``result.json``
-    (``best_val_dice``: the same number), so a study's validation-chosen comparison covers every run."""
+    """A recorded run's rows with its validation score (the task's ``validation`` metric). Every run gives it
+    today; a segmentation run recorded before its rows carried ``val_dice mean`` (2026-12-01: the clinical
+    heart study's first 120 runs) gets it from its ``result.json`` (``best_val_dice``: the same number), so a
+    study's validation-chosen comparison covers every run."""
     metric = FINETUNE_KINDS[task].validation
     if not rows or any(r.get("metric") == metric for r in rows) or task != "seg":
         return rows

@@ -94,11 +94,17 @@ def paired_differences(by_seed: dict[int, float], reference: dict[int, float]) -
     return {s: d for s, d in diffs.items() if math.isfinite(d)}
 
 
-def paired_gains(by_seed: dict[int, float], reference: dict[int, float], **bootstrap: Any) -> tuple[float, float,
-                                                                                                        float, int]:
-    """``(mean gain, low, high, pairs)`` of ``by_seed`` over ``reference`` on the seeds both have."""
-    diffs = list(paired_differences(by_seed, reference).values())
-    return (*paired_bootstrap_ci(diffs, **bootstrap), len(diffs))
+def paired_gains(by_seed: dict[int, float], reference: dict[int, float], confidence: float = 0.95,
+                 resamples: int = 10000, seed: int = 0) -> dict[str, Any]:
+    """The paired gain of ``by_seed`` over ``reference`` on the seeds both have: ``gain`` (mean) with its
+    bootstrap (``low``, ``high``) and Student-t (``t_low``, ``t_high``) intervals, ``per_seed`` differences,
+    ``pairs`` and ``better_on`` (seeds with a positive gain)."""
+    per_seed = paired_differences(by_seed, reference)
+    diffs = list(per_seed.values())
+    gain, low, high = paired_bootstrap_ci(diffs, confidence, resamples, seed)
+    _, t_low, t_high = paired_t_ci(diffs, confidence)
+    return {"gain": gain, "low": low, "high": high, "t_low": t_low, "t_high": t_high, "per_seed": per_seed,
+            "pairs": len(diffs), "better_on": sum(1 for d in diffs if d > 0)}
 
 
 def run_key(row: dict[str, Any]) -> tuple[str, str, str, Any]:
@@ -138,11 +144,7 @@ def study_table(rows: list[dict[str, Any]], metric: str, inits: list[str], proto
                 entry: dict[str, Any] = {"protocol": protocol, "labeled_subjects": n, "setting": settings[n],
                                          "init": init, "mean": mean, "std": std, "n": count}
                 if scratch and init != scratch and ref:
-                    per_seed = paired_differences(values, ref)
-                    g, lo, hi = paired_bootstrap_ci(list(per_seed.values()), confidence, resamples, seed)
-                    _, t_lo, t_hi = paired_t_ci(list(per_seed.values()), confidence)
-                    entry |= {"gain": g, "low": lo, "high": hi, "pairs": len(per_seed), "per_seed": per_seed,
-                              "t_low": t_lo, "t_high": t_hi}
+                    entry |= paired_gains(values, ref, confidence, resamples, seed)
                 for m in REGION_METRICS:
                     entry[m.split()[1]] = _mean_std(list(regions[m].get((protocol, init, n), {}).values()))[0]
                 for g in groups:
@@ -176,12 +178,8 @@ def best_against_best(rows: list[dict[str, Any]], metric: str, protocols: list[s
         base = max(ref, key=score)
         if score(best) == -math.inf or score(base) == -math.inf:
             continue
-        per_seed = paired_differences(cells[best], cells[base])
-        g, lo, hi = paired_bootstrap_ci(list(per_seed.values()), confidence, resamples, seed)
-        _, t_lo, t_hi = paired_t_ci(list(per_seed.values()), confidence)
-        out.append({"labeled_subjects": n, "best": "/".join(best), "scratch": "/".join(base), "gain": g, "low": lo,
-                    "high": hi, "t_low": t_lo, "t_high": t_hi, "pairs": len(per_seed),
-                    "better_on": sum(1 for d in per_seed.values() if d > 0),
+        out.append({"labeled_subjects": n, "best": "/".join(best), "scratch": "/".join(base),
+                    **paired_gains(cells[best], cells[base], confidence, resamples, seed),
                     **({"chosen_by": choose_by, "best_score": score(best), "scratch_score": score(base)}
                        if choose_by else {})})
     return out
@@ -298,8 +296,8 @@ def _per_seed_markdown(table: list[dict[str, Any]], scratch: str | None, pct: st
                       "| init | " + " | ".join(f"seed {s}" for s in seeds) + f" | better on | t {pct} CI |",
                       "|---|" + "---:|" * (len(seeds) + 2)]
         diffs = e["per_seed"]
-        wins = sum(1 for d in diffs.values() if d > 0)
-        cells = [e["init"], *[f"{diffs[s]:+.3f}" if s in diffs else "–" for s in seeds], f"{wins} of {len(diffs)}",
+        cells = [e["init"], *[f"{diffs[s]:+.3f}" if s in diffs else "–" for s in seeds],
+                 f"{e['better_on']} of {e['pairs']}",
                  f"[{_fmt(e['t_low'])}, {_fmt(e['t_high'])}]"]
         lines.append("| " + " | ".join(cells) + " |")
     return lines
