@@ -9,12 +9,18 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+import pytest
+
 from PlaneSSLLib.training.experiment import load_experiment_config, plan_runs, pretraining_names
 from PlaneSSLLib.training.study import _protocol_configs, cohort_specs, cohort_stamp, pretraining_stamp
 
 REPO = Path(__file__).resolve().parents[1]
 RECORD = REPO / "docs" / "studies" / "heart_clinical"
 CONFIG = REPO / "Resources" / "Configs" / "experiment_transfer_clinical.yaml"
+#: the follow-up (a full-rate strong protocol) on the study's own cohorts and pretraining, and its record
+FOLLOW_UP = REPO / "Resources" / "Configs" / "experiment_transfer_clinical_fullrate.yaml"
+FOLLOW_UP_RECORD = REPO / "docs" / "studies" / "heart_clinical_fullrate"
+RECORDS = [(RECORD, CONFIG), (FOLLOW_UP_RECORD, FOLLOW_UP)]
 
 
 def _config():
@@ -42,16 +48,19 @@ def test_pretraining_stamps_match_the_configs():
             "pretraining overrides; the next sitting would pretrain again")
 
 
-def test_every_finished_run_is_reused():
-    config = _config()
+@pytest.mark.parametrize("record,config_path", RECORDS, ids=["study", "follow-up"])
+def test_every_finished_run_is_reused(record, config_path):
+    if not (record / "record.json").is_file():
+        pytest.skip(f"{record}: no record yet")
+    config = load_experiment_config(config_path)
     names = pretraining_names(config.inits)
-    weights = {name: RECORD / "pretrain" / name / "model" for name in names}
-    folders = {name: RECORD / "cohorts" / name for name in cohort_specs(config.cohorts)}
-    subs = _protocol_configs(config, folders, RECORD, weights)
+    weights = {name: record / "pretrain" / name / "model" for name in names}
+    folders = {name: record / "cohorts" / name for name in cohort_specs(config.cohorts)}
+    subs = _protocol_configs(config, folders, record, weights)
     stale = []
     for protocol, sub in subs.items():
-        plan = plan_runs(sub, RECORD / "runs" / protocol, tidy=False, root=RECORD)
-        finished = {p.parent.name for p in (RECORD / "runs" / protocol / "runs").glob("*/results_rows.json")}
+        plan = plan_runs(sub, record / "runs" / protocol, tidy=False, root=record)
+        finished = {p.parent.name for p in (record / "runs" / protocol / "runs").glob("*/results_rows.json")}
         redo = {args[5].name for _, args in plan.pending}
         stale += sorted(f"{protocol}/{run}" for run in finished & redo)
     assert not stale, (f"{len(stale)} finished runs of the record no longer match their settings (e.g. "
@@ -75,3 +84,35 @@ def test_the_demo_quotes_the_record():
         assert row, f"no validation-chosen row for {n} labelled in {RECORD / 'results.md'}"
         assert row[1] == "strong/lines-enc" and row[3] in note and f"{row[4]} to {row[5]}" in note, (n, row.groups())
     assert "the lines-only encoder, strong fine-tuning protocol" in note
+
+
+def test_the_follow_up_changes_only_the_rate():
+    """The follow-up shares the study's cohorts, pretraining, budget and its two protocols (so their runs are the
+    study's, reused); its third protocol is the strong one with every layer at the full rate and nothing else."""
+    from PlaneSSLLib.training.experiment import _load_finetune
+
+    study, follow = _config(), load_experiment_config(FOLLOW_UP)
+    for key in ("task", "cohorts", "pretraining", "finetune_overrides", "seeds", "report"):
+        assert getattr(follow, key) == getattr(study, key), key
+    assert {k: v for k, v in follow.protocols.items() if k != "strong-full"} == study.protocols
+    assert all(follow.inits[name] == study.inits[name] for name in follow.inits)
+    assert set(follow.labeled_subjects) <= set(study.labeled_subjects)
+    folders = {name: RECORD / "cohorts" / name for name in cohort_specs(study.cohorts)}
+    weights = {name: RECORD / "pretrain" / name / "model" for name in pretraining_names(study.inits)}
+    subs = _protocol_configs(follow, folders, RECORD, weights)
+    strong = _load_finetune(subs["strong"], subs["strong"].inits["lines"], labeled_subjects=1, seed=0).to_dict()
+    full = _load_finetune(subs["strong-full"], subs["strong-full"].inits["lines"], labeled_subjects=1, seed=0).to_dict()
+    assert strong["optim"].pop("transferred_lr") == 3e-4 and full["optim"].pop("transferred_lr") is None
+    assert full == strong
+
+
+def test_the_follow_up_reuses_the_study_runs():
+    """Every paper/strong run in the follow-up's record is the study's run of that name, unchanged."""
+    if not (FOLLOW_UP_RECORD / "record.json").is_file():
+        pytest.skip("no follow-up record yet")
+    shared = list(FOLLOW_UP_RECORD.glob("runs/paper/runs/*/results_rows.json"))
+    shared += FOLLOW_UP_RECORD.glob("runs/strong/runs/*/results_rows.json")
+    assert len(shared) == 60
+    for rows in shared:
+        original = RECORD / rows.relative_to(FOLLOW_UP_RECORD)
+        assert rows.read_bytes() == original.read_bytes(), rows
