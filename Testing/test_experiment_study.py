@@ -260,3 +260,47 @@ def test_first_counts_must_be_in_the_grid(tmp_path, capsys):
     err = capsys.readouterr().err
     assert "first_labeled_subjects" in err and "not among labeled_subjects" in err and "Traceback" not in err
     assert not (tmp_path / "o").exists()
+
+
+def test_a_follow_up_reuses_another_study(tmp_path, caplog, capsys):
+    """--reuse-from: a follow-up that adds an init starts from the first study's cohorts, caches and finished
+    runs (checked against its own settings), runs only the new ones, and leaves the first study as it was."""
+    raw = yaml.safe_load(_tiny_study(tmp_path).read_text())
+    raw.update(labeled_subjects=[1], seeds=[0], first_labeled_subjects=[], inits={"scratch": "scratch"})
+    first_config, follow_config = tmp_path / "first.yaml", tmp_path / "follow.yaml"
+    first_config.write_text(yaml.safe_dump(raw, sort_keys=False))
+    first, follow = tmp_path / "first", tmp_path / "follow"
+    assert main(["experiment", "transfer", "--config", str(first_config), "--out", str(first)]) == 0
+    scratch_rows = (first / "runs" / "paper" / "runs" / "scratch_n1_s0" / "results_rows.json").read_bytes()
+    cohort_file = next((first / "cohorts" / "target").rglob("*.dcm"))
+    raw["inits"] = {"scratch": "scratch", "lines": "pretrained:lines"}
+    follow_config.write_text(yaml.safe_dump(raw, sort_keys=False))
+    caplog.set_level(logging.INFO)
+    caplog.clear()
+    assert main(["experiment", "transfer", "--config", str(follow_config), "--out", str(follow),
+                 "--reuse-from", str(first)]) == 0
+    text = caplog.text
+    assert "cohorts target, pretrain, caches seg_cache, pretraining none, 1 finished" in text, text  # no pretraining
+    assert "cohort target: reusing" in text and "cohort pretrain: reusing" in text
+    assert "scratch_n1_s0: reusing" in text and text.count("fine-tuning seg") == 1 and "lines_n1_s0" in text
+    assert (follow / "runs" / "paper" / "runs" / "scratch_n1_s0" / "results_rows.json").read_bytes() == scratch_rows
+    assert not (follow / "runs" / "paper" / "runs" / "scratch_n1_s0" / "checkpoints").exists()  # not needed
+    assert not (first / "runs" / "paper" / "runs" / "lines_n1_s0").exists()  # the first study is left as it was
+    assert (follow / cohort_file.relative_to(first)).read_bytes() == cohort_file.read_bytes()
+    # a run taken from the source is still checked: under other settings it is run again, not reused
+    raw["finetune_overrides"]["optim.steps_per_epoch"] = 3
+    follow_config.write_text(yaml.safe_dump(raw, sort_keys=False))
+    other = tmp_path / "other"
+    caplog.clear()
+    assert main(["experiment", "transfer", "--config", str(follow_config), "--out", str(other),
+                 "--reuse-from", str(follow)]) == 0
+    assert "2 finished fine-tuning runs" in caplog.text and "pretraining lines" in caplog.text
+    assert caplog.text.count("fine-tuning seg") == 2 and caplog.text.count("removing an unfinished or stale") == 2
+    # a folder that is not a study, or with --report-only: named, non-zero, nothing written
+    capsys.readouterr()
+    assert main(["experiment", "transfer", "--config", str(follow_config), "--out", str(tmp_path / "x"),
+                 "--reuse-from", str(tmp_path)]) != 0
+    assert "not a study folder" in capsys.readouterr().err and not (tmp_path / "x").exists()
+    assert main(["experiment", "transfer", "--config", str(follow_config), "--out", str(other), "--report-only",
+                 "--reuse-from", str(first)]) != 0
+    assert "--reuse-from: only when running a study" in capsys.readouterr().err

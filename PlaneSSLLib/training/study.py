@@ -507,3 +507,83 @@ def copy_study_record(out: str | Path, dest: str | Path) -> dict[str, Any]:
     if old.exists():
         shutil.rmtree(old)
     return {"dest": str(dest), "files": len(files) + 1, "bytes": size, "finished_runs": finished}
+
+
+#: the caches a study prepares from its cohorts (reused from another study only with every cohort)
+STUDY_CACHES = ("pretrain_cache", "seg_cache")
+
+
+def _link_or_copy(src: str, dst: str) -> None:
+    """A file of a cohort: a hard link (the study never writes a cohort's files in place; a rewritten cohort is
+    removed first), else a copy where the file system has no links."""
+    try:
+        os.link(src, dst)
+    except OSError:
+        shutil.copy2(src, dst)
+
+
+def _copy_run_folder(src: Path, dst: Path) -> None:
+    """A pretraining or fine-tuning run without what reuse does not need (checkpoints, TensorBoard events)."""
+    tmp = dst.with_name(dst.name + ".copying")
+    if tmp.exists():
+        shutil.rmtree(tmp)
+    shutil.copytree(src, tmp, ignore=shutil.ignore_patterns(*RECORD_LEFT_OUT_OF_RUNS))
+    tmp.rename(dst)  # whole or not at all: a copy cut short is never taken for a run
+
+
+def reuse_study_outputs(config: Any, out: str | Path, source: str | Path) -> dict[str, Any]:
+    """Start study ``out`` from what another study folder ``source`` has already done with the same settings
+    (``experiment transfer --reuse-from``): a follow-up that adds a protocol or an init to a finished study
+    runs only what is new. Taken, where ``out`` lacks it: each cohort whose stamp is the one this config asks
+    for (hard links), then, when every cohort was taken, the caches prepared from them; the pretraining runs the
+    inits name; every finished fine-tuning run of this config's grid (``runs/<protocol>/runs/<run>``). Nothing
+    is trusted: the study then checks all of it as it checks its own folder (stamps, run fingerprints), so a
+    pretraining or run done under other settings is done again. Returns what was taken."""
+    out, source = Path(out), Path(source)
+    if not (source / "settings").is_dir():
+        raise ExperimentRunError(f"--reuse-from {source}: not a study folder (no settings/ written yet)")
+    if source.resolve() == out.resolve():
+        raise ExperimentRunError(f"--reuse-from {source}: the same folder as --out")
+    out.mkdir(parents=True, exist_ok=True)
+    taken: dict[str, Any] = {"cohorts": [], "caches": [], "pretraining": [], "runs": 0}
+    specs = cohort_specs(config.cohorts)
+    cohorts_ok = True
+    for name, spec in specs.items():
+        src, dst = source / "cohorts" / name, out / "cohorts" / name
+        if _stamp_matches(dst, cohort_stamp(spec)):
+            continue
+        if not _stamp_matches(src, cohort_stamp(spec)):
+            cohorts_ok = False
+            continue
+        if dst.exists():
+            shutil.rmtree(dst)
+        tmp = dst.with_name(name + ".copying")
+        if tmp.exists():
+            shutil.rmtree(tmp)
+        shutil.copytree(src, tmp, copy_function=_link_or_copy)
+        tmp.rename(dst)
+        taken["cohorts"].append(name)
+    for cache in STUDY_CACHES if cohorts_ok and taken["cohorts"] else ():
+        if (source / cache).is_dir() and not (out / cache).exists():
+            shutil.copytree(source / cache, out / cache)
+            taken["caches"].append(cache)
+    for name in pretraining_names(config.inits):
+        src, dst = source / "pretrain" / name, out / "pretrain" / name
+        if (src / "done.json").is_file() and not dst.exists():
+            dst.parent.mkdir(parents=True, exist_ok=True)
+            _copy_run_folder(src, dst)
+            taken["pretraining"].append(name)
+    for protocol in config.protocols or {"default": None}:
+        for init in config.inits:
+            for n in config.labeled_subjects:
+                for seed in config.seeds:
+                    run = f"{init}_n{n}_s{seed}"
+                    src, dst = source / "runs" / protocol / "runs" / run, out / "runs" / protocol / "runs" / run
+                    if (src / "results_rows.json").is_file() and not dst.exists():
+                        dst.parent.mkdir(parents=True, exist_ok=True)
+                        _copy_run_folder(src, dst)
+                        taken["runs"] += 1
+    log.info("reused from %s: cohorts %s, caches %s, pretraining %s, %d finished fine-tuning runs (each checked "
+             "against this study's settings before use)", source, ", ".join(taken["cohorts"]) or "none",
+             ", ".join(taken["caches"]) or "none", ", ".join(taken["pretraining"]) or "none", taken["runs"])
+    return taken

@@ -25,8 +25,12 @@ A study's record (--save-record DIR: settings, pretrained weights, finished runs
 cohorts and caches, which it writes again identically, nor checkpoints or fine-tuned networks) is small and
 portable: copy it to a new --out on another machine and the study resumes there; --report-only on the record
 itself rewrites its report:
-  planessl experiment transfer --config Resources/Configs/experiment_transfer_clinical.yaml --out runs/study \
+  planessl experiment transfer --config Resources/Configs/experiment_transfer_clinical.yaml --out runs/study \\
       --report-only --save-record study_record
+A follow-up study that adds a protocol or an init starts from a finished one (--reuse-from: its cohorts,
+caches, pretraining and finished runs with the same settings; each checked before use):
+  planessl experiment transfer --config Resources/Configs/experiment_transfer_clinical_fullrate.yaml \\
+      --out runs/fullrate --reuse-from runs/study
 outputs: OUT/experiment.yaml, OUT/runs/..., OUT/results.csv (task,init,labeled_subjects,seed,metric,value),
 OUT/results.md (headline metric, mean ± std over seeds), OUT/results.png.
 """
@@ -54,6 +58,10 @@ def register(sub: argparse._SubParsersAction) -> argparse.ArgumentParser:
                    help="a study only: copy its record (settings, pretrained weights, finished runs, report) to "
                         "DIR, a new folder or an earlier record, which it replaces; after every step of the grid "
                         "and at the end (with --report-only: once)")
+    t.add_argument("--reuse-from", type=Path, metavar="DIR",
+                   help="a study only: start from another study folder's cohorts, caches, pretraining and finished "
+                        "runs that have this config's settings (a follow-up that adds a protocol or an init runs "
+                        "only what is new); each is checked against this study's settings before use")
     t.set_defaults(func=run_transfer)
     return p
 
@@ -129,6 +137,13 @@ def run_transfer(args: argparse.Namespace) -> int:
     if record is not None and not config.cohorts:
         raise CLIError(f"--save-record: {args.config} is not a study (no 'cohorts' section); an experiment's "
                        "folder is its own record")
+    if args.reuse_from is not None:
+        if not config.cohorts or args.report_only:
+            why = "has no 'cohorts' section" if not config.cohorts else "with --report-only runs nothing"
+            raise CLIError(f"--reuse-from: only when running a study ({args.config} {why})")
+        from PlaneSSLLib.training.study import reuse_study_outputs
+
+        reuse_study_outputs(config, args.out, args.reuse_from)
     if args.report_only or config.cohorts:
         code = report_now(config, args.out) if args.report_only else run_study(config, args.out, args.jobs, record)
         if record is not None:
