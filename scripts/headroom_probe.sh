@@ -39,6 +39,7 @@ run clin_2400_all_or  $DEMO "" clinical24 optim.epochs=80 optim.steps_per_epoch=
     --out "$OUT/simple48" > /dev/null
 run simple_paper_one  Resources/Configs/finetune_seg_paper.yaml 1 simple48
 run simple_paper_all  Resources/Configs/finetune_seg_paper.yaml "" simple48
-# (the strong protocol as it was measured then: +-15 degrees, no mirroring; its config now rotates and mirrors)
+# (the strong protocol as it was measured then: +-15 degrees, no mirroring, transferred layers at a third of
+# the rate; its config now rotates by +-30 degrees and trains every layer at the full rate)
 run simple_strong_all Resources/Configs/finetune_seg_strong.yaml "" simple48 data.rotation_deg=15 \
-    data.augment_options.flip_prob=0
+    data.augment_options.flip_prob=0 optim.transferred_lr=3.0e-4
