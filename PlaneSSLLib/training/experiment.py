@@ -517,6 +517,11 @@ class RunPlan:
     reused: int
 
 
+def run_folder_name(init: str, n: int | str, seed: int) -> str:
+    """The folder of one run of an experiment's grid under ``OUT/runs/`` (``n``: a count or "all")."""
+    return f"{init}_n{n}_s{seed}"
+
+
 def plan_runs(config: ExperimentConfig, out: Path, tidy: bool = True, root: str | Path | None = None) -> RunPlan:
     """Which runs of ``config``'s grid under ``out`` are finished (same fingerprint), resumable or to start;
     ``tidy``: remove folders of stale runs (other settings) and of unfinished runs that cannot resume; ``root``:
@@ -527,7 +532,7 @@ def plan_runs(config: ExperimentConfig, out: Path, tidy: bool = True, root: str 
               for n in config.labeled_subjects for seed in config.seeds]
     plan = RunPlan(len(combos), {}, [], 0)
     for i, (name, init, n, seed) in enumerate(combos, 1):
-        run_dir = out / "runs" / f"{name}_n{n}_s{seed}"  # n: a count or "all"
+        run_dir = out / "runs" / run_folder_name(name, n, seed)
         fp = _fingerprint(config.task, _load_finetune(config, init), init, n, seed, root)
         saved = _read_json(run_dir / "results_rows.json")
         if isinstance(saved, dict) and saved.get("fingerprint") == fp:

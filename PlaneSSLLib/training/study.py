@@ -55,6 +55,7 @@ from .experiment import (
     plan_runs,
     portable_paths,
     pretraining_names,
+    run_folder_name,
     run_transfer_experiment,
 )
 from .provenance import source_revision
@@ -299,10 +300,16 @@ def _resolve_inits(inits: dict[str, Any], weights: dict[str, Path]) -> dict[str,
             for name, v in inits.items()}
 
 
+def protocol_entries(config: Any) -> dict[str, Any]:
+    """The study's fine-tuning protocols, name -> ``{config, overrides}``; none named: ``default``, the
+    experiment's ``finetune_config``. A protocol's grid lives in ``OUT/runs/<name>/``."""
+    return config.protocols or {"default": {"config": config.finetune_config}}
+
+
 def _protocol_configs(config: Any, folders: dict[str, Path], out: Path,
                       weights: dict[str, Path]) -> dict[str, Any]:
     """One transfer-experiment config per protocol (all seeds), the target cohort as its data."""
-    protocols = config.protocols or {"default": {"config": config.finetune_config}}
+    protocols = protocol_entries(config)
     subs = {}
     for protocol, entry in protocols.items():
         target = ({"data.root": str(folders["target"])} if config.task == "acl"  # DICOM tree + its labels.csv
@@ -522,13 +529,20 @@ def _link_or_copy(src: str, dst: str) -> None:
         shutil.copy2(src, dst)
 
 
-def _copy_run_folder(src: Path, dst: Path) -> None:
-    """A pretraining or fine-tuning run without what reuse does not need (checkpoints, TensorBoard events)."""
+def _copy_whole(src: Path, dst: Path, **copytree: Any) -> None:
+    """Copy folder ``src`` to ``dst`` (absent) through a temporary name: whole or not at all, so a copy cut short
+    is never taken for a cohort or a run (and is replaced by the next attempt)."""
     tmp = dst.with_name(dst.name + ".copying")
     if tmp.exists():
         shutil.rmtree(tmp)
-    shutil.copytree(src, tmp, ignore=shutil.ignore_patterns(*RECORD_LEFT_OUT_OF_RUNS))
-    tmp.rename(dst)  # whole or not at all: a copy cut short is never taken for a run
+    dst.parent.mkdir(parents=True, exist_ok=True)
+    shutil.copytree(src, tmp, **copytree)
+    tmp.rename(dst)
+
+
+def _copy_run_folder(src: Path, dst: Path) -> None:
+    """A pretraining or fine-tuning run without what reuse does not need (checkpoints, TensorBoard events)."""
+    _copy_whole(src, dst, ignore=shutil.ignore_patterns(*RECORD_LEFT_OUT_OF_RUNS))
 
 
 def reuse_study_outputs(config: Any, out: str | Path, source: str | Path) -> dict[str, Any]:
@@ -557,11 +571,7 @@ def reuse_study_outputs(config: Any, out: str | Path, source: str | Path) -> dic
             continue
         if dst.exists():
             shutil.rmtree(dst)
-        tmp = dst.with_name(name + ".copying")
-        if tmp.exists():
-            shutil.rmtree(tmp)
-        shutil.copytree(src, tmp, copy_function=_link_or_copy)
-        tmp.rename(dst)
+        _copy_whole(src, dst, copy_function=_link_or_copy)
         taken["cohorts"].append(name)
     for cache in STUDY_CACHES if cohorts_ok and taken["cohorts"] else ():
         if (source / cache).is_dir() and not (out / cache).exists():
@@ -570,19 +580,15 @@ def reuse_study_outputs(config: Any, out: str | Path, source: str | Path) -> dic
     for name in pretraining_names(config.inits):
         src, dst = source / "pretrain" / name, out / "pretrain" / name
         if (src / "done.json").is_file() and not dst.exists():
-            dst.parent.mkdir(parents=True, exist_ok=True)
             _copy_run_folder(src, dst)
             taken["pretraining"].append(name)
-    for protocol in config.protocols or {"default": None}:
-        for init in config.inits:
-            for n in config.labeled_subjects:
-                for seed in config.seeds:
-                    run = f"{init}_n{n}_s{seed}"
-                    src, dst = source / "runs" / protocol / "runs" / run, out / "runs" / protocol / "runs" / run
-                    if (src / "results_rows.json").is_file() and not dst.exists():
-                        dst.parent.mkdir(parents=True, exist_ok=True)
-                        _copy_run_folder(src, dst)
-                        taken["runs"] += 1
+    grid = [(p, run_folder_name(i, n, seed)) for p in protocol_entries(config) for i in config.inits
+            for n in config.labeled_subjects for seed in config.seeds]
+    for protocol, run in grid:
+        src, dst = source / "runs" / protocol / "runs" / run, out / "runs" / protocol / "runs" / run
+        if (src / "results_rows.json").is_file() and not dst.exists():
+            _copy_run_folder(src, dst)
+            taken["runs"] += 1
     log.info("reused from %s: cohorts %s, caches %s, pretraining %s, %d finished fine-tuning runs (each checked "
              "against this study's settings before use)", source, ", ".join(taken["cohorts"]) or "none",
              ", ".join(taken["caches"]) or "none", ", ".join(taken["pretraining"]) or "none", taken["runs"])
