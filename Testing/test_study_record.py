@@ -1,5 +1,6 @@
-"""The clinical heart study's record (``docs/studies/heart_clinical``, written by ``planessl experiment transfer
---save-record``) still matches the code: a study spread over several machines resumes from it only while every
+"""The study records (the clinical heart study's ``docs/studies/heart_clinical``, its follow-up, and the clinical
+knee's ACL study ``docs/studies/knee_acl_clinical``, written by ``planessl experiment transfer --save-record``)
+still match the code: a study spread over several machines resumes from it only while every
 pretraining stamp and run fingerprint it holds is what the current code and configs compute. A change that
 breaks this (a pretraining config's text, a fine-tuning setting, a new config field) would make the next sitting
 run the finished runs again; this test names them instead."""
@@ -20,7 +21,12 @@ CONFIG = REPO / "Resources" / "Configs" / "experiment_transfer_clinical.yaml"
 #: the follow-up (a full-rate strong protocol) on the study's own cohorts and pretraining, and its record
 FOLLOW_UP = REPO / "Resources" / "Configs" / "experiment_transfer_clinical_fullrate.yaml"
 FOLLOW_UP_RECORD = REPO / "docs" / "studies" / "heart_clinical_fullrate"
-RECORDS = [(RECORD, CONFIG), (FOLLOW_UP_RECORD, FOLLOW_UP)]
+#: the ACL study on the clinical knee (issue 12)
+ACL_RECORD = REPO / "docs" / "studies" / "knee_acl_clinical"
+ACL_CONFIG = REPO / "Resources" / "Configs" / "experiment_transfer_acl_clinical.yaml"
+RECORDS = [(RECORD, CONFIG), (FOLLOW_UP_RECORD, FOLLOW_UP), (ACL_RECORD, ACL_CONFIG)]
+#: the records that ran their own pretraining (the follow-up reuses the heart study's)
+PRETRAINED = [(RECORD, CONFIG), (ACL_RECORD, ACL_CONFIG)]
 
 
 def _config():
@@ -28,27 +34,34 @@ def _config():
 
 
 def test_the_record_is_there_and_says_what_it_holds():
-    note = json.loads((RECORD / "record.json").read_text(encoding="utf-8"))
-    finished = list(RECORD.glob("runs/*/runs/*/results_rows.json"))
-    assert note["finished_finetuning_runs"] == len(finished) > 0
-    assert (RECORD / "results.md").is_file() and (RECORD / "settings" / "study.yaml").is_file()
-    assert not (RECORD / "cohorts").exists() and not list(RECORD.rglob("checkpoints"))
+    for record in (RECORD, ACL_RECORD):
+        if record == ACL_RECORD and not (record / "record.json").is_file():
+            continue
+        note = json.loads((record / "record.json").read_text(encoding="utf-8"))
+        finished = list(record.glob("runs/*/runs/*/results_rows.json"))
+        assert note["finished_finetuning_runs"] == len(finished), record
+        assert (record / "settings" / "study.yaml").is_file(), record
+        assert not (record / "cohorts").exists() and not list(record.rglob("checkpoints")), record
+    assert list(RECORD.glob("runs/*/runs/*/results_rows.json")) and (RECORD / "results.md").is_file()
 
 
-def test_pretraining_stamps_match_the_configs():
-    config = _config()
+@pytest.mark.parametrize("record,config_path", PRETRAINED, ids=["heart", "acl"])
+def test_pretraining_stamps_match_the_configs(record, config_path):
+    if not (record / "pretrain").is_dir():
+        pytest.skip(f"{record}: no pretraining recorded yet")
+    config = load_experiment_config(config_path)
     specs = cohort_specs(config.cohorts)
     for name in pretraining_names(config.inits):
-        run = RECORD / "pretrain" / name
+        run = record / "pretrain" / name
         assert (run / "done.json").is_file() and (run / "model" / "model.safetensors").is_file(), name
-        wanted = pretraining_stamp(config.pretraining, name, RECORD, cohort_stamp(specs["pretrain"]), "")
+        wanted = pretraining_stamp(config.pretraining, name, record, cohort_stamp(specs["pretrain"]), "")
         saved = json.loads((run / "stage.json").read_text(encoding="utf-8"))
         assert saved == json.loads(json.dumps(wanted, default=str)), (
             f"pretraining {name}: its stamp no longer matches {config.pretraining['config']} and the study's "
             "pretraining overrides; the next sitting would pretrain again")
 
 
-@pytest.mark.parametrize("record,config_path", RECORDS, ids=["study", "follow-up"])
+@pytest.mark.parametrize("record,config_path", RECORDS, ids=["study", "follow-up", "acl"])
 def test_every_finished_run_is_reused(record, config_path):
     if not (record / "record.json").is_file():
         pytest.skip(f"{record}: no record yet")
