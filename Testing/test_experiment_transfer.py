@@ -268,3 +268,27 @@ def test_summarise_math():
     assert "–" in empty.to_markdown()
     with pytest.raises(ValueError):
         exp.summarise([{**row("a", 1, 0, 1.0), "task": "other"}])
+
+
+def test_a_setting_added_later_keeps_recorded_runs_at_its_neutral_value(monkeypatch):
+    """A fine-tuning field added after runs were recorded leaves their fingerprint unchanged while it holds the
+    value that does what the code did before (``NEUTRAL_ADDITIONS``); any other value makes the run new."""
+    from PlaneSSLLib.training import experiment
+
+    class Settings:
+        def __init__(self, optim):
+            self.optim = optim
+
+        def to_dict(self):
+            return {"optim": dict(self.optim), "output": "somewhere"}
+
+    before = experiment._fingerprint("seg", Settings({"lr": 1e-3}), "scratch", 2, 0)
+    with_field = Settings({"lr": 1e-3, "decoder_norm": "same"})
+    assert experiment._fingerprint("seg", with_field, "scratch", 2, 0) != before
+    monkeypatch.setitem(experiment.NEUTRAL_ADDITIONS, "optim.decoder_norm", "same")
+    assert experiment._fingerprint("seg", with_field, "scratch", 2, 0) == before
+    assert with_field.to_dict()["optim"]["decoder_norm"] == "same"  # the config itself is left as it was
+    changed = Settings({"lr": 1e-3, "decoder_norm": "none"})
+    assert experiment._fingerprint("seg", changed, "scratch", 2, 0) != before
+    monkeypatch.setitem(experiment.NEUTRAL_ADDITIONS, "model.absent.field", 1)  # a path a config lacks: ignored
+    assert experiment._fingerprint("seg", with_field, "scratch", 2, 0) == before

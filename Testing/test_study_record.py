@@ -77,8 +77,8 @@ def test_every_finished_run_is_reused(record, config_path):
         redo = {args[5].name for _, args in plan.pending}
         stale += sorted(f"{protocol}/{run}" for run in finished & redo)
     assert not stale, (f"{len(stale)} finished runs of the record no longer match their settings (e.g. "
-                       f"{', '.join(stale[:4])}): a fine-tuning config, a setting or a config field changed. Keep "
-                       "a new field out of the config's to_dict while it holds its default, or, when the change is "
+                       f"{', '.join(stale[:4])}): a fine-tuning config, a setting or a config field changed. Name "
+                       "a new field with its neutral value in experiment.NEUTRAL_ADDITIONS, or, when the change is "
                        "meant to change the study, say so in the README and let the next sitting run them again")
 
 

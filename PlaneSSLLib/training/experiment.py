@@ -36,6 +36,7 @@ select the epoch, when the fine-tuning config has no ``data.test_fraction``).
 
 from __future__ import annotations
 
+import copy
 import csv
 import hashlib
 import io
@@ -387,10 +388,30 @@ def portable_paths(value: Any, root: str | Path | None) -> Any:
     return value
 
 
+#: fine-tuning settings added after runs were recorded, each with the value that does what the code did
+#: before it existed ("section.field": value). A run's fingerprint leaves such a setting out while it holds that
+#: value, so adding an option does not make every recorded run stale (a study's record stays reusable); set to
+#: any other value, it enters the fingerprint and the run is redone. Add an entry with every new field.
+NEUTRAL_ADDITIONS: dict[str, Any] = {}
+
+
+def _without_neutral_additions(settings: dict[str, Any]) -> dict[str, Any]:
+    """``settings`` (a fine-tuning config's ``to_dict``) less each :data:`NEUTRAL_ADDITIONS` key at its value."""
+    for dotted, neutral in NEUTRAL_ADDITIONS.items():
+        *sections, field = dotted.split(".")
+        node: Any = settings
+        for section in sections:
+            node = node.get(section) if isinstance(node, dict) else None
+        if isinstance(node, dict) and field in node and node[field] == neutral:
+            del node[field]
+    return settings
+
+
 def _fingerprint(task: str, finetune: Any, init: Any, n: int | str, seed: int,
                  root: str | Path | None = None) -> str:
-    """The settings of one run; paths under ``root`` (a study's folder) enter relative to it."""
-    settings = finetune.to_dict()
+    """The settings of one run; paths under ``root`` (a study's folder) enter relative to it; settings added
+    later leave it unchanged while they hold their neutral value (:data:`NEUTRAL_ADDITIONS`)."""
+    settings = _without_neutral_additions(copy.deepcopy(finetune.to_dict()))
     settings.pop("output", None)
     data = portable_paths({"task": task, "finetune": settings, "init": init, "labeled_subjects": n, "seed": seed},
                           root)
