@@ -198,3 +198,37 @@ def test_transfer_experiment_for_acl_reports_test_auc(knee_cohort, tmp_path, cap
         metrics = json.loads((out / "runs" / f"{init}_n2_s0" / "metrics.json").read_text())
         assert metrics["split"] == "test" and metrics["n_exams"] == 2 and metrics["validation"]["n_exams"] == 1
         assert metrics["n_train"] == 2
+
+
+def test_grades_are_read_checked_and_scored(tmp_path):
+    """A labels file's acl_grade reaches Exam.grade; a grade that is unknown or contradicts acl_tear is named with
+    its file and line; without the column there are no grades. The by-grade metrics score each torn grade
+    against every intact exam."""
+    from PlaneSSLLib.data.exams import attach_grades, read_grades_csv
+    from PlaneSSLLib.preprocess.exams import Exam
+    from PlaneSSLLib.training.finetune_acl import metrics_by_grade
+
+    good = tmp_path / "labels.csv"
+    good.write_text("subject,acl_tear,acl_grade\na,0,intact\nb,1,partial\nc,1,Complete\n")
+    assert read_grades_csv(good) == {"a": "intact", "b": "partial", "c": "complete"}
+    plain = tmp_path / "plain.csv"
+    plain.write_text("subject,acl_tear\na,0\n")
+    assert read_grades_csv(plain) == {}
+    for body, problem in (("a,0,torn\n", "line 2: acl_grade must be one of"),
+                          ("a,0,intact\nb,0,partial\n", "line 3: acl_grade 'partial' contradicts acl_tear 0")):
+        bad = tmp_path / "bad.csv"
+        bad.write_text("subject,acl_tear,acl_grade\n" + body)
+        with pytest.raises(ExamError, match=f"bad.csv: {problem}"):
+            read_grades_csv(bad)
+    exams = attach_grades([Exam(key=k, stacks={}, folder=k) for k in "abx"], read_grades_csv(good))
+    assert [e.grade for e in exams] == ["intact", "partial", None]
+
+    grades = ["intact", "intact", "intact", "partial", "partial", "complete", "complete"]
+    labels = np.array([0, 0, 0, 1, 1, 1, 1])
+    probs = np.array([0.1, 0.2, 0.6, 0.3, 0.15, 0.9, 0.8])
+    out = metrics_by_grade(grades, labels, probs, 0.5)
+    assert out["intact"] == {"n": 3, "specificity": pytest.approx(2 / 3)}
+    assert out["complete"] == {"n": 2, "auc": 1.0, "sensitivity": 1.0}
+    # partial 0.3 beats intact 0.1, 0.2, loses to 0.6; 0.15 beats 0.1 only: 3 of 6 pairs
+    assert out["partial"] == {"n": 2, "auc": pytest.approx(0.5), "sensitivity": 0.0}
+    assert metrics_by_grade([*grades[:-1], None], labels, probs, 0.5) == {}

@@ -61,6 +61,11 @@ def test_tiny_acl_study_runs_from_one_command(tmp_path, monkeypatch):
         rows = list(csv.DictReader(fh))
     auc = {(r["init"], r["seed"]) for r in rows if r["metric"] == "auc"}
     assert auc == {(i, s) for i in ("default/scratch", "default/multitask") for s in ("0", "1")}
+    # the test exams' grades (the 10-exam target's test split: intact and torn, of either grade) give the
+    # AUC by grade for every run, and results.md a grade column instead of the heart's thirds
+    graded = {r["metric"] for r in rows if " grade " in r["metric"]}
+    assert "specificity grade intact" in graded and graded & {"auc grade partial", "auc grade complete"}
     md = (out / "results.md").read_text()
     assert "gain over scratch" in md and "| multitask |" in md
+    assert "Grade columns" in md and "basal" not in md
     assert (out / "settings" / "cohort_pretrain.json").is_file()

@@ -200,3 +200,27 @@ def test_runs_that_never_found_a_structure_are_listed(tmp_path):
     assert "| strong / lines | 1 of 2 | 2 labelled, seed 0: Myo (24) |" in md
     write_study_report(rows_of("scratch", 0, 0.6, 0), tmp_path, config, ["strong"])
     assert "never found a structure" not in (tmp_path / "results.md").read_text()
+
+
+def test_an_acl_report_has_grade_columns_and_no_thirds(tmp_path):
+    from PlaneSSLLib.training.experiment import ExperimentConfig
+    from PlaneSSLLib.training.study_report import write_study_report
+
+    rows = []
+    for seed, (scratch, pre) in enumerate(((0.70, 0.75), (0.60, 0.72))):
+        for init, auc in (("scratch", scratch), ("multitask", pre)):
+            base = {"task": "acl", "protocol": "default", "init": init, "labeled_subjects": 8, "labeled_setting": 8,
+                    "seed": seed}
+            rows += [{**base, "metric": "auc", "value": auc}, {**base, "metric": "val_auc", "value": auc},
+                     {**base, "metric": "auc grade partial", "value": auc - 0.2},
+                     {**base, "metric": "auc grade complete", "value": auc + 0.1}]
+    config = ExperimentConfig(task="acl", inits={"scratch": "scratch", "multitask": "w"}, report={"bootstrap": 100})
+    summary = write_study_report(rows, tmp_path, config, ["default"])
+    md = (tmp_path / "results.md").read_text()
+    assert "| complete (AUC) | partial (AUC) |" in md and "Grade columns" in md
+    assert "basal" not in md and "Thirds" not in md
+    # multitask: mean AUC 0.735, complete 0.835, partial 0.535; gain over scratch +0.085 (seeds +0.05, +0.12)
+    assert "| multitask | 0.735 ± 0.021 (n=2) | +0.085 [" in md and "| 0.835 | 0.535 |" in md
+    assert "each initialisation's `auc` minus scratch's" in md
+    entry = next(e for e in summary["table"] if e["init"] == "multitask")
+    assert entry["grade partial"] == pytest.approx(0.535)

@@ -8,7 +8,8 @@ Three sources give the same :class:`Exam` records:
   exam's stacks and prepares every slice exactly as ``planessl prepare`` does
   (``preprocess.resample.prepare_image``: spacing, centred crop/pad, intensity normalisation). Exams are
   grouped by (hashed) patient; their top-level folder under ``root`` is kept in memory only, to
-  match a labels file such as a phantom cohort's ``labels.csv`` (``subject,acl_tear``).
+  match a labels file such as a phantom cohort's ``labels.csv`` (``subject,acl_tear``; a clinical cohort's
+  also ``acl_grade``, read by ``read_grades_csv`` into ``Exam.grade`` for reading the errors by grade).
 - ``exams_from_cache(cache, labels_by_key)``: the same arrays from a prepared cache
   (``data.cache``, content "slices"), labels keyed by the cache's hashed subject key.
 - ``exams_from_mrnet(records, config)``: MRNet ``.npy`` stacks (no geometry): each slice
@@ -49,6 +50,9 @@ from .targets import pixel_affine
 __all__ = [
     "ExamDataset",
     "read_labels_csv",
+    "read_grades_csv",
+    "attach_grades",
+    "ACL_GRADES",
     "exams_from_cache",
     "exams_from_mrnet",
     "prepare_mrnet_stack",
@@ -87,6 +91,46 @@ def read_labels_csv(path: Path, label_column: str = "acl_tear", subject_column: 
     if not labels:
         raise ExamError(f"{path}: no labelled subject")
     return labels
+
+
+#: ACL grades as a labels file's ``acl_grade`` column gives them, with the ``acl_tear`` label each implies
+ACL_GRADES = {"intact": 0, "partial": 1, "complete": 1}
+
+
+def read_grades_csv(path: Path, grade_column: str = "acl_grade", label_column: str = "acl_tear",
+                    subject_column: str = "subject") -> dict[str, str]:
+    """``{subject: grade}`` from a labels CSV with an ``acl_grade`` column (a clinical phantom cohort's
+    ``labels.csv``); ``{}`` when it has none. Each grade must be one of :data:`ACL_GRADES` and agree with the
+    row's ``acl_tear`` (intact = 0, partial or complete = 1); ExamError naming the file and line otherwise."""
+    path = Path(path)
+    try:
+        with path.open(newline="", encoding="utf-8") as fh:
+            reader = csv.DictReader(fh)
+            if grade_column not in (reader.fieldnames or []):
+                return {}
+            grades: dict[str, str] = {}
+            for line, row in enumerate(reader, start=2):
+                subject = (row.get(subject_column) or "").strip()
+                grade = (row.get(grade_column) or "").strip().lower()
+                if grade not in ACL_GRADES:
+                    raise ExamError(f"{path}: line {line}: {grade_column} must be one of "
+                                    f"{', '.join(ACL_GRADES)}, got {grade!r}")
+                label = (row.get(label_column) or "").strip()
+                if label in ("0", "1") and int(label) != ACL_GRADES[grade]:
+                    raise ExamError(f"{path}: line {line}: {grade_column} {grade!r} contradicts "
+                                    f"{label_column} {label}")
+                grades[subject] = grade
+    except (OSError, UnicodeDecodeError, csv.Error) as exc:
+        raise ExamError(f"{path}: cannot read ({exc})") from None
+    return grades
+
+
+def attach_grades(exams: Sequence[Exam], grades: Mapping[str, str], by: str = "folder") -> list[Exam]:
+    """``exams`` with ``Exam.grade`` set from ``grades`` (by ``folder`` or ``key``; an exam not named keeps
+    None)."""
+    for exam in exams:
+        exam.grade = grades.get(getattr(exam, by))
+    return list(exams)
 
 
 def attach_labels(exams: Sequence[Exam], labels: Mapping[str, int], source: str = "labels",

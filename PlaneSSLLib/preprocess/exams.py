@@ -47,6 +47,9 @@ class Exam:
     series: dict[str, str] = field(default_factory=dict)  # view -> hashed series key
     label: int | None = None
     folder: str = ""  # in memory only (to match labels files); never written
+    #: the ACL grade where the labels file has one (``acl_grade``: intact, partial or complete), for reading the
+    #: errors by grade; the task stays ``label`` (torn vs intact) and the grade enters no fingerprint
+    grade: str | None = None
 
     def slices(self) -> dict[str, int]:
         return {v: int(a.shape[0]) for v, a in self.stacks.items()}

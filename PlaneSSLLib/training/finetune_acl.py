@@ -33,7 +33,8 @@ Outputs under ``output`` (atomic writes; nothing identifying)::
     checkpoints/{best,last}.*   resumable state (training.checkpoint, safetensors, no pickle)
     metrics.csv, progress.png   one row / point per epoch (loss, validation loss/AUC/accuracy); tensorboard/
     metrics.json                metrics of the best epoch with bootstrap CIs: on the test exams when
-                                data.test_fraction > 0 (validation's under "validation"), else validation
+                                data.test_fraction > 0 (validation's under "validation"), else validation;
+                                "by_grade" where the labels file grades the tears (metrics_by_grade)
     model/                      model.safetensors + manifest.json (task "acl", labels intact/torn)
 """
 
@@ -54,11 +55,13 @@ import torch
 from ..data.augment import AugmentConfig
 from ..data.exams import (
     ExamDataset,
+    attach_grades,
     attach_labels,
     augment_stack,
     collate_exams,
     exams_from_cache,
     exams_from_mrnet,
+    read_grades_csv,
     read_labels_csv,
 )
 from ..data.splits import split_exams
@@ -68,7 +71,7 @@ from ..models.exam_classifier import POOLINGS, ExamClassifier, ExamClassifierCon
 from ..models.unet import UNetConfig
 from ..preprocess.config import PrepareConfig
 from ..preprocess.exams import KNEE_VIEWS, Exam, ExamError, exams_from_dicom
-from .cls_metrics import classification_metrics, roc_auc
+from .cls_metrics import classification_metrics, roc_auc, sensitivity, specificity
 from .config import ConfigError, RunConfig, TrainOptim, TrainRuntime, check_choice, check_minimums, run_config_loaders
 from .distributed import DistInfo
 from .engine import Engine, Task, finite_or_none
@@ -233,11 +236,13 @@ def load_exams(data: AclDataConfig, prep: PrepareConfig, memo: bool = True) -> l
         labels_path = Path(data.labels) if data.labels else root / "labels.csv"
         labels = read_labels_csv(labels_path)
         exams = attach_labels(exams_from_dicom(root, prep), labels, str(labels_path))
+        attach_grades(exams, read_grades_csv(labels_path))
     elif source == "cache":
         from ..data.cache import open_cache
 
         labels = read_labels_csv(Path(data.labels or ""))
         exams = [e for e in exams_from_cache(open_cache(Path(data.cache or "")), labels) if e.label is not None]
+        attach_grades(exams, read_grades_csv(Path(data.labels or "")), by="key")
         if not exams:
             raise ExamError(f"{data.labels}: names none of the cache's subjects (hashed keys expected)")
     else:
@@ -326,7 +331,9 @@ class AclResult(FinetuneSummary):
     def results_rows(self) -> list[dict[str, Any]]:
         """Rows ``task,init,labeled_subjects,seed,metric,value`` (docs/conventions.md, 'Results CSV') for
         results.csv: ``auc``, ``accuracy``, ... (+ ``_ci_low``/``_ci_high``) on the reported split (test, or
-        validation without a test split) and ``val_auc``, ... on the validation exams that selected the epoch."""
+        validation without a test split) and ``val_auc``, ... on the validation exams that selected the epoch;
+        with graded exams also ``auc grade partial|complete`` (that grade against every intact exam),
+        ``sensitivity grade partial|complete`` and ``specificity grade intact`` on the reported split."""
         rows = []
         for prefix, metrics in (("", self.metrics), ("val_", self.val_metrics or self.metrics)):
             for name in ("auc", "accuracy", "sensitivity", "specificity"):
@@ -335,6 +342,13 @@ class AclResult(FinetuneSummary):
                     value = mv.get(key)
                     rows.append({"task": "acl", "init": self.init, "labeled_subjects": self.labeled_subjects,
                                  "seed": self.seed, "metric": f"{prefix}{name}{suffix}",
+                                 "value": float("nan") if value is None else value})
+        for grade, values in (self.metrics.get("by_grade") or {}).items():
+            for name in ("auc", "sensitivity", "specificity"):
+                if name in values:
+                    value = values[name]
+                    rows.append({"task": "acl", "init": self.init, "labeled_subjects": self.labeled_subjects,
+                                 "seed": self.seed, "metric": f"{name} grade {grade}",
                                  "value": float("nan") if value is None else value})
         return rows
 
@@ -375,6 +389,29 @@ def _predict(model: ExamClassifier, ds: ExamDataset, device: torch.device) -> np
         masks = {v: t.to(device) for v, t in batch["masks"].items()}
         out.append(torch.sigmoid(model(stacks, masks)).item())
     return np.asarray(out, dtype=np.float64)
+
+
+def metrics_by_grade(grades: Sequence[str | None], labels: np.ndarray, probs: np.ndarray,
+                     threshold: float) -> dict[str, dict[str, Any]]:
+    """Per torn grade (partial, complete): the AUC of that grade's exams against every intact exam and the share
+    of them called torn at ``threshold`` (sensitivity), with their count; ``intact``: the count and specificity.
+    Empty unless every exam has a grade (a labels file with ``acl_grade``). Point values (no intervals): the
+    study report gives their spread over seeds."""
+    if not len(grades) or any(g is None for g in grades):
+        return {}
+    g = np.asarray(grades, dtype=object)
+    intact = g == "intact"
+    out: dict[str, dict[str, Any]] = {"intact": {
+        "n": int(intact.sum()), "specificity": finite_or_none(specificity(labels[intact], probs[intact], threshold))}}
+    for grade in ("partial", "complete"):
+        torn = g == grade
+        if not torn.any():
+            continue
+        both = intact | torn
+        out[grade] = {"n": int(torn.sum()),
+                      "auc": finite_or_none(roc_auc(labels[both], probs[both])),
+                      "sensitivity": finite_or_none(sensitivity(labels[torn], probs[torn], threshold))}
+    return out
 
 
 def _bce(logits: torch.Tensor, labels: torch.Tensor, pos_weight: float | None) -> torch.Tensor:
@@ -513,8 +550,12 @@ class AclTask(Task):
         truth = ds.labels()
         probs = _predict(model, ds, self.device) if len(ds) else np.zeros(0)
         raw = classification_metrics(truth, probs, ev.threshold, ev.bootstrap, self.seed, ev.confidence)
-        return {k: (v.to_dict() if hasattr(v, "to_dict") else v) for k, v in raw.items()} | {
+        out = {k: (v.to_dict() if hasattr(v, "to_dict") else v) for k, v in raw.items()} | {
             "split": split, "n_exams": len(ds)}
+        by_grade = metrics_by_grade([e.grade for e in ds.exams], truth, probs, ev.threshold)
+        if by_grade:
+            out["by_grade"] = by_grade
+        return out
 
     def finish(self, model: torch.nn.Module, state: dict[str, Any]) -> AclResult:
         config, out = self.config, Path(self.config.output)

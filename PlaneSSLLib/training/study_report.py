@@ -4,21 +4,23 @@
   is ``<protocol>/<init>`` (each fine-tuning protocol is its own grid), ``labeled_subjects`` the number of
   labelled subjects the run trained on (``all``: the pool's size). Beside the task's own metrics, seg runs give
   ``dice basal|mid|apical`` (thirds of each test stack, ``training.seg_metrics.region_dice``) and
-  ``dice pathology <GROUP>`` (mean Dice of the test subjects of that group).
+  ``dice pathology <GROUP>`` (mean Dice of the test subjects of that group); ACL runs on graded exams give
+  ``auc grade partial|complete`` (the test exams with a tear of that grade against every intact one).
 - ``results.md``: first the label-efficiency matrix (per protocol, init × labelled count, mean ± std over
   seeds); then per protocol and labelled count, per initialisation: the headline metric's mean ± std over
   seeds, the **paired gain over scratch** (same protocol, same seeds: the same labelled subjects, as
   ``data.splits.choose_labeled_subjects`` draws them from the seed alone) with a percentile bootstrap
   interval (:func:`paired_bootstrap_ci`: the per-seed differences resampled with replacement; the test
   subjects stay fixed, so the interval covers the spread over labelled subsets and training randomness,
-  not over patients), and the mean Dice by third and by pathology; then every per-seed gain, how many seeds
-  it is positive on, and the paired Student-t interval of the mean gain (:func:`paired_t_ci`), a check on
-  the bootstrap: with five seeds the percentile bootstrap interval is narrower than its nominal level (it
-  resamples only the five differences seen), the t interval is not; then, per labelled count, the best
-  pretrained (protocol, init) against the best scratch protocol (:func:`best_against_best`), chosen on the
-  runs' validation scores (the task's ``validation`` metric; the study's answer) and, for comparison, on the
-  test numbers themselves; the runs that never found a structure (:func:`collapsed_structures`); the pretext
-  errors of the pretrained networks; and what the study cost (:func:`compute_summary`).
+  not over patients), and the mean Dice by third and by pathology (ACL: the AUC by tear grade); then every
+  per-seed gain, how many seeds it is positive on, and the paired Student-t interval of the mean gain
+  (:func:`paired_t_ci`), a check on the bootstrap: with five seeds the percentile bootstrap interval is
+  narrower than its nominal level (it resamples only the five differences seen), the t interval is not; then,
+  per labelled count, the best pretrained (protocol, init) against the best scratch protocol
+  (:func:`best_against_best`), chosen on the runs' validation scores (the task's ``validation`` metric; the
+  study's answer) and, for comparison, on the test numbers themselves; the runs that never found a structure
+  (:func:`collapsed_structures`); the pretext errors of the pretrained networks; and what the study cost
+  (:func:`compute_summary`).
 - ``results.png``: label-efficiency curves (headline metric vs labelled subjects, log2 axis), one panel
   per protocol, one line per initialisation with a ± std band.
 """
@@ -43,6 +45,9 @@ __all__ = ["paired_bootstrap_ci", "paired_t_ci", "paired_differences", "paired_g
 RESULT_COLUMNS = ("task", "init", "labeled_subjects", "seed", "metric", "value")
 REGION_METRICS = ("dice basal", "dice mid", "dice apical")
 PATHOLOGY_PREFIX = "dice pathology "
+#: subgroup metrics, as metric prefix -> column family: a seg run's Dice per pathology group, an ACL run's AUC
+#: per tear grade (``training.finetune_acl.metrics_by_grade``)
+SUBGROUP_PREFIXES = {PATHOLOGY_PREFIX: "pathology", "auc grade ": "grade"}
 
 
 def _finite_and_mean(differences: Sequence[float]) -> tuple[np.ndarray, float]:
@@ -126,11 +131,13 @@ def _mean_std(values: list[float]) -> tuple[float, float, int]:
 def study_table(rows: list[dict[str, Any]], metric: str, inits: list[str], protocols: list[str], scratch: str | None,
                 confidence: float = 0.95, resamples: int = 10000, seed: int = 0) -> list[dict[str, Any]]:
     """One entry per (protocol, labelled count, init): mean/std/n of ``metric``, the paired gain over
-    ``scratch`` with its interval, and the mean by region and pathology."""
+    ``scratch`` with its interval, and the mean by region and subgroup (:data:`SUBGROUP_PREFIXES`)."""
     head = _values(rows, metric)
     regions = {m: _values(rows, m) for m in REGION_METRICS}
-    groups = sorted({r["metric"][len(PATHOLOGY_PREFIX):] for r in rows if r["metric"].startswith(PATHOLOGY_PREFIX)})
-    by_group = {g: _values(rows, PATHOLOGY_PREFIX + g) for g in groups}
+    groups = sorted({(family, r["metric"][len(prefix):]) for r in rows for prefix, family in SUBGROUP_PREFIXES.items()
+                     if r["metric"].startswith(prefix)})
+    by_group = {(family, g): _values(rows, next(p for p, f in SUBGROUP_PREFIXES.items() if f == family) + g)
+                for family, g in groups}
     settings = {int(r["labeled_subjects"]): r.get("labeled_setting", r["labeled_subjects"]) for r in rows}
     out = []
     for protocol in protocols:
@@ -147,8 +154,9 @@ def study_table(rows: list[dict[str, Any]], metric: str, inits: list[str], proto
                     entry |= paired_gains(values, ref, confidence, resamples, seed)
                 for m in REGION_METRICS:
                     entry[m.split()[1]] = _mean_std(list(regions[m].get((protocol, init, n), {}).values()))[0]
-                for g in groups:
-                    entry[f"pathology {g}"] = _mean_std(list(by_group[g].get((protocol, init, n), {}).values()))[0]
+                for family, g in groups:
+                    cell = by_group[family, g].get((protocol, init, n), {})
+                    entry[f"{family} {g}"] = _mean_std(list(cell.values()))[0]
                 out.append(entry)
     return out
 
@@ -191,18 +199,29 @@ def _fmt(x: float, digits: int = 3) -> str:
 
 def _markdown(table: list[dict[str, Any]], metric: str, description: str, scratch: str | None, confidence: float,
               resamples: int, best: list[dict[str, Any]], chosen: list[dict[str, Any]]) -> str:
-    groups = sorted({k for e in table for k in e if k.startswith("pathology ")})
+    families = tuple(SUBGROUP_PREFIXES.values())
+    groups = sorted({k for e in table for k in e if k.split(" ", 1)[0] in families and " " in k})
+    thirds = any(math.isfinite(e.get(r, math.nan)) for e in table for r in ("basal", "mid", "apical"))
     pct = f"{confidence * 100:g} %"
+    about = []
+    if thirds:
+        about.append("Thirds: basal / mid / apical third of each test SAX stack (structures absent from both "
+                     "prediction and reference skipped).")
+    if any(g.startswith("pathology ") for g in groups):
+        about.append("Pathology columns: mean Dice of the test subjects of that group.")
+    if any(g.startswith("grade ") for g in groups):
+        about.append("Grade columns: AUC of the test exams with a tear of that grade against every intact test "
+                     "exam, mean over seeds (a partial tear is the harder call).")
     lines = [f"# Transfer study: `{metric}` ({description})", "",
-             f"Mean ± std over seeds; gain = paired difference from `{scratch}` (same protocol, same seed, so the "
-             f"same labelled subjects), mean and {pct} percentile bootstrap interval of the mean ({resamples} "
-             "resamples of the per-seed differences with replacement; the test subjects are fixed, so the interval "
-             "reflects labelled-subset and training randomness, not patient sampling). Thirds: basal / mid / apical "
-             "third of each test SAX stack (structures absent from both prediction and reference skipped); "
-             "pathology columns: mean Dice of the test subjects of that group.", ""]
+             " ".join([f"Mean ± std over seeds; gain = paired difference from `{scratch}` (same protocol, same seed, "
+                       f"so the same labelled subjects), mean and {pct} percentile bootstrap interval of the mean "
+                       f"({resamples} resamples of the per-seed differences with replacement; the test subjects are "
+                       "fixed, so the interval reflects labelled-subset and training randomness, not patient "
+                       "sampling).", *about]), ""]
     lines += _efficiency_markdown(table, metric)
-    cols = ["init", "mean ± std (seeds)", f"gain over {scratch} [{pct} CI]", "basal", "mid", "apical",
-            *[g.split(" ", 1)[1] for g in groups]]
+    cols = ["init", "mean ± std (seeds)", f"gain over {scratch} [{pct} CI]", *(["basal", "mid", "apical"] if thirds
+                                                                              else []),
+            *[g.split(" ", 1)[1] + (" (AUC)" if g.startswith("grade ") else "") for g in groups]]
     current = None
     for e in table:
         key = (e["protocol"], e["labeled_subjects"])
@@ -215,10 +234,11 @@ def _markdown(table: list[dict[str, Any]], metric: str, description: str, scratc
         gain = "–"
         if "gain" in e:
             gain = f"{e['gain']:+.3f} [{_fmt(e['low'])}, {_fmt(e['high'])}] (n={e['pairs']})"
-        cells = [e["init"], f"{_fmt(e['mean'])} ± {_fmt(e['std'])} (n={e['n']})", gain, _fmt(e["basal"]),
-                 _fmt(e["mid"]), _fmt(e["apical"]), *[_fmt(e.get(g, math.nan)) for g in groups]]
+        cells = [e["init"], f"{_fmt(e['mean'])} ± {_fmt(e['std'])} (n={e['n']})", gain,
+                 *([_fmt(e["basal"]), _fmt(e["mid"]), _fmt(e["apical"])] if thirds else []),
+                 *[_fmt(e.get(g, math.nan)) for g in groups]]
         lines.append("| " + " | ".join(cells) + " |")
-    lines += _per_seed_markdown(table, scratch, pct)
+    lines += _per_seed_markdown(table, scratch, pct, metric)
     if best:
         lines += _best_markdown(best, chosen, pct)
     return "\n".join(lines) + "\n"
@@ -274,13 +294,15 @@ def _efficiency_markdown(table: list[dict[str, Any]], metric: str) -> list[str]:
     return lines
 
 
-def _per_seed_markdown(table: list[dict[str, Any]], scratch: str | None, pct: str) -> list[str]:
+def _per_seed_markdown(table: list[dict[str, Any]], scratch: str | None, pct: str,
+                       metric: str = "dice mean") -> list[str]:
     """Every paired gain seed by seed, the seeds it is positive on and the paired t interval of its mean."""
     gains = [e for e in table if e.get("per_seed")]
     if not gains:
         return []
     lines = ["", f"## Gains over {scratch} seed by seed", "",
-             f"Per protocol and labelled count, each initialisation's Dice minus {scratch}'s on the same seed; "
+             f"Per protocol and labelled count, each initialisation's {_metric_noun(metric)} minus {scratch}'s on "
+             "the same seed; "
              f"'better on' counts the seeds with a positive gain; the last column is the paired Student-t {pct} "
              "interval of the mean gain (n − 1 degrees of freedom), wider than the bootstrap interval above when "
              "there are few seeds: the bootstrap resamples only the differences seen, which makes its interval "
@@ -301,6 +323,11 @@ def _per_seed_markdown(table: list[dict[str, Any]], scratch: str | None, pct: st
                  f"[{_fmt(e['t_low'])}, {_fmt(e['t_high'])}]"]
         lines.append("| " + " | ".join(cells) + " |")
     return lines
+
+
+def _metric_noun(metric: str) -> str:
+    """How the text names a headline metric: Dice for the seg task's, else the metric's own name."""
+    return "Dice" if metric.startswith("dice") else f"`{metric}`"
 
 
 def _plot(table: list[dict[str, Any]], protocols: list[str], metric: str, path: Path) -> None:

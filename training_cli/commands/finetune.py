@@ -43,7 +43,8 @@ TASKS = {
         "description": "Fine-tune the PlaneSSL encoder (or train from scratch) to classify knee exams as ACL torn or "
                        "intact: a shared encoder over every slice, pooling over slices, fusion of the planes.",
         "anatomy": "knee", "example": "optim.epochs=3 data.max_slices=8",
-        "outputs": "OUT/metrics.json (AUC, accuracy, sensitivity, specificity with bootstrap CIs)",
+        "outputs": "OUT/metrics.json (AUC, accuracy, sensitivity, specificity with bootstrap CIs; by tear grade "
+                   "where labels.csv has acl_grade)",
         "formats": "phantom or dicom (knee studies + ROOT/labels.csv), mrnet",
     },
 }
