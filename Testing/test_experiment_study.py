@@ -304,3 +304,27 @@ def test_a_follow_up_reuses_another_study(tmp_path, caplog, capsys):
     assert main(["experiment", "transfer", "--config", str(follow_config), "--out", str(other), "--report-only",
                  "--reuse-from", str(first)]) != 0
     assert "--reuse-from: only when running a study" in capsys.readouterr().err
+
+
+def test_a_signal_stops_the_study_with_a_message_not_a_traceback(tmp_path, capsys, monkeypatch):
+    """Ctrl-C or a scheduler's SIGTERM during a study's pretraining or an in-process run: the run wrote its
+    checkpoint, the command says how to go on and exits 128 + signal, and --save-record keeps what finished."""
+    import signal
+
+    from PlaneSSLLib.training import study
+    from PlaneSSLLib.training.signals import TrainingInterrupted
+
+    def stopped(config, out, stages, jobs=1):
+        Path(out).mkdir(parents=True, exist_ok=True)
+        raise TrainingInterrupted(signal.SIGINT, str(Path(out) / "pretrain" / "last.safetensors"), 900)
+
+    monkeypatch.setattr(study, "run_study", stopped)
+    saved = []
+    monkeypatch.setattr("training_cli.commands.experiment.save_record", lambda out, dest: saved.append(dest))
+    config = _tiny_study(tmp_path)
+    code = main(["experiment", "transfer", "--config", str(config), "--out", str(tmp_path / "o"),
+                 "--save-record", str(tmp_path / "record")])
+    err = capsys.readouterr().err
+    assert code == 128 + signal.SIGINT and "Traceback" not in err
+    assert "stopped by SIGINT after step 900" in err and f"--config {config} --out {tmp_path / 'o'}" in err
+    assert saved == [tmp_path / "record"]
