@@ -1,0 +1,53 @@
+#!/usr/bin/env bash
+# Headroom of the ACL benchmark on the clinical knee: scratch fine-tuning with the whole training pool (and 8
+# labelled exams) at several step budgets, on the ACL study's own target cohort and split
+# (Resources/Configs/experiment_transfer_acl_clinical.yaml: 200 exams, seed 1201; 70 test, 20 validation, pool
+# 110), with every other setting the study's. It asks whether the study's budget lets scratch learn the task
+# at all: a benchmark where labels matter has the whole pool well above 8 labelled exams and above chance.
+# One seed, one run each: indicative, not a study result. Scratch runs only: no pretrained network takes part,
+# so the budget it points to is not chosen towards a gain. The rule, fixed before the 480- and 1,200-step runs
+# (2026-12-01, after the study at 120 steps and this probe's 120-step runs): a follow-up study takes the smallest
+# probed budget at which the whole pool's scratch run reaches a validation AUC >= 0.80; where none does, no
+# budget is chosen from this probe.
+#   bash scripts/acl_headroom_probe.sh [OUT] [STEPS...]     (default runs/acl_headroom, steps 120 480 1200)
+# COHORT=<folder> takes an existing copy of the target cohort (e.g. a study's OUT/cohorts/target); without it
+# the cohort is written to OUT/target (about 14 min on 2 cores).
+# Prints one line per run: steps, labelled exams, best epoch, validation AUC (what chooses), test AUC, test
+# AUC of partial and of complete tears against intact.
+set -euo pipefail
+OUT=${1:-runs/acl_headroom}
+shift || true
+STEPS=("$@")
+[ ${#STEPS[@]} -gt 0 ] || STEPS=(120 480 1200)
+PLANESSL=${PLANESSL:-.venv/bin/planessl}
+mkdir -p "$OUT"
+COHORT=${COHORT:-$OUT/target}
+[ -f "$COHORT/labels.csv" ] || "$PLANESSL" phantom knee --subjects 200 --seed 1201 --realism clinical \
+    --out "$COHORT" > /dev/null
+
+# the study's finetune_overrides (experiment_transfer_acl_clinical.yaml), steps as epochs of 8
+STUDY="data.val_fraction=0.15 data.test_fraction=0.35 data.spacing_mm=2.0 data.image_size=96
+       optim.steps_per_epoch=8 optim.transferred_lr=null runtime.channels_last=true runtime.progress=none
+       runtime.plot=false"
+run() {  # steps, labelled (empty: the whole pool)
+    local steps=$1 labelled=$2 name extra=()
+    name="scratch_${steps}_${labelled:-all}"
+    [ -n "$labelled" ] && extra=(--labeled-subjects "$labelled")
+    # shellcheck disable=SC2086
+    [ -f "$OUT/$name/metrics.json" ] || "$PLANESSL" finetune acl --config Resources/Configs/finetune_acl_demo.yaml \
+        --data "dicom:$COHORT" --init scratch --seed 0 "${extra[@]}" --out "$OUT/$name" \
+        --set $STUDY optim.epochs=$((steps / 8)) > "$OUT/$name.json" 2> "$OUT/$name.log"
+    python3 - "$OUT/$name/metrics.json" "$steps" "${labelled:-all}" <<'EOF'
+import json, sys
+m = json.load(open(sys.argv[1]))
+g = m.get("by_grade", {})
+f = lambda v: "-" if v is None else f"{v:.3f}"
+print(f"steps {sys.argv[2]:>5}  labelled {sys.argv[3]:>4} ({m['n_train']})  best epoch {m['best_epoch']:>3}  "
+      f"val AUC {f(m['validation']['auc']['value'])}  test AUC {f(m['auc']['value'])}  "
+      f"partial {f(g.get('partial', {}).get('auc'))}  complete {f(g.get('complete', {}).get('auc'))}")
+EOF
+}
+for steps in "${STEPS[@]}"; do
+    run "$steps" ""
+    run "$steps" 8
+done
