@@ -220,7 +220,8 @@ def test_grades_are_read_checked_and_scored(tmp_path):
         bad.write_text("subject,acl_tear,acl_grade\n" + body)
         with pytest.raises(ExamError, match=f"bad.csv: {problem}"):
             read_grades_csv(bad)
-    exams = attach_grades([Exam(key=k, stacks={}, folder=k) for k in "abx"], read_grades_csv(good))
+    exams = [Exam(key=k, stacks={}, folder=k) for k in "abx"]
+    attach_grades(exams, read_grades_csv(good))
     assert [e.grade for e in exams] == ["intact", "partial", None]
 
     grades = ["intact", "intact", "intact", "partial", "partial", "complete", "complete"]

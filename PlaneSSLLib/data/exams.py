@@ -64,30 +64,36 @@ __all__ = [
 
 
 # ----------------------------------------------------------------------------- labels
-def read_labels_csv(path: Path, label_column: str = "acl_tear", subject_column: str = "subject") -> dict[str, int]:
-    """``{subject: 0/1}`` from a CSV with a header (a phantom cohort's ``labels.csv``)."""
-    path = Path(path)
+def _labels_table(path: Path) -> tuple[list[str], list[tuple[int, dict[str, str]]]]:
+    """A labels CSV's header and its rows with their line numbers; ExamError naming the file when it cannot be
+    read."""
     if not path.is_file():
         raise ExamError(f"{path}: no such labels file")
     try:
         with path.open(newline="", encoding="utf-8") as fh:
             reader = csv.DictReader(fh)
-            header = reader.fieldnames or []
-            for col in (subject_column, label_column):
-                if col not in header:
-                    raise ExamError(f"{path}: no '{col}' column (columns: {', '.join(header) or 'none'})")
-            labels: dict[str, int] = {}
-            for line, row in enumerate(reader, start=2):
-                subject, value = (row.get(subject_column) or "").strip(), (row.get(label_column) or "").strip()
-                if value not in ("0", "1"):
-                    raise ExamError(f"{path}: line {line}: {label_column} must be 0 or 1, got {value!r}")
-                if not subject:
-                    raise ExamError(f"{path}: line {line}: empty {subject_column}")
-                if subject in labels:
-                    raise ExamError(f"{path}: line {line}: subject {subject!r} listed twice")
-                labels[subject] = int(value)
+            return list(reader.fieldnames or []), list(enumerate(reader, start=2))
     except (OSError, UnicodeDecodeError, csv.Error) as exc:
         raise ExamError(f"{path}: cannot read ({exc})") from None
+
+
+def read_labels_csv(path: Path, label_column: str = "acl_tear", subject_column: str = "subject") -> dict[str, int]:
+    """``{subject: 0/1}`` from a CSV with a header (a phantom cohort's ``labels.csv``)."""
+    path = Path(path)
+    header, rows = _labels_table(path)
+    for col in (subject_column, label_column):
+        if col not in header:
+            raise ExamError(f"{path}: no '{col}' column (columns: {', '.join(header) or 'none'})")
+    labels: dict[str, int] = {}
+    for line, row in rows:
+        subject, value = (row.get(subject_column) or "").strip(), (row.get(label_column) or "").strip()
+        if value not in ("0", "1"):
+            raise ExamError(f"{path}: line {line}: {label_column} must be 0 or 1, got {value!r}")
+        if not subject:
+            raise ExamError(f"{path}: line {line}: empty {subject_column}")
+        if subject in labels:
+            raise ExamError(f"{path}: line {line}: subject {subject!r} listed twice")
+        labels[subject] = int(value)
     if not labels:
         raise ExamError(f"{path}: no labelled subject")
     return labels
@@ -103,34 +109,26 @@ def read_grades_csv(path: Path, grade_column: str = "acl_grade", label_column: s
     ``labels.csv``); ``{}`` when it has none. Each grade must be one of :data:`ACL_GRADES` and agree with the
     row's ``acl_tear`` (intact = 0, partial or complete = 1); ExamError naming the file and line otherwise."""
     path = Path(path)
-    try:
-        with path.open(newline="", encoding="utf-8") as fh:
-            reader = csv.DictReader(fh)
-            if grade_column not in (reader.fieldnames or []):
-                return {}
-            grades: dict[str, str] = {}
-            for line, row in enumerate(reader, start=2):
-                subject = (row.get(subject_column) or "").strip()
-                grade = (row.get(grade_column) or "").strip().lower()
-                if grade not in ACL_GRADES:
-                    raise ExamError(f"{path}: line {line}: {grade_column} must be one of "
-                                    f"{', '.join(ACL_GRADES)}, got {grade!r}")
-                label = (row.get(label_column) or "").strip()
-                if label in ("0", "1") and int(label) != ACL_GRADES[grade]:
-                    raise ExamError(f"{path}: line {line}: {grade_column} {grade!r} contradicts "
-                                    f"{label_column} {label}")
-                grades[subject] = grade
-    except (OSError, UnicodeDecodeError, csv.Error) as exc:
-        raise ExamError(f"{path}: cannot read ({exc})") from None
+    header, rows = _labels_table(path)
+    if grade_column not in header:
+        return {}
+    grades: dict[str, str] = {}
+    for line, row in rows:
+        grade = (row.get(grade_column) or "").strip().lower()
+        if grade not in ACL_GRADES:
+            raise ExamError(f"{path}: line {line}: {grade_column} must be one of {', '.join(ACL_GRADES)}, "
+                            f"got {grade!r}")
+        label = (row.get(label_column) or "").strip()
+        if label in ("0", "1") and int(label) != ACL_GRADES[grade]:
+            raise ExamError(f"{path}: line {line}: {grade_column} {grade!r} contradicts {label_column} {label}")
+        grades[(row.get(subject_column) or "").strip()] = grade
     return grades
 
 
-def attach_grades(exams: Sequence[Exam], grades: Mapping[str, str], by: str = "folder") -> list[Exam]:
-    """``exams`` with ``Exam.grade`` set from ``grades`` (by ``folder`` or ``key``; an exam not named keeps
-    None)."""
+def attach_grades(exams: Sequence[Exam], grades: Mapping[str, str], by: str = "folder") -> None:
+    """Set each exam's ``Exam.grade`` from ``grades`` (by ``folder`` or ``key``; an exam not named: None)."""
     for exam in exams:
         exam.grade = grades.get(getattr(exam, by))
-    return list(exams)
 
 
 def attach_labels(exams: Sequence[Exam], labels: Mapping[str, int], source: str = "labels",

@@ -36,7 +36,6 @@ select the epoch, when the fine-tuning config has no ``data.test_fraction``).
 
 from __future__ import annotations
 
-import copy
 import csv
 import hashlib
 import io
@@ -396,7 +395,8 @@ NEUTRAL_ADDITIONS: dict[str, Any] = {}
 
 
 def _without_neutral_additions(settings: dict[str, Any]) -> dict[str, Any]:
-    """``settings`` (a fine-tuning config's ``to_dict``) less each :data:`NEUTRAL_ADDITIONS` key at its value."""
+    """``settings`` (a fine-tuning config's ``to_dict``, changed in place) less each :data:`NEUTRAL_ADDITIONS` key
+    at its value."""
     for dotted, neutral in NEUTRAL_ADDITIONS.items():
         *sections, field = dotted.split(".")
         node: Any = settings
@@ -411,7 +411,7 @@ def _fingerprint(task: str, finetune: Any, init: Any, n: int | str, seed: int,
                  root: str | Path | None = None) -> str:
     """The settings of one run; paths under ``root`` (a study's folder) enter relative to it; settings added
     later leave it unchanged while they hold their neutral value (:data:`NEUTRAL_ADDITIONS`)."""
-    settings = _without_neutral_additions(copy.deepcopy(finetune.to_dict()))
+    settings = _without_neutral_additions(finetune.to_dict())  # to_dict: a fresh copy (dataclasses.asdict)
     settings.pop("output", None)
     data = portable_paths({"task": task, "finetune": settings, "init": init, "labeled_subjects": n, "seed": seed},
                           root)

@@ -134,10 +134,10 @@ def study_table(rows: list[dict[str, Any]], metric: str, inits: list[str], proto
     ``scratch`` with its interval, and the mean by region and subgroup (:data:`SUBGROUP_PREFIXES`)."""
     head = _values(rows, metric)
     regions = {m: _values(rows, m) for m in REGION_METRICS}
-    groups = sorted({(family, r["metric"][len(prefix):]) for r in rows for prefix, family in SUBGROUP_PREFIXES.items()
-                     if r["metric"].startswith(prefix)})
-    by_group = {(family, g): _values(rows, next(p for p, f in SUBGROUP_PREFIXES.items() if f == family) + g)
-                for family, g in groups}
+    # column name ("pathology DCM", "grade partial") -> the values of its metric ("dice pathology DCM", ...)
+    by_group = {f"{family} {r['metric'][len(prefix):]}": r["metric"] for r in rows
+                for prefix, family in SUBGROUP_PREFIXES.items() if r["metric"].startswith(prefix)}
+    by_group = {column: _values(rows, by_group[column]) for column in sorted(by_group)}
     settings = {int(r["labeled_subjects"]): r.get("labeled_setting", r["labeled_subjects"]) for r in rows}
     out = []
     for protocol in protocols:
@@ -154,9 +154,8 @@ def study_table(rows: list[dict[str, Any]], metric: str, inits: list[str], proto
                     entry |= paired_gains(values, ref, confidence, resamples, seed)
                 for m in REGION_METRICS:
                     entry[m.split()[1]] = _mean_std(list(regions[m].get((protocol, init, n), {}).values()))[0]
-                for family, g in groups:
-                    cell = by_group[family, g].get((protocol, init, n), {})
-                    entry[f"{family} {g}"] = _mean_std(list(cell.values()))[0]
+                for column, values_of in by_group.items():
+                    entry[column] = _mean_std(list(values_of.get((protocol, init, n), {}).values()))[0]
                 out.append(entry)
     return out
 
@@ -199,8 +198,8 @@ def _fmt(x: float, digits: int = 3) -> str:
 
 def _markdown(table: list[dict[str, Any]], metric: str, description: str, scratch: str | None, confidence: float,
               resamples: int, best: list[dict[str, Any]], chosen: list[dict[str, Any]]) -> str:
-    families = tuple(SUBGROUP_PREFIXES.values())
-    groups = sorted({k for e in table for k in e if k.split(" ", 1)[0] in families and " " in k})
+    families = tuple(f"{family} " for family in SUBGROUP_PREFIXES.values())
+    groups = sorted({k for e in table for k in e if k.startswith(families)})
     thirds = any(math.isfinite(e.get(r, math.nan)) for e in table for r in ("basal", "mid", "apical"))
     pct = f"{confidence * 100:g} %"
     about = []
@@ -294,8 +293,7 @@ def _efficiency_markdown(table: list[dict[str, Any]], metric: str) -> list[str]:
     return lines
 
 
-def _per_seed_markdown(table: list[dict[str, Any]], scratch: str | None, pct: str,
-                       metric: str = "dice mean") -> list[str]:
+def _per_seed_markdown(table: list[dict[str, Any]], scratch: str | None, pct: str, metric: str) -> list[str]:
     """Every paired gain seed by seed, the seeds it is positive on and the paired t interval of its mean."""
     gains = [e for e in table if e.get("per_seed")]
     if not gains:

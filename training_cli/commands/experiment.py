@@ -146,15 +146,18 @@ def run_transfer(args: argparse.Namespace) -> int:
         reuse_study_outputs(config, args.out, args.reuse_from)
     from PlaneSSLLib.training.signals import TrainingInterrupted
 
-    again = f"planessl experiment transfer --config {args.config} --out {args.out}"
+    def stopped(exc: TrainingInterrupted) -> int:  # a signal in a pretraining or an in-process run: it resumes
+        print(f"planessl experiment transfer: {exc}; the same command goes on (planessl experiment transfer "
+              f"--config {args.config} --out {args.out}): finished stages and runs are reused, the stopped one "
+              "resumes", file=sys.stderr, flush=True)
+        return exc.exit_code
+
     if args.report_only or config.cohorts:
         try:
             code = report_now(config, args.out) if args.report_only else run_study(config, args.out, args.jobs,
                                                                                    record)
-        except TrainingInterrupted as exc:  # a signal in a pretraining or a fine-tuning run: it resumes
-            print(f"planessl experiment transfer: {exc}; the same command goes on ({again}): finished stages "
-                  "and runs are reused, the stopped one resumes", file=sys.stderr, flush=True)
-            code = exc.exit_code
+        except TrainingInterrupted as exc:
+            code = stopped(exc)
         if record is not None:
             save_record(args.out, record)
         return code
@@ -163,9 +166,7 @@ def run_transfer(args: argparse.Namespace) -> int:
     try:
         summary = run_transfer_experiment(config, args.out, args.jobs)
     except TrainingInterrupted as exc:
-        print(f"planessl experiment transfer: {exc}; the same command goes on ({again}): finished runs are "
-              "reused, the stopped one resumes", file=sys.stderr, flush=True)
-        return exc.exit_code
+        return stopped(exc)
     print(f"headline metric: {summary['metric']} ({summary['metric_description']}); "
           f"{summary['ran']} run, {summary['reused']} reused; wrote {summary['results_csv']}, "
           f"{summary['results_md']}, {summary['results_png']}", file=sys.stderr)
