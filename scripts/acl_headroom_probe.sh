@@ -12,8 +12,12 @@
 #   bash scripts/acl_headroom_probe.sh [OUT] [STEPS...]     (default runs/acl_headroom, steps 120 480 1200)
 # COHORT=<folder> takes an existing copy of the target cohort (e.g. a study's OUT/cohorts/target); without it
 # the cohort is written to OUT/target (about 14 min on 2 cores).
+# LABELLED="all 8" (default) the labelled counts per budget; SET="key=value ..." further settings for every run,
+# with TAG=<name> added to the run folders' names, e.g. the README's diagnostic at twice the resolution:
+#   SET="data.spacing_mm=1.0 data.image_size=160" TAG=1mm LABELLED=all bash scripts/acl_headroom_probe.sh OUT 480
 # Prints one line per run: steps, labelled exams, best epoch, validation AUC (what chooses), test AUC, test
-# AUC of partial and of complete tears against intact.
+# AUC of partial and of complete tears against intact, and the mean training loss over the first and the last
+# 10 epochs (a run that does not learn keeps the loss of a constant guess).
 set -euo pipefail
 OUT=${1:-runs/acl_headroom}
 shift || true
@@ -29,25 +33,28 @@ COHORT=${COHORT:-$OUT/target}
 STUDY="data.val_fraction=0.15 data.test_fraction=0.35 data.spacing_mm=2.0 data.image_size=96
        optim.steps_per_epoch=8 optim.transferred_lr=null runtime.channels_last=true runtime.progress=none
        runtime.plot=false"
-run() {  # steps, labelled (empty: the whole pool)
+run() {  # steps, labelled ("all": the whole pool)
     local steps=$1 labelled=$2 name extra=()
-    name="scratch_${steps}_${labelled:-all}"
-    [ -n "$labelled" ] && extra=(--labeled-subjects "$labelled")
+    name="scratch_${steps}_${labelled}${TAG:+_$TAG}"
+    [ "$labelled" != all ] && extra=(--labeled-subjects "$labelled")
     # shellcheck disable=SC2086
     [ -f "$OUT/$name/metrics.json" ] || "$PLANESSL" finetune acl --config Resources/Configs/finetune_acl_demo.yaml \
         --data "dicom:$COHORT" --init scratch --seed 0 "${extra[@]}" --out "$OUT/$name" \
-        --set $STUDY optim.epochs=$((steps / 8)) > "$OUT/$name.json" 2> "$OUT/$name.log"
-    python3 - "$OUT/$name/metrics.json" "$steps" "${labelled:-all}" <<'EOF'
-import json, sys
-m = json.load(open(sys.argv[1]))
+        --set $STUDY ${SET:-} optim.epochs=$((steps / 8)) > "$OUT/$name.json" 2> "$OUT/$name.log"
+    python3 - "$OUT/$name" "$steps" "$labelled" <<'EOF'
+import csv, json, sys
+m = json.load(open(sys.argv[1] + "/metrics.json"))
+loss = [float(r["train_loss"]) for r in csv.DictReader(open(sys.argv[1] + "/metrics.csv"))]
 g = m.get("by_grade", {})
 f = lambda v: "-" if v is None else f"{v:.3f}"
 print(f"steps {sys.argv[2]:>5}  labelled {sys.argv[3]:>4} ({m['n_train']})  best epoch {m['best_epoch']:>3}  "
       f"val AUC {f(m['validation']['auc']['value'])}  test AUC {f(m['auc']['value'])}  "
-      f"partial {f(g.get('partial', {}).get('auc'))}  complete {f(g.get('complete', {}).get('auc'))}")
+      f"partial {f(g.get('partial', {}).get('auc'))}  complete {f(g.get('complete', {}).get('auc'))}  "
+      f"train loss {sum(loss[:10]) / len(loss[:10]):.3f} -> {sum(loss[-10:]) / len(loss[-10:]):.3f}")
 EOF
 }
 for steps in "${STEPS[@]}"; do
-    run "$steps" ""
-    run "$steps" 8
+    for labelled in ${LABELLED:-all 8}; do
+        run "$steps" "$labelled"
+    done
 done
