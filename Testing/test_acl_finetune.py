@@ -98,7 +98,7 @@ def test_finetune_from_scratch_via_cli_then_predict(knee_cohort, tmp_path, capsy
     parser = build_parser()
     out = tmp_path / "run"
     args = parser.parse_args(["finetune", "acl", "--config", str(config), "--set", f"data.root={knee_cohort}",
-                              "model.pooling=attention", "--seed", "3", "--out", str(out)])
+                              "model.pooling=attention", "model.spatial_pooling=max", "--seed", "3", "--out", str(out)])
     assert args.func(args) == 0
     captured = capsys.readouterr()
     assert "auc on val" in captured.err
@@ -110,6 +110,7 @@ def test_finetune_from_scratch_via_cli_then_predict(knee_cohort, tmp_path, capsy
     manifest = json.loads((out / "model/manifest.json").read_text())
     assert manifest["task"] == "acl" and manifest["label_names"] == ["intact", "torn"]
     assert manifest["architecture"]["config"]["pooling"] == "attention"
+    assert manifest["architecture"]["config"]["spatial_pooling"] == "max"
     metrics = json.loads((out / "metrics.json").read_text())
     assert {"auc", "accuracy", "sensitivity", "specificity"} <= set(metrics)
     text = "".join(p.read_text() for p in out.rglob("*.json")) + (out / "config.yaml").read_text()
@@ -160,6 +161,8 @@ def test_errors_name_the_problem(knee_cohort, exams, tmp_path):
         predict_exam(knee_cohort / "subject_0000", weights)
     with pytest.raises(ConfigError, match="data.pooling|model.pooling"):
         acl_config_from_dict({"data": {"root": "x"}, "model": {"pooling": "mean"}})
+    with pytest.raises(ConfigError, match="model.spatial_pooling"):
+        acl_config_from_dict({"data": {"root": "x"}, "model": {"spatial_pooling": "sum"}})
     with pytest.raises(ConfigError, match="unknown key"):
         acl_config_from_dict({"data": {"root": "x", "val_fractoin": 0.2}})
     cfg = _config(knee_cohort, tmp_path / "r")

@@ -82,3 +82,22 @@ def test_slice_subset():
     assert len(centred) == 6 and centred.tolist() == sorted(set(centred.tolist()))
     rnd = slice_subset(30, 6, np.random.default_rng(0))
     assert len(rnd) == 6 and rnd.max() < 30
+
+
+def test_spatial_pooling_takes_the_mean_or_the_maximum_over_the_bottleneck():
+    torch.manual_seed(0)
+    slices = torch.rand(3, 16, 16)
+    mean = ExamClassifier(ExamClassifierConfig(encoder=ENC)).eval()
+    peak = ExamClassifier(ExamClassifierConfig(encoder=ENC, spatial_pooling="max")).eval()
+    peak.load_state_dict(mean.state_dict())  # same weights: only the pooling differs
+    with torch.no_grad():
+        bottleneck = mean.encoder(slices.unsqueeze(1))[-1]
+        assert torch.allclose(mean.slice_features(slices), bottleneck.mean(dim=(2, 3)))
+        assert torch.allclose(peak.slice_features(slices), bottleneck.amax(dim=(2, 3)))
+        assert not torch.allclose(mean.slice_features(slices), peak.slice_features(slices))
+    assert ExamClassifierConfig.from_dict(peak.config.to_dict()).spatial_pooling == "max"
+    old = mean.config.to_dict()
+    del old["spatial_pooling"]  # a manifest written before the option existed: the mean, as then
+    assert ExamClassifierConfig.from_dict(old).spatial_pooling == "mean"
+    with pytest.raises(ValueError, match="spatial_pooling must be one of mean, max"):
+        ExamClassifierConfig(encoder=ENC, spatial_pooling="sum").validate()

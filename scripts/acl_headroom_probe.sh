@@ -9,6 +9,16 @@
 # (2026-12-01, after the study at 120 steps and this probe's 120-step runs): a follow-up study takes the smallest
 # probed budget at which the whole pool's scratch run reaches a validation AUC >= 0.80; where none does, no
 # budget is chosen from this probe.
+# Second rule, fixed 2026-12-01 before any of its runs, after the oracle check (scripts/acl_signal_probe.py: the
+# ACL's own pixels separate torn from intact perfectly at the study's input, AUC 1.000 in every sequence, and the
+# ACL lies within 4.5 px of the image centre; no network took part): the input or classifier, not the budget, is
+# what is missing. Candidates, in this order, each scratch with the whole pool, seed 0, 480 steps (60 x 8),
+# otherwise the study's settings: (1) a centred 96 mm field of view at 2 mm (SET="data.image_size=48"
+# TAG=fov96); (2) the same field at 1 mm (SET="data.spacing_mm=1.0 data.image_size=96" TAG=fov96_1mm); (3) every
+# slice instead of 12 (SET="data.max_slices=0" TAG=allslices); (4) the maximum instead of the mean over each
+# slice's bottleneck (SET="model.spatial_pooling=max" TAG=spatialmax). A follow-up study takes the first that
+# reaches a validation AUC >= 0.80 (then checked at 8 labelled exams, which must stay well below it: labels must
+# matter); every candidate run is reported, whatever it shows.
 #   bash scripts/acl_headroom_probe.sh [OUT] [STEPS...]     (default runs/acl_headroom, steps 120 480 1200)
 # COHORT=<folder> takes an existing copy of the target cohort (e.g. a study's OUT/cohorts/target); without it
 # the cohort is written to OUT/target (about 14 min on 2 cores).

@@ -11,7 +11,7 @@ from dataclasses import asdict, dataclass, field
 from typing import Any
 
 __all__ = ["LOCATION_GRID", "LOCATION_POOLINGS", "MAX_CHANNELS", "MAX_DEEPEST_FILTERS", "MAX_LEVELS", "POOLINGS",
-           "ExamClassifierConfig", "UNetConfig"]
+           "SPATIAL_POOLINGS", "ExamClassifierConfig", "UNetConfig"]
 
 
 #: Upper bounds of a network's size (the paper's network: 5 levels, 1024 filters at the deepest):
@@ -21,6 +21,8 @@ MAX_DEEPEST_FILTERS = 8192
 MAX_CHANNELS = 8192
 #: the location head's pooling: global average ("mean") or average per cell of a fixed grid ("grid")
 LOCATION_POOLINGS = ("mean", "grid")
+#: How an exam classifier turns a slice's bottleneck into one feature vector: its mean or its maximum over pixels.
+SPATIAL_POOLINGS = ("mean", "max")
 LOCATION_GRID = 4
 
 @dataclass(frozen=True)
@@ -127,6 +129,7 @@ class ExamClassifierConfig:
     hidden: int = 64
     attention_hidden: int = 32
     dropout: float = 0.0
+    spatial_pooling: str = "mean"
 
     def validate(self) -> None:
         """Raise ValueError naming the first bad field."""
@@ -135,6 +138,9 @@ class ExamClassifierConfig:
             raise ValueError(f"views must be distinct and non-empty, got {self.views!r}")
         if self.pooling not in POOLINGS:
             raise ValueError(f"pooling must be one of {', '.join(POOLINGS)}, got {self.pooling!r}")
+        if self.spatial_pooling not in SPATIAL_POOLINGS:
+            raise ValueError(f"spatial_pooling must be one of {', '.join(SPATIAL_POOLINGS)}, "
+                             f"got {self.spatial_pooling!r}")
         if self.hidden < 1 or self.attention_hidden < 1:
             raise ValueError("hidden and attention_hidden must be >= 1")
         if not 0.0 <= self.dropout < 1.0:

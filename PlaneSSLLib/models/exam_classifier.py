@@ -3,8 +3,10 @@
 Plain torch (no MONAI). For an exam with stacks ``{view: (S_v, H, W)}`` (knee: SAG, COR, AX):
 
 1. every slice of every view goes through the **same** encoder (``models.unet.Encoder``, the
-   pretrained PlaneSSLNet encoder when transferred); its bottleneck is global-average-pooled
-   into one feature vector of ``C = encoder.filters[-1]`` numbers per slice;
+   pretrained PlaneSSLNet encoder when transferred); its bottleneck is pooled over the pixels
+   into one feature vector of ``C = encoder.filters[-1]`` numbers per slice: the mean
+   (``spatial_pooling="mean"``, default) or the maximum (``"max"``: a finding that fills a few
+   bottleneck cells is not averaged away by the rest of the image);
 2. **pooling over slices** turns a view's ``(S_v, C)`` features into one ``C`` vector:
 
    * ``"max"`` (default; MRNet's choice): the element-wise maximum over the slices — a tear
@@ -26,10 +28,10 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from .configs import POOLINGS, ExamClassifierConfig
+from .configs import POOLINGS, SPATIAL_POOLINGS, ExamClassifierConfig
 from .unet import Encoder
 
-__all__ = ["POOLINGS", "ExamClassifierConfig", "ExamClassifier", "SlicePooling"]
+__all__ = ["POOLINGS", "SPATIAL_POOLINGS", "ExamClassifierConfig", "ExamClassifier", "SlicePooling"]
 
 
 class SlicePooling(nn.Module):
@@ -74,13 +76,16 @@ class ExamClassifier(nn.Module):
         )
 
     def slice_features(self, slices: torch.Tensor) -> torch.Tensor:
-        """``(N, H, W)`` or ``(N, 1, H, W)`` slices → ``(N, C)`` pooled bottleneck features."""
+        """``(N, H, W)`` or ``(N, 1, H, W)`` slices → ``(N, C)`` bottleneck features pooled over the pixels."""
         if slices.dim() == 3:
             slices = slices.unsqueeze(1)
         m = self.config.encoder.size_multiple
         if slices.shape[-1] % m or slices.shape[-2] % m:
             raise ValueError(f"slice size {tuple(slices.shape[-2:])} must be divisible by {m}")
-        return self.encoder(slices)[-1].mean(dim=(2, 3))
+        bottleneck = self.encoder(slices)[-1]
+        if self.config.spatial_pooling == "max":
+            return bottleneck.amax(dim=(2, 3))
+        return bottleneck.mean(dim=(2, 3))
 
     def view_features(self, stacks: dict[str, torch.Tensor], masks: dict[str, torch.Tensor] | None = None
                       ) -> dict[str, torch.Tensor]:

@@ -57,7 +57,7 @@ from .heart_clinical import (
     render_clinical_cine,
     sample_clinical_heart,
 )
-from .knee import acl_torn, plan_knee_stacks, render_knee_slice, sample_knee
+from .knee import KneeAnatomy, acl_torn, plan_knee_stacks, render_knee_slice, sample_knee
 from .knee_clinical import (
     KNEE_SEQUENCES,
     KNEE_SITES,
@@ -70,7 +70,7 @@ from .knee_clinical import (
     series_description,
 )
 from .render import display_window, random_look
-from .sites import draw_site, parse_site_weights, random_site_look, site_settings
+from .sites import Sequence, Site, draw_site, parse_site_weights, random_site_look, site_settings
 
 __all__ = [
     "ANATOMIES",
@@ -82,6 +82,7 @@ __all__ = [
     "CohortError",
     "CohortOptions",
     "subject_name",
+    "clinical_knee_subject",
     "default_workers",
     "is_phantom_cohort",
     "write_subject",
@@ -391,11 +392,17 @@ def _write_knee_series(root: Path, options: CohortOptions, index: int, view: str
     return folder
 
 
-def _write_knee_clinical(root: Path, options: CohortOptions, index: int) -> dict:
-    """A clinical knee subject (``knee_clinical.py``): the same series folders as ``_write_knee``."""
+def clinical_knee_subject(options: CohortOptions, index: int) -> tuple[Site, Sequence, str, KneeAnatomy]:
+    """Site, sequence, ACL grade and anatomy of subject ``index`` of a clinical knee cohort, exactly as it is
+    written (for diagnostics that need where the anatomy lies, e.g. ``scripts/acl_signal_probe.py``)."""
     site, sequence = draw_site(_rng(options, index, 3), parse_site_weights(options.sites), KNEE_SITES, KNEE_SEQUENCES)
     grade = draw_acl_grade(options.seed, index)
-    anatomy = sample_clinical_knee(_rng(options, index, 0), grade, sequence)
+    return site, sequence, grade, sample_clinical_knee(_rng(options, index, 0), grade, sequence)
+
+
+def _write_knee_clinical(root: Path, options: CohortOptions, index: int) -> dict:
+    """A clinical knee subject (``knee_clinical.py``): the same series folders as ``_write_knee``."""
+    site, sequence, grade, anatomy = clinical_knee_subject(options, index)
     coverage = clinical_knee_coverage(anatomy, _rng(options, index, 5))
     stacks = plan_knee_stacks(anatomy, _rng(options, index, 1), options.matrix, coverage=coverage)
     look = knee_site_look(_rng(options, index, 4), site, sequence, anatomy.origin_lps)

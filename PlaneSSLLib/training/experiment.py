@@ -391,7 +391,9 @@ def portable_paths(value: Any, root: str | Path | None) -> Any:
 #: before it existed ("section.field": value). A run's fingerprint leaves such a setting out while it holds that
 #: value, so adding an option does not make every recorded run stale (a study's record stays reusable); set to
 #: any other value, it enters the fingerprint and the run is redone. Add an entry with every new field.
-NEUTRAL_ADDITIONS: dict[str, Any] = {}
+NEUTRAL_ADDITIONS: dict[str, Any] = {
+    "model.spatial_pooling": "mean",  # ACL classifier, 2026-12-01: the mean over the bottleneck, as before
+}
 
 
 def _without_neutral_additions(settings: dict[str, Any]) -> dict[str, Any]:

@@ -67,7 +67,7 @@ from ..data.exams import (
 from ..data.splits import split_exams
 from ..inference.classify import ACL_LABELS
 from ..inference.weights import build_manifest, export_weights, load_exported
-from ..models.exam_classifier import POOLINGS, ExamClassifier, ExamClassifierConfig
+from ..models.exam_classifier import POOLINGS, SPATIAL_POOLINGS, ExamClassifier, ExamClassifierConfig
 from ..models.unet import UNetConfig
 from ..preprocess.config import PrepareConfig
 from ..preprocess.exams import KNEE_VIEWS, Exam, ExamError, exams_from_dicom
@@ -125,10 +125,11 @@ class AclModelConfig:
     base_filters: int = 8
     levels: int = 4
     norm: str = "batch"
-    pooling: str = "max"  #: "max" or "attention" (models.exam_classifier)
+    pooling: str = "max"  #: over slices: "max" or "attention" (models.exam_classifier)
     hidden: int = 64
     attention_hidden: int = 32
     dropout: float = 0.0
+    spatial_pooling: str = "mean"  #: over each slice's bottleneck pixels: "mean" or "max" (models.exam_classifier)
 
 
 @dataclass
@@ -195,6 +196,7 @@ def _check(cfg: AclConfig, bad) -> None:
     check_minimums(bad, "data", d, max_slices=0)
     check_choice(bad, "data.balance", d.balance, ("pos_weight", "sampler", "none"))
     check_choice(bad, "model.pooling", m.pooling, POOLINGS)
+    check_choice(bad, "model.spatial_pooling", m.spatial_pooling, SPATIAL_POOLINGS)
     check_minimums(bad, "model", m, hidden=1, attention_hidden=1)
     if not 0.0 <= m.dropout < 1.0:
         bad("model.dropout", f"must be in [0, 1), got {m.dropout}")
@@ -477,7 +479,7 @@ class AclTask(Task):
         m = config.model
         self.classifier_config = ExamClassifierConfig(
             encoder=self.start.encoder, views=KNEE_VIEWS, pooling=m.pooling, hidden=m.hidden,
-            attention_hidden=m.attention_hidden, dropout=m.dropout)
+            attention_hidden=m.attention_hidden, dropout=m.dropout, spatial_pooling=m.spatial_pooling)
         model = ExamClassifier(self.classifier_config).to(device)
         if self.start.state is not None:
             model.load_encoder_state(self.start.state)
