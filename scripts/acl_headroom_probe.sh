@@ -19,6 +19,11 @@
 # slice's bottleneck (SET="model.spatial_pooling=max" TAG=spatialmax). A follow-up study takes the first that
 # reaches a validation AUC >= 0.80 (then checked at 8 labelled exams, which must stay well below it: labels must
 # matter); every candidate run is reported, whatever it shows.
+# Two diagnostics, added 2026-12-01 after candidates (1) and (2) kept the training loss flat and before
+# (3)-(6) ran; neither can choose a study input: (5) a 48 mm field (SET="data.image_size=24" TAG=fov48), where
+# the ACL fills much of every central sagittal slice: if the classifier does not learn there, the training
+# itself, not the input, is what fails; (6) ten times the budget, 4,800 steps, at candidate (1)'s input
+# (SET="data.image_size=48" TAG=fov96, steps 4800): whether the loss moves at all given 9,600 exams seen.
 #   bash scripts/acl_headroom_probe.sh [OUT] [STEPS...]     (default runs/acl_headroom, steps 120 480 1200)
 # COHORT=<folder> takes an existing copy of the target cohort (e.g. a study's OUT/cohorts/target); without it
 # the cohort is written to OUT/target (about 14 min on 2 cores).
