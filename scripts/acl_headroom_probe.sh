@@ -25,7 +25,10 @@
 # itself, not the input, is what fails; (6) ten times the budget, 4,800 steps, at candidate (1)'s input
 # (SET="data.image_size=48" TAG=fov96, steps 4800): whether the loss moves at all given 9,600 exams seen.
 # After (5) learned (validation AUC 0.990) and before this run: (5) again with 8 labelled exams (LABELLED=8), to
-# see whether labels matter at that input; still a diagnostic, not a study input.
+# see whether labels matter at that input; still a diagnostic, not a study input. After (6) learned (validation
+# AUC 1.000 from epoch ~150 on) and (5) with 8 labelled reached test AUC 0.921, and before this run: (6) with 8
+# labelled exams (LABELLED=8, 4,800 steps at candidate (1)'s input), the same question at the input and budget
+# where the whole pool learns; a diagnostic too: a follow-up study's design is for a rule written before it.
 #   bash scripts/acl_headroom_probe.sh [OUT] [STEPS...]     (default runs/acl_headroom, steps 120 480 1200)
 # COHORT=<folder> takes an existing copy of the target cohort (e.g. a study's OUT/cohorts/target); without it
 # the cohort is written to OUT/target (about 14 min on 2 cores).
