@@ -52,6 +52,34 @@ def clinical(tmp_path_factory) -> tuple[Path, dict]:
     return out, write_cohort(out, CohortOptions("knee", 5, seed=11, matrix=48, realism="clinical"), workers=1)
 
 
+def test_the_anatomy_rebuilt_from_the_seed_is_the_one_written(clinical, tmp_path):
+    """``clinical_knee_subject`` gives the writer's own draws, and the oracle check built on it
+    (scripts/acl_signal_probe.py) finds each torn ACL brighter over its own pixels than every intact one."""
+    import subprocess
+    import sys
+
+    from PlaneSSLLib.phantoms.cohort import clinical_knee_subject
+
+    out, _meta = clinical
+    options = CohortOptions("knee", 5, seed=11, matrix=48, realism="clinical")
+    labels = list(csv.DictReader((out / "labels.csv").open()))
+    for i, row in enumerate(labels):
+        _site, _sequence, grade, anatomy = clinical_knee_subject(options, i)
+        assert (grade, f"{anatomy.effusion_mm:.2f}") == (row["acl_grade"], f"{float(row['effusion_mm']):.2f}")
+    report = tmp_path / "signal.json"
+    script = Path(__file__).resolve().parents[1] / "scripts" / "acl_signal_probe.py"
+    done = subprocess.run([sys.executable, str(script), str(out), "--spacing-mm", "2.0", "--size-px", "48",
+                           "--json", str(report)], capture_output=True, text=True, check=True)
+    assert "AUC torn vs intact" in done.stdout
+    rows = json.loads(report.read_text())
+    assert [r["grade"] for r in rows] == [r["acl_grade"] for r in labels]
+    assert all(r["features"]["prepared"]["core_px"] > 0 for r in rows)
+    core = {r["grade"] != "intact": [] for r in rows}
+    for r in rows:
+        core[r["grade"] != "intact"].append(r["features"]["prepared"]["core"])
+    assert min(core[True]) > max(core[False])
+
+
 def test_records_grades_sites_and_headers(clinical):
     out, meta = clinical
     labels = list(csv.DictReader((out / "labels.csv").open()))

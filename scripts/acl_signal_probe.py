@@ -42,6 +42,7 @@ from PlaneSSLLib.preprocess.codes import VIEW_CODES
 from PlaneSSLLib.preprocess.config import PrepareConfig
 from PlaneSSLLib.preprocess.index import scan_slices
 from PlaneSSLLib.preprocess.resample import normalise_intensity, prepare_image
+from PlaneSSLLib.training.cls_metrics import roc_auc
 
 CORE_T = (0.3, 0.8)
 HALO_T = (0.15, 0.85)
@@ -112,12 +113,8 @@ def exam_features(subject_dir: Path, anatomy, config: PrepareConfig) -> dict[str
 
 
 def auc(positive: list[float], negative: list[float]) -> float:
-    """Mann-Whitney AUC: the chance a positive scores above a negative (ties count half)."""
-    p, n = np.asarray(positive, float), np.asarray(negative, float)
-    if not len(p) or not len(n):
-        return float("nan")
-    greater = (p[:, None] > n[None, :]).sum() + 0.5 * (p[:, None] == n[None, :]).sum()
-    return float(greater / (len(p) * len(n)))
+    """AUC of ``positive`` against ``negative`` scores (``training.cls_metrics.roc_auc``; NaN when one is empty)."""
+    return roc_auc([1] * len(positive) + [0] * len(negative), [*positive, *negative])
 
 
 def main(argv: list[str] | None = None) -> int:
