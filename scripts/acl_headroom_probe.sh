@@ -29,6 +29,8 @@
 # AUC 1.000 from epoch ~150 on) and (5) with 8 labelled reached test AUC 0.921, and before this run: (6) with 8
 # labelled exams (LABELLED=8, 4,800 steps at candidate (1)'s input), the same question at the input and budget
 # where the whole pool learns; a diagnostic too: a follow-up study's design is for a rule written before it.
+# After that run gave 0.928 (pool 0.963) and before these: the same with 4, then 2 labelled exams (LABELLED="4 2",
+# 4,800 steps at candidate (1)'s input): how far below 8 labels have to go before they matter; diagnostics too.
 #   bash scripts/acl_headroom_probe.sh [OUT] [STEPS...]     (default runs/acl_headroom, steps 120 480 1200)
 # COHORT=<folder> takes an existing copy of the target cohort (e.g. a study's OUT/cohorts/target); without it
 # the cohort is written to OUT/target (about 14 min on 2 cores).
