@@ -7,6 +7,8 @@ from __future__ import annotations
 import csv
 import hashlib
 import json
+import subprocess
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -17,6 +19,7 @@ from PlaneSSLLib.data.cache import open_cache
 from PlaneSSLLib.data.prepare import prepare_cache
 from PlaneSSLLib.dicom.planes import plane_from_dataset
 from PlaneSSLLib.phantoms import CohortOptions, acl_torn, plan_knee_stacks, sample_knee, write_cohort
+from PlaneSSLLib.phantoms.cohort import CohortError, clinical_knee_subject, read_cohort_options
 from PlaneSSLLib.phantoms.knee import ClinicalKneeTissue as T
 from PlaneSSLLib.phantoms.knee_clinical import (
     ACL_GRADES,
@@ -53,15 +56,12 @@ def clinical(tmp_path_factory) -> tuple[Path, dict]:
 
 
 def test_the_anatomy_rebuilt_from_the_seed_is_the_one_written(clinical, tmp_path):
-    """``clinical_knee_subject`` gives the writer's own draws, and the oracle check built on it
-    (scripts/acl_signal_probe.py) finds each torn ACL brighter over its own pixels than every intact one."""
-    import subprocess
-    import sys
-
-    from PlaneSSLLib.phantoms.cohort import clinical_knee_subject
-
+    """``read_cohort_options`` and ``clinical_knee_subject`` give the writer's own options and draws, and the
+    oracle check built on them (scripts/acl_signal_probe.py) finds each torn ACL brighter over its own pixels
+    than every intact one."""
     out, _meta = clinical
-    options = CohortOptions("knee", 5, seed=11, matrix=48, realism="clinical")
+    options = read_cohort_options(out)
+    assert options == CohortOptions("knee", 5, seed=11, matrix=48, realism="clinical")
     labels = list(csv.DictReader((out / "labels.csv").open()))
     for i, row in enumerate(labels):
         _site, _sequence, grade, anatomy = clinical_knee_subject(options, i)
@@ -74,10 +74,11 @@ def test_the_anatomy_rebuilt_from_the_seed_is_the_one_written(clinical, tmp_path
     rows = json.loads(report.read_text())
     assert [r["grade"] for r in rows] == [r["acl_grade"] for r in labels]
     assert all(r["features"]["prepared"]["core_px"] > 0 for r in rows)
-    core = {r["grade"] != "intact": [] for r in rows}
-    for r in rows:
-        core[r["grade"] != "intact"].append(r["features"]["prepared"]["core"])
-    assert min(core[True]) > max(core[False])
+    torn = [r["features"]["prepared"]["core"] for r in rows if r["grade"] != "intact"]
+    intact = [r["features"]["prepared"]["core"] for r in rows if r["grade"] == "intact"]
+    assert torn and intact and min(torn) > max(intact)
+    with pytest.raises(CohortError, match="cohort.json: cannot read"):
+        read_cohort_options(tmp_path)
 
 
 def test_records_grades_sites_and_headers(clinical):

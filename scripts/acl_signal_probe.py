@@ -36,7 +36,13 @@ import numpy as np
 
 from PlaneSSLLib.dicom.pixels import read_file_frames
 from PlaneSSLLib.geometry.planes import ImagePlane
-from PlaneSSLLib.phantoms.cohort import CohortOptions, clinical_knee_subject, subject_name
+from PlaneSSLLib.phantoms.cohort import (
+    CohortError,
+    CohortOptions,
+    clinical_knee_subject,
+    read_cohort_options,
+    subject_name,
+)
 from PlaneSSLLib.phantoms.shapes import segment_distance2, to_frame
 from PlaneSSLLib.preprocess.codes import VIEW_CODES
 from PlaneSSLLib.preprocess.config import PrepareConfig
@@ -51,18 +57,15 @@ FEATURES = ("core", "halo", "core_minus_halo")
 
 
 def cohort_options(cohort: Path) -> CohortOptions:
-    """The options a cohort was written with, from its ``cohort.json``; exits naming the file when it is not a
-    clinical knee cohort."""
-    path = cohort / "cohort.json"
+    """The options a clinical knee cohort was written with; exits naming the file otherwise."""
     try:
-        meta = json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, ValueError) as exc:
-        sys.exit(f"{path}: cannot read a phantom cohort record ({exc})")
-    opts = meta.get("options") or {}
-    if meta.get("anatomy") != "knee" or opts.get("realism") != "clinical":
-        sys.exit(f"{path}: not a clinical knee cohort (anatomy {meta.get('anatomy')}, realism {opts.get('realism')})")
-    return CohortOptions(anatomy="knee", subjects=int(meta["subjects"]), seed=int(meta["seed"]),
-                         matrix=opts.get("matrix"), realism="clinical", sites=opts.get("sites"))
+        options = read_cohort_options(cohort)
+    except CohortError as exc:
+        sys.exit(str(exc))
+    if options.anatomy != "knee" or options.realism != "clinical":
+        sys.exit(f"{cohort / 'cohort.json'}: not a clinical knee cohort "
+                 f"(anatomy {options.anatomy}, realism {options.realism})")
+    return options
 
 
 def region_sums(image: np.ndarray, plane: ImagePlane, anatomy, acl_radius_mm: float

@@ -85,6 +85,7 @@ __all__ = [
     "clinical_knee_subject",
     "default_workers",
     "is_phantom_cohort",
+    "read_cohort_options",
     "write_subject",
     "write_cohort",
 ]
@@ -471,6 +472,24 @@ def write_subject(out_dir: str | os.PathLike, options: CohortOptions, index: int
         shutil.rmtree(tmp, ignore_errors=True)
         raise
     return summary
+
+
+def read_cohort_options(out_dir: str | os.PathLike) -> CohortOptions:
+    """The options a cohort was written with, read back from its ``cohort.json`` (``_cohort_json``'s inverse);
+    CohortError naming the file when it is missing or not this generator's."""
+    path = Path(out_dir) / "cohort.json"
+    try:
+        meta = json.loads(path.read_text(encoding="utf-8"))
+        if meta.get("generator") != GENERATOR:
+            raise ValueError("not written by planessl phantom")
+        opts = meta.get("options") or {}
+        options = CohortOptions(
+            anatomy=meta["anatomy"], subjects=int(meta["subjects"]), seed=int(meta["seed"]),
+            layout=meta.get("layout") or "kaggle", phases=int(opts.get("phases", DEFAULT_PHASES)),
+            matrix=opts.get("matrix"), realism=opts.get("realism", "simple"), sites=opts.get("sites"))
+    except (OSError, ValueError, KeyError, TypeError) as exc:
+        raise CohortError(f"{path}: cannot read a phantom cohort record ({exc})") from None
+    return options
 
 
 def is_phantom_cohort(out_dir: str | os.PathLike) -> bool:
